@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"pec/hsm"
+	"pec/tsa"
+)
+
+// File is pec.yaml. Each package owns its section and its Validate; this
+// type only composes them.
+type File struct {
+	DataDir string       `yaml:"data_dir"`
+	Log     LogConfig    `yaml:"log"`
+	Listen  ListenConfig `yaml:"listen"`
+	TLS     TLSConfig    `yaml:"tls"`
+	HSM     hsm.Config   `yaml:"hsm"`
+	TSA     tsa.Config   `yaml:"tsa"`
+
+	path string // where it was read from
+}
+
+// LogConfig is the log section.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json, text
+}
+
+// ListenConfig gives each service its address; empty turns it off.
+type ListenConfig struct {
+	TSA  string `yaml:"tsa"`
+	API  string `yaml:"api"`
+	Web  string `yaml:"web"`
+	SMTP string `yaml:"smtp"`
+}
+
+// TLSConfig is the tls section: the API's server certificate, its HSM key,
+// and the roots that client certificates must chain to.
+type TLSConfig struct {
+	CertFile    string `yaml:"cert_file"`
+	KeyLabel    string `yaml:"key_label"`
+	ClientRoots string `yaml:"client_roots"`
+	TSATLS      bool   `yaml:"tsa_tls"`
+}
+
+// serviceNames are the NAMEs of `pec serve --listen NAME=HOST:PORT`.
+var serviceNames = []string{"tsa", "api", "web", "smtp"}
+
+func (l *ListenConfig) addr(name string) *string {
+	switch name {
+	case "tsa":
+		return &l.TSA
+	case "api":
+		return &l.API
+	case "web":
+		return &l.Web
+	case "smtp":
+		return &l.SMTP
+	}
+	return nil
+}
+
+// LoadConfig reads pec.yaml strictly: unknown fields, a second document and
+// trailing content are errors, as are the faults each section's Validate
+// finds. Relative paths are resolved against the file's directory.
+func LoadConfig(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.path = path
+	cfg.resolvePaths(filepath.Dir(path))
+	if err := cfg.Validate(); err != nil {
+		return nil, prefixLines(filepath.Base(path), err)
+	}
+	return cfg, nil
+}
+
+func parseConfig(data []byte) (*File, error) {
+	var cfg File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty configuration")
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("trailing content after the configuration document")
+	}
+	return &cfg, nil
+}
+
+// Validate reports every fault of the file at once.
+func (f *File) Validate() error {
+	var errs []error
+	if f.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: required"))
+	}
+	switch f.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", f.Log.Level))
+	}
+	switch f.Log.Format {
+	case "", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not one of json, text", f.Log.Format))
+	}
+	for _, name := range serviceNames {
+		if a := *f.Listen.addr(name); a != "" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				errs = append(errs, fmt.Errorf("listen.%s: %q is not HOST:PORT", name, a))
+			}
+		}
+	}
+	if f.Listen.API != "" || f.TLS.TSATLS {
+		if f.TLS.CertFile == "" {
+			errs = append(errs, errors.New("tls.cert_file: required to serve TLS"))
+		}
+		if f.TLS.KeyLabel == "" {
+			errs = append(errs, errors.New("tls.key_label: required to serve TLS"))
+		}
+	}
+	if f.Listen.API != "" && f.TLS.ClientRoots == "" {
+		errs = append(errs, errors.New("tls.client_roots: required: the API accepts only mutual TLS"))
+	}
+	errs = append(errs, f.HSM.Validate(), f.TSA.Validate())
+	return errors.Join(errs...)
+}
+
+func (f *File) resolvePaths(dir string) {
+	for _, p := range []*string{
+		&f.DataDir, &f.TLS.CertFile, &f.TLS.ClientRoots,
+		&f.HSM.PINFile, &f.HSM.SoftHSM2Conf, &f.HSM.KeyDir,
+		&f.TSA.CertFile, &f.TSA.SerialFile, &f.TSA.JournalFile,
+	} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// prefixLines puts "pec.yaml: " before each fault, one per line.
+func prefixLines(prefix string, err error) error {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + ": " + l
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"pec/configs"
+	"pec/hsm"
+	"pec/internal/devpki"
+)
+
+// softHSMModule is where Debian's softhsm2 package installs the module.
+const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+// devPolicyOID is the TSA policy of development nodes, under the ITU-T
+// example arc (2.999, X.660): it must never appear in production tokens.
+const devPolicyOID = "2.999.3161.1"
+
+// devClients are the client certificates `pec init` issues (a contract:
+// DIR/pki/clients/NAME.pem and NAME.key).
+var devClients = []struct{ name, org string }{
+	{"partner-a", "Partner A administration"},
+	{"partner-b", "Partner B administration"},
+	{"auditor", "PEC audit"},
+	{"admin", "PEC operations"},
+}
+
+func newInitCommand() *cobra.Command {
+	var opts initOptions
+	cmd := &cobra.Command{
+		Use:   "init --dir DIR",
+		Short: "Create a development node: PKI, HSM keys, and a commented pec.yaml",
+		Long: `init writes DIR/pec.yaml, a development root CA (DIR/pki/root-ca.pem), the TSA and
+TLS certificates, and client certificates for partner-a, partner-b, auditor and admin
+(DIR/pki/clients/NAME.pem and NAME.key). Keys of the node go into a SoftHSM2 token under
+DIR/hsm when softhsm2 is installed, into PKCS#8 files under DIR/keys otherwise. The token's
+PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is left as it is.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.dir == "" {
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("--dir is required")}}
+			}
+			if err := initNode(cmd.Context(), opts, cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.dir, "dir", "", "directory of the new node")
+	cmd.Flags().StringVar(&opts.module, "module", "", "PKCS#11 module for a new SoftHSM2 token (default: "+softHSMModule+" when installed)")
+	cmd.Flags().BoolVar(&opts.softwareKeys, "software-keys", false, "keep keys in PKCS#8 files even when SoftHSM2 is installed")
+	return cmd
+}
+
+type initOptions struct {
+	dir          string
+	module       string
+	softwareKeys bool
+}
+
+// initNode creates the node. It refuses a directory that holds a pec.yaml and
+// removes what it created when it fails half-way.
+func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) {
+	dir, err := filepath.Abs(opts.dir)
+	if err != nil {
+		return inputError(err)
+	}
+	cfgPath := filepath.Join(dir, "pec.yaml")
+	if _, err := os.Stat(cfgPath); err == nil {
+		return usageError("%s already exists: init changes nothing in a configured directory", cfgPath)
+	}
+	created, err := makeDirs(dir, "pki/clients", "data")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			for i := len(created) - 1; i >= 0; i-- {
+				_ = os.RemoveAll(created[i])
+			}
+		}
+	}()
+
+	params := configs.Params{Dev: true, PolicyOID: devPolicyOID}
+	var hcfg hsm.Config
+	module := opts.module
+	if module == "" && !opts.softwareKeys {
+		if _, err := os.Stat(softHSMModule); err == nil {
+			module = softHSMModule
+		}
+	}
+	if module != "" && !opts.softwareKeys {
+		hcfg, err = initSoftHSMToken(dir, module)
+		if err != nil {
+			return err
+		}
+		params.Module, params.TokenLabel = hcfg.Module, hcfg.TokenLabel
+		params.PINFile, params.SoftHSM2Conf = "hsm/pin", "hsm/softhsm2.conf"
+	} else {
+		hcfg = hsm.Config{KeyDir: filepath.Join(dir, "keys")}
+		if err := os.MkdirAll(hcfg.KeyDir, 0o700); err != nil {
+			return err
+		}
+		params.KeyDir = "keys"
+	}
+
+	keys, err := hsm.Open(ctx, hcfg, hsm.Options{})
+	if err != nil {
+		return fmt.Errorf("open keys: %w", err)
+	}
+	defer keys.Close()
+	if err := issueDevPKI(ctx, dir, keys, time.Now()); err != nil {
+		return err
+	}
+
+	rendered, err := configs.Render(params)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(cfgPath, rendered, 0o644); err != nil {
+		return err
+	}
+	where := "software keys in " + hcfg.KeyDir
+	if hcfg.Module != "" {
+		where = fmt.Sprintf("SoftHSM2 token %q (PIN in %s)", hcfg.TokenLabel, hcfg.PINFile)
+	}
+	fmt.Fprintf(out, "pec init: wrote %s\n  keys: %s\n  root CA: %s\n  client certificates: %s/{partner-a,partner-b,auditor,admin}.{pem,key}\n",
+		cfgPath, where, filepath.Join(dir, "pki", "root-ca.pem"), filepath.Join(dir, "pki", "clients"))
+	return nil
+}
+
+// initSoftHSMToken creates a SoftHSM2 token store under DIR/hsm, with a
+// configuration file of its own, a new token and random PINs kept in files
+// of mode 0600.
+func initSoftHSMToken(dir, module string) (hsm.Config, error) {
+	hsmDir := filepath.Join(dir, "hsm")
+	tokens := filepath.Join(hsmDir, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return hsm.Config{}, err
+	}
+	conf := filepath.Join(hsmDir, "softhsm2.conf")
+	confText := "# SoftHSM2 configuration of this PEC development node.\n" +
+		"directories.tokendir = " + tokens + "\n" +
+		"objectstore.backend = file\n" +
+		"log.level = ERROR\n" +
+		"slots.removable = false\n"
+	if err := writeFile(conf, []byte(confText), 0o600); err != nil {
+		return hsm.Config{}, err
+	}
+	userPIN, soPIN := randomPIN(), randomPIN()
+	cfg := hsm.Config{
+		Module:       module,
+		TokenLabel:   "pec-dev",
+		PINFile:      filepath.Join(hsmDir, "pin"),
+		SoftHSM2Conf: conf,
+	}
+	if err := writeFile(cfg.PINFile, []byte(userPIN+"\n"), 0o600); err != nil {
+		return hsm.Config{}, err
+	}
+	if err := writeFile(filepath.Join(hsmDir, "so-pin"), []byte(soPIN+"\n"), 0o600); err != nil {
+		return hsm.Config{}, err
+	}
+	// SoftHSM2 reads SOFTHSM2_CONF when the module is initialised.
+	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
+		return hsm.Config{}, err
+	}
+	if _, err := hsm.InitToken(module, cfg.TokenLabel, soPIN, userPIN); err != nil {
+		return hsm.Config{}, fmt.Errorf("create SoftHSM2 token: %w", err)
+	}
+	return cfg, nil
+}
+
+// issueDevPKI generates the node's keys and writes the development PKI.
+func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Time) error {
+	pki := filepath.Join(dir, "pki")
+	rootKey, err := keys.GenerateKey(ctx, "root-ca", hsm.ECP384)
+	if err != nil {
+		return fmt.Errorf("generate root CA key: %w", err)
+	}
+	ca, err := devpki.NewRootCA(rootKey, "PEC development root CA", now)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(pki, "root-ca.pem"), devpki.CertPEM(ca.Cert), 0o644); err != nil {
+		return err
+	}
+
+	tsaKey, err := keys.GenerateKey(ctx, "tsa", hsm.ECP256)
+	if err != nil {
+		return fmt.Errorf("generate TSA key: %w", err)
+	}
+	tsaCert, err := ca.IssueTSA(tsaKey.Public(), "PEC development TSA", now)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(pki, "tsa.pem"), devpki.CertPEM(tsaCert, ca.Cert), 0o644); err != nil {
+		return err
+	}
+
+	tlsKey, err := keys.GenerateKey(ctx, "tls-server", hsm.ECP256)
+	if err != nil {
+		return fmt.Errorf("generate TLS key: %w", err)
+	}
+	serverCert, err := ca.IssueServer(tlsKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, now)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(pki, "server.pem"), devpki.CertPEM(serverCert, ca.Cert), 0o644); err != nil {
+		return err
+	}
+
+	// Client keys belong to the clients, not to the platform: files they
+	// take away, never HSM objects of the node.
+	for _, c := range devClients {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		cert, err := ca.IssueClient(key.Public(), c.name, c.org, now)
+		if err != nil {
+			return err
+		}
+		keyPEM, err := devpki.KeyPEM(key)
+		if err != nil {
+			return err
+		}
+		base := filepath.Join(pki, "clients", c.name)
+		if err := writeFile(base+".key", keyPEM, 0o600); err != nil {
+			return err
+		}
+		if err := writeFile(base+".pem", devpki.CertPEM(cert), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeDirs creates dir and its subdirectories (mode 0700) and returns the
+// directories it created, outermost first.
+func makeDirs(dir string, subs ...string) ([]string, error) {
+	var created []string
+	for _, d := range append([]string{dir}, subs...) {
+		p := d
+		if d != dir {
+			p = filepath.Join(dir, d)
+		}
+		// Record each missing ancestor so a failure removes only what we made.
+		var missing []string
+		for q := p; ; q = filepath.Dir(q) {
+			if _, err := os.Stat(q); err == nil || !errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			missing = append([]string{q}, missing...)
+			if q == filepath.Dir(q) {
+				break
+			}
+		}
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return created, err
+		}
+		created = append(created, missing...)
+	}
+	return created, nil
+}
+
+// writeFile writes data atomically: a temporary file renamed into place.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// randomPIN is 26 base32 characters (130 bits), within SoftHSM2's PIN
+// length limit of 255.
+func randomPIN() string { return rand.Text() }

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"pec/gateway"
+	"pec/hsm"
+	"pec/internal/devpki"
+	"pec/tsa"
+)
+
+func newServeCommand() *cobra.Command {
+	var (
+		configPath string
+		dev        bool
+		dir        string
+		listens    []string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve (--config FILE | --dev --dir DIR) [--listen NAME=HOST:PORT]...",
+		Short: "Run a PEC node: the TSA, the API, health and metrics",
+		Long: `serve reads and checks the configuration, opens the keys, and serves until SIGTERM or
+SIGINT, then finishes the requests under way. With --dev --dir DIR it first runs
+'pec init --dir DIR' when DIR holds no pec.yaml. --listen NAME=HOST:PORT (NAME: tsa, api,
+web, smtp) overrides the address of one service.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			overrides, err := parseListens(listens)
+			if err != nil {
+				return err
+			}
+			switch {
+			case dev && dir == "":
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("--dev needs --dir DIR")}}
+			case dev && configPath != "":
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("--dev and --config exclude each other")}}
+			case !dev && configPath == "":
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("--config FILE (or --dev --dir DIR) is required")}}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if dev {
+				configPath = filepath.Join(dir, "pec.yaml")
+				if _, err := os.Stat(configPath); errors.Is(err, os.ErrNotExist) {
+					if err := initNode(ctx, initOptions{dir: dir}, cmd.OutOrStdout()); err != nil {
+						return err
+					}
+				}
+			}
+			cfg, err := LoadConfig(configPath)
+			if err != nil {
+				return inputError(err)
+			}
+			for name, addr := range overrides {
+				*cfg.Listen.addr(name) = addr
+			}
+			return serve(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
+	cmd.Flags().BoolVar(&dev, "dev", false, "development node: init DIR first if it holds no pec.yaml")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory of the development node (with --dev)")
+	cmd.Flags().StringArrayVar(&listens, "listen", nil, "NAME=HOST:PORT: override the address of service NAME (tsa, api, web, smtp)")
+	return cmd
+}
+
+func parseListens(values []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, v := range values {
+		name, addr, ok := strings.Cut(v, "=")
+		known := false
+		for _, n := range serviceNames {
+			known = known || n == name
+		}
+		if !ok || !known {
+			return nil, &exitError{code: exitUsage, err: usageMistake{fmt.Errorf("--listen %q: want NAME=HOST:PORT with NAME one of %s", v, strings.Join(serviceNames, ", "))}}
+		}
+		if addr != "" {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return nil, &exitError{code: exitUsage, err: usageMistake{fmt.Errorf("--listen %q: %q is not HOST:PORT", v, addr)}}
+			}
+		}
+		out[name] = addr
+	}
+	return out, nil
+}
+
+func newLogger(cfg LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cmpOr(cfg.Level, "info")))
+	hopts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(w, hopts))
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// node is what serve opens; close releases it in reverse order.
+type node struct {
+	closers []func() error
+}
+
+func (n *node) onClose(f func() error) { n.closers = append(n.closers, f) }
+
+func (n *node) close(log *slog.Logger) {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		if err := n.closers[i](); err != nil {
+			log.Error("close", "err", err)
+		}
+	}
+}
+
+// serve runs the node until ctx is cancelled, then shuts the listeners down
+// gracefully (requests under way finish, for at most 15 s).
+func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
+	log := newLogger(cfg.Log, stderr)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var n node
+	defer n.close(log)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+
+	keys, err := hsm.Open(ctx, cfg.HSM, hsm.Options{Logger: log, Registry: reg})
+	if err != nil {
+		return fmt.Errorf("open keys: %w", err)
+	}
+	n.onClose(keys.Close)
+
+	authority, clock, err := openTSA(ctx, cfg, keys, log, reg, &n)
+	if err != nil {
+		return err
+	}
+	go clock.Run(ctx)
+
+	gopts := gateway.Options{
+		Logger:   log,
+		Registry: reg,
+		Gatherer: reg,
+		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}},
+	}
+
+	var servers []*http.Server
+	var lines []string
+	errc := make(chan error, 2)
+	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+		}
+		srv := &http.Server{
+			Handler:           handler,
+			TLSConfig:         tlsCfg,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		scheme := "http"
+		if tlsCfg != nil {
+			scheme = "https"
+			ln = tls.NewListener(ln, tlsCfg)
+		}
+		servers = append(servers, srv)
+		lines = append(lines, fmt.Sprintf("  %-4s %s://%s%s", name, scheme, ln.Addr(), path))
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", name, err)
+			}
+		}()
+		log.Info("listening", "service", name, "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+		return nil
+	}
+
+	var serverTLS, apiTLS *tls.Config
+	if cfg.Listen.API != "" || cfg.TLS.TSATLS {
+		serverTLS, apiTLS, err = loadTLS(ctx, cfg, keys)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.Listen.TSA != "" {
+		h := gateway.NewTSAHandler(authority, cfg.TSA.MaxRequestBytes, gopts)
+		var tcfg *tls.Config
+		if cfg.TLS.TSATLS {
+			tcfg = serverTLS
+		}
+		if err := start("tsa", cfg.Listen.TSA, h, tcfg, "/tsa"); err != nil {
+			return err
+		}
+	}
+	if cfg.Listen.API != "" {
+		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(authority, cfg.TSA.MaxRequestBytes, gopts), apiTLS, "/v1/"); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"web", "smtp"} {
+		if addr := *cfg.Listen.addr(name); addr != "" {
+			log.Warn("service not part of this build yet; not listening", "service", name, "addr", addr)
+		}
+	}
+
+	clients := filepath.Join(filepath.Dir(cfg.path), "pki", "clients")
+	fmt.Fprintf(stdout, "PEC is serving (config %s):\n%s\n", cfg.path, strings.Join(lines, "\n"))
+	if _, err := os.Stat(clients); err == nil {
+		fmt.Fprintf(stdout, "  client certificates for the API: %s/NAME.pem and NAME.key (NAME: partner-a, partner-b, auditor, admin)\n", clients)
+		fmt.Fprintf(stdout, "  root CA: %s\n", cfg.TLS.ClientRoots)
+	}
+	fmt.Fprintln(stdout, "Stop with Ctrl-C or SIGTERM.")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("listener failed", "err", runErr)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	return runErr
+}
+
+// openTSA builds the authority from the tsa section: the HSM key, the
+// certificate chain, the serial-number source, the journal and the clock
+// guard.
+func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger, reg prometheus.Registerer, n *node) (*tsa.Authority, *tsa.ClockGuard, error) {
+	chain, err := devpki.LoadCertsPEM(cfg.TSA.CertFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tsa.cert_file: %w", err)
+	}
+	signer, err := keys.Signer(ctx, cfg.TSA.KeyLabel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tsa.key_label %q: %w", cfg.TSA.KeyLabel, err)
+	}
+	serials, err := tsa.OpenFileSerials(cfg.TSA.SerialFile, cfg.TSA.NodeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tsa.serial_file: %w", err)
+	}
+	n.onClose(serials.Close)
+	journal, err := tsa.OpenJournal(cfg.TSA.JournalFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tsa.journal_file: %w", err)
+	}
+	n.onClose(journal.Close)
+	clock := tsa.NewClockGuard(cfg.TSA.Clock, cfg.TSA.Accuracy, tsa.ClockOptions{Logger: log, Registry: reg})
+	authority, err := tsa.New(cfg.TSA, signer, chain, serials, tsa.Options{
+		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return authority, clock, nil
+}
+
+// loadTLS returns the TLS configuration of the tsa listener (server only)
+// and of the API (mutual TLS).
+func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tls.Config, err error) {
+	chain, err := devpki.LoadCertsPEM(cfg.TLS.CertFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls.cert_file: %w", err)
+	}
+	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+	}
+	server, err = gateway.ServerTLSConfig(chain, key, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.TLS.ClientRoots == "" {
+		return server, nil, nil
+	}
+	roots, err := devpki.LoadCertsPEM(cfg.TLS.ClientRoots)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls.client_roots: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	api, err = gateway.ServerTLSConfig(chain, key, pool)
+	return server, api, err
+}

@@ -1,0 +1,83 @@
+package pec_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// allowedImports is ARCHITECTURE.md's dependency direction: each package may
+// import only the project packages listed here (tests aside). The capability
+// packages form a chain — hsm ◄ certvalidation ◄ tsa ◄ signing ◄ proof ◄
+// securemail — so that a lower one never needs a higher one: where it does,
+// it declares a one-method interface and cmd/pec wires it.
+var allowedImports = map[string][]string{
+	"pec/hsm":            {},
+	"pec/certvalidation": {"pec/hsm"},
+	"pec/tsa":            {"pec/hsm", "pec/certvalidation"},
+	"pec/signing":        {"pec/hsm", "pec/certvalidation", "pec/tsa"},
+	"pec/proof":          {"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
+	"pec/securemail":     {"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
+	"pec/middleoffice":   capabilities,
+	// The edges adapt HTTP to plain calls; they may skip the middle office.
+	"pec/gateway":     append([]string{"pec/middleoffice"}, capabilities...),
+	"pec/frontoffice": append([]string{"pec/middleoffice"}, capabilities...),
+	// configs is the embedded pec.yaml: imported by cmd/pec only.
+	"pec/configs": {},
+	// devpki issues the development PKI of `pec init`; it needs nothing of ours.
+	"pec/internal/devpki": {},
+	// Test helpers: they may use what they help test.
+	"pec/internal/softhsmtest": {"pec/hsm"},
+	"pec/internal/interop":     {},
+	"pec/cmd/pec":              append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
+}
+
+var capabilities = []string{"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
+
+// testOnly packages serve tests: no production code may import them.
+var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop"}
+
+func TestDependencyDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	seen := 0
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p.ImportPath == "pec" {
+			continue // this test
+		}
+		seen++
+		allowed, known := allowedImports[p.ImportPath]
+		if !known {
+			t.Errorf("%s: not in the dependency table of deps_test.go: add it with its place in ARCHITECTURE.md", p.ImportPath)
+			continue
+		}
+		for _, imp := range p.Imports {
+			if imp != "pec" && !strings.HasPrefix(imp, "pec/") {
+				continue
+			}
+			if slices.Contains(testOnly, imp) && !slices.Contains(testOnly, p.ImportPath) {
+				t.Errorf("%s imports %s, a test helper, outside tests", p.ImportPath, imp)
+				continue
+			}
+			if !slices.Contains(allowed, imp) {
+				t.Errorf("%s imports %s: against the dependency direction (allowed: %v)", p.ImportPath, imp, allowed)
+			}
+		}
+	}
+	if seen < 5 {
+		t.Fatalf("go list saw only %d packages", seen)
+	}
+}

@@ -1,0 +1,104 @@
+// Package gateway is PEC's HTTP edge: it turns HTTP requests into calls of the
+// capability packages and their results and errors into protocol answers.
+//
+//   - The tsa listener serves RFC 3161 section 3.4 "Time-Stamp Protocol via
+//     HTTP": POST application/timestamp-query, answered with
+//     application/timestamp-reply.
+//   - The api listener serves the JSON API under /v1 to clients that
+//     authenticate with a certificate (mutual TLS, RFC 8446 section 4.4.2).
+//     Errors are RFC 9457 problem details.
+//   - Both serve /healthz, /readyz and /metrics (Prometheus text format).
+//
+// Only this package translates errors for HTTP clients; internal error text
+// is logged once here and never sent.
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/tsa"
+)
+
+// TSAResponder is what the time-stamp endpoints need of a tsa.Authority.
+type TSAResponder interface {
+	// Respond answers one DER TimeStampReq; a client's mistake is a rejection
+	// TimeStampResp and a nil error.
+	Respond(ctx context.Context, req []byte) ([]byte, error)
+}
+
+// Options hold optional collaborators; the zero value suits tests.
+type Options struct {
+	Logger   *slog.Logger          // nil: discard
+	Registry prometheus.Registerer // nil: no gateway metrics
+	Gatherer prometheus.Gatherer   // nil: no /metrics
+	Ready    []ReadinessCheck      // what /readyz checks
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+// NewTSAHandler serves the tsa listener: POST /tsa plus the operator
+// endpoints. maxBody bounds a request (tsa.Config.MaxRequestBytes).
+func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
+	mux := http.NewServeMux()
+	m := newMetrics(opts.Registry, "tsa")
+	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: opts.logger()}))
+	registerOps(mux, opts.Ready, opts.Gatherer)
+	return mux
+}
+
+// NewAPIHandler serves the api listener. Every /v1 route requires a client
+// certificate verified by the TLS layer (see ServerTLSConfig); a request
+// without one is refused with 401 whatever the TLS settings.
+func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
+	log := opts.logger()
+	m := newMetrics(opts.Registry, "api")
+	v1 := http.NewServeMux()
+	v1.Handle("GET /v1/whoami", m.instrument("/v1/whoami", http.HandlerFunc(whoami)))
+	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log}))
+	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", requireClientCert(v1))
+	registerOps(mux, opts.Ready, opts.Gatherer)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "no such route: "+r.URL.Path)
+	})
+	return mux
+}
+
+// ServerTLSConfig is the TLS configuration of a listener whose key is held by
+// key (an HSM key: the private key never leaves the module). With clientRoots
+// set, clients must present a certificate for clientAuth chaining to them.
+func ServerTLSConfig(chain []*x509.Certificate, key crypto.Signer, clientRoots *x509.CertPool) (*tls.Config, error) {
+	if len(chain) == 0 || key == nil {
+		return nil, errors.New("gateway: TLS needs a certificate and its key")
+	}
+	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+	}
+	if clientRoots != nil {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = clientRoots
+	}
+	return cfg, nil
+}

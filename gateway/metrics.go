@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec   // listener, route, code
+	seconds  *prometheus.HistogramVec // listener, route
+	listener string
+}
+
+// newMetrics registers the HTTP metrics of one listener. Several listeners
+// share the collectors: a second registration reuses the first.
+func newMetrics(reg prometheus.Registerer, listener string) *metrics {
+	m := &metrics{
+		listener: listener,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_http_requests_total",
+			Help: "HTTP requests answered, by listener, route and status code.",
+		}, []string{"listener", "route", "code"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pec_http_request_seconds",
+			Help:    "Time to answer an HTTP request, by listener and route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"listener", "route"}),
+	}
+	if reg == nil {
+		return m
+	}
+	m.requests = registerOrReuse(reg, m.requests)
+	m.seconds = registerOrReuse(reg, m.seconds)
+	return m
+}
+
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+// instrument counts and times the requests of one route. Routes are fixed
+// strings, so the label sets stay bounded.
+func (m *metrics) instrument(route string, next http.Handler) http.Handler {
+	observe := m.seconds.WithLabelValues(m.listener, route)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		observe.Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(m.listener, route, strconv.Itoa(sw.status)).Inc()
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}

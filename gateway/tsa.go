@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"pec/tsa"
+)
+
+// Media types of RFC 3161 section 3.4.
+const (
+	timestampQuery = "application/timestamp-query"
+	timestampReply = "application/timestamp-reply"
+)
+
+// tsaEndpoint answers RFC 3161 over HTTP. Every answer is a TimeStampResp,
+// including the ones for HTTP-level mistakes (wrong method, wrong content
+// type, oversized body), so that any RFC 3161 client can read why it was
+// refused; the HTTP status tells the same to clients that look only at it.
+type tsaEndpoint struct {
+	authority TSAResponder
+	maxBody   int64
+	log       *slog.Logger
+}
+
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		e.reject(w, http.StatusMethodNotAllowed, "use POST with "+timestampQuery)
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != timestampQuery {
+		e.reject(w, http.StatusUnsupportedMediaType, "content type must be "+timestampQuery)
+		return
+	}
+	if r.ContentLength > e.maxBody {
+		e.reject(w, http.StatusRequestEntityTooLarge, "request larger than "+strconv.FormatInt(e.maxBody, 10)+" bytes")
+		return
+	}
+
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<16 {
+			buf.Reset()
+			bodyBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, e.maxBody)); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			e.reject(w, http.StatusRequestEntityTooLarge, "request larger than "+strconv.FormatInt(e.maxBody, 10)+" bytes")
+			return
+		}
+		e.reject(w, http.StatusBadRequest, "incomplete request body")
+		return
+	}
+
+	resp, err := e.authority.Respond(r.Context(), buf.Bytes())
+	if err != nil {
+		// Our own failure (HSM, disk): logged here, once; the client gets
+		// systemFailure and no internal detail.
+		e.log.ErrorContext(r.Context(), "tsa: respond", "err", err)
+		e.writeReply(w, http.StatusInternalServerError, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
+		return
+	}
+	e.writeReply(w, http.StatusOK, resp)
+}
+
+func (e *tsaEndpoint) reject(w http.ResponseWriter, status int, text string) {
+	e.writeReply(w, status, tsa.Reject(tsa.FailBadRequest, text))
+}
+
+func (e *tsaEndpoint) writeReply(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{timestampReply}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
