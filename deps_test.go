@@ -32,7 +32,9 @@ var allowedImports = map[string][]string{
 	// Test helpers: they may use what they help test.
 	"pec/internal/softhsmtest": {"pec/hsm"},
 	"pec/internal/interop":     {},
-	"pec/cmd/pec":              append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
+	// Benchmarks drive the production path from outside, like cmd/pec.
+	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
+	"pec/cmd/pec":       append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
 }
 
 var capabilities = []string{"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}

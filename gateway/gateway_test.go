@@ -1,0 +1,344 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digitorus/timestamp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/gateway"
+	"pec/internal/devpki"
+	"pec/tsa"
+)
+
+type pki struct {
+	ca      *devpki.CA
+	tsaCert *x509.Certificate
+	tsaKey  crypto.Signer
+}
+
+func newPKI(t testing.TB) *pki {
+	t.Helper()
+	now := time.Now()
+	rootKey := mustKey(t)
+	ca, err := devpki.NewRootCA(rootKey, "gateway test root", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsaKey := mustKey(t)
+	cert, err := ca.IssueTSA(tsaKey.Public(), "gateway test TSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pki{ca: ca, tsaCert: cert, tsaKey: tsaKey}
+}
+
+func mustKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func newAuthority(t testing.TB, p *pki, opts tsa.Options) *tsa.Authority {
+	t.Helper()
+	dir := t.TempDir()
+	serials, err := tsa.OpenFileSerials(filepath.Join(dir, "serials"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serials.Close() })
+	cfg := tsa.Config{KeyLabel: "tsa", PolicyOID: "2.999.3161.1", Accuracy: time.Second, MaxRequestBytes: 1024}
+	a, err := tsa.New(cfg, p.tsaKey, []*x509.Certificate{p.tsaCert, p.ca.Cert}, serials, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func request(t testing.TB, data string) []byte {
+	t.Helper()
+	sum := sha256.Sum256([]byte(data))
+	r := timestamp.Request{HashAlgorithm: crypto.SHA256, HashedMessage: sum[:], Certificates: true}
+	der, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// status decodes the PKIStatusInfo of a TimeStampResp (RFC 3161 section 2.4.2).
+func status(t testing.TB, body []byte) (int, asn1.BitString) {
+	t.Helper()
+	var resp struct {
+		Status struct {
+			Status       int
+			StatusString []asn1.RawValue `asn1:"optional"`
+			FailInfo     asn1.BitString  `asn1:"optional"`
+		}
+		Token asn1.RawValue `asn1:"optional"`
+	}
+	if rest, err := asn1.Unmarshal(body, &resp); err != nil || len(rest) > 0 {
+		t.Fatalf("not a TimeStampResp (%v, %d trailing bytes): %x", err, len(rest), body)
+	}
+	return resp.Status.Status, resp.Status.FailInfo
+}
+
+func TestTSAEndpoint(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	reg := prometheus.NewRegistry()
+	srv := httptest.NewServer(gateway.NewTSAHandler(newAuthority(t, p, tsa.Options{}), 1024, gateway.Options{Registry: reg, Gatherer: reg}))
+	t.Cleanup(srv.Close)
+
+	good := request(t, "hello")
+	tests := []struct {
+		name        string
+		method      string
+		contentType string
+		body        io.Reader
+		wantHTTP    int
+		wantStatus  int // PKIStatus: 0 granted, 2 rejection
+		wantFail    int // failInfo bit, when rejected
+	}{
+		{"granted", "POST", "application/timestamp-query", bytes.NewReader(good), 200, 0, -1},
+		{"content type with parameters", "POST", "application/timestamp-query; charset=binary", bytes.NewReader(good), 200, 0, -1},
+		{"GET", "GET", "", nil, 405, 2, 2},
+		{"wrong content type", "POST", "application/json", bytes.NewReader(good), 415, 2, 2},
+		{"no content type", "POST", "", bytes.NewReader(good), 415, 2, 2},
+		{"empty body", "POST", "application/timestamp-query", bytes.NewReader(nil), 200, 2, 5},
+		{"truncated", "POST", "application/timestamp-query", bytes.NewReader(good[:len(good)-3]), 200, 2, 5},
+		{"trailing garbage", "POST", "application/timestamp-query", bytes.NewReader(append(bytes.Clone(good), 0, 1, 2)), 200, 2, 5},
+		{"oversized", "POST", "application/timestamp-query", bytes.NewReader(make([]byte, 4096)), 413, 2, 2},
+		{"oversized, chunked", "POST", "application/timestamp-query", io.MultiReader(strings.NewReader(strings.Repeat("x", 4096))), 413, 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, srv.URL+"/tsa", tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantHTTP {
+				t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.wantHTTP)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/timestamp-reply" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			st, fi := status(t, body)
+			if st != tt.wantStatus {
+				t.Fatalf("PKIStatus %d, want %d", st, tt.wantStatus)
+			}
+			if tt.wantFail >= 0 && fi.At(tt.wantFail) != 1 {
+				t.Errorf("failInfo %x, want bit %d", fi.Bytes, tt.wantFail)
+			}
+			if st == 0 {
+				if _, err := timestamp.ParseResponse(body); err != nil {
+					t.Errorf("granted reply does not parse: %v", err)
+				}
+			}
+		})
+	}
+	if n := counterSum(t, reg, "pec_http_requests_total"); n < float64(len(tests)) {
+		t.Errorf("pec_http_requests_total = %v, want ≥ %d", n, len(tests))
+	}
+}
+
+// counterSum adds up every series of a counter family.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func TestReadyz(t *testing.T) {
+	t.Parallel()
+	failing := errors.New("clock offset 3s exceeds accuracy 1s")
+	var fail bool
+	h := gateway.NewTSAHandler(nil, 1024, gateway.Options{Ready: []gateway.ReadinessCheck{{Name: "tsa", Check: func() error {
+		if fail {
+			return failing
+		}
+		return nil
+	}}}})
+	get := func(path string) (*httptest.ResponseRecorder, map[string]any) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s: not JSON: %q", path, rec.Body.String())
+		}
+		return rec, body
+	}
+	if rec, _ := get("/healthz"); rec.Code != 200 {
+		t.Errorf("/healthz %d", rec.Code)
+	}
+	if rec, body := get("/readyz"); rec.Code != 200 || body["status"] != "ready" {
+		t.Errorf("/readyz %d %v", rec.Code, body)
+	}
+	fail = true
+	rec, body := get("/readyz")
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), failing.Error()) {
+		t.Errorf("/readyz while failing: %d %v", rec.Code, body)
+	}
+}
+
+// TestAPIMutualTLS serves the API over real TLS on 127.0.0.1 and calls it
+// with and without a client certificate.
+func TestAPIMutualTLS(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	now := time.Now()
+	serverKey := mustKey(t)
+	serverCert, err := p.ca.IssueServer(serverKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(p.ca.Cert)
+	tlsCfg, err := gateway.ServerTLSConfig([]*x509.Certificate{serverCert, p.ca.Cert}, serverKey, roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(gateway.NewAPIHandler(newAuthority(t, p, tsa.Options{}), 1024, gateway.Options{}))
+	srv.TLS = tlsCfg
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	clientKey := mustKey(t)
+	clientCert, err := p.ca.IssueClient(clientKey.Public(), "partner-a", "Partner A", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(withCert bool) *http.Client {
+		cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+		if withCert {
+			cfg.Certificates = []tls.Certificate{{Certificate: [][]byte{clientCert.Raw}, PrivateKey: clientKey}}
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	}
+
+	t.Run("no client certificate", func(t *testing.T) {
+		resp, err := client(false).Get(srv.URL + "/v1/whoami")
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("served without a client certificate: %s", resp.Status)
+		}
+	})
+	t.Run("whoami", func(t *testing.T) {
+		resp, err := client(true).Get(srv.URL + "/v1/whoami")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var id gateway.Identity
+		if err := json.NewDecoder(resp.Body).Decode(&id); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || !strings.Contains(id.Subject, "CN=partner-a") {
+			t.Errorf("%s %+v", resp.Status, id)
+		}
+	})
+	t.Run("timestamp", func(t *testing.T) {
+		resp, err := client(true).Post(srv.URL+"/v1/timestamps", "application/timestamp-query", bytes.NewReader(request(t, "x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if st, _ := status(t, body); resp.StatusCode != 200 || st != 0 {
+			t.Errorf("HTTP %d, PKIStatus %d", resp.StatusCode, st)
+		}
+	})
+	t.Run("unknown route is a problem", func(t *testing.T) {
+		resp, err := client(true).Get(srv.URL + "/v1/nosuch")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var pr gateway.Problem
+		if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || pr.Status != 404 {
+			t.Errorf("%s %q %+v", resp.Status, resp.Header.Get("Content-Type"), pr)
+		}
+	})
+	t.Run("wrong method is a problem", func(t *testing.T) {
+		resp, err := client(true).Post(srv.URL+"/v1/whoami", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s", resp.Status)
+		}
+	})
+}
+
+// TestTSAFailureIsNotLeaked: when the authority fails (HSM gone), the client
+// gets systemFailure and HTTP 500 with no internal text.
+func TestTSAFailureIsNotLeaked(t *testing.T) {
+	t.Parallel()
+	h := gateway.NewTSAHandler(failingResponder{}, 1024, gateway.Options{})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/tsa", bytes.NewReader(request(t, "x")))
+	req.Header.Set("Content-Type", "application/timestamp-query")
+	h.ServeHTTP(rec, req)
+	if rec.Code != 500 {
+		t.Errorf("HTTP %d", rec.Code)
+	}
+	st, fi := status(t, rec.Body.Bytes())
+	if st != 2 || fi.At(25) != 1 {
+		t.Errorf("PKIStatus %d failInfo %x, want rejection/systemFailure", st, fi.Bytes)
+	}
+	if bytes.Contains(rec.Body.Bytes(), []byte("pkcs11")) {
+		t.Errorf("internal error text leaked: %q", rec.Body.Bytes())
+	}
+}
+
+type failingResponder struct{}
+
+func (failingResponder) Respond(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("hsm: pkcs11: CKR_DEVICE_ERROR")
+}
