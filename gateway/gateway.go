@@ -18,14 +18,18 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"pec/tsa"
 )
+
+// openAPI documents the api listener.
+//
+//go:embed openapi.yaml
+var openAPI []byte
 
 // TSAResponder is what the time-stamp endpoints need of a tsa.Authority.
 type TSAResponder interface {
@@ -67,6 +71,10 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	m := newMetrics(opts.Registry, "api")
 	v1 := http.NewServeMux()
 	v1.Handle("GET /v1/whoami", m.instrument("/v1/whoami", http.HandlerFunc(whoami)))
+	v1.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(openAPI)
+	})
 	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log}))
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such API route: "+r.URL.Path)

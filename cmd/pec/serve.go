@@ -209,7 +209,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		}
 	}
 	if cfg.Listen.TSA != "" {
-		h := gateway.NewTSAHandler(authority, cfg.TSA.MaxRequestBytes, gopts)
+		h := gateway.NewTSAHandler(authority, cfg.TSA.MaxBody(), gopts)
 		var tcfg *tls.Config
 		if cfg.TLS.TSATLS {
 			tcfg = serverTLS
@@ -219,7 +219,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		}
 	}
 	if cfg.Listen.API != "" {
-		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(authority, cfg.TSA.MaxRequestBytes, gopts), apiTLS, "/v1/"); err != nil {
+		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(authority, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/"); err != nil {
 			return err
 		}
 	}

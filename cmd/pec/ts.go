@@ -169,12 +169,16 @@ or unreadable input.`,
 			if err != nil {
 				return inputError(err)
 			}
-			opts := tsa.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool()}
+			opts := tsa.VerifyOptions{Roots: x509.NewCertPool()}
 			if err := addPEMFiles(opts.Roots, roots); err != nil {
 				return err
 			}
-			if err := addPEMFiles(opts.Intermediates, untrusted); err != nil {
-				return err
+			for _, file := range untrusted {
+				certs, err := devpki.LoadCertsPEM(file)
+				if err != nil {
+					return inputError(err)
+				}
+				opts.Certificates = append(opts.Certificates, certs...)
 			}
 			var h crypto.Hash
 			if digest != "" {

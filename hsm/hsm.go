@@ -1,0 +1,265 @@
+// Package hsm gives the rest of PEC a [crypto.Signer] and a [crypto.Decrypter]
+// by key label, backed either by a PKCS#11 token (OASIS PKCS#11 Cryptographic
+// Token Interface Base Specification v2.40; SoftHSM2 in tests and in
+// `pec init`, a hardware HSM in production) or by software keys kept as
+// PKCS#8 (RFC 5208) PEM files.
+//
+// # Keys
+//
+// With a PKCS#11 module, private keys are generated on the token as token
+// objects with CKA_SENSITIVE true and CKA_EXTRACTABLE false: they never leave
+// it. A key is found by CKA_LABEL; its public half is read from the public-key
+// object that shares its CKA_ID (CKA_MODULUS and CKA_PUBLIC_EXPONENT for RSA,
+// CKA_EC_PARAMS and CKA_EC_POINT for EC), so no certificate needs to be
+// stored on the token.
+//
+// Signatures: RSA PKCS#1 v1.5 (RFC 8017 section 8.2, CKM_RSA_PKCS over the
+// DigestInfo), RSA-PSS (RFC 8017 section 8.1, CKM_RSA_PKCS_PSS) and ECDSA
+// (FIPS 186-4, CKM_ECDSA, the raw r||s result re-encoded as the ASN.1
+// Ecdsa-Sig-Value of RFC 3279 that Go and X.509 expect). Decryption: RSA-OAEP
+// (RFC 8017 section 7.1, CKM_RSA_PKCS_OAEP) and RSAES-PKCS1-v1_5
+// (CKM_RSA_PKCS). Where a module refuses the OAEP parameters, or ignores the
+// OAEP label (SoftHSM2 2.6 does SHA-1 only, and drops the label without a
+// word), the token computes the raw RSA decryption (CKM_RSA_X_509) and the
+// OAEP decoding is done here, in constant time: the private key still never
+// leaves the token.
+//
+// # Sessions and recovery
+//
+// A [KeyStore] on a token logs in once (CKU_USER): a login puts every session
+// the application has open on the token in the user state (PKCS#11 v2.40
+// section 5.6, C_Login), and the state ends with the last of them. One
+// read-only session, the anchor, stays open for the life of the KeyStore so
+// that the login does too; operations run on a pool of read-only sessions
+// opened lazily up to [Config.Sessions]. A caller waits for a free session,
+// and that wait honours its context.
+//
+// The pool recovers by itself, without a restart, from the faults below,
+// listed from the least to the most thorough recovery:
+//
+//   - session (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
+//     CKR_OPERATION_ACTIVE): that session is dropped and a new one opened,
+//     unless the anchor session is gone too (a token pulled and put back),
+//     which calls for the token recovery at once;
+//   - login (CKR_USER_NOT_LOGGED_IN): the KeyStore logs in again;
+//   - key (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID): the key's
+//     object handle is found again by label and CKA_ID;
+//   - token (CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_SLOT_ID_INVALID,
+//     CKR_TOKEN_NOT_RECOGNIZED): the slot is found again by token label or
+//     serial, a new anchor session logs in, and the pooled sessions and key
+//     handles of before are replaced on their next use;
+//   - module (CKR_DEVICE_ERROR, CKR_GENERAL_ERROR,
+//     CKR_CRYPTOKI_NOT_INITIALIZED): the module is finalised and initialised
+//     again (C_Finalize, C_Initialize), then as for the token. Every KeyStore
+//     on that module notices at its next call and recovers the same way.
+//
+// After a recovery the operation is retried. Retries are bounded: a call
+// recovers at most once from each kind, each more thorough than the last, so
+// a fault that persists fails the call and the next call tries again. Each
+// recovery is logged once, by whoever made it, and counted in
+// pec_hsm_recoveries_total{kind}. One exception: CKR_GENERAL_ERROR from
+// C_Decrypt is a bad ciphertext (SoftHSM2 answers so), not a sick module:
+// whoever can send a ciphertext must not be able to re-initialise the module.
+//
+// A module is loaded and initialised once per process per path, shared with
+// reference counts by every KeyStore and by [InitToken], and finalised when
+// its last user closes: PKCS#11 allows one C_Initialize per application.
+//
+// # Software keys
+//
+// Without a module, keys are PKCS#8 PEM files KEY_DIR/LABEL.key of mode 0600,
+// written atomically; the Go key itself signs and decrypts. They are the
+// fallback for machines without any PKCS#11 module.
+package hsm
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrKeyNotFound is returned (wrapped) when no key has the label asked for.
+var ErrKeyNotFound = errors.New("hsm: no key with this label")
+
+// ErrKeyExists is returned (wrapped) by GenerateKey when a key already has
+// the label: a label names one key, and a new key never replaces an old one.
+var ErrKeyExists = errors.New("hsm: a key with this label already exists")
+
+// errClosed is returned by a KeyStore, and by its keys, after Close.
+var errClosed = errors.New("hsm: key store is closed")
+
+// Config is the hsm section of pec.yaml. Either Module (a PKCS#11 token) or
+// KeyDir (software keys) is set, never both. The PIN is never in the file
+// itself: PINFile or PINEnv says where to read it.
+type Config struct {
+	Module       string `yaml:"module"`        // PKCS#11 module path; empty: software keys in KeyDir
+	TokenLabel   string `yaml:"token_label"`   // select the token by label ...
+	TokenSerial  string `yaml:"token_serial"`  // ... or by serial (both set: both must match)
+	PINFile      string `yaml:"pin_file"`      // user PIN from this file, trailing newline trimmed ...
+	PINEnv       string `yaml:"pin_env"`       // ... or from this environment variable
+	SoftHSM2Conf string `yaml:"softhsm2_conf"` // SoftHSM2 only: SOFTHSM2_CONF for the module's initialisation
+	Sessions     int    `yaml:"sessions"`      // session pool size; 0: 2*GOMAXPROCS, at least 4
+	KeyDir       string `yaml:"key_dir"`       // software keys: PKCS#8 PEM files KEY_DIR/LABEL.key, mode 0600
+}
+
+// PKCS#11 v2.40 section 3.2 (CK_TOKEN_INFO): fixed-size, blank-padded fields.
+const (
+	maxTokenLabel  = 32
+	maxTokenSerial = 16
+)
+
+// Validate reports every fault of the section at once (errors.Join), one per
+// line, each prefixed with its path in pec.yaml: "hsm.pin_file: ...". It
+// checks the shape of the section only; Open finds out whether the module,
+// the token and the files exist.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("hsm.%s: "+format, append([]any{field}, args...)...))
+	}
+	switch {
+	case c.Module != "" && c.KeyDir != "":
+		add("key_dir", "set together with hsm.module: choose a PKCS#11 module or software keys")
+	case c.Module == "" && c.KeyDir == "":
+		add("module", "required (a PKCS#11 module), or hsm.key_dir for software keys")
+	}
+	if c.Sessions < 0 {
+		add("sessions", "%d is negative (0 picks a size from the CPU count)", c.Sessions)
+	}
+	if c.Module == "" {
+		// Software keys: the token fields would be silently ignored, which
+		// hides a configuration mistake (a module line commented out).
+		for _, f := range []struct{ name, value string }{
+			{"token_label", c.TokenLabel}, {"token_serial", c.TokenSerial},
+			{"pin_file", c.PINFile}, {"pin_env", c.PINEnv}, {"softhsm2_conf", c.SoftHSM2Conf},
+		} {
+			if f.value != "" {
+				add(f.name, "only with hsm.module (software keys in hsm.key_dir need none)")
+			}
+		}
+		if c.Sessions > 0 {
+			add("sessions", "only with hsm.module")
+		}
+		return errors.Join(errs...)
+	}
+	if c.TokenLabel == "" && c.TokenSerial == "" {
+		add("token_label", "required with hsm.module (or hsm.token_serial)")
+	}
+	if len(c.TokenLabel) > maxTokenLabel || !utf8.ValidString(c.TokenLabel) {
+		add("token_label", "%q is not a PKCS#11 token label (UTF-8, at most %d bytes)", c.TokenLabel, maxTokenLabel)
+	}
+	if len(c.TokenSerial) > maxTokenSerial {
+		add("token_serial", "%q is longer than a PKCS#11 token serial (%d characters)", c.TokenSerial, maxTokenSerial)
+	}
+	switch {
+	case c.PINFile == "" && c.PINEnv == "":
+		add("pin_file", "required with hsm.module (or hsm.pin_env); the PIN itself never goes in pec.yaml")
+	case c.PINFile != "" && c.PINEnv != "":
+		add("pin_env", "set together with hsm.pin_file: choose one")
+	}
+	if c.PINEnv != "" && strings.ContainsAny(c.PINEnv, "= \t\n") {
+		add("pin_env", "%q is not an environment variable name", c.PINEnv)
+	}
+	return errors.Join(errs...)
+}
+
+// readPIN returns the user PIN from the file or the environment variable.
+// Errors name where the PIN was looked for, never the PIN.
+func (c Config) readPIN() (string, error) {
+	if c.PINEnv != "" {
+		pin, ok := os.LookupEnv(c.PINEnv)
+		if !ok || pin == "" {
+			return "", fmt.Errorf("hsm: pin_env: environment variable %s is not set", c.PINEnv)
+		}
+		return pin, nil
+	}
+	data, err := os.ReadFile(c.PINFile)
+	if err != nil {
+		// The *PathError names the file only.
+		return "", fmt.Errorf("hsm: pin_file: %w", err)
+	}
+	pin := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if pin == "" {
+		return "", fmt.Errorf("hsm: pin_file: %s is empty", c.PINFile)
+	}
+	return pin, nil
+}
+
+// Options hold optional collaborators; the zero value works.
+type Options struct {
+	Logger   *slog.Logger          // nil: discard
+	Registry prometheus.Registerer // nil: no metrics
+}
+
+// KeyType is the algorithm and size of a key to generate.
+type KeyType int
+
+// The key types GenerateKey makes.
+const (
+	RSA2048 KeyType = iota + 1
+	RSA3072
+	ECP256
+	ECP384
+)
+
+func (kt KeyType) String() string {
+	switch kt {
+	case RSA2048:
+		return "RSA-2048"
+	case RSA3072:
+		return "RSA-3072"
+	case ECP256:
+		return "ECDSA-P256"
+	case ECP384:
+		return "ECDSA-P384"
+	}
+	return fmt.Sprintf("KeyType(%d)", int(kt))
+}
+
+// KeyStore holds keys by label. It is safe for concurrent use, and so are the
+// signers and decrypters it returns; they stop working when it is closed.
+type KeyStore interface {
+	// Signer returns the key labelled label. The error wraps ErrKeyNotFound
+	// if there is none.
+	Signer(ctx context.Context, label string) (crypto.Signer, error)
+	// Decrypter returns the RSA key labelled label. The error wraps
+	// ErrKeyNotFound if there is none; an EC key is an error.
+	Decrypter(ctx context.Context, label string) (crypto.Decrypter, error)
+	// GenerateKey makes a new key pair labelled label. The error wraps
+	// ErrKeyExists if a key already has the label.
+	GenerateKey(ctx context.Context, label string, kt KeyType) (crypto.Signer, error)
+	// Close waits for the operations under way, then releases the sessions
+	// and the module (or nothing, for software keys). Later calls fail.
+	Close() error
+}
+
+// Open opens the key store that cfg describes: the PKCS#11 token of
+// cfg.Module, logged in with the PIN, or the software keys of cfg.KeyDir.
+// ctx bounds the opening only.
+func Open(ctx context.Context, cfg Config, opts Options) (KeyStore, error) {
+	return open(ctx, cfg, opts, nil)
+}
+
+// open is Open with a hook that tests use to wrap the PKCS#11 binding and
+// inject the faults SoftHSM2 cannot produce.
+func open(ctx context.Context, cfg Config, opts Options, wrap func(p11) p11) (KeyStore, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := newMetrics(opts.Registry)
+	if cfg.Module == "" {
+		return openSoftware(cfg.KeyDir, log, m)
+	}
+	return openToken(ctx, cfg, log, m, wrap)
+}

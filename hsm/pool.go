@@ -1,0 +1,319 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// session is one slot of the pool: a PKCS#11 session, opened on first use.
+// Whoever took it from the pool's channel owns it, so its fields need no lock.
+type session struct {
+	h      pkcs11.SessionHandle
+	epoch  uint64 // tokenState.epoch it was opened in
+	modGen uint64 // module generation it was opened in
+	open   bool
+}
+
+// pool is a buffered channel holding size session slots. Taking a slot is a
+// channel receive, giving it back a send: no lock, and a caller waiting for a
+// free session can give up with its context. Sessions are opened lazily, so
+// an idle KeyStore holds only its anchor session.
+type pool struct {
+	ch chan *session
+}
+
+func newPool(size int) *pool {
+	p := &pool{ch: make(chan *session, size)}
+	for range size {
+		p.ch <- new(session)
+	}
+	return p
+}
+
+func (p *pool) get(ctx context.Context) (*session, error) {
+	select {
+	case s, ok := <-p.ch:
+		if !ok {
+			return nil, errClosed
+		}
+		return s, nil
+	default:
+	}
+	select {
+	case s, ok := <-p.ch:
+		if !ok {
+			return nil, errClosed
+		}
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("hsm: wait for a PKCS#11 session: %w", context.Cause(ctx))
+	}
+}
+
+func (p *pool) put(s *session) { p.ch <- s }
+
+// drain takes every slot back, waiting for the operations under way, and
+// closes the channel: later gets fail with errClosed.
+func (p *pool) drain() []*session {
+	all := make([]*session, 0, cap(p.ch))
+	for range cap(p.ch) {
+		all = append(all, <-p.ch)
+	}
+	close(p.ch)
+	return all
+}
+
+// fault is what a PKCS#11 error says about the state of the session, the
+// login, the key handle, the token or the module; see the package doc.
+type fault int
+
+const (
+	faultNone fault = iota
+	faultSession
+	faultLogin
+	faultKey
+	faultToken
+	faultModule
+)
+
+func (f fault) String() string {
+	return [...]string{"none", "session", "login", "key", "token", "module"}[f]
+}
+
+// errStale reports that the module was initialised again (by any KeyStore
+// on it) since this KeyStore opened its sessions: their handles are void.
+var errStale = errors.New("hsm: PKCS#11 module was re-initialised")
+
+func classify(err error) fault {
+	if errors.Is(err, errStale) {
+		return faultToken
+	}
+	rv, ok := errors.AsType[pkcs11.Error](err)
+	if !ok {
+		return faultNone
+	}
+	switch rv {
+	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_OPERATION_ACTIVE:
+		return faultSession
+	case pkcs11.CKR_USER_NOT_LOGGED_IN:
+		return faultLogin
+	case pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_OBJECT_HANDLE_INVALID:
+		return faultKey
+	case pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_SLOT_ID_INVALID, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
+		return faultToken
+	case pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
+		return faultModule
+	}
+	return faultNone
+}
+
+// view is the state an attempt ran against: a recovery compares it with the
+// current state to know whether another caller recovered meanwhile.
+type view struct{ epoch, modGen, logins uint64 }
+
+// do runs fn on a pooled session, with the module's lock held for reading.
+// If fn fails with a fault the package doc lists, do recovers and runs fn
+// again. Retries are bounded: each recovery of a call must be more thorough
+// than the one before (session, login, key, token, module), so a call
+// recovers at most once from each kind and a fault that comes back after
+// its recovery fails the call. One pulled and re-inserted token needs that
+// cascade: the stale session fails first, then the login, lost with it.
+//
+// k, if not nil, is the key whose handle fn uses. fn must not keep the
+// session: it goes back to the pool when fn returns.
+func (s *tokenStore) do(ctx context.Context, k *Key, fn func(pkcs11.SessionHandle, *tokenState) error) error {
+	last := faultNone
+	for {
+		seen, err := s.try(ctx, fn)
+		if err == nil {
+			return nil
+		}
+		f := classify(err)
+		if f <= last {
+			return err
+		}
+		if rerr := s.recover(f, k, seen, err); rerr != nil {
+			return fmt.Errorf("%w; recovery from it failed: %w", err, rerr)
+		}
+		last = f
+	}
+}
+
+func (s *tokenStore) try(ctx context.Context, fn func(pkcs11.SessionHandle, *tokenState) error) (view, error) {
+	if s.closed.Load() {
+		return view{}, errClosed
+	}
+	sess, err := s.pool.get(ctx)
+	if err != nil {
+		return view{}, err
+	}
+	s.met.sessionsInUse.Inc()
+	s.mod.mu.RLock()
+	seen, err := s.run(sess, fn)
+	s.mod.mu.RUnlock()
+	s.met.sessionsInUse.Dec()
+	s.pool.put(sess)
+	return seen, err
+}
+
+// run is try's critical section; the caller holds mod.mu for reading.
+func (s *tokenStore) run(sess *session, fn func(pkcs11.SessionHandle, *tokenState) error) (view, error) {
+	st := s.state.Load()
+	seen := view{epoch: st.epoch, modGen: s.mod.gen, logins: s.logins.Load()}
+	if st.modGen != s.mod.gen {
+		return seen, errStale
+	}
+	if sess.open && sess.epoch != st.epoch {
+		// Abandoned, not closed: the token's removal or the module's
+		// re-initialisation closed it, and its handle may since name a
+		// live session that closing would break.
+		sess.open = false
+	}
+	if !sess.open {
+		// Read-only: operations never modify the token, and a bug can't
+		// either; GenerateKey opens a read/write session of its own.
+		h, err := s.p.OpenSession(st.slot, pkcs11.CKF_SERIAL_SESSION)
+		if err != nil {
+			return seen, err
+		}
+		*sess = session{h: h, epoch: st.epoch, modGen: s.mod.gen, open: true}
+	}
+	err := fn(sess.h, st)
+	if err != nil && classify(err) == faultSession {
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_OPERATION_ACTIVE)) {
+			// The session lives, stuck in an operation: closing it is the
+			// only way to end that operation.
+			_ = s.p.CloseSession(sess.h)
+		}
+		sess.open = false
+	}
+	return seen, err
+}
+
+// recover repairs what fault f broke. k, if not nil, is the key in use.
+func (s *tokenStore) recover(f fault, k *Key, seen view, cause error) error {
+	switch f {
+	case faultSession:
+		return s.checkAnchor(k, seen, cause)
+	case faultKey:
+		if k == nil {
+			return nil // no cached handle to blame: the retry finds again
+		}
+		k.h.Store(nil)
+	case faultLogin:
+		return s.relogin(k, seen, cause)
+	default:
+		return s.reset(f, k, seen, cause)
+	}
+	s.recovered(f, k, cause)
+	return nil
+}
+
+// checkAnchor follows a session fault. run dropped the session, and the
+// retry opens another; but when the token was pulled and put back, every
+// session is stale and the login is gone. The anchor session tells: if it
+// is gone too the token is reset at once, rather than each pooled session
+// failing in turn; if it lives but has lost the login, log in again.
+func (s *tokenStore) checkAnchor(k *Key, seen view, cause error) error {
+	s.mod.mu.RLock()
+	st := s.state.Load()
+	err := errStale
+	var info pkcs11.SessionInfo
+	if st.modGen == s.mod.gen {
+		info, err = s.p.GetSessionInfo(st.anchor)
+	}
+	s.mod.mu.RUnlock()
+	switch {
+	case st.epoch != seen.epoch:
+		return nil // reset meanwhile
+	case err != nil && classify(err) != faultNone:
+		return s.reset(faultToken, k, seen, cause)
+	case err == nil && info.State == pkcs11.CKS_RO_PUBLIC_SESSION:
+		return s.relogin(k, seen, cause)
+	}
+	s.recovered(faultSession, k, cause)
+	return nil
+}
+
+// relogin logs in again after CKR_USER_NOT_LOGGED_IN. Of the callers that
+// saw the fault, the first logs in and the others find it done.
+func (s *tokenStore) relogin(k *Key, seen view, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logins.Load() != seen.logins || s.state.Load().epoch != seen.epoch {
+		return nil
+	}
+	s.mod.mu.RLock()
+	st := s.state.Load()
+	err := errStale
+	if st.modGen == s.mod.gen {
+		_, err = login(s.p, st.anchor, s.pin)
+	}
+	s.mod.mu.RUnlock()
+	switch {
+	case err == nil:
+		s.logins.Add(1)
+		s.recovered(faultLogin, k, cause)
+		return nil
+	case classify(err) != faultNone:
+		// The anchor session, or more, is gone with the login: start
+		// again from the token.
+		return s.resetLocked(faultToken, k, seen, cause)
+	}
+	return loginError(s.sel, err)
+}
+
+// reset finds the token again, after re-initialising the module if f is
+// faultModule, opens a new anchor session and logs in. Pool sessions and key
+// handles of the old epoch are replaced on their next use. Of the callers
+// that saw the same fault, the first resets and the others find it done.
+func (s *tokenStore) reset(f fault, k *Key, seen view, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resetLocked(f, k, seen, cause)
+}
+
+func (s *tokenStore) resetLocked(f fault, k *Key, seen view, cause error) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	old := s.state.Load()
+	if old.epoch != seen.epoch {
+		return nil
+	}
+	if f == faultModule || !s.mod.isInitialized() {
+		if err := s.mod.reinitialize(seen.modGen); err != nil {
+			return err
+		}
+		f = faultModule
+	}
+	s.mod.mu.RLock()
+	st, err := s.connect(old.epoch + 1)
+	s.mod.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	s.recovered(f, k, cause)
+	return nil
+}
+
+// recovered counts and logs one recovery: once per fault, by whoever
+// repaired it, never per retry.
+func (s *tokenStore) recovered(f fault, k *Key, cause error) {
+	s.met.recoveries.WithLabelValues(f.String()).Inc()
+	label := ""
+	if k != nil {
+		label = k.label
+	}
+	s.log.Warn("hsm: recovered from a PKCS#11 fault", "recovery", f.String(), "key_label", label, "err", cause)
+}
+
+func (m *module) isInitialized() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.initialized
+}

@@ -1,0 +1,318 @@
+package tsa
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Authority answers time-stamp requests. It is safe for concurrent use.
+type Authority struct {
+	enc       *encoder
+	cert      *x509.Certificate
+	policy    asn1.ObjectIdentifier
+	policyDER []byte
+	accepted  [][]byte // DER of every policy a request may ask for, the default first
+	hashes    map[crypto.Hash]bool
+	ordering  bool
+
+	serials  SerialSource
+	recorder Recorder
+	clock    ClockStatus
+	now      func() time.Time
+	log      *slog.Logger
+	metrics  *metrics
+
+	orderMu sync.Mutex
+	lastGen time.Time // with ordering: the genTime of the last token
+}
+
+// New checks the TSA's certificate and key and prepares the authority. It
+// fails fast, so that a misconfigured TSA never starts: chain[0] must be the
+// certificate of signer's public key, valid now, with the extended key
+// usage id-kp-timeStamping alone and critical (RFC 3161 section 2.3) and a
+// key usage, if any, allowing digitalSignature or nonRepudiation. The rest
+// of chain is sent with the TSA certificate when a request asks for
+// certificates (self-signed roots are left out: a verifier must hold them).
+func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials SerialSource, opts Options) (*Authority, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if signer == nil || len(chain) == 0 || serials == nil {
+		return nil, errors.New("tsa: a signer, its certificate and a serial source are required")
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	cert := chain[0]
+	if err := CheckTSACertificate(cert, signer.Public(), now()); err != nil {
+		return nil, err
+	}
+	var extra []*x509.Certificate
+	for _, c := range chain[1:] {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			continue
+		}
+		extra = append(extra, c)
+	}
+	sigHash := crypto.SHA256
+	if cfg.SignatureHash != "" {
+		sigHash = hashByName[cfg.SignatureHash]
+	}
+	enc, err := newEncoder(signer, cert, extra, sigHash, cfg.Accuracy, cfg.Ordering)
+	if err != nil {
+		return nil, err
+	}
+	a := &Authority{
+		enc:      enc,
+		cert:     cert,
+		hashes:   map[crypto.Hash]bool{},
+		ordering: cfg.Ordering,
+		serials:  serials,
+		recorder: opts.Recorder,
+		clock:    opts.Clock,
+		now:      now,
+		log:      opts.Logger,
+		metrics:  newMetrics(opts.Registry),
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.policy, _ = parseOID(cfg.PolicyOID)
+	a.policyDER = mustMarshal(a.policy)
+	a.accepted = append(a.accepted, a.policyDER)
+	for _, p := range cfg.AcceptedPolicies {
+		oid, _ := parseOID(p)
+		a.accepted = append(a.accepted, mustMarshal(oid))
+	}
+	names := cfg.Hashes
+	if len(names) == 0 {
+		names = []string{"sha256", "sha384", "sha512"}
+	}
+	for _, n := range names {
+		a.hashes[hashByName[n]] = true
+	}
+	return a, nil
+}
+
+// CheckTSACertificate reports why cert cannot sign time-stamp tokens with
+// the key pub at time now, or nil.
+func CheckTSACertificate(cert *x509.Certificate, pub crypto.PublicKey, now time.Time) error {
+	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
+		return errors.New("tsa: the TSA certificate is not the certificate of the TSA key")
+	}
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return fmt.Errorf("tsa: the TSA certificate is valid from %s to %s, not now",
+			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	critical := false
+	for _, ext := range cert.Extensions {
+		if ext.Id.Equal(oidExtKeyUsage) {
+			critical = ext.Critical
+		}
+	}
+	if !critical || len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageTimeStamping || len(cert.UnknownExtKeyUsage) != 0 {
+		return errors.New("tsa: the TSA certificate must have a critical extended key usage with id-kp-timeStamping only (RFC 3161 section 2.3)")
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return errors.New("tsa: the TSA certificate's key usage allows neither digitalSignature nor nonRepudiation")
+	}
+	return nil
+}
+
+// Certificate is the TSA's certificate.
+func (a *Authority) Certificate() *x509.Certificate { return a.cert }
+
+// Ready reports whether the authority can issue now: nil, or why not (the
+// clock guard's reason, an expired certificate).
+func (a *Authority) Ready() error {
+	if a.clock != nil {
+		if err := a.clock.Err(); err != nil {
+			return err
+		}
+	}
+	if a.now().After(a.cert.NotAfter) {
+		return errors.New("tsa: the TSA certificate has expired")
+	}
+	return nil
+}
+
+// Respond answers one DER TimeStampReq with a DER TimeStampResp. A bad
+// request gets a rejection and a nil error; err reports only the
+// authority's own failures (signature, serial numbers, journal), after
+// which nothing was issued.
+func (a *Authority) Respond(ctx context.Context, der []byte) ([]byte, error) {
+	start := time.Now()
+	resp, fail, err := a.respond(ctx, der)
+	a.metrics.observe(fail, err, time.Since(start))
+	return resp, err
+}
+
+func (a *Authority) respond(ctx context.Context, der []byte) ([]byte, FailInfo, error) {
+	req, err := parseRequest(der)
+	if err != nil {
+		return a.reject(err)
+	}
+	if req.hash == 0 || !a.hashes[req.hash] {
+		return a.reject(&RejectError{FailInfo: FailBadAlg, Reason: "unsupported hash algorithm " + req.hashOID.String() + ": use SHA-256, SHA-384 or SHA-512"})
+	}
+	if len(req.hashedMessage) != req.hash.Size() {
+		return a.reject(&RejectError{FailInfo: FailBadDataFormat, Reason: fmt.Sprintf("the imprint has %d bytes; a %s digest has %d", len(req.hashedMessage), req.hash, req.hash.Size())})
+	}
+	policyDER := a.policyDER
+	if req.policy != nil {
+		policyDER = nil
+		asked := mustMarshal(req.policy)
+		for _, p := range a.accepted {
+			if bytes.Equal(p, asked) {
+				policyDER = p
+				break
+			}
+		}
+		if policyDER == nil {
+			return a.reject(&RejectError{FailInfo: FailUnacceptedPolicy, Reason: "policy " + req.policy.String() + " is not offered by this TSA"})
+		}
+	}
+	if req.extensions {
+		return a.reject(&RejectError{FailInfo: FailUnacceptedExtension, Reason: "this TSA supports no request extension"})
+	}
+	if err := a.Ready(); err != nil {
+		a.log.WarnContext(ctx, "tsa: not issuing", "err", err)
+		return a.reject(&RejectError{FailInfo: FailTimeNotAvailable, Reason: "the TSA's time source is not available"})
+	}
+
+	serial, err := a.serials.NextSerial()
+	if err != nil {
+		return nil, FailSystemFailure, fmt.Errorf("tsa: serial number: %w", err)
+	}
+	gen := a.genTime()
+	f := tokenFields{
+		policyDER:   policyDER,
+		imprintDER:  req.imprintDER,
+		serial:      serialContents(serial),
+		genTime:     gen,
+		signingTime: gen.Truncate(time.Second),
+		nonce:       req.nonce,
+		certReq:     req.certReq,
+	}
+	resp, tokenAt, err := a.enc.encode(&f)
+	if err != nil {
+		return nil, FailSystemFailure, err
+	}
+	if a.recorder != nil {
+		issued := Issued{
+			Serial:      serial,
+			GenTime:     gen,
+			Hash:        req.hash,
+			Imprint:     req.hashedMessage,
+			TokenSHA256: sha256.Sum256(resp[tokenAt:]),
+		}
+		if req.policy != nil {
+			issued.Policy = req.policy
+		} else {
+			issued.Policy = a.policy
+		}
+		if req.nonce != nil {
+			issued.Nonce = new(big.Int).SetBytes(req.nonce)
+			if req.nonce[0]&0x80 != 0 { // a negative nonce, two's complement
+				issued.Nonce.Sub(issued.Nonce, new(big.Int).Lsh(big.NewInt(1), uint(8*len(req.nonce))))
+			}
+		}
+		if err := a.recorder.Record(ctx, &issued); err != nil {
+			// Not recorded, not released: the token is dropped.
+			return nil, FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
+		}
+	}
+	return resp, FailNone, nil
+}
+
+// genTime is the time of a new token, to the millisecond (the precision
+// written in it). With ordering, two tokens never share a genTime and a
+// later token never has an earlier one (RFC 3161 section 2.4.2).
+func (a *Authority) genTime() time.Time {
+	t := a.now().UTC().Truncate(time.Millisecond)
+	if !a.ordering {
+		return t
+	}
+	a.orderMu.Lock()
+	defer a.orderMu.Unlock()
+	if !t.After(a.lastGen) {
+		t = a.lastGen.Add(time.Millisecond)
+	}
+	a.lastGen = t
+	return t
+}
+
+func (a *Authority) reject(err error) ([]byte, FailInfo, error) {
+	re, ok := errors.AsType[*RejectError](err)
+	if !ok {
+		return nil, FailSystemFailure, err
+	}
+	return Reject(re.FailInfo, re.Reason), re.FailInfo, nil
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	seconds  prometheus.Observer
+	granted  prometheus.Counter
+	failed   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_tsa_requests_total",
+			Help: "Time-stamp requests answered, by outcome: granted, a failInfo name, or error.",
+		}, []string{"status"}),
+	}
+	seconds := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pec_tsa_respond_seconds",
+		Help:    "Time to answer a time-stamp request, signature and journal included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	})
+	if reg != nil {
+		m.requests = registerOrReuse(reg, m.requests)
+		seconds = registerOrReuse(reg, seconds)
+	}
+	m.seconds = seconds
+	m.granted = m.requests.WithLabelValues("granted")
+	m.failed = m.requests.WithLabelValues("error")
+	return m
+}
+
+func (m *metrics) observe(fail FailInfo, err error, d time.Duration) {
+	m.seconds.Observe(d.Seconds())
+	switch {
+	case err != nil:
+		m.failed.Inc()
+	case fail == FailNone:
+		m.granted.Inc()
+	default:
+		m.requests.WithLabelValues(fail.String()).Inc()
+	}
+}
+
+// registerOrReuse registers c, or returns the collector already registered
+// under the same description (two authorities on one registry).
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
