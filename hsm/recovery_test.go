@@ -1,11 +1,13 @@
 package hsm_test
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -239,4 +241,49 @@ func TestModuleReinitSeenByOthers(t *testing.T) {
 	if got := recoveries(reg, "token"); got != 1 {
 		t.Errorf("the other KeyStore: pec_hsm_recoveries_total{kind=token} = %v, want 1", got)
 	}
+}
+
+// TestRecoveryLogs: a recovery is logged once, with its kind, and nothing
+// logged ever holds the PIN.
+func TestRecoveryLogs(t *testing.T) {
+	t.Parallel()
+	cfg := softhsmtest.NewToken(t, "logs")
+	var buf syncBuffer
+	faults := new(hsm.Faults)
+	ks, err := hsm.OpenWithFaults(t.Context(), cfg, hsm.Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))}, faults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	signer, err := ks.GenerateKey(t.Context(), "logged", hsm.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faults.FailCall("SignInit", 1, pkcs11.CKR_TOKEN_NOT_PRESENT)
+	mustSign(t, signer)
+	mustSign(t, signer)
+	logs := buf.String()
+	if n := strings.Count(logs, "recovered from a PKCS#11 fault"); n != 1 || !strings.Contains(logs, "recovery=token") {
+		t.Errorf("want one token recovery logged, got:\n%s", logs)
+	}
+	if pin := softhsmtest.PIN(t, cfg); strings.Contains(logs, pin) {
+		t.Errorf("the PIN is in the logs:\n%s", logs)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

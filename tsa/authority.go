@@ -38,7 +38,8 @@ type Authority struct {
 	lastGen time.Time // with ordering: the genTime of the last token
 }
 
-// New checks the TSA's certificate and key and prepares the authority. It
+// New checks the TSA's certificate and key and prepares the authority; of
+// cfg it uses the token profile (policies, accuracy, ordering, hashes). It
 // fails fast, so that a misconfigured TSA never starts: chain[0] must be the
 // certificate of signer's public key, valid now, with the extended key
 // usage id-kp-timeStamping alone and critical (RFC 3161 section 2.3) and a
@@ -46,7 +47,7 @@ type Authority struct {
 // of chain is sent with the TSA certificate when a request asks for
 // certificates (self-signed roots are left out: a verifier must hold them).
 func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials SerialSource, opts Options) (*Authority, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validateProfile(); err != nil {
 		return nil, err
 	}
 	if signer == nil || len(chain) == 0 || serials == nil {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/digitorus/timestamp"
@@ -24,7 +23,6 @@ import (
 // changed the query, so that the reply answers another request.
 func osslServer(t *testing.T, s *osslTSA, conf string, tamper func(*timestamp.Request)) *httptest.Server {
 	t.Helper()
-	var mu sync.Mutex // OpenSSL's serial file
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/timestamp-query" {
 			t.Errorf("%s with content type %q, want a POST of application/timestamp-query", r.Method, r.Header.Get("Content-Type"))
@@ -46,9 +44,7 @@ func osslServer(t *testing.T, s *osslTSA, conf string, tamper func(*timestamp.Re
 				return
 			}
 		}
-		mu.Lock()
 		resp, err := s.reply(query, conf)
-		mu.Unlock()
 		if err != nil {
 			t.Error(err)
 			http.Error(w, "openssl failed", http.StatusInternalServerError)

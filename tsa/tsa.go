@@ -71,6 +71,28 @@ func (c Config) Validate() error {
 	if c.CertFile == "" {
 		fault("tsa.cert_file: required")
 	}
+	errs = append(errs, c.validateProfile())
+	if c.MaxRequestBytes < 0 {
+		fault("tsa.max_request_bytes: must not be negative")
+	}
+	if c.NodeID < 0 || c.NodeID > 0xffff {
+		fault("tsa.node_id: %d is not within 0-65535", c.NodeID)
+	}
+	if c.SerialFile == "" {
+		fault("tsa.serial_file: required (serial numbers must stay unique across restarts)")
+	}
+	if c.JournalFile == "" {
+		fault("tsa.journal_file: required (every issued token is recorded)")
+	}
+	errs = append(errs, c.Clock.validate())
+	return errors.Join(errs...)
+}
+
+// validateProfile checks what the authority itself uses: the token
+// profile. Files and the clock are the caller's to open (see New).
+func (c Config) validateProfile() error {
+	var errs []error
+	fault := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if _, err := parseOID(c.PolicyOID); err != nil {
 		fault("tsa.policy_oid: %v", err)
 	}
@@ -92,19 +114,6 @@ func (c Config) Validate() error {
 			fault("tsa.signature_hash: %q is not one of sha256, sha384, sha512", c.SignatureHash)
 		}
 	}
-	if c.MaxRequestBytes < 0 {
-		fault("tsa.max_request_bytes: must not be negative")
-	}
-	if c.NodeID < 0 || c.NodeID > 0xffff {
-		fault("tsa.node_id: %d is not within 0-65535", c.NodeID)
-	}
-	if c.SerialFile == "" {
-		fault("tsa.serial_file: required (serial numbers must stay unique across restarts)")
-	}
-	if c.JournalFile == "" {
-		fault("tsa.journal_file: required (every issued token is recorded)")
-	}
-	errs = append(errs, c.Clock.validate())
 	return errors.Join(errs...)
 }
 

@@ -937,14 +937,16 @@ func (p *parsedToken) checkSignature(cert *x509.Certificate) error {
 	return verifySignature(cert, p.sigOID, p.sigParams, h, signed, p.signature)
 }
 
-// signatureAlgorithms are the signatureAlgorithm values verified with
-// RSA PKCS #1 v1.5 or ECDSA, and the hash each names: 0 for the key
-// algorithm OIDs that some signers write, which take the digestAlgorithm's.
-var signatureAlgorithms = []struct {
+type signatureAlgorithm struct {
 	oid  asn1.ObjectIdentifier
 	ec   bool // ECDSA, else RSA
 	hash crypto.Hash
-}{
+}
+
+// signatureAlgorithms are the signatureAlgorithm values verified with
+// RSA PKCS #1 v1.5 or ECDSA, and the hash each names: 0 for the key
+// algorithm OIDs that some signers write, which take the digestAlgorithm's.
+var signatureAlgorithms = []signatureAlgorithm{
 	{oidRSAEncryption, false, 0},
 	{oidSHA256WithRSA, false, crypto.SHA256},
 	{oidSHA384WithRSA, false, crypto.SHA384},
@@ -977,13 +979,7 @@ func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params [
 	if oid.Equal(oidSHA1WithRSA) || oid.Equal(oidMD5WithRSA) || oid.Equal(oidECDSAWithSHA1) {
 		return fmt.Errorf("%w: signature algorithm %v is weak", ErrUnsupportedAlgorithm, oid)
 	}
-	i := slices.IndexFunc(signatureAlgorithms, func(a struct {
-		oid  asn1.ObjectIdentifier
-		ec   bool
-		hash crypto.Hash
-	}) bool {
-		return a.oid.Equal(oid)
-	})
+	i := slices.IndexFunc(signatureAlgorithms, func(a signatureAlgorithm) bool { return a.oid.Equal(oid) })
 	if i < 0 {
 		return fmt.Errorf("%w: signature algorithm %v", ErrUnsupportedAlgorithm, oid)
 	}
@@ -1239,6 +1235,15 @@ func checkChain(cert *x509.Certificate, tok *Token, opts VerifyOptions) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%w at %s: %w", ErrChain, at.UTC().Format(time.RFC3339), err)
+	}
+	// With a CurrentTime other than genTime, the certificate must still
+	// have been valid when it signed.
+	if tok.GenTime.Before(cert.NotBefore) || tok.GenTime.After(cert.NotAfter) {
+		return fmt.Errorf("%w: genTime %s is outside its validity", ErrChain, tok.GenTime.Format(time.RFC3339))
+	}
+	// RFC 5280 section 4.2.1.3: a key usage, if present, allows signing.
+	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return fmt.Errorf("%w: its key usage allows neither digitalSignature nor nonRepudiation", ErrChain)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type osslTSA struct {
 	chainFile string // certificates the token carries after the TSA's; "" for none
 	ca        *devpki.CA
 	key       crypto.Signer
+	mu        sync.Mutex // `openssl ts -reply` rewrites the serial file of its config
 }
 
 type osslOpts struct {
@@ -207,6 +209,8 @@ func (s *osslTSA) respond(t testing.TB, data []byte, conf string, query ...strin
 	dir := t.TempDir()
 	q, r := filepath.Join(dir, "q.tsq"), filepath.Join(dir, "r.tsr")
 	interop.OpenSSL(t, append([]string{"ts", "-query", "-data", putFile(t, dir, "data", data), "-out", q}, query...)...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	interop.OpenSSL(t, "ts", "-reply", "-config", conf, "-queryfile", q, "-out", r)
 	return readFile(t, r)
 }
@@ -223,6 +227,8 @@ func (s *osslTSA) reply(query []byte, conf string) ([]byte, error) {
 	if err := os.WriteFile(q, query, 0o600); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := interop.Run("openssl", "ts", "-reply", "-config", conf, "-queryfile", q, "-out", r); err != nil {
 		return nil, err
 	}
