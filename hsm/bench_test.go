@@ -29,6 +29,7 @@ func BenchmarkSign(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cfg.Sessions = 8
 	ks := open(b, cfg, hsm.Options{})
 	raw := rawSoftHSM(b, cfg.TokenLabel)
 	parallelism := (benchConcurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
@@ -84,22 +85,29 @@ func BenchmarkSign(b *testing.B) {
 				defer raw.ctx.CloseSession(sh)
 				sessions[i] = rawSession{sh, key}
 			}
-			const rounds = 10
+			rawSign := func(g int) error {
+				if err := raw.ctx.SignInit(sessions[g].sh, mech, sessions[g].key); err != nil {
+					return err
+				}
+				_, err := raw.ctx.Sign(sessions[g].sh, msg)
+				return err
+			}
+			keystoreSign := func(int) error {
+				_, err := signer.Sign(nil, digest[:], crypto.SHA256)
+				return err
+			}
+			const rounds = 20
 			per := max(b.N/rounds, benchConcurrency)
 			var keystoreT, rawT time.Duration
 			b.ResetTimer()
-			for range rounds {
-				rawT += concurrently(b, per, func(g int) error {
-					if err := raw.ctx.SignInit(sessions[g].sh, mech, sessions[g].key); err != nil {
-						return err
-					}
-					_, err := raw.ctx.Sign(sessions[g].sh, msg)
-					return err
-				})
-				keystoreT += concurrently(b, per, func(int) error {
-					_, err := signer.Sign(nil, digest[:], crypto.SHA256)
-					return err
-				})
+			for i := range rounds {
+				if i%2 == 0 { // either may go first: no order bias
+					rawT += concurrently(b, per, rawSign)
+					keystoreT += concurrently(b, per, keystoreSign)
+				} else {
+					keystoreT += concurrently(b, per, keystoreSign)
+					rawT += concurrently(b, per, rawSign)
+				}
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(keystoreT.Nanoseconds())/float64(rounds*per), "ns/op")
