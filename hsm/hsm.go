@@ -105,7 +105,7 @@ type Config struct {
 	PINFile      string `yaml:"pin_file"`      // user PIN from this file, trailing newline trimmed ...
 	PINEnv       string `yaml:"pin_env"`       // ... or from this environment variable
 	SoftHSM2Conf string `yaml:"softhsm2_conf"` // SoftHSM2 only: SOFTHSM2_CONF for the module's initialisation
-	Sessions     int    `yaml:"sessions"`      // session pool size; 0: 2*GOMAXPROCS, at least 4
+	Sessions     int    `yaml:"sessions"`      // session pool size; 0: 2*GOMAXPROCS, at least 8
 	KeyDir       string `yaml:"key_dir"`       // software keys: PKCS#8 PEM files KEY_DIR/LABEL.key, mode 0600
 }
 

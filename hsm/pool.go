@@ -179,6 +179,16 @@ func (s *tokenStore) run(sess *session, fn func(pkcs11.SessionHandle, *tokenStat
 		if err != nil {
 			return seen, err
 		}
+		// A new session shares the anchor's login, unless the login was
+		// lost with a pulled token: then private keys would look absent
+		// (ErrKeyNotFound) instead of calling for a recovery.
+		if info, err := s.p.GetSessionInfo(h); err != nil || info.State == pkcs11.CKS_RO_PUBLIC_SESSION {
+			_ = s.p.CloseSession(h)
+			if err == nil {
+				err = pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)
+			}
+			return seen, err
+		}
 		*sess = session{h: h, epoch: st.epoch, modGen: s.mod.gen, open: true}
 	}
 	err := fn(sess.h, st)
@@ -230,7 +240,7 @@ func (s *tokenStore) checkAnchor(k *Key, seen view, cause error) error {
 	case st.epoch != seen.epoch:
 		return nil // reset meanwhile
 	case err != nil && classify(err) != faultNone:
-		return s.reset(faultToken, k, seen, cause)
+		return s.reset(max(faultToken, classify(err)), k, seen, cause)
 	case err == nil && info.State == pkcs11.CKS_RO_PUBLIC_SESSION:
 		return s.relogin(k, seen, cause)
 	}
@@ -260,8 +270,8 @@ func (s *tokenStore) relogin(k *Key, seen view, cause error) error {
 		return nil
 	case classify(err) != faultNone:
 		// The anchor session, or more, is gone with the login: start
-		// again from the token.
-		return s.resetLocked(faultToken, k, seen, cause)
+		// again from the token (or the module).
+		return s.resetLocked(max(faultToken, classify(err)), k, seen, cause)
 	}
 	return loginError(s.sel, err)
 }

@@ -163,9 +163,10 @@ func (k *Key) object(sh pkcs11.SessionHandle, st *tokenState) (pkcs11.ObjectHand
 // RSAES-PKCS1-v1_5 for nil or *rsa.PKCS1v15DecryptOptions (with
 // SessionKeyLen, a bad ciphertext yields a random key and no error, as
 // rsa.DecryptPKCS1v15SessionKey does against Bleichenbacher's attack; see
-// the note of RFC 8017 section 7.2.2). rand only draws that random key.
-func (k *Key) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	pt, err := k.decrypt(rand, ciphertext, opts)
+// the note of RFC 8017 section 7.2.2). random only draws that random key
+// (nil: crypto/rand).
+func (k *Key) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	pt, err := k.decrypt(random, ciphertext, opts)
 	if err != nil {
 		k.s.met.errors.WithLabelValues("decrypt").Inc()
 		if errors.Is(err, rsa.ErrDecryption) {
