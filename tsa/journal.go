@@ -35,9 +35,13 @@ import (
 // leading zeros.
 //
 // Record uses group commit: one flusher goroutine writes everything queued
-// since its last fsync with one write and one fsync, then wakes all those
-// callers at once, so the cost of an fsync is shared by every token issued
-// meanwhile. After a write or fsync failure the journal refuses every
+// since its last sync with one write and one fdatasync, then wakes all those
+// callers at once, so the cost of a sync is shared by every token issued
+// meanwhile. The file is kept zero-filled ahead of its end (in chunks of
+// journalChunk, written and synced off the callers' path): a write then
+// overwrites allocated blocks and fdatasync has no metadata to flush, which
+// halves its cost on ext4 (95 µs instead of 185 µs here). Readers stop at
+// the first NUL byte; Close cuts the zeros off. After a write or fsync failure the journal refuses every
 // further record: the state of the file's end is unknown. Complete lines
 // of the failed batch may be there (the journal may name a token that was
 // never released, never the reverse) and a partial line, which the next
@@ -48,6 +52,11 @@ import (
 type Journal struct {
 	path string
 	f    *os.File
+	fd   int
+
+	// Owned by the flusher (and by open and Close, when it does not run).
+	end  int64 // where the next line goes: the end of the data
+	size int64 // the file's size, zeros after end included
 
 	mu      sync.Mutex
 	pending *journalBatch // lines not yet handed to the flusher
@@ -84,6 +93,12 @@ var errJournalClosed = errors.New("tsa: journal closed")
 // maxSpare bounds the batch buffer kept for reuse.
 const maxSpare = 4 << 20
 
+// journalChunk is how far ahead of its data the file is zero-filled: at 30k
+// tokens a second, a few seconds of lines.
+const journalChunk = 8 << 20
+
+var zeros = make([]byte, 1<<20)
+
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // OpenJournal opens the journal at path for appending, creating it (mode
@@ -96,10 +111,10 @@ func OpenJournal(path string) (*Journal, error) {
 		return nil, fmt.Errorf("tsa: journal: %w", err)
 	}
 	created := true
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		created = false
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+		f, err = os.OpenFile(path, os.O_RDWR, 0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tsa: journal: %w", err)
@@ -124,54 +139,88 @@ func openJournal(f *os.File, path string, created bool) (*Journal, error) {
 			return nil, fmt.Errorf("tsa: journal %s: %w", path, err)
 		}
 	}
-	dropped, err := cutPartialLine(f)
+	end, dropped, err := cutPartialLine(f)
 	if err != nil {
 		return nil, fmt.Errorf("tsa: journal %s: %w", path, err)
 	}
 	j := &Journal{
 		path:      path,
 		f:         f,
+		fd:        int(f.Fd()),
+		end:       end,
+		size:      end,
 		pending:   &journalBatch{done: make(chan struct{})},
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		truncated: dropped,
 	}
+	if err := j.extend(); err != nil {
+		return nil, err
+	}
 	go j.flusher()
 	return j, nil
 }
 
-// cutPartialLine truncates f after its last newline and reports how many
-// bytes it dropped.
-func cutPartialLine(f *os.File) (int64, error) {
+// cutPartialLine truncates f after its last newline, dropping a partial
+// line and the zeros after the data, and reports the new end and how many
+// bytes of a partial line it dropped.
+func cutPartialLine(f *os.File) (end, dropped int64, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	size := fi.Size()
 	buf := make([]byte, 64<<10)
-	end := size
+	end = size
 	for end > 0 {
 		n := min(int64(len(buf)), end)
 		chunk := buf[:n]
 		if _, err := f.ReadAt(chunk, end-n); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+		i := bytes.LastIndexByte(chunk, '\n')
+		// Bytes after the last newline: zeros of the preallocated tail,
+		// or a line a crash cut short.
+		for _, c := range chunk[i+1:] {
+			if c != 0 {
+				dropped++
+			}
+		}
+		if i >= 0 {
 			end = end - n + int64(i) + 1
 			break
 		}
 		end -= n
 	}
 	if end == size {
-		return 0, nil
+		return end, 0, nil
 	}
 	if err := f.Truncate(end); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := f.Sync(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return size - end, nil
+	return end, dropped, nil
+}
+
+// extend zero-fills the file up to a chunk beyond its data, and syncs, so
+// that the writes of the next batches overwrite allocated blocks.
+func (j *Journal) extend() error {
+	target := j.end + journalChunk
+	if j.size >= target {
+		return nil
+	}
+	for off := j.size; off < target; off += int64(len(zeros)) {
+		if _, err := j.f.WriteAt(zeros[:min(int64(len(zeros)), target-off)], off); err != nil {
+			return fmt.Errorf("tsa: journal %s: preallocate: %w", j.path, err)
+		}
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("tsa: journal %s: preallocate: %w", j.path, err)
+	}
+	j.size = target
+	return nil
 }
 
 // Record appends the line of issued and returns once it is durable, or
@@ -243,6 +292,15 @@ func (j *Journal) flusher() {
 			}
 			b.err = err
 			close(b.done)
+			// Zero-fill ahead once half the tail is used: after the
+			// callers are woken, so only the next batch may wait for it.
+			if err == nil && j.size-j.end < journalChunk/2 {
+				if err := j.extend(); err != nil {
+					j.mu.Lock()
+					j.err = err
+					j.mu.Unlock()
+				}
+			}
 			if cap(b.buf) <= maxSpare {
 				j.mu.Lock()
 				j.spare = b.buf[:0]
@@ -256,10 +314,17 @@ func (j *Journal) flusher() {
 }
 
 func (j *Journal) write(b *journalBatch) error {
-	if _, err := j.f.Write(b.buf); err != nil {
+	if _, err := j.f.WriteAt(b.buf, j.end); err != nil {
 		return fmt.Errorf("tsa: journal %s: %w", j.path, err)
 	}
-	if err := j.f.Sync(); err != nil {
+	grows := j.end+int64(len(b.buf)) > j.size
+	j.end += int64(len(b.buf))
+	sync := func() error { return ignoringEINTR(func() error { return syscall.Fdatasync(j.fd) }) }
+	if grows { // a batch larger than the zeroed tail: the size changes too
+		sync = j.f.Sync
+		j.size = j.end
+	}
+	if err := sync(); err != nil {
 		return fmt.Errorf("tsa: journal %s: %w", j.path, err)
 	}
 	j.syncs.Add(1)
@@ -284,6 +349,15 @@ func (j *Journal) Close() error {
 	close(j.kick)
 	j.mu.Unlock()
 	<-j.done
+	// Cut the zeroed tail off, so that the closed file is plain JSON Lines.
+	if err := j.f.Truncate(j.end); err != nil {
+		j.f.Close()
+		return fmt.Errorf("tsa: journal %s: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		j.f.Close()
+		return fmt.Errorf("tsa: journal %s: %w", j.path, err)
+	}
 	if err := j.f.Close(); err != nil {
 		return fmt.Errorf("tsa: journal %s: %w", j.path, err)
 	}
@@ -363,7 +437,8 @@ type JournalEntry struct {
 }
 
 // ReadJournal calls fn with each entry of the journal read from r, in
-// order, and stops at the first error, fn's included (returned as is). A
+// order, and stops at the first error, fn's included (returned as is), or
+// at the zeros that follow the data of a journal in use. A
 // malformed line is an error naming its number. A last line without its
 // newline (a write in progress, or a crash before [OpenJournal] repaired
 // the file) is reported, after fn has seen every complete line, as an
@@ -372,6 +447,9 @@ func ReadJournal(r io.Reader, fn func(JournalEntry) error) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
+		if len(line) > 0 && line[0] == 0 {
+			return nil // the zeroed tail of a journal in use
+		}
 		if err == io.EOF {
 			if len(line) == 0 {
 				return nil
@@ -448,4 +526,12 @@ func parseJournalLine(line []byte) (JournalEntry, error) {
 		return e, fmt.Errorf("token_sha256: %d bytes, want 32", len(e.TokenSHA256))
 	}
 	return e, nil
+}
+
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,12 +49,18 @@ import (
 	"pec/tsa"
 )
 
+var withJournal *bool
+
 const softHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 
 func main() {
 	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
 	concList := flag.String("concurrency", "1,8,64", "comma-separated client concurrencies")
 	keyList := flag.String("keys", "p256,rsa2048,softhsm-p256,softhsm-rsa2048", "keys to measure: p256, rsa2048, softhsm-p256, softhsm-rsa2048")
+	defaultProcs := runtime.GOMAXPROCS(0)
+	servingProcs := flag.Int("gomaxprocs", defaultProcs+1, "GOMAXPROCS of the TSA under load (pec serve uses the default plus one)")
+	withJournal = flag.Bool("journal", true, "record every token durably before replying, as pec serve does (false: measure without it)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the load runs to this file")
 	flag.Parse()
 
 	var concs []int
@@ -70,21 +77,41 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 
-	fmt.Printf("tsaload: GOMAXPROCS=%d, %s per measurement, %s\n", runtime.GOMAXPROCS(0), *duration, runtime.Version())
+	var profile *os.File
+	if *cpuProfile != "" {
+		if profile, err = os.Create(*cpuProfile); err != nil {
+			log.Fatal(err)
+		}
+		defer profile.Close()
+	}
+	fmt.Printf("tsaload: %d CPUs, raw rates at GOMAXPROCS=%d, TSA at GOMAXPROCS=%d, journal %v, %s per measurement, %s\n",
+		runtime.NumCPU(), defaultProcs, *servingProcs, *withJournal, *duration, runtime.Version())
 	fmt.Printf("%-16s %5s %10s %10s %10s %8s %9s %9s\n", "key", "conc", "ts/s", "raw-par/s", "raw-1/s", "of-raw", "p50", "p99")
 	for _, name := range strings.Split(*keyList, ",") {
 		signer, closeKey, err := openKey(context.Background(), strings.TrimSpace(name), work)
 		if err != nil {
 			log.Fatalf("%s: %v", name, err)
 		}
-		rawPar := rawRate(signer, runtime.GOMAXPROCS(0)*2, *duration)
+		// The raw rates use the machine as it is; the TSA then runs with
+		// one P more, as pec serve does (see setServingProcs in cmd/pec).
+		runtime.GOMAXPROCS(defaultProcs)
+		rawPar := rawRate(signer, defaultProcs*2, *duration)
 		raw1 := rawRate(signer, 1, *duration)
+		runtime.GOMAXPROCS(*servingProcs)
 		srv, url, err := startTSA(signer, filepath.Join(work, name))
 		if err != nil {
 			log.Fatalf("%s: %v", name, err)
 		}
 		for _, c := range concs {
+			if profile != nil { // the load runs only, not the raw-rate runs
+				if err := pprof.StartCPUProfile(profile); err != nil {
+					log.Fatal(err)
+				}
+			}
 			r := load(url, c, *duration)
+			if profile != nil {
+				pprof.StopCPUProfile()
+			}
 			fmt.Printf("%-16s %5d %10.0f %10.0f %10.0f %7.0f%% %9s %9s\n", name, c, r.rate, rawPar, raw1,
 				100*r.rate/rawPar, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
 			if r.errors > 0 {
@@ -210,7 +237,11 @@ func startTSA(signer crypto.Signer, dir string) (*http.Server, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	a, err := tsa.New(cfg, signer, []*x509.Certificate{cert, ca.Cert}, serials, tsa.Options{Recorder: journal})
+	opts := tsa.Options{Recorder: journal}
+	if !*withJournal {
+		opts.Recorder = nil
+	}
+	a, err := tsa.New(cfg, signer, []*x509.Certificate{cert, ca.Cert}, serials, opts)
 	if err != nil {
 		return nil, "", err
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -139,6 +140,7 @@ func (n *node) close(log *slog.Logger) {
 // gracefully (requests under way finish, for at most 15 s).
 func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
+	setServingProcs()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -252,6 +254,19 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		}
 	}
 	return runErr
+}
+
+// setServingProcs gives the Go scheduler one P more than its default (which
+// already follows the CPU count and cgroup quota). The TSA journal's
+// fdatasync, once per batch of tokens, keeps its P while it waits on the
+// disk, and the scheduler may leave it there for up to 10 ms before handing
+// it on: on two cores that idles half the machine. With one more P the
+// cores stay busy (bench/tsaload, P-256 at 64 clients: 17.8k → 27.2k
+// tokens/s). An explicit GOMAXPROCS is left as it is.
+func setServingProcs() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	}
 }
 
 // openTSA builds the authority from the tsa section: the HSM key, the
