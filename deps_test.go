@@ -15,12 +15,12 @@ import (
 // securemail — so that a lower one never needs a higher one: where it does,
 // it declares a one-method interface and cmd/pec wires it.
 var allowedImports = map[string][]string{
-	"pec/hsm":            {},
-	"pec/certvalidation": {"pec/hsm"},
-	"pec/tsa":            {"pec/hsm", "pec/certvalidation"},
-	"pec/signing":        {"pec/hsm", "pec/certvalidation", "pec/tsa"},
-	"pec/proof":          {"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
-	"pec/securemail":     {"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
+	"pec/hsm":            {"pec/internal/promreg"},
+	"pec/certvalidation": {"pec/internal/promreg", "pec/hsm"},
+	"pec/tsa":            {"pec/internal/promreg", "pec/hsm", "pec/certvalidation"},
+	"pec/signing":        {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa"},
+	"pec/proof":          {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
+	"pec/securemail":     {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
 	"pec/middleoffice":   capabilities,
 	// The edges adapt HTTP to plain calls; they may skip the middle office.
 	"pec/gateway":     append([]string{"pec/middleoffice"}, capabilities...),
@@ -29,6 +29,8 @@ var allowedImports = map[string][]string{
 	"pec/configs": {},
 	// devpki issues the development PKI of `pec init`; it needs nothing of ours.
 	"pec/internal/devpki": {},
+	// promreg registers Prometheus collectors; every layer may use it.
+	"pec/internal/promreg": {},
 	// Test helpers: they may use what they help test.
 	"pec/internal/softhsmtest": {"pec/hsm"},
 	"pec/internal/interop":     {},
@@ -37,7 +39,7 @@ var allowedImports = map[string][]string{
 	"pec/cmd/pec":       append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
 }
 
-var capabilities = []string{"pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
+var capabilities = []string{"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
 
 // testOnly packages serve tests: no production code may import them.
 var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop"}

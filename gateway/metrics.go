@@ -1,12 +1,13 @@
 package gateway
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/internal/promreg"
 )
 
 type metrics struct {
@@ -33,20 +34,9 @@ func newMetrics(reg prometheus.Registerer, listener string) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.requests = registerOrReuse(reg, m.requests)
-	m.seconds = registerOrReuse(reg, m.seconds)
+	m.requests = promreg.Register(reg, m.requests)
+	m.seconds = promreg.Register(reg, m.seconds)
 	return m
-}
-
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 // instrument counts and times the requests of one route. Routes are fixed

@@ -1,9 +1,9 @@
 package hsm
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/internal/promreg"
 )
 
 // metrics are the key store's Prometheus collectors. Without a registry they
@@ -40,23 +40,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.signSeconds = registerOrReuse(reg, m.signSeconds)
-	m.errors = registerOrReuse(reg, m.errors)
-	m.recoveries = registerOrReuse(reg, m.recoveries)
-	m.sessionsInUse = registerOrReuse(reg, m.sessionsInUse)
+	m.signSeconds = promreg.Register(reg, m.signSeconds)
+	m.errors = promreg.Register(reg, m.errors)
+	m.recoveries = promreg.Register(reg, m.recoveries)
+	m.sessionsInUse = promreg.Register(reg, m.sessionsInUse)
 	return m
-}
-
-// registerOrReuse registers c, or returns the collector already registered
-// under the same description: two key stores opened on one registry (a
-// test, a restart of a component) share the collectors instead of panicking.
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/internal/promreg"
 )
 
 // Authority answers time-stamp requests. It is safe for concurrent use.
@@ -284,8 +286,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	})
 	if reg != nil {
-		m.requests = registerOrReuse(reg, m.requests)
-		seconds = registerOrReuse(reg, seconds)
+		m.requests = promreg.Register(reg, m.requests)
+		seconds = promreg.Register(reg, seconds)
 	}
 	m.seconds = seconds
 	m.granted = m.requests.WithLabelValues("granted")
@@ -303,17 +305,4 @@ func (m *metrics) observe(fail FailInfo, err error, d time.Duration) {
 	default:
 		m.requests.WithLabelValues(fail.String()).Inc()
 	}
-}
-
-// registerOrReuse registers c, or returns the collector already registered
-// under the same description (two authorities on one registry).
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/beevik/ntp"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/internal/promreg"
 )
 
 // ClockConfig is the tsa.clock section of pec.yaml: the time sources the
@@ -402,27 +404,14 @@ func newClockMetrics(reg prometheus.Registerer) *clockMetrics {
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		m.inSync = registerClockCollector(reg, m.inSync)
-		m.offset = registerClockCollector(reg, m.offset)
-		m.checks = registerClockCollector(reg, m.checks)
+		m.inSync = promreg.Register(reg, m.inSync)
+		m.offset = promreg.Register(reg, m.offset)
+		m.checks = promreg.Register(reg, m.checks)
 	}
 	for _, r := range []string{"ok", "offset", "unreachable"} {
 		m.checks.WithLabelValues(r)
 	}
 	return m
-}
-
-// registerClockCollector registers c, or returns the collector already
-// registered under its name (as gateway's registerOrReuse does).
-func registerClockCollector[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func boolGauge(b bool) float64 {
