@@ -120,14 +120,8 @@ func CheckTSACertificate(cert *x509.Certificate, pub crypto.PublicKey, now time.
 		return fmt.Errorf("tsa: the TSA certificate is valid from %s to %s, not now",
 			cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	critical := false
-	for _, ext := range cert.Extensions {
-		if ext.Id.Equal(oidExtKeyUsage) {
-			critical = ext.Critical
-		}
-	}
-	if !critical || len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageTimeStamping || len(cert.UnknownExtKeyUsage) != 0 {
-		return errors.New("tsa: the TSA certificate must have a critical extended key usage with id-kp-timeStamping only (RFC 3161 section 2.3)")
+	if err := checkTimeStampingEKU(cert); err != nil {
+		return fmt.Errorf("tsa: the TSA certificate must have a critical extended key usage with id-kp-timeStamping only (RFC 3161 section 2.3): %w", err)
 	}
 	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
 		return errors.New("tsa: the TSA certificate's key usage allows neither digitalSignature nor nonRepudiation")
