@@ -34,6 +34,9 @@ var allowedImports = map[string][]string{
 	// Test helpers: they may use what they help test.
 	"pec/internal/softhsmtest": {"pec/hsm"},
 	"pec/internal/interop":     {},
+	"pec/internal/certtest":    {},
+	// The conformance suite of proof.Store.
+	"pec/proof/prooftest": {"pec/proof"},
 	// Benchmarks drive the production path from outside, like cmd/pec.
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
 	"pec/cmd/pec":       append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
@@ -42,7 +45,7 @@ var allowedImports = map[string][]string{
 var capabilities = []string{"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
 
 // testOnly packages serve tests: no production code may import them.
-var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop"}
+var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/proof/prooftest"}
 
 func TestDependencyDirection(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "./...").Output()

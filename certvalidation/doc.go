@@ -1,6 +1,67 @@
-// Package certvalidation will build and check X.509 certification paths
-// (RFC 5280 section 6): trust anchors per purpose, CRL (RFC 5280) and OCSP
-// (RFC 6960) revocation with caches, validation at a point in time, and
-// reports that become evidence. Until it exists, callers check chains with
-// crypto/x509 against the configured roots.
+// Package certvalidation builds and validates X.509 certification paths:
+// the gateway's mutual TLS, signature verification and proof verification
+// all rest on it.
+//
+// # Path building and validation
+//
+// [Validator.Validate] builds every candidate path from a certificate to
+// the trust anchors of a purpose, through the intermediates of the request,
+// of the configuration and (optionally) fetched from the authority
+// information access caIssuers URL (RFC 5280 section 4.2.2.1). All issuers
+// that match by name are tried, so cross-certificates and several CA
+// certificates under one name each get their chance (RFC 4158); the report
+// says why each path failed. Each path is checked with the algorithm of RFC
+// 5280 section 6.1, written here rather than taken from crypto/x509 so that
+// every decision can be reported and bounded:
+//
+//   - signatures (with DSA parameter inheritance, section 6.1.4 (f)) and
+//     validity at the validation time, name chaining (section 7.1 name
+//     comparison);
+//   - basic constraints and path length (6.1.4 (k)-(m)), key usage (6.1.4
+//     (n)), critical extensions not understood (6.1.4 (o), 6.1.5 (f));
+//   - name constraints on directory names, email addresses, DNS names, URIs
+//     and IP addresses (6.1.3 (b), (c), 6.1.4 (g));
+//   - certificate policies, policy mappings and policy constraints (6.1.3
+//     (d)-(f), 6.1.4 (a), (b), (h)-(j), 6.1.5 (g)), with the policy graph of
+//     RFC 9618 in place of the tree;
+//   - the purpose: key usage and extended key usage of the end certificate
+//     (and of intermediate CAs that carry one), a host name or an email
+//     address, and the weak-algorithm policy (MD5 and SHA-1 signatures, RSA
+//     and DSA keys under 2048 bits), which [Config.AllowWeakAlgorithms]
+//     turns off.
+//
+// # Revocation
+//
+// The certificates of an accepted path are then checked for revocation,
+// under the purpose's [RevocationPolicy]: OCSP (RFC 6960; responses checked
+// for their CertID, the issuer's or a delegated responder's signature with
+// the id-kp-OCSPSigning extended key usage, freshness and, optionally, a
+// nonce, RFC 8954) and CRLs (RFC 5280 section 6.3: issuer and scope,
+// issuing distribution points, reasons, indirect CRLs, delta CRLs, the
+// CRL issuer's own path and key usage). Data given with the request or kept
+// locally is used first, then the caches, then responders and distribution
+// points over HTTP (RFC 5019 profile), with size and time bounds and one
+// fetch per URL at a time shared by all waiters. Cached data is reused
+// until its nextUpdate, and at most Config.Cache.MaxAge.
+//
+// # Validation at a time T
+//
+// [Options.At] validates at a past (or future) time, as a signature's
+// timestamp proves it: certificates must be valid at T, and revocation data
+// must either have been current at T (thisUpdate ≤ T ≤ nextUpdate) or have
+// been issued after T while the certificate was still valid, in which case
+// a revocation dated after T does not count.
+//
+// # Reports
+//
+// Every validation returns a [Report]: the chain with each certificate's
+// DER, every check, every CRL and OCSP response consulted with its digest
+// (and bytes), the candidate paths and why they failed. It is meant to be
+// embedded in evidence. An invalid chain is an [*Error] with a [Reason].
+//
+// # Bounds
+//
+// [Limits] bound the work one chain can cause: path depth, candidate paths,
+// path-building steps, name-constraint comparisons, policy-graph size,
+// fetches per validation; fetched data is bounded in size.
 package certvalidation

@@ -24,6 +24,9 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/certvalidation"
+	"pec/signing"
 )
 
 // openAPI documents the api listener.
@@ -44,6 +47,19 @@ type Options struct {
 	Registry prometheus.Registerer // nil: no gateway metrics
 	Gatherer prometheus.Gatherer   // nil: no /metrics
 	Ready    []ReadinessCheck      // what /readyz checks
+
+	// The signature API (POST /v1/signatures, /v1/signatures/batch,
+	// /v1/verifications): served when set.
+	Signing  *signing.Service  // nil: no signature endpoints
+	Verifier *signing.Verifier // nil: no verification endpoint
+
+	// Validator decides on client certificates at every API request and
+	// serves POST /v1/validations; nil: crypto/tls's chain check alone (see
+	// ValidateClientCertificates for the handshake).
+	Validator *certvalidation.Validator
+
+	// Proofs serves GET /v1/proofs/{id}; nil: no proof endpoint.
+	Proofs *ProofReader
 }
 
 func (o Options) logger() *slog.Logger {
@@ -76,12 +92,17 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 		_, _ = w.Write(openAPI)
 	})
 	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log}))
+	registerSigning(v1, m, opts)
+	registerProofs(v1, m, opts)
+	if opts.Validator != nil {
+		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", &validationEndpoint{v: opts.Validator, log: log}))
+	}
 	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", requireClientCert(v1))
+	mux.Handle("/v1/", requireClientCert(v1, opts.Validator, log))
 	registerOps(mux, opts.Ready, opts.Gatherer)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such route: "+r.URL.Path)

@@ -1,5 +1,84 @@
-// Package proof will keep the platform's evidence: canonical evidence records
-// in an append-only Merkle log (RFC 9162 hashing), signed tree heads as C2SP
-// signed checkpoints with RFC 3161 tokens, inclusion and consistency proofs,
-// and self-contained proof bundles verifiable offline.
+// Package proof keeps the platform's evidence: canonical evidence records
+// in an append-only Merkle log, sealed in batches by signed tree heads and
+// RFC 3161 time-stamp tokens, with inclusion and consistency proofs and
+// self-contained proof bundles that verify offline.
+//
+// # Records
+//
+// A [Record] is one piece of evidence: an event type (submission accepted,
+// delivered, acknowledged, timestamp issued, proof read...), the exchange
+// or operation it concerns, the actors (certificate SHA-256 fingerprints
+// and subjects), digests of the payloads (never the payloads), the time,
+// and the ids of the records it follows. Its encoding
+// ([Record.MarshalBinary], version 1) is a length-prefixed binary form:
+// fixed field order, big-endian lengths and counts, times as int64
+// nanoseconds, attributes sorted by key. It was chosen over JSON with RFC
+// 8785 canonicalisation and over canonical CBOR because it has exactly one
+// encoding per record by construction — no number formatting, string
+// escaping or map ordering to get right in every verifier — and a verifier
+// in any language reads it in a few dozen lines. [UnmarshalRecord] accepts
+// only that one encoding (it re-encodes and compares), so the same record
+// always hashes the same. testdata/record-v1.hex pins the bytes.
+//
+// # The log
+//
+// Each record is a leaf of a Merkle tree hashed as RFC 9162 section 2.1
+// (RFC 6962): leaf SHA-256(0x00 || record), node SHA-256(0x01 || left ||
+// right), with github.com/transparency-dev/merkle. The store keeps every
+// perfect subtree's hash, so an inclusion proof (RFC 9162 section 2.1.3,
+// [InclusionProof]) of any record against any later tree head, and a
+// consistency proof (section 2.1.4, [ConsistencyProof]) between any two
+// tree heads, read O(log n) nodes.
+//
+// [Log.Append] is a group commit: records queue for one sequencer, which
+// closes a batch at Config.BatchSize records or once the previous batch is
+// written (after Config.BatchWait, if set), computes the new tree, signs
+// its checkpoint and has it time-stamped, then writes the batch — records,
+// nodes, tree head — in one durable transaction. Append returns only then.
+//
+// # Tree heads
+//
+// A tree head is a checkpoint (c2sp.org/tlog-checkpoint: origin, size,
+// base64 root) in a signed note (c2sp.org/signed-note), so that witnesses
+// can cosign it. golang.org/x/mod/sumdb/note signs with Ed25519 only; our
+// keys live in HSMs that offer ECDSA, so [NoteSigner] writes signature
+// type 0x02 of signed-note — an ASN.1 ECDSA P-256 signature over SHA-256
+// of the note text, key ID the first four bytes of SHA-256 of the key's
+// DER SubjectPublicKeyInfo, as github.com/transparency-dev/witness does.
+// Every checkpoint also gets an RFC 3161 token on SHA-256 of the whole
+// signed note, from a [Timestamper] (an in-process tsa.Authority or a
+// tsa.Client).
+//
+// # Stores
+//
+// [Store] is the storage interface; [BoltStore] is the embedded one, a
+// single bbolt file; [PGStore] keeps the log in PostgreSQL for several
+// nodes: each commit runs under a transaction-scoped advisory lock and
+// checks that the batch extends the stored tree; a node whose batch lost
+// the race reloads the tree and seals its records again, so every node
+// appends and one tree results. proof/prooftest.RunStore is the
+// conformance suite both pass. [Audit] walks a whole store and names the
+// first place that does not check.
+//
+// A sealed batch that loses the race leaves a signed checkpoint that is
+// never published (it stays in the losing process's memory); the TSA's
+// journal still lists its token.
+//
+// # Receipts
+//
+// Where a standard receipt is needed, [SignReceipt] signs a record on its
+// own as CMS (CAdES B-T with package signing), which `openssl cms -verify`
+// accepts.
+//
+// # Bundles
+//
+// A proof bundle ([Export], [VerifyBundle]) is one ZIP file: manifest.json
+// (format "pec-proof-bundle/1"), records/<index>.bin (the canonical
+// records: the one asked for, then those it follows), checkpoint (the
+// signed note), checkpoint.tst (the RFC 3161 token on it), certs/log.pem
+// (the log key's certificate and chain), certs/tsa.pem (the TSA's chain),
+// and a revocation slot in the manifest, empty until the certificate
+// validation service provides OCSP responses and CRLs. Entries are stored
+// uncompressed and without times, so a bundle's bytes follow from its
+// content alone; the reader rebuilds the ZIP and rejects any other bytes.
 package proof

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every PEC test, as README.md and .ci/run say. On a fresh Debian machine with Go it
 # first installs, with apt, the independent tools the tests use: SoftHSM2 (the PKCS#11 module),
-# OpenSSL (the RFC 3161 and CMS verifier), OpenSC (pkcs11-tool).
+# OpenSSL (the RFC 3161 and CMS verifier), OpenSC (pkcs11-tool), poppler-utils (pdfsig, the PDF
+# signature verifier).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,12 @@ need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v openssl >/dev/null || need+=(openssl)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v pdfsig >/dev/null || need+=(poppler-utils)  # signing, cmd/pec/testdata/sign.txtar: the PDF signature verifier
+command -v unzip >/dev/null || need+=(unzip)  # cmd/pec/testdata/proof.txtar opens a proof bundle
+command -v curl >/dev/null || need+=(curl)    # and reads one over mutual TLS
+# proof's PostgreSQL store: its tests start a throw-away cluster (initdb, pg_ctl) unless
+# PEC_TEST_POSTGRES_URL names a database to use.
+[ -n "${PEC_TEST_POSTGRES_URL:-}" ] || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -28,10 +35,10 @@ echo "== go vet"
 go vet ./...
 
 # The concurrent packages run under the race detector; the rest plainly.
-race_pkgs=(./hsm/... ./tsa/... ./gateway/...)
+race_pkgs=(./hsm/... ./certvalidation/... ./tsa/... ./gateway/... ./proof/... ./signing/...)
 echo "== go test -race ${race_pkgs[*]}"
 go test -race -count=1 "${race_pkgs[@]}"
 
-others=$(go list ./... | grep -v -E '^pec/(hsm|tsa|gateway)(/|$)')
+others=$(go list ./... | grep -v -E '^pec/(hsm|certvalidation|tsa|gateway|proof|signing)(/|$)')
 echo "== go test (the other packages)"
 go test -count=1 $others

@@ -12,19 +12,28 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"pec/certvalidation"
 	"pec/hsm"
+	"pec/proof"
+	"pec/signing"
 	"pec/tsa"
 )
 
 // File is pec.yaml. Each package owns its section and its Validate; this
 // type only composes them.
 type File struct {
-	DataDir string       `yaml:"data_dir"`
-	Log     LogConfig    `yaml:"log"`
-	Listen  ListenConfig `yaml:"listen"`
-	TLS     TLSConfig    `yaml:"tls"`
-	HSM     hsm.Config   `yaml:"hsm"`
-	TSA     tsa.Config   `yaml:"tsa"`
+	DataDir string         `yaml:"data_dir"`
+	Log     LogConfig      `yaml:"log"`
+	Listen  ListenConfig   `yaml:"listen"`
+	TLS     TLSConfig      `yaml:"tls"`
+	HSM     hsm.Config     `yaml:"hsm"`
+	TSA     tsa.Config     `yaml:"tsa"`
+	Proof   proof.Config   `yaml:"proof"`   // absent: no evidence log
+	Signing signing.Config `yaml:"signing"` // absent: no signature profiles
+
+	// CertValidation decides on certificates: the API's clients, POST
+	// /v1/validations, signers.
+	CertValidation certvalidation.Config `yaml:"certvalidation"`
 
 	path string // where it was read from
 }
@@ -137,10 +146,14 @@ func (f *File) Validate() error {
 			errs = append(errs, errors.New("tls.key_label: required to serve TLS"))
 		}
 	}
-	if f.Listen.API != "" && f.TLS.ClientRoots == "" {
+	if f.Listen.API != "" && f.TLS.ClientRoots == "" && len(f.CertValidation.Purposes["clientAuth"].Roots) == 0 {
 		errs = append(errs, errors.New("tls.client_roots: required: the API accepts only mutual TLS"))
 	}
-	errs = append(errs, f.HSM.Validate(), f.TSA.Validate())
+	errs = append(errs, f.HSM.Validate(), f.TSA.Validate(), f.Signing.Validate())
+	errs = append(errs, f.CertValidation.Validate())
+	if f.Proof.Configured() {
+		errs = append(errs, f.Proof.Validate())
+	}
 	return errors.Join(errs...)
 }
 
@@ -149,11 +162,14 @@ func (f *File) resolvePaths(dir string) {
 		&f.DataDir, &f.TLS.CertFile, &f.TLS.ClientRoots,
 		&f.HSM.PINFile, &f.HSM.SoftHSM2Conf, &f.HSM.KeyDir,
 		&f.TSA.CertFile, &f.TSA.SerialFile, &f.TSA.JournalFile,
+		&f.Proof.File, &f.Proof.CertFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	f.resolveSigningPaths(dir)
+	f.CertValidation.ResolvePaths(dir)
 }
 
 // prefixLines puts "pec.yaml: " before each fault, one per line.

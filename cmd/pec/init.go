@@ -5,6 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +22,7 @@ import (
 	"pec/configs"
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/proof"
 )
 
 // softHSMModule is where Debian's softhsm2 package installs the module.
@@ -218,6 +222,38 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 		return err
 	}
 	if err := writeFile(filepath.Join(pki, "server.pem"), devpki.CertPEM(serverCert, ca.Cert), 0o644); err != nil {
+		return err
+	}
+
+	proofKey, err := keys.GenerateKey(ctx, "proof", hsm.ECP256)
+	if err != nil {
+		return fmt.Errorf("generate evidence log key: %w", err)
+	}
+	proofCert, err := ca.Issue(&x509.Certificate{
+		Subject:   pkix.Name{CommonName: "PEC development evidence log", Organization: []string{"PEC development"}},
+		NotBefore: now.Add(-time.Hour),
+		NotAfter:  now.Add(devpki.LeafValidity),
+		KeyUsage:  x509.KeyUsageDigitalSignature,
+		// The evidence log's checkpoint key, and nothing else.
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{proof.OIDEvidenceLog},
+	}, proofKey.Public())
+	if err != nil {
+		return fmt.Errorf("evidence log certificate: %w", err)
+	}
+	if err := writeFile(filepath.Join(pki, "proof.pem"), devpki.CertPEM(proofCert, ca.Cert), 0o644); err != nil {
+		return err
+	}
+
+	// The key of the signature profiles default (CAdES) and pdf (PAdES).
+	signingKey, err := keys.GenerateKey(ctx, "signing", hsm.ECP256)
+	if err != nil {
+		return fmt.Errorf("generate signature key: %w", err)
+	}
+	signingCert, err := ca.IssueDocumentSigner(signingKey.Public(), "PEC development signature", "PEC development", now)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(pki, "signing.pem"), devpki.CertPEM(signingCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
 

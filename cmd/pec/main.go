@@ -102,6 +102,9 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		return &exitError{code: exitUsage, err: usageMistake{err}}
 	})
 	root.AddCommand(newInitCommand(), newServeCommand(), newTSCommand())
+	root.AddCommand(newValidateCommand())
+	root.AddCommand(newProofCommand())
+	root.AddCommand(newSignCommand(), newVerifyCommand())
 	return root
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -24,9 +25,9 @@ func TestMain(m *testing.M) {
 // TestScripts runs the CLI contract: testdata/*.txtar, one script each, with
 // the real binary, real SoftHSM2 tokens and OpenSSL as the independent peer.
 func TestScripts(t *testing.T) {
-	for _, tool := range []string{"openssl"} {
+	for tool, pkg := range map[string]string{"openssl": "openssl", "pdfsig": "poppler-utils"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed by the CLI scripts: apt-get install %s", tool, tool)
+			t.Fatalf("%s is needed by the CLI scripts: apt-get install %s", tool, pkg)
 		}
 	}
 	testscript.Run(t, testscript.Params{
@@ -48,6 +49,7 @@ func TestScripts(t *testing.T) {
 			"perm":     cmdPerm,
 			"httpget":  cmdHTTPGet,
 			"httppost": cmdHTTPPost,
+			"replace":  cmdReplace,
 		},
 	})
 }
@@ -153,4 +155,18 @@ func cmdHTTPPost(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("POST %s: %s", args[0], resp.Status)
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[3]), body, 0o644))
+}
+
+// replace FILE OLD NEW OUT: write FILE to OUT with the first OLD replaced
+// by NEW (a tampered copy of a signed file).
+func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 4 {
+		ts.Fatalf("usage: replace FILE OLD NEW OUT")
+	}
+	data, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	if !bytes.Contains(data, []byte(args[1])) {
+		ts.Fatalf("replace: %q not in %s", args[1], args[0])
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[3]), bytes.Replace(data, []byte(args[1]), []byte(args[2]), 1), 0o644))
 }

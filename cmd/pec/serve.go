@@ -25,6 +25,7 @@ import (
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/proof"
 	"pec/tsa"
 )
 
@@ -123,7 +124,8 @@ func cmpOr(a, b string) string {
 
 // node is what serve opens; close releases it in reverse order.
 type node struct {
-	closers []func() error
+	closers  []func() error
+	evidence evidenceRecorder // issued tokens to the proof log, once open
 }
 
 func (n *node) onClose(f func() error) { n.closers = append(n.closers, f) }
@@ -162,11 +164,36 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	go clock.Run(ctx)
 
+	plog, err := openProof(ctx, cfg, keys, authority, log, reg, &n)
+	if err != nil {
+		return err
+	}
+	if plog != nil {
+		n.evidence.set(proof.TimestampRecorder{Log: plog})
+	}
+
 	gopts := gateway.Options{
 		Logger:   log,
 		Registry: reg,
 		Gatherer: reg,
 		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}},
+	}
+	if plog != nil {
+		if gopts.Proofs, err = proofReader(cfg, plog); err != nil {
+			return err
+		}
+	}
+	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, log, reg, &n); err != nil {
+		return err
+	}
+	if gopts.Verifier, err = openVerifier(cfg); err != nil {
+		return err
+	}
+	if gopts.Validator, err = openValidator(cfg, log, reg); err != nil {
+		return err
+	}
+	if gopts.Verifier != nil {
+		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
 
 	var servers []*http.Server
@@ -209,6 +236,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+	}
+	if apiTLS != nil {
+		gateway.ValidateClientCertificates(apiTLS, gopts.Validator, log)
 	}
 	if cfg.Listen.TSA != "" {
 		h := gateway.NewTSAHandler(authority, cfg.TSA.MaxBody(), gopts)
@@ -293,7 +323,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 	n.onClose(journal.Close)
 	clock := tsa.NewClockGuard(cfg.TSA.Clock, cfg.TSA.Accuracy, tsa.ClockOptions{Logger: log, Registry: reg})
 	authority, err := tsa.New(cfg.TSA, signer, chain, serials, tsa.Options{
-		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
+		Logger: log, Registry: reg, Clock: clock, Recorder: recorders{journal, &n.evidence},
 	})
 	if err != nil {
 		return nil, nil, err

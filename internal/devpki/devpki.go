@@ -126,6 +126,30 @@ func (ca *CA) IssueClient(pub crypto.PublicKey, commonName, organization string,
 	return cert, nil
 }
 
+// OIDDocumentSigning is id-kp-documentSigning (RFC 9336).
+var OIDDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}
+
+// IssueDocumentSigner issues a certificate for a key that signs documents
+// (CAdES, PAdES): key usage digitalSignature and nonRepudiation (RFC 5280
+// section 4.2.1.3), extended key usage documentSigning (RFC 9336) and
+// emailProtection — the purpose OpenSSL (`cms -verify`) and NSS (pdfsig)
+// check signers against by default.
+func (ca *CA) IssueDocumentSigner(pub crypto.PublicKey, commonName, organization string, now time.Time) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{
+		Subject:            pkix.Name{CommonName: commonName, Organization: []string{organization}},
+		NotBefore:          now.Add(-backdate),
+		NotAfter:           now.Add(LeafValidity),
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{OIDDocumentSigning},
+	}
+	cert, err := ca.Issue(tmpl, pub)
+	if err != nil {
+		return nil, fmt.Errorf("devpki: document signing certificate: %w", err)
+	}
+	return cert, nil
+}
+
 // OIDTimeStamping is id-kp-timeStamping (RFC 3161 section 2.3).
 var OIDTimeStamping = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 8}
 

@@ -40,12 +40,20 @@ func TestIssuedCertificatesVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signerCert, err := ca.IssueDocumentSigner(key().Public(), "PEC signature", "PEC", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signerCert.KeyUsage&x509.KeyUsageContentCommitment == 0 || len(signerCert.UnknownExtKeyUsage) != 1 || !signerCert.UnknownExtKeyUsage[0].Equal(devpki.OIDDocumentSigning) {
+		t.Errorf("document signer: key usage %v, EKU %v %v", signerCert.KeyUsage, signerCert.ExtKeyUsage, signerCert.UnknownExtKeyUsage)
+	}
 	for _, tc := range []struct {
 		name string
 		cert *x509.Certificate
 		eku  x509.ExtKeyUsage
 	}{
 		{"tsa", tsaCert, x509.ExtKeyUsageTimeStamping},
+		{"document signer", signerCert, x509.ExtKeyUsageEmailProtection},
 		{"server", serverCert, x509.ExtKeyUsageServerAuth},
 		{"client", clientCert, x509.ExtKeyUsageClientAuth},
 	} {

@@ -1,0 +1,177 @@
+package certvalidation
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// ncState holds the name constraints of the CAs processed so far (RFC 5280
+// section 6.1.2 (b), (c)). Keeping each CA's constraints and requiring a
+// name to satisfy all of them is the intersection of section 6.1.4 (g)
+// without computing it; comparisons counts the work, which Limits bound.
+type ncState struct {
+	sets        []*nameConstraints
+	comparisons int
+	max         int
+}
+
+// errLimit marks a check that stopped because it hit a work bound.
+type errLimit struct{ what string }
+
+func (e errLimit) Error() string { return e.what }
+
+// check applies the constraints to the names of ci (section 6.1.3 (b),
+// (c)). It returns "" when every name is within them, otherwise the reason.
+func (s *ncState) check(ci *certInfo) (string, error) {
+	if len(s.sets) == 0 {
+		return "", nil
+	}
+	var names []generalName
+	if len(ci.subject) > 0 {
+		names = append(names, generalName{tag: gnDirectory, dn: ci.subject})
+	}
+	names = append(names, ci.san...)
+	if !ci.hasSAN {
+		// Section 4.2.1.10: with no subjectAltName, rfc822Name constraints
+		// apply to the emailAddress attributes of the subject.
+		for _, e := range ci.subject.emailAddresses() {
+			names = append(names, generalName{tag: gnRFC822, value: []byte(e)})
+		}
+	}
+	for _, set := range s.sets {
+		for _, n := range names {
+			if reason, err := s.checkOne(set, n); reason != "" || err != nil {
+				return reason, err
+			}
+		}
+	}
+	return "", nil
+}
+
+func (s *ncState) checkOne(set *nameConstraints, n generalName) (string, error) {
+	supported := n.tag == gnDirectory || n.tag == gnRFC822 || n.tag == gnDNS || n.tag == gnURI || n.tag == gnIP
+	for _, st := range set.excluded {
+		if st.base.tag != n.tag {
+			continue
+		}
+		if !supported || st.unsupported {
+			return fmt.Sprintf("a name constraint on %s that cannot be processed", gnTypeNames[n.tag]), nil
+		}
+		if err := s.count(); err != nil {
+			return "", err
+		}
+		if match(n, st.base) {
+			return fmt.Sprintf("%s is excluded by a name constraint of an issuing CA", n), nil
+		}
+	}
+	sawPermitted := false
+	for _, st := range set.permitted {
+		if st.base.tag != n.tag {
+			continue
+		}
+		if !supported || st.unsupported {
+			return fmt.Sprintf("a name constraint on %s that cannot be processed", gnTypeNames[n.tag]), nil
+		}
+		sawPermitted = true
+		if err := s.count(); err != nil {
+			return "", err
+		}
+		if match(n, st.base) {
+			return "", nil
+		}
+	}
+	if sawPermitted {
+		return fmt.Sprintf("%s is not within the permitted subtrees of an issuing CA", n), nil
+	}
+	return "", nil
+}
+
+func (s *ncState) count() error {
+	s.comparisons++
+	if s.max > 0 && s.comparisons > s.max {
+		return errLimit{fmt.Sprintf("more than %d name constraint comparisons", s.max)}
+	}
+	return nil
+}
+
+// match reports whether name n is within the subtree base (same form).
+func match(n, base generalName) bool {
+	switch n.tag {
+	case gnDirectory:
+		return n.dn.within(base.dn)
+	case gnDNS:
+		return matchDNS(string(n.value), string(base.value))
+	case gnRFC822:
+		return matchEmail(string(n.value), string(base.value))
+	case gnURI:
+		return matchURI(string(n.value), string(base.value))
+	case gnIP:
+		return matchIP(n.value, base.value)
+	}
+	return false
+}
+
+// matchDNS: any name formed by adding labels to the left of the
+// constraint satisfies it (section 4.2.1.10); a leading period, a common
+// extension, restricts it to subdomains.
+func matchDNS(name, constraint string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	constraint = strings.ToLower(strings.TrimSuffix(constraint, "."))
+	if constraint == "" {
+		return true
+	}
+	if strings.HasPrefix(constraint, ".") {
+		return strings.HasSuffix(name, constraint)
+	}
+	return name == constraint || strings.HasSuffix(name, "."+constraint)
+}
+
+// matchEmail: a constraint is a mailbox, a host, or a domain with a
+// leading period for any host in it (section 4.2.1.10).
+func matchEmail(mailbox, constraint string) bool {
+	at := strings.LastIndexByte(mailbox, '@')
+	if at < 0 {
+		return false
+	}
+	host := mailbox[at+1:]
+	switch {
+	case strings.Contains(constraint, "@"):
+		return strings.EqualFold(mailbox, constraint)
+	case strings.HasPrefix(constraint, "."):
+		return len(host) > len(constraint) && strings.EqualFold(host[len(host)-len(constraint):], constraint)
+	default:
+		return strings.EqualFold(host, constraint)
+	}
+}
+
+// matchURI: the constraint applies to the host part of the URI; a URI
+// without a host name satisfies no constraint (section 4.2.1.10).
+func matchURI(uri, constraint string) bool {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "" {
+		return false
+	}
+	if strings.HasPrefix(constraint, ".") {
+		return len(host) > len(constraint) && strings.EqualFold(host[len(host)-len(constraint):], constraint)
+	}
+	return strings.EqualFold(host, constraint)
+}
+
+// matchIP: the constraint is an address and a mask of the same family.
+func matchIP(ip, constraint []byte) bool {
+	if len(constraint) != 2*len(ip) || (len(ip) != 4 && len(ip) != 16) {
+		return false
+	}
+	addr, mask := constraint[:len(ip)], constraint[len(ip):]
+	for i := range ip {
+		if ip[i]&mask[i] != addr[i]&mask[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"pec/proof"
+)
+
+// ProofReader serves GET /v1/proofs/{id}: the proof bundle of an evidence
+// record. A partner reads the proofs of its own exchanges only (records
+// naming its certificate as an actor); an auditor reads all. Every read is
+// recorded in the log (proof.read) before the bundle is sent, and the id
+// of that evidence is in the PEC-Evidence-ID header.
+type ProofReader struct {
+	Log    *proof.Log
+	Export proof.ExportOptions // the certificates every bundle carries
+	// Auditor tells whether a client certificate has the auditor role;
+	// nil: no client has it.
+	Auditor func(cert *x509.Certificate) bool
+}
+
+func registerProofs(v1 *http.ServeMux, m *metrics, opts Options) {
+	if opts.Proofs == nil || opts.Proofs.Log == nil {
+		return
+	}
+	v1.Handle("GET /v1/proofs/{id}", m.instrument("/v1/proofs/{id}", &proofEndpoint{r: opts.Proofs, opts: opts}))
+}
+
+type proofEndpoint struct {
+	r    *ProofReader
+	opts Options
+}
+
+func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	log := e.opts.logger()
+	id := r.PathValue("id")
+	cert := r.TLS.PeerCertificates[0]
+	fp := sha256.Sum256(cert.Raw)
+	auditor := e.r.Auditor != nil && e.r.Auditor(cert)
+	store := e.r.Log.Store()
+	// The same answer for "no such record" and "not yours": a partner
+	// learns nothing of others' evidence.
+	notFound := func() { writeProblem(w, http.StatusNotFound, "no proof "+strconv.Quote(id)+" for this client") }
+	idx, err := store.Lookup(ctx, id)
+	if errors.Is(err, proof.ErrNotFound) {
+		notFound()
+		return
+	}
+	if err != nil {
+		log.ErrorContext(ctx, "proof: lookup", "err", err)
+		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
+		return
+	}
+	stored, err := store.Record(ctx, idx)
+	if err != nil {
+		log.ErrorContext(ctx, "proof: read record", "err", err)
+		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
+		return
+	}
+	rec, err := proof.UnmarshalRecord(stored.Data)
+	if err != nil {
+		log.ErrorContext(ctx, "proof: stored record", "index", idx, "err", err)
+		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
+		return
+	}
+	if !auditor && !rec.Involves(fp) {
+		notFound()
+		return
+	}
+	role := "partner"
+	if auditor {
+		role = "auditor"
+	}
+	read, err := e.r.Log.Append(ctx, &proof.Record{
+		Type:     proof.ProofRead,
+		Subject:  id,
+		Actors:   []proof.Actor{{Role: role, Fingerprint: fp, Subject: cert.Subject.String()}},
+		Previous: []string{id},
+	})
+	if err != nil {
+		log.ErrorContext(ctx, "proof: record the read", "err", err)
+		writeProblem(w, http.StatusServiceUnavailable, "the read of this proof cannot be recorded: try again")
+		return
+	}
+	bundle, err := proof.Export(ctx, store, id, e.r.Export)
+	if err != nil {
+		log.ErrorContext(ctx, "proof: export", "err", err)
+		writeProblem(w, http.StatusInternalServerError, "the proof bundle cannot be made")
+		return
+	}
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.zip"`)
+	w.Header().Set("PEC-Evidence-ID", read.ID)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(bundle)
+}

@@ -1,0 +1,194 @@
+package proof
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/transparency-dev/merkle/compact"
+
+	"pec/tsa"
+)
+
+// AuditOptions are the keys an audit trusts.
+type AuditOptions struct {
+	Verifier *NoteVerifier  // the log's tree-head key; required
+	TSARoots *x509.CertPool // roots of the TSA certificates; required
+	// TSAIntermediates are untrusted certificates for the TSA chains.
+	TSAIntermediates *x509.CertPool
+}
+
+// AuditError names the first place of the store that does not check.
+type AuditError struct {
+	Place string // "record 17 (id ...)", "tree node (level 2, index 3)", "tree head 1024"
+	Err   error
+}
+
+func (e *AuditError) Error() string { return "proof: audit: " + e.Place + ": " + e.Err.Error() }
+func (e *AuditError) Unwrap() error { return e.Err }
+
+// AuditReport sums up a successful audit.
+type AuditReport struct {
+	Records uint64 // records checked
+	Heads   uint64 // tree heads checked
+}
+
+type auditHead struct {
+	size uint64
+	root []byte
+}
+
+// Audit walks the whole store and checks every tree head (checkpoint
+// signature, root, RFC 3161 token on it, tokens in time order), every
+// record (canonical encoding, id index), every stored tree node against
+// the tree computed from the records, every head's root against that tree,
+// and the consistency proof between consecutive heads. The first fault is
+// an *AuditError naming its place.
+func Audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error) {
+	var rep AuditReport
+	if opts.Verifier == nil || opts.TSARoots == nil {
+		return rep, errors.New("proof: audit: a note verifier and TSA roots are required")
+	}
+	var heads []auditHead
+	var lastGen time.Time
+	err := s.Heads(ctx, func(h *Head) error {
+		place := fmt.Sprintf("tree head %d", h.Size)
+		if err := checkHead(h, opts); err != nil {
+			return &AuditError{Place: place, Err: err}
+		}
+		tok, _ := tsa.ParseToken(h.Token)
+		if tok.GenTime.Before(lastGen) {
+			return &AuditError{Place: place, Err: errors.New("its time-stamp is older than the previous head's")}
+		}
+		lastGen = tok.GenTime
+		if n := len(heads); n > 0 && heads[n-1].size >= h.Size {
+			return &AuditError{Place: place, Err: errors.New("tree heads out of order")}
+		}
+		heads = append(heads, auditHead{size: h.Size, root: h.Root})
+		return nil
+	})
+	if err != nil {
+		return rep, auditErr("tree heads", err)
+	}
+	rep.Heads = uint64(len(heads))
+
+	rng := rangeFactory.NewEmptyRange(0)
+	var ids []compact.NodeID
+	var computed [][]byte
+	visit := func(id compact.NodeID, hash []byte) {
+		ids = append(ids, id)
+		computed = append(computed, hash)
+	}
+	// checkNodes compares the nodes computed since the last head with
+	// the stored ones, then the root with the head's.
+	next := 0
+	checkHeadRoot := func() error {
+		stored, err := s.Nodes(ctx, ids)
+		if err != nil {
+			// Name the missing node.
+			for i, id := range ids {
+				if _, err := s.Nodes(ctx, ids[i:i+1]); err != nil {
+					return &AuditError{Place: fmt.Sprintf("tree node (level %d, index %d)", id.Level, id.Index), Err: err}
+				}
+			}
+			return auditErr("tree nodes", err)
+		}
+		for i, id := range ids {
+			if !bytes.Equal(stored[i], computed[i]) {
+				place := fmt.Sprintf("tree node (level %d, index %d)", id.Level, id.Index)
+				if id.Level == 0 {
+					place = fmt.Sprintf("tree node (level 0, index %d: the leaf hash of record %d)", id.Index, id.Index)
+				}
+				return &AuditError{Place: place, Err: errors.New("the stored hash is not the one computed from the records")}
+			}
+		}
+		ids, computed = ids[:0], computed[:0]
+		h := heads[next]
+		root, err := rng.GetRootHash(nil)
+		if err != nil {
+			return auditErr(fmt.Sprintf("tree head %d", h.size), err)
+		}
+		if !bytes.Equal(root, h.root) {
+			return &AuditError{Place: fmt.Sprintf("tree head %d", h.size), Err: errors.New("its root hash is not the root of the stored records")}
+		}
+		if next > 0 {
+			prev := heads[next-1]
+			p, err := ConsistencyProof(ctx, s, prev.size, h.size)
+			if err == nil {
+				err = VerifyConsistency(prev.size, h.size, p, prev.root, h.root)
+			}
+			if err != nil {
+				return &AuditError{Place: fmt.Sprintf("consistency of tree heads %d and %d", prev.size, h.size), Err: err}
+			}
+		}
+		next++
+		return nil
+	}
+	var want uint64
+	err = s.Records(ctx, 0, func(i uint64, r *StoredRecord) error {
+		place := fmt.Sprintf("record %d", i)
+		if i != want {
+			return &AuditError{Place: fmt.Sprintf("record %d", want), Err: errors.New("missing")}
+		}
+		want++
+		if next == len(heads) {
+			return &AuditError{Place: place, Err: errors.New("not covered by any tree head")}
+		}
+		rec, err := UnmarshalRecord(r.Data)
+		if err != nil {
+			return &AuditError{Place: place, Err: err}
+		}
+		place += " (id " + rec.ID + ")"
+		idx, err := s.Lookup(ctx, rec.ID)
+		if err != nil {
+			return &AuditError{Place: place, Err: fmt.Errorf("id index: %w", err)}
+		}
+		if idx != i {
+			return &AuditError{Place: place, Err: fmt.Errorf("id index: the id points to record %d", idx)}
+		}
+		if err := rng.Append(LeafHash(r.Data), visit); err != nil {
+			return auditErr(place, err)
+		}
+		if rng.End() == heads[next].size {
+			return checkHeadRoot()
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, auditErr("records", err)
+	}
+	rep.Records = want
+	if next < len(heads) {
+		return rep, &AuditError{Place: fmt.Sprintf("tree head %d", heads[next].size), Err: fmt.Errorf("the store holds only %d records", want)}
+	}
+	return rep, nil
+}
+
+func auditErr(place string, err error) error {
+	if _, ok := errors.AsType[*AuditError](err); ok {
+		return err
+	}
+	return &AuditError{Place: place, Err: err}
+}
+
+// checkHead checks a head on its own: its checkpoint's signature, size and
+// root, and the RFC 3161 token on the checkpoint.
+func checkHead(h *Head, opts AuditOptions) error {
+	cp, err := OpenCheckpoint(opts.Verifier, "", h.Checkpoint)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if cp.Size != h.Size || !bytes.Equal(cp.Root, h.Root) {
+		return errors.New("the signed checkpoint is of another tree")
+	}
+	digest := sha256.Sum256(h.Checkpoint)
+	if _, err := tsa.Verify(h.Token, digest[:], crypto.SHA256, tsa.VerifyOptions{Roots: opts.TSARoots, Intermediates: opts.TSAIntermediates}); err != nil {
+		return fmt.Errorf("time-stamp token: %w", err)
+	}
+	return nil
+}

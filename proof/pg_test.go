@@ -1,0 +1,210 @@
+package proof_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"pec/proof"
+	"pec/proof/prooftest"
+)
+
+// A throw-away PostgreSQL cluster for the tests: PEC_TEST_POSTGRES_URL if
+// set, otherwise initdb and pg_ctl of /usr/lib/postgresql/15 on a
+// temporary directory and a unix socket, run as user postgres when the
+// tests run as root (initdb refuses root). Started on first use, stopped
+// by TestMain.
+var pg struct {
+	once sync.Once
+	url  string
+	err  error
+	stop func()
+	n    atomic.Int64
+}
+
+const pgBin = "/usr/lib/postgresql/15/bin"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pg.stop != nil {
+		pg.stop()
+	}
+	os.Exit(code)
+}
+
+func startPostgres() (string, func(), error) {
+	if url := os.Getenv("PEC_TEST_POSTGRES_URL"); url != "" {
+		return url, nil, nil
+	}
+	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
+		return "", nil, fmt.Errorf("PostgreSQL 15 is not installed (apt-get install postgresql-15) and PEC_TEST_POSTGRES_URL is not set: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "pec-pg-")
+	if err != nil {
+		return "", nil, err
+	}
+	var wrap []string
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return "", nil, fmt.Errorf("running as root needs the postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return "", nil, err
+		}
+		wrap = []string{"runuser", "-u", "postgres", "--"}
+	}
+	run := func(args ...string) error {
+		args = append(wrap, args...)
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %w\n%s", args, err, out)
+		}
+		return nil
+	}
+	data := filepath.Join(dir, "data")
+	if err := run(filepath.Join(pgBin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	port, err := freeTCPPort()
+	if err != nil {
+		return "", nil, err
+	}
+	opts := fmt.Sprintf("-k %s -p %d -c listen_addresses= -c fsync=on -c max_connections=200", dir, port)
+	if err := run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "start"); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	stop := func() {
+		_ = run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
+		os.RemoveAll(dir)
+	}
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", dir, port), stop, nil
+}
+
+func freeTCPPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// newPGDatabase returns the connection string of a new, empty schema
+// (cheaper than a database: CREATE DATABASE copies a template).
+func newPGDatabase(t testing.TB) string {
+	t.Helper()
+	pg.once.Do(func() { pg.url, pg.stop, pg.err = startPostgres() })
+	if pg.err != nil {
+		t.Fatal(pg.err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("pec_proof_%d_%d", os.Getpid(), pg.n.Add(1))
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// A database given by PEC_TEST_POSTGRES_URL is left as found.
+		if c, err := pgx.Connect(ctx, pg.url); err == nil {
+			_, _ = c.Exec(ctx, "DROP SCHEMA "+name+" CASCADE")
+			c.Close(ctx)
+		}
+	})
+	cfg, err := pgx.ParseConfig(pg.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable search_path=%s", cfg.Host, cfg.Port, cfg.User, cfg.Database, name)
+}
+
+func openPG(t testing.TB, url string) *proof.PGStore {
+	t.Helper()
+	s, err := proof.OpenPG(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPGStoreConformance(t *testing.T) {
+	prooftest.RunStore(t, func(t *testing.T) proof.Store { return openPG(t, newPGDatabase(t)) })
+}
+
+// TestPGTwoNodes: two nodes (two stores, two logs) append to one
+// PostgreSQL log at once: no record lost or duplicated, one consistent
+// tree that audits.
+func TestPGTwoNodes(t *testing.T) {
+	e := newEnv(t)
+	url := newPGDatabase(t)
+	ctx := t.Context()
+	const nodes, writers, each = 2, 8, 30
+	var logs []*proof.Log
+	for range nodes {
+		s := openPG(t, url)
+		defer s.Close()
+		l := e.openLog(t, s, proof.Config{})
+		defer l.Close()
+		logs = append(logs, l)
+	}
+	var mu sync.Mutex
+	byIndex := map[uint64]string{}
+	var wg sync.WaitGroup
+	for n, l := range logs {
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					r, err := l.Append(ctx, sampleRecord((n*writers+w)*each+i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if prev, dup := byIndex[r.Index]; dup {
+						t.Errorf("index %d acknowledged twice: %s and %s", r.Index, prev, r.ID)
+					}
+					byIndex[r.Index] = r.ID
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	s := openPG(t, url)
+	defer s.Close()
+	rep, err := proof.Audit(ctx, s, e.auditOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Records != nodes*writers*each || len(byIndex) != nodes*writers*each {
+		t.Fatalf("%d records in the log, %d acknowledged, want %d", rep.Records, len(byIndex), nodes*writers*each)
+	}
+	for idx, id := range byIndex {
+		got, err := s.Lookup(ctx, id)
+		if err != nil || got != idx {
+			t.Fatalf("acknowledged %s at %d, the log has it at %d (%v)", id, idx, got, err)
+		}
+	}
+	t.Logf("%d records in %d tree heads", rep.Records, rep.Heads)
+}

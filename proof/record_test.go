@@ -1,0 +1,158 @@
+package proof_test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"pec/proof"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func goldenRecord() *proof.Record {
+	return &proof.Record{
+		ID:      "0193a1b2c3d4e5f60718293a4b5c6d7e",
+		Type:    proof.Acknowledged,
+		Time:    time.Date(2026, 11, 24, 9, 30, 0, 123456789, time.UTC),
+		Subject: "exchange-2026-000042",
+		Actors: []proof.Actor{
+			{Role: "recipient", Fingerprint: [32]byte{0xde, 0xad, 0xbe, 0xef}, Subject: "CN=Protocollo,O=Comune di Roma,C=IT"},
+			{Role: "sender", Fingerprint: [32]byte{0xca, 0xfe}, Subject: "CN=Ufficio Tributi,O=Regione Lazio,C=IT"},
+		},
+		Digests: []proof.Digest{
+			{Name: "dossier", Algorithm: "sha256", Value: bytes.Repeat([]byte{0xab}, 32)},
+			{Name: "acknowledgment", Algorithm: "sha384", Value: bytes.Repeat([]byte{0xcd}, 48)},
+		},
+		Previous:   []string{"0193a1b2c3d4e5f60718293a4b5c6d70", "0193a1b2c3d4e5f60718293a4b5c6d71"},
+		Attributes: []proof.Attribute{{Key: "channel", Value: "api"}, {Key: "status", Value: "accepted"}},
+	}
+}
+
+// TestRecordGolden pins the canonical encoding: a change to these bytes
+// breaks every proof already handed out. Refresh with -update only for a
+// new RecordVersion.
+func TestRecordGolden(t *testing.T) {
+	rec := goldenRecord()
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "record-v1.hex")
+	dump := hex.Dump(data)
+	if *update {
+		if err := os.WriteFile(golden, []byte(dump), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), dump); diff != "" {
+		t.Errorf("encoding differs from %s (-want +got):\n%s", golden, diff)
+	}
+	leaf := hex.EncodeToString(proof.LeafHash(data))
+	leafFile := filepath.Join("testdata", "record-v1.leaf")
+	if *update {
+		if err := os.WriteFile(leafFile, []byte(leaf+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wl, err := os.ReadFile(leafFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(wl)) != leaf {
+		t.Errorf("leaf hash %s, want %s", leaf, wl)
+	}
+	back, err := proof.UnmarshalRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rec, back); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+}
+
+func TestRecordInvalid(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*proof.Record)
+	}{
+		{"no id", func(r *proof.Record) { r.ID = "" }},
+		{"id with a slash", func(r *proof.Record) { r.ID = "a/b" }},
+		{"no type", func(r *proof.Record) { r.Type = "" }},
+		{"one-word type", func(r *proof.Record) { r.Type = "submission" }},
+		{"no time", func(r *proof.Record) { r.Time = time.Time{} }},
+		{"short digest", func(r *proof.Record) { r.Digests[0].Value = r.Digests[0].Value[:31] }},
+		{"md5 digest", func(r *proof.Record) { r.Digests[0].Algorithm = "md5" }},
+		{"unsorted attributes", func(r *proof.Record) { r.Attributes[0], r.Attributes[1] = r.Attributes[1], r.Attributes[0] }},
+		{"duplicate attribute", func(r *proof.Record) { r.Attributes[1].Key = r.Attributes[0].Key }},
+		{"actor without role", func(r *proof.Record) { r.Actors[0].Role = "" }},
+		{"bad previous", func(r *proof.Record) { r.Previous[0] = "" }},
+		{"invalid UTF-8", func(r *proof.Record) { r.Subject = "\xff" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := goldenRecord()
+			tc.mutate(r)
+			if _, err := r.MarshalBinary(); !errors.Is(err, proof.ErrMalformedRecord) {
+				t.Errorf("MarshalBinary: %v, want ErrMalformedRecord", err)
+			}
+		})
+	}
+}
+
+func TestUnmarshalRecordRejects(t *testing.T) {
+	data, err := goldenRecord().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := append([]byte(nil), data...)
+	version[6] = 2
+	for name, in := range map[string][]byte{
+		"empty":     nil,
+		"truncated": data[:len(data)-1],
+		"trailing":  append(append([]byte(nil), data...), 0),
+		"version 2": version,
+		"magic":     append([]byte("PEC-EX"), data[6:]...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := proof.UnmarshalRecord(in); !errors.Is(err, proof.ErrMalformedRecord) {
+				t.Errorf("UnmarshalRecord: %v, want ErrMalformedRecord", err)
+			}
+		})
+	}
+}
+
+func FuzzUnmarshalRecord(f *testing.F) {
+	data, err := goldenRecord().MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(data)
+	f.Add([]byte("PEC-EV\x01"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r, err := proof.UnmarshalRecord(in)
+		if err != nil {
+			if !errors.Is(err, proof.ErrMalformedRecord) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		// What decodes re-encodes to the same bytes: one record, one
+		// encoding.
+		out, err := r.MarshalBinary()
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}

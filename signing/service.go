@@ -1,0 +1,555 @@
+package signing
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// KeyStore is what a Service needs of hsm.KeyStore.
+type KeyStore interface {
+	// Signer returns the key labelled label.
+	Signer(ctx context.Context, label string) (crypto.Signer, error)
+}
+
+// Options hold the collaborators of a Service.
+type Options struct {
+	Logger   *slog.Logger          // nil: discard
+	Registry prometheus.Registerer // nil: no metrics
+	Now      func() time.Time      // nil: time.Now
+	// Timestamper gives the signature timestamps of the profiles that
+	// want them (timestamp: true); required then.
+	Timestamper Timestamper
+	// Evidence records every operation; required.
+	Evidence EvidenceRecorder
+}
+
+// Service makes signatures with the configured profiles: it checks that
+// the client may use the profile, signs, and records the evidence before
+// returning the signature. It is safe for concurrent use.
+type Service struct {
+	profiles map[string]*Profile
+	evidence EvidenceRecorder
+	now      func() time.Time
+	log      *slog.Logger
+	metrics  *metrics
+	maxDoc   int64
+	maxBatch int
+
+	ids     sync.Map // *x509.Certificate → *identity
+	idCount atomic.Int64
+}
+
+// Profile is a loaded signature profile.
+type Profile struct {
+	Name      string
+	Format    Format
+	Timestamp bool
+	signer    *Signer
+	pdf       PDFOptions
+	allowed   []clientMatcher
+	m         *profileMetrics
+}
+
+// Signer is the profile's signer.
+func (p *Profile) Signer() *Signer { return p.signer }
+
+// Client is the caller of a signature operation.
+type Client struct {
+	// Certificate is the client's certificate, verified by mutual TLS. nil
+	// is the local operator (pec sign --config), who holds the keys
+	// already and may use every profile.
+	Certificate *x509.Certificate
+}
+
+// identity is what a request needs of its client, computed once.
+type identity struct {
+	local       bool
+	subject     string
+	commonName  string
+	fingerprint [32]byte
+	fpHex       string
+}
+
+var localOperator = &identity{local: true, subject: "local operator"}
+
+// identify returns the identity of c, from a cache keyed by the
+// certificate: the requests of one TLS connection share one parsed
+// certificate, and its subject text and fingerprint cost more than the
+// rest of a request outside the HSM. The cache is bounded: when full, it
+// starts over.
+func (s *Service) identify(c Client) *identity {
+	if c.Certificate == nil {
+		return localOperator
+	}
+	if id, ok := s.ids.Load(c.Certificate); ok {
+		return id.(*identity)
+	}
+	id := &identity{
+		subject:     c.Certificate.Subject.String(),
+		commonName:  c.Certificate.Subject.CommonName,
+		fingerprint: sha256.Sum256(c.Certificate.Raw),
+	}
+	id.fpHex = hex.EncodeToString(id.fingerprint[:])
+	if s.idCount.Add(1) > maxCachedIdentities {
+		s.ids.Clear()
+		s.idCount.Store(1)
+	}
+	s.ids.Store(c.Certificate, id)
+	return id
+}
+
+const maxCachedIdentities = 4096
+
+func (id *identity) fingerprintHex() string { return id.fpHex }
+
+func (p *Profile) allows(id *identity) bool {
+	if id.local {
+		return true
+	}
+	for _, m := range p.allowed {
+		switch {
+		case m.fingerprint != nil && bytes.Equal(m.fingerprint, id.fingerprint[:]):
+			return true
+		case m.subject != "" && m.subject == id.subject:
+			return true
+		case m.commonName != "" && m.commonName == id.commonName:
+			return true
+		}
+	}
+	return false
+}
+
+// Load builds the service from the signing section: each profile's key
+// from keys, its certificate chain from its cert_file, checked to match
+// (see NewSigner).
+func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Evidence == nil {
+		return nil, errors.New("signing: an evidence recorder is required")
+	}
+	s := &Service{
+		profiles: map[string]*Profile{},
+		evidence: opts.Evidence,
+		now:      opts.Now,
+		log:      opts.Logger,
+		metrics:  newMetrics(opts.Registry),
+		maxDoc:   cfg.MaxDocument(),
+		maxBatch: cfg.maxBatch(),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	for i, pc := range cfg.Profiles {
+		at := fmt.Sprintf("signing.profiles[%d] (%s)", i, pc.Name)
+		chain, err := LoadCertificates(pc.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert_file: %w", at, err)
+		}
+		key, err := keys.Signer(ctx, pc.KeyLabel)
+		if err != nil {
+			return nil, fmt.Errorf("%s.key_label %q: %w", at, pc.KeyLabel, err)
+		}
+		so := SignerOptions{PSS: pc.RSAPSS, Now: s.now}
+		so.Hash, _ = HashByName(cmpOr(pc.Digest, "sha256"))
+		if pc.Timestamp {
+			if opts.Timestamper == nil {
+				return nil, fmt.Errorf("%s: timestamp: true needs a TSA", at)
+			}
+			so.Timestamper = opts.Timestamper
+		}
+		signer, err := NewSigner(key, chain, so)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", at, err)
+		}
+		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format))}
+		for _, a := range pc.AllowedClients {
+			m, _ := parseAllowed(a)
+			p.allowed = append(p.allowed, m)
+		}
+		p.pdf = PDFOptions{Visible: pc.PDF.Visible, Page: pc.PDF.Page, Reason: pc.PDF.Reason, Location: pc.PDF.Location}
+		if len(pc.PDF.Rect) == 4 {
+			p.pdf.Rect = [4]float64(pc.PDF.Rect)
+		}
+		s.profiles[pc.Name] = p
+	}
+	return s, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// LoadCertificates reads a PEM file of certificates, the first one the
+// signer's.
+func LoadCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return certs, nil
+}
+
+// Profile returns the profile called name, or nil.
+func (s *Service) Profile(name string) *Profile { return s.profiles[name] }
+
+// Profiles lists the profile names, sorted.
+func (s *Service) Profiles() []string {
+	names := make([]string, 0, len(s.profiles))
+	for n := range s.profiles {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// MaxDocument is the size limit of a document, in bytes.
+func (s *Service) MaxDocument() int64 { return s.maxDoc }
+
+// MaxBatch is the number of digests a batch may hold.
+func (s *Service) MaxBatch() int { return s.maxBatch }
+
+// Request is one signature to make.
+type Request struct {
+	Profile string
+	// Document is the document to sign; or Digest is its digest computed
+	// with the profile's hash (hash-only signing, CAdES profiles: the
+	// signature is detached).
+	Document []byte
+	Digest   []byte
+	Detached bool  // CAdES: the signature does not hold the document
+	Visible  *bool // PAdES: overrides the profile's visibility
+}
+
+// Result is a signature made and recorded.
+type Result struct {
+	ID        string // of the evidence record
+	Profile   string
+	Format    Format
+	Detached  bool
+	Signature *Signature
+}
+
+// BatchResult is the signatures of a batch, in the order of its digests.
+type BatchResult struct {
+	ID         string
+	Profile    string
+	Signatures []*Signature
+}
+
+// profileFor finds the profile and checks the client may use it. A refusal
+// is recorded as evidence.
+func (s *Service) profileFor(ctx context.Context, id *identity, name string) (*Profile, error) {
+	p := s.profiles[name]
+	if p == nil {
+		s.metrics.unknown.Inc()
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, name)
+	}
+	if !p.allows(id) {
+		p.m.refused.Inc()
+		e := &Evidence{ID: newID(), Event: EventRefused, Time: s.now().UTC(), Client: id.subject, ClientSHA256: id.fingerprintHex(),
+			Profile: name, Reason: "client not in allowed_clients"}
+		if err := s.evidence.Record(ctx, e); err != nil {
+			s.log.ErrorContext(ctx, "signing: record refusal", "err", err)
+		}
+		s.log.WarnContext(ctx, "signing: client refused", "profile", name, "client", id.subject)
+		return nil, fmt.Errorf("%w %q", ErrNotAllowed, name)
+	}
+	return p, nil
+}
+
+// Sign makes one signature with a profile: CAdES attached or detached, of
+// a document or of a digest, or PAdES of a PDF. The evidence is recorded
+// before it returns. A client that may not use the profile gets
+// ErrNotAllowed and nothing is signed; a request the profile cannot serve
+// is a *RequestError; an unknown profile, ErrUnknownProfile.
+func (s *Service) Sign(ctx context.Context, c Client, req Request) (*Result, error) {
+	start := time.Now()
+	id := s.identify(c)
+	p, err := s.profileFor(ctx, id, req.Profile)
+	if err != nil {
+		return nil, err
+	}
+	res, digest, err := s.sign(ctx, p, req)
+	if err != nil {
+		p.m.failure(err)
+		return nil, err
+	}
+	res.ID = newID()
+	if err := s.record(ctx, id, p, res.ID, [][]byte{digest}, []*Signature{res.Signature}); err != nil {
+		p.m.errors.Inc()
+		return nil, err
+	}
+	p.m.signed(1, time.Since(start))
+	return res, nil
+}
+
+func (s *Service) sign(ctx context.Context, p *Profile, req Request) (*Result, []byte, error) {
+	signer := p.signer
+	res := &Result{Profile: p.Name, Format: p.Format}
+	hasDoc, hasDigest := req.Document != nil, req.Digest != nil
+	switch {
+	case hasDoc == hasDigest:
+		return nil, nil, badRequest("give a document or a digest, one of them")
+	case int64(len(req.Document)) > s.maxDoc:
+		return nil, nil, badRequest("the document is larger than %d bytes: sign its digest instead", s.maxDoc)
+	case p.Format == PAdES && hasDigest:
+		return nil, nil, badRequest("profile %q makes PAdES signatures, which need the PDF itself, not its digest", p.Name)
+	case p.Format == PAdES && req.Detached:
+		return nil, nil, badRequest("profile %q makes PAdES signatures, which are inside the PDF: detached is for CAdES", p.Name)
+	case p.Format == CAdES && req.Visible != nil:
+		return nil, nil, badRequest("profile %q makes CAdES signatures, which have no appearance", p.Name)
+	}
+	var sig *Signature
+	var err error
+	switch {
+	case hasDigest:
+		res.Detached = true
+		sig, err = signer.SignDigest(ctx, req.Digest)
+	case p.Format == PAdES:
+		opts := p.pdf
+		if req.Visible != nil {
+			opts.Visible = *req.Visible
+		}
+		sig, err = signer.SignPDF(ctx, req.Document, opts)
+	default:
+		res.Detached = req.Detached
+		sig, err = signer.Sign(ctx, req.Document, req.Detached)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Signature = sig
+	if p.Format == PAdES {
+		// The evidence names the document submitted; the signature
+		// itself covers the byte range of the signed PDF.
+		return res, digestOf(signer.Hash(), req.Document), nil
+	}
+	return res, sig.Digest, nil
+}
+
+// batchWorkers bounds the signatures of one batch in flight: as many as
+// the HSM session pool holds by default on a small machine, so that a
+// batch keeps the key busy without queueing on the pool.
+const batchWorkers = 8
+
+// SignDigests makes a detached CAdES signature of each digest (computed
+// with the profile's hash) with a CAdES profile: one call, one
+// authorization, one evidence record for the whole batch. Either every
+// signature is returned or none.
+func (s *Service) SignDigests(ctx context.Context, c Client, profile string, digests [][]byte) (*BatchResult, error) {
+	start := time.Now()
+	id := s.identify(c)
+	p, err := s.profileFor(ctx, id, profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkBatch(p, digests); err != nil {
+		p.m.failure(err)
+		return nil, err
+	}
+	sigs := make([]*Signature, len(digests))
+	errs := make([]error, len(digests))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	workers := min(batchWorkers, len(digests))
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(digests); i += workers {
+				if sigs[i], errs[i] = p.signer.SignDigest(ctx, digests[i]); errs[i] != nil {
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		// The first failure, not the cancellations it caused.
+		for _, e := range errs {
+			if e != nil && !errors.Is(e, context.Canceled) {
+				err = e
+				break
+			}
+		}
+		p.m.failure(err)
+		return nil, err
+	}
+	res := &BatchResult{ID: newID(), Profile: p.Name, Signatures: sigs}
+	if err := s.record(ctx, id, p, res.ID, digests, sigs); err != nil {
+		p.m.errors.Inc()
+		return nil, err
+	}
+	p.m.signed(len(sigs), time.Since(start))
+	return res, nil
+}
+
+func (s *Service) checkBatch(p *Profile, digests [][]byte) error {
+	if p.Format != CAdES {
+		return badRequest("profile %q makes PAdES signatures: a batch signs digests with a CAdES profile", p.Name)
+	}
+	if len(digests) == 0 || len(digests) > s.maxBatch {
+		return badRequest("a batch holds 1 to %d digests, not %d", s.maxBatch, len(digests))
+	}
+	size := p.signer.Hash().Size()
+	for i, d := range digests {
+		if len(d) != size {
+			return badRequest("digest %d has %d bytes; the profile hashes with %s (%d bytes)", i, len(d), hashName(p.signer.Hash(), nil), size)
+		}
+	}
+	return nil
+}
+
+// record writes the evidence of signatures: the digests of what was
+// signed, and the SHA-256 of each signature value.
+func (s *Service) record(ctx context.Context, id *identity, p *Profile, opID string, digests [][]byte, sigs []*Signature) error {
+	e := &Evidence{ID: opID, Event: EventSigned, Time: s.now().UTC(), Client: id.subject, ClientSHA256: id.fingerprintHex(),
+		Profile: p.Name, Format: p.Format, Hash: hashName(p.signer.Hash(), nil)}
+	e.Digests = make([]string, len(digests))
+	for i, d := range digests {
+		e.Digests[i] = hex.EncodeToString(d)
+	}
+	e.Signatures = make([]string, len(sigs))
+	for i, sig := range sigs {
+		sum := sha256.Sum256(sig.Value)
+		e.Signatures[i] = hex.EncodeToString(sum[:])
+	}
+	if err := s.evidence.Record(ctx, e); err != nil {
+		// Not recorded, not released.
+		return fmt.Errorf("signing: record evidence %s: %w", opID, err)
+	}
+	// The evidence is the record of each signature; the log says it at
+	// debug level only, and builds nothing unless it will (a signature costs
+	// tens of microseconds).
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.DebugContext(ctx, "signing: signed", "id", opID, "profile", p.Name, "client", id.subject, "count", len(sigs))
+	}
+	return nil
+}
+
+// newID is a random operation identifier: 128 bits in hexadecimal.
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type metrics struct {
+	ops     *prometheus.CounterVec   // profile, outcome
+	seconds *prometheus.HistogramVec // format
+	sigs    *prometheus.CounterVec   // profile
+	unknown prometheus.Counter
+}
+
+// profileMetrics are the series of one profile, resolved once.
+type profileMetrics struct {
+	ok, refused, badRequest, errors prometheus.Counter
+	sigs                            prometheus.Counter
+	seconds                         prometheus.Observer
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_signing_requests_total",
+			Help: "Signature requests, by profile and outcome: signed, refused, bad_request, error (unknown profiles under profile \"unknown\").",
+		}, []string{"profile", "outcome"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pec_signing_seconds",
+			Help:    "Time to answer a signature request (batches included), by format.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"format"}),
+		sigs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_signing_signatures_total",
+			Help: "Signatures released, by profile (a batch counts each of its signatures).",
+		}, []string{"profile"}),
+	}
+	if reg != nil {
+		m.ops = registerOrReuse(reg, m.ops)
+		m.seconds = registerOrReuse(reg, m.seconds)
+		m.sigs = registerOrReuse(reg, m.sigs)
+	}
+	// Profile names come from the configuration only, so labels stay
+	// bounded; an unknown one is counted as "unknown".
+	m.unknown = m.ops.WithLabelValues("unknown", "unknown_profile")
+	return m
+}
+
+func (m *metrics) profile(name string, f Format) *profileMetrics {
+	return &profileMetrics{
+		ok:         m.ops.WithLabelValues(name, "signed"),
+		refused:    m.ops.WithLabelValues(name, "refused"),
+		badRequest: m.ops.WithLabelValues(name, "bad_request"),
+		errors:     m.ops.WithLabelValues(name, "error"),
+		sigs:       m.sigs.WithLabelValues(name),
+		seconds:    m.seconds.WithLabelValues(string(f)),
+	}
+}
+
+func (m *profileMetrics) failure(err error) {
+	if _, ok := errors.AsType[*RequestError](err); ok {
+		m.badRequest.Inc()
+		return
+	}
+	m.errors.Inc()
+}
+
+func (m *profileMetrics) signed(n int, d time.Duration) {
+	m.ok.Inc()
+	m.sigs.Add(float64(n))
+	m.seconds.Observe(d.Seconds())
+}
+
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

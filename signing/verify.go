@@ -1,0 +1,743 @@
+package signing
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	_ "crypto/sha1" // ESSCertID (RFC 2634) hashes the certificate with SHA-1
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"pec/tsa"
+)
+
+// ChainValidator validates a signer's certification path. [X509Validator]
+// checks it with crypto/x509 against configured trust anchors; cmd/pec
+// plugs package certvalidation in (revocation included) through the same
+// interface.
+type ChainValidator interface {
+	// ValidateChain validates cert's path to a trust anchor at time at,
+	// intermediates being untrusted candidates. A path that does not hold
+	// is a ChainResult with its Status and a nil error; err reports only
+	// the validator's own failure (a revocation source unreachable), after
+	// which the outcome is unknown. It is safe for concurrent use.
+	ValidateChain(ctx context.Context, cert *x509.Certificate, intermediates []*x509.Certificate, at time.Time) (ChainResult, error)
+}
+
+// ChainStatus is the outcome of a path validation.
+type ChainStatus int
+
+// The outcomes a verifier distinguishes (ETSI EN 319 102-1 section 5.2.6).
+const (
+	ChainValid       ChainStatus = iota
+	ChainNotFound                // no path to a trust anchor
+	ChainExpired                 // a certificate of the path had expired at the time
+	ChainNotYetValid             // a certificate of the path was not valid yet
+	ChainRevoked                 // the certificate is revoked since RevokedAt
+	ChainInvalid                 // any other reason: constraints, a bad signature
+)
+
+// ChainResult is a path validation.
+type ChainResult struct {
+	Status    ChainStatus
+	Path      []*x509.Certificate // leaf first, trust anchor last, when found
+	RevokedAt time.Time           // with ChainRevoked
+	Detail    string              // why, for the report
+}
+
+// X509Validator validates paths with crypto/x509 against Roots, without
+// revocation checking.
+type X509Validator struct {
+	Roots *x509.CertPool
+}
+
+var _ ChainValidator = X509Validator{}
+
+// ValidateChain implements ChainValidator. Any extended key usage is
+// accepted: document signing certificates carry emailProtection, RFC 9336
+// documentSigning, or none.
+func (v X509Validator) ValidateChain(_ context.Context, cert *x509.Certificate, intermediates []*x509.Certificate, at time.Time) (ChainResult, error) {
+	if v.Roots == nil {
+		return ChainResult{Status: ChainNotFound, Detail: "no trust anchors are configured"}, nil
+	}
+	pool := x509.NewCertPool()
+	for _, c := range intermediates {
+		pool.AddCert(c)
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{
+		Roots:         v.Roots,
+		Intermediates: pool,
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err == nil {
+		return ChainResult{Status: ChainValid, Path: chains[0]}, nil
+	}
+	res := ChainResult{Status: ChainInvalid, Detail: err.Error()}
+	if inv, ok := errors.AsType[x509.CertificateInvalidError](err); ok && inv.Reason == x509.Expired {
+		res.Status = ChainExpired
+		if inv.Cert != nil && at.Before(inv.Cert.NotBefore) {
+			res.Status = ChainNotYetValid
+		}
+	} else if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		res.Status = ChainNotFound
+	}
+	return res, nil
+}
+
+// Verifier checks CMS and PDF signatures and reports in the spirit of ETSI
+// EN 319 102-1. It is safe for concurrent use.
+type Verifier struct {
+	Chain ChainValidator // required
+	// TSARoots are the trust anchors of signature timestamps; nil: the
+	// signature timestamps are reported but never trusted as proof of
+	// existence.
+	TSARoots *x509.CertPool
+	Now      func() time.Time // the validation time; nil: time.Now
+}
+
+// VerifyOptions give what a verification needs besides the signature.
+type VerifyOptions struct {
+	// Data is the signed content of a detached CMS signature. For an
+	// attached one, when given, it must be the content the signature holds.
+	Data []byte
+	// Digest and Hash replace Data when only the document's digest is at
+	// hand (hash-only verification of a detached signature).
+	Digest []byte
+	Hash   crypto.Hash
+	// Certificates are untrusted certificates among which the signer's is
+	// looked for when the signature does not carry it.
+	Certificates []*x509.Certificate
+}
+
+// ErrDataRequired: a detached CMS signature is verified without the data
+// (or digest) it signs.
+var ErrDataRequired = errors.New("signing: a detached signature needs the signed data")
+
+// Verify checks signed, a CMS SignedData (DER, BER or PEM) or a PDF, and
+// reports. A malformed input is a report (TOTAL-FAILED/FORMAT_FAILURE),
+// not an error; the error says only that the call cannot be answered: a
+// detached signature without its data (ErrDataRequired), data given for a
+// PDF (a *RequestError).
+func (v *Verifier) Verify(ctx context.Context, signed []byte, opts VerifyOptions) (*Report, error) {
+	if v.Chain == nil {
+		return nil, errors.New("signing: Verifier.Chain is required")
+	}
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	r := &Report{Document: "CMS", ValidationTime: now().UTC()}
+	if isPDF(signed) {
+		r.Document = "PDF"
+		if opts.Data != nil || opts.Digest != nil {
+			return nil, badRequest("a PDF holds its signed data: give no separate data")
+		}
+		v.verifyPDF(ctx, signed, r, opts)
+		r.summarize()
+		return r, nil
+	}
+	sd, err := parseCMS(signed)
+	if err != nil {
+		r.Indication, r.SubIndication, r.Detail = TotalFailed, FormatFailure, err.Error()
+		return r, nil
+	}
+	var content contentDigester
+	switch {
+	case sd.attached:
+		content = dataDigester(sd.content)
+		if opts.Data != nil && !bytes.Equal(opts.Data, sd.content) {
+			r.Indication, r.SubIndication, r.Detail = TotalFailed, HashFailure, "the given data is not the content the signature holds"
+		}
+	case opts.Data != nil:
+		content = dataDigester(opts.Data)
+	case opts.Digest != nil:
+		content = digestDigester{h: opts.Hash, sum: opts.Digest}
+	default:
+		return nil, ErrDataRequired
+	}
+	for _, si := range sd.signers {
+		sr := v.verifySigner(ctx, sd, si, content, opts, "CAdES", r.ValidationTime)
+		sr.Detached = !sd.attached
+		r.Signatures = append(r.Signatures, sr)
+	}
+	r.summarize()
+	return r, nil
+}
+
+// contentDigester hashes the signed content with the algorithm a
+// SignerInfo names.
+type contentDigester interface {
+	digest(h crypto.Hash) ([]byte, error)
+}
+
+type dataDigester []byte
+
+func (d dataDigester) digest(h crypto.Hash) ([]byte, error) { return digestOf(h, d), nil }
+
+type digestDigester struct {
+	h   crypto.Hash
+	sum []byte
+}
+
+func (d digestDigester) digest(h crypto.Hash) ([]byte, error) {
+	if h != d.h {
+		return nil, fmt.Errorf("the signature hashes with %s, the digest given is %s", hashName(h, nil), hashName(d.h, nil))
+	}
+	return d.sum, nil
+}
+
+func digestOf(h crypto.Hash, data []byte) []byte {
+	d := h.New()
+	d.Write(data)
+	return d.Sum(nil)
+}
+
+// Check names, stable for scripts.
+const (
+	checkFormat        = "format"
+	checkSigningCert   = "signing certificate identification"
+	checkMessage       = "message digest"
+	checkSignature     = "signature value"
+	checkTimestamp     = "signature timestamp"
+	checkChain         = "certificate chain"
+	checkKeyUsage      = "key usage"
+	checkSigningTime   = "signing time"
+	checkByteRange     = "byte range"
+	checkWholeDocument = "whole document signed"
+)
+
+// verifySigner validates one SignerInfo: the building blocks of ETSI EN 319
+// 102-1 section 5.2 in order — format, identification of the signing
+// certificate, cryptographic verification, signature timestamp (proof of
+// existence), and X.509 validation at the validation time, or at the
+// proven time when the certificate has expired since.
+func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerInfo, content contentDigester, opts VerifyOptions, family string, now time.Time) (r SignatureReport) {
+	r.Checks = []Check{}
+	defer func() {
+		if r.Indication == "" {
+			r.Indication = TotalPassed
+		}
+	}()
+
+	// Format: algorithms, and the signed attributes CMS requires.
+	h := hashFromOID(si.digestOID)
+	r.DigestAlgorithm = hashName(h, si.digestOID)
+	r.SignatureAlgorithm = signatureAlgorithmName(si.sigOID)
+	switch {
+	case h == 0 || !nullOrAbsent(si.digestPar):
+		r.check(checkFormat, CheckFailed, "unknown digest algorithm "+si.digestOID.String())
+		r.fail(Indeterminate, CryptoConstraintsFailure, "unknown digest algorithm "+si.digestOID.String())
+		return r
+	case h == crypto.SHA1 || h == crypto.MD5:
+		r.check(checkFormat, CheckFailed, "weak digest algorithm "+h.String())
+		r.fail(Indeterminate, CryptoConstraintsFailure, "weak digest algorithm "+h.String())
+		return r
+	}
+	var contentType asn1.ObjectIdentifier
+	var claimedDigest []byte
+	if si.signedAttrs != nil {
+		v, ok, err := si.attr(oidAttrContentType)
+		if err == nil && (!ok || !v.ReadASN1ObjectIdentifier(&contentType) || !v.Empty()) {
+			err = errors.New("the content-type attribute is missing or not an OID")
+		}
+		if err == nil && !contentType.Equal(sd.eContentType) {
+			err = fmt.Errorf("the content-type attribute %v is not the eContentType %v", contentType, sd.eContentType)
+		}
+		var md cryptobyte.String
+		if err == nil {
+			v, ok, err = si.attr(oidAttrMessageDigest)
+			if err == nil && (!ok || !v.ReadASN1(&md, cbasn1.OCTET_STRING) || !v.Empty()) {
+				err = errors.New("the message-digest attribute is missing or not an OCTET STRING")
+			}
+		}
+		if err != nil {
+			r.check(checkFormat, CheckFailed, err.Error())
+			r.fail(TotalFailed, FormatFailure, err.Error())
+			return r
+		}
+		claimedDigest = md
+		if t, ok := si.signingTime(); ok {
+			r.SigningTime = t
+		}
+	} else if !sd.eContentType.Equal(oidData) {
+		r.check(checkFormat, CheckFailed, "no signed attributes over a content that is not id-data (RFC 5652 section 5.3)")
+		r.fail(TotalFailed, FormatFailure, "signed attributes are missing")
+		return r
+	}
+	r.check(checkFormat, CheckPassed, fmt.Sprintf("CMS SignedData, %s, %s", r.DigestAlgorithm, r.SignatureAlgorithm))
+
+	// Identification of the signing certificate (section 5.2.3): the sid,
+	// and the ESS signing-certificate attribute when present.
+	cert, essPresent, err := v.findSigner(sd, si, opts.Certificates)
+	if err != nil {
+		r.check(checkSigningCert, CheckFailed, err.Error())
+		r.fail(Indeterminate, NoSigningCertificateFound, err.Error())
+		return r
+	}
+	r.Signer = certificateOf(cert)
+	r.Format = "CMS"
+	if essPresent {
+		r.Format = family + "-B-B"
+		r.check(checkSigningCert, CheckPassed, "named by the sid and the signing-certificate attribute")
+	} else {
+		r.check(checkSigningCert, CheckWarning, "named by the sid only: no signing-certificate attribute (not a CAdES baseline signature)")
+	}
+
+	// Cryptographic verification (section 5.2.7): the data, then the
+	// signature value.
+	digest, err := content.digest(h)
+	if err != nil {
+		r.check(checkMessage, CheckFailed, err.Error())
+		r.fail(Indeterminate, SignedDataNotFound, err.Error())
+		return r
+	}
+	signedDigest := digest
+	if si.signedAttrs != nil {
+		if !bytes.Equal(claimedDigest, digest) {
+			r.check(checkMessage, CheckFailed, "the signed data was changed: its digest is not the message-digest attribute")
+			r.fail(TotalFailed, HashFailure, "the signed data was changed after signing")
+			return r
+		}
+		r.check(checkMessage, CheckPassed, "the data matches the message-digest attribute")
+		// The signature covers the DER SET OF, not the [0] IMPLICIT tag
+		// it travels with (RFC 5652 section 5.4).
+		attrs := bytes.Clone(si.signedAttrs)
+		attrs[0] = tagSet
+		signedDigest = digestOf(h, attrs)
+	}
+	if err := verifySignature(cert, si.sigOID, si.sigParams, h, signedDigest, si.signature); err != nil {
+		r.check(checkSignature, CheckFailed, err.Error())
+		if errors.Is(err, errCrypto) {
+			r.fail(Indeterminate, CryptoConstraintsFailure, err.Error())
+		} else if si.signedAttrs == nil {
+			// Without attributes the signature covers the data's digest
+			// itself: a changed document and a bad signature look alike.
+			r.fail(TotalFailed, HashFailure, "the signed data was changed, or the signature is not the signer's")
+		} else {
+			r.fail(TotalFailed, SigCryptoFailure, err.Error())
+		}
+		return r
+	}
+	r.check(checkSignature, CheckPassed, "verified with the signer certificate's key")
+
+	// Signature timestamp: the proof that the signature existed at its
+	// genTime (section 5.4, B-T).
+	poe := v.checkTimestamps(sd, si, h, &r)
+	if poe != nil && essPresent {
+		r.Format = family + "-B-T"
+	}
+
+	// X.509 validation (section 5.2.6) at the validation time; if the
+	// certificate has expired or been revoked since, at the proven time.
+	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		r.check(checkKeyUsage, CheckFailed, "the key usage allows neither digitalSignature nor nonRepudiation")
+		r.fail(Indeterminate, ChainConstraintsFailure, "the signer certificate may not sign documents")
+		return r
+	}
+	inter := slices.Concat(sd.certs, opts.Certificates)
+	res, err := v.Chain.ValidateChain(ctx, cert, inter, now)
+	if err != nil {
+		r.check(checkChain, CheckFailed, "validation could not complete: "+err.Error())
+		r.fail(Indeterminate, TryLater, "the certificate's status could not be obtained")
+		return r
+	}
+	v.judgeChain(ctx, cert, inter, res, now, poe, &r)
+	if !r.SigningTime.IsZero() {
+		switch {
+		case r.SigningTime.Before(cert.NotBefore) || r.SigningTime.After(cert.NotAfter):
+			r.check(checkSigningTime, CheckWarning, "the claimed signing time is outside the certificate's validity")
+		case poe != nil && r.SigningTime.After(poe.Add(5*time.Minute)):
+			r.check(checkSigningTime, CheckWarning, "the claimed signing time is after the signature timestamp")
+		default:
+			r.check(checkSigningTime, CheckPassed, "within the certificate's validity")
+		}
+	}
+	return r
+}
+
+// judgeChain turns a path validation into the report.
+func (v *Verifier) judgeChain(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, res ChainResult, now time.Time, poe *time.Time, r *SignatureReport) {
+	switch res.Status {
+	case ChainValid:
+		r.check(checkChain, CheckPassed, "valid at "+now.UTC().Format(time.RFC3339)+pathText(res.Path))
+	case ChainExpired:
+		// Past signature validation (section 5.6.2.4): valid at a time
+		// the signature provably existed.
+		if poe != nil && !poe.After(cert.NotAfter) {
+			past, err := v.Chain.ValidateChain(ctx, cert, inter, *poe)
+			if err == nil && past.Status == ChainValid {
+				r.check(checkChain, CheckPassed, "expired since, valid at the signature timestamp's time "+poe.UTC().Format(time.RFC3339)+pathText(past.Path))
+				return
+			}
+		}
+		detail := "the certificate expired on " + cert.NotAfter.UTC().Format(time.RFC3339) + " and nothing proves the signature existed before"
+		if poe != nil {
+			detail = "the certificate expired on " + cert.NotAfter.UTC().Format(time.RFC3339) + ", before the signature timestamp " + poe.UTC().Format(time.RFC3339)
+		}
+		r.check(checkChain, CheckFailed, detail)
+		r.fail(Indeterminate, OutOfBoundsNoPOE, detail)
+	case ChainNotYetValid:
+		r.check(checkChain, CheckFailed, res.Detail)
+		r.fail(Indeterminate, NotYetValid, "the certificate is not valid yet")
+	case ChainNotFound:
+		r.check(checkChain, CheckFailed, res.Detail)
+		r.fail(Indeterminate, NoCertificateChainFound, "the signer certificate does not chain to a trust anchor")
+	case ChainRevoked:
+		at := res.RevokedAt.UTC().Format(time.RFC3339)
+		switch {
+		case poe != nil && poe.Before(res.RevokedAt):
+			r.check(checkChain, CheckPassed, "revoked on "+at+", after the signature timestamp "+poe.UTC().Format(time.RFC3339))
+		case poe != nil || (!r.SigningTime.IsZero() && !r.SigningTime.Before(res.RevokedAt)):
+			r.check(checkChain, CheckFailed, "revoked on "+at+", before the signature was made")
+			r.fail(TotalFailed, Revoked, "the signer certificate was revoked on "+at)
+		default:
+			r.check(checkChain, CheckFailed, "revoked on "+at+" and nothing proves the signature existed before")
+			r.fail(Indeterminate, RevokedNoPOE, "the signer certificate was revoked on "+at)
+		}
+	default:
+		r.check(checkChain, CheckFailed, res.Detail)
+		r.fail(Indeterminate, CertificateChainGeneralFailure, "the certificate path is invalid: "+res.Detail)
+	}
+}
+
+func pathText(path []*x509.Certificate) string {
+	if len(path) == 0 {
+		return ""
+	}
+	return ", anchored at " + path[len(path)-1].Subject.String()
+}
+
+// checkTimestamps verifies the signature timestamps of si and returns the
+// earliest valid genTime, or nil.
+func (v *Verifier) checkTimestamps(sd *signedData, si *signerInfo, h crypto.Hash, r *SignatureReport) *time.Time {
+	var poe *time.Time
+	for _, a := range si.unsigned {
+		if !a.oid.Equal(oidAttrSignatureTimeStamp) {
+			continue
+		}
+		for _, token := range a.values {
+			ts := &Timestamp{}
+			tokHash, err := tsa.TokenHash(token)
+			if err == nil && v.TSARoots == nil {
+				err = errors.New("no trust anchors for timestamps")
+			}
+			var tok *tsa.Token
+			if err == nil {
+				tok, err = tsa.Verify(token, digestOf(tokHash, si.signature), tokHash, tsa.VerifyOptions{Roots: v.TSARoots, Certificates: sd.certs})
+			} else if parsed, perr := tsa.ParseToken(token); perr == nil {
+				tok = parsed
+			}
+			if tok != nil {
+				ts.Time, ts.Serial = tok.GenTime.UTC(), tok.Serial.Text(16)
+				if tok.SignerCert != nil {
+					ts.TSA = tok.SignerCert.Subject.String()
+				}
+			}
+			if err != nil {
+				ts.Detail = err.Error()
+				r.check(checkTimestamp, CheckWarning, "not used as proof of existence: "+err.Error())
+			} else {
+				ts.Valid = true
+				r.check(checkTimestamp, CheckPassed, "the signature existed at "+ts.Time.Format(time.RFC3339Nano)+" (TSA "+ts.TSA+")")
+				if poe == nil || ts.Time.Before(*poe) {
+					t := ts.Time
+					poe = &t
+				}
+			}
+			if r.Timestamp == nil || (ts.Valid && !r.Timestamp.Valid) {
+				r.Timestamp = ts
+			}
+		}
+	}
+	return poe
+}
+
+// findSigner returns the certificate the sid names, among the
+// signature's then extra, which the signing-certificate attribute names
+// too when present (essPresent).
+func (v *Verifier) findSigner(sd *signedData, si *signerInfo, extra []*x509.Certificate) (cert *x509.Certificate, essPresent bool, err error) {
+	var found []*x509.Certificate
+	for _, c := range slices.Concat(sd.certs, extra) {
+		if si.names(c) {
+			found = append(found, c)
+		}
+	}
+	if len(found) == 0 {
+		err := fmt.Errorf("the certificate the signature names (%s) is not in it", si.sidText())
+		if sd.certErr != nil {
+			err = fmt.Errorf("%w; %w", err, sd.certErr)
+		}
+		return nil, false, err
+	}
+	v2, has2, err := si.attr(oidAttrSigningCertV2)
+	if err != nil {
+		return nil, false, err
+	}
+	v1, has1, err := si.attr(oidAttrSigningCertV1)
+	if err != nil {
+		return nil, false, err
+	}
+	if !has1 && !has2 {
+		return found[0], false, nil
+	}
+	var last error
+	for _, c := range found {
+		if has2 {
+			if last = checkESSCertID(v2, true, c); last != nil {
+				continue
+			}
+		}
+		if has1 {
+			if last = checkESSCertID(v1, false, c); last != nil {
+				continue
+			}
+		}
+		return c, true, nil
+	}
+	return nil, true, last
+}
+
+// checkESSCertID checks the first ESSCertIDv2 (v2) or ESSCertID of a
+// SigningCertificate[V2] (RFC 5035, RFC 2634) against cert.
+func checkESSCertID(v cryptobyte.String, v2 bool, cert *x509.Certificate) error {
+	name := "signing-certificate"
+	if v2 {
+		name = "signing-certificate-v2"
+	}
+	bad := fmt.Errorf("the %s attribute is malformed", name)
+	var sc, ids, id, certHash cryptobyte.String
+	if !v.ReadASN1(&sc, cbasn1.SEQUENCE) || !v.Empty() || !sc.ReadASN1(&ids, cbasn1.SEQUENCE) ||
+		!sc.SkipOptionalASN1(cbasn1.SEQUENCE) || !sc.Empty() || !ids.ReadASN1(&id, cbasn1.SEQUENCE) {
+		return bad
+	}
+	h := crypto.SHA1
+	if v2 {
+		h = crypto.SHA256
+		if id.PeekASN1Tag(cbasn1.SEQUENCE) {
+			oid, params, err := readAlgorithm(&id, name+" hashAlgorithm")
+			if err != nil || !nullOrAbsent(params) {
+				return bad
+			}
+			if h = hashFromOID(oid); h == 0 || h == crypto.MD5 {
+				return fmt.Errorf("the %s attribute hashes with %v", name, oid)
+			}
+		}
+	}
+	if !id.ReadASN1(&certHash, cbasn1.OCTET_STRING) {
+		return bad
+	}
+	if !bytes.Equal(certHash, digestOf(h, cert.Raw)) {
+		return fmt.Errorf("the %s attribute names another certificate than %q", name, cert.Subject)
+	}
+	if id.PeekASN1Tag(cbasn1.SEQUENCE) {
+		var is, names cryptobyte.String
+		serial := new(big.Int)
+		if !id.ReadASN1(&is, cbasn1.SEQUENCE) || !is.ReadASN1(&names, cbasn1.SEQUENCE) ||
+			!is.ReadASN1Integer(serial) || !is.Empty() {
+			return bad
+		}
+		if serial.Cmp(cert.SerialNumber) != 0 {
+			return fmt.Errorf("the %s attribute names serial %x, the certificate has %x", name, serial, cert.SerialNumber)
+		}
+	}
+	if !id.Empty() {
+		return bad
+	}
+	return nil
+}
+
+// signingTime reads the signing-time attribute (RFC 5652 section 11.3).
+func (si *signerInfo) signingTime() (time.Time, bool) {
+	v, ok, err := si.attr(oidAttrSigningTime)
+	if err != nil || !ok {
+		return time.Time{}, false
+	}
+	var t time.Time
+	switch {
+	case v.PeekASN1Tag(cbasn1.UTCTime):
+		if !v.ReadASN1UTCTime(&t) {
+			return time.Time{}, false
+		}
+	case v.PeekASN1Tag(cbasn1.GeneralizedTime):
+		if !v.ReadASN1GeneralizedTime(&t) {
+			return time.Time{}, false
+		}
+	default:
+		return time.Time{}, false
+	}
+	return t.UTC(), true
+}
+
+// errCrypto marks an algorithm that is unknown or too weak to trust.
+var errCrypto = errors.New("algorithm")
+
+func nullOrAbsent(params []byte) bool {
+	return params == nil || bytes.Equal(params, []byte{tagNull, 0})
+}
+
+type signatureAlgorithm struct {
+	oid  asn1.ObjectIdentifier
+	name string
+	ec   bool
+	hash crypto.Hash // 0: the key algorithm OID, which takes the digestAlgorithm's
+}
+
+var signatureAlgorithms = []signatureAlgorithm{
+	{oidRSAEncryption, "RSA PKCS#1 v1.5", false, 0},
+	{oidSHA256WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA256},
+	{oidSHA384WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA384},
+	{oidSHA512WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA512},
+	{oidECPublicKey, "ECDSA", true, 0},
+	{oidECDSAWithSHA256, "ECDSA", true, crypto.SHA256},
+	{oidECDSAWithSHA384, "ECDSA", true, crypto.SHA384},
+	{oidECDSAWithSHA512, "ECDSA", true, crypto.SHA512},
+}
+
+func signatureAlgorithmName(oid asn1.ObjectIdentifier) string {
+	if oid.Equal(oidRSAPSS) {
+		return "RSA-PSS"
+	}
+	for _, a := range signatureAlgorithms {
+		if a.oid.Equal(oid) {
+			return a.name
+		}
+	}
+	return oid.String()
+}
+
+func hashName(h crypto.Hash, oid asn1.ObjectIdentifier) string {
+	switch h {
+	case crypto.SHA256:
+		return "SHA-256"
+	case crypto.SHA384:
+		return "SHA-384"
+	case crypto.SHA512:
+		return "SHA-512"
+	case crypto.SHA1:
+		return "SHA-1"
+	case crypto.MD5:
+		return "MD5"
+	}
+	return oid.String()
+}
+
+// verifySignature checks sig, over a message whose h digest is digest,
+// with cert's key. Unknown or weak algorithms wrap errCrypto.
+func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, digest, sig []byte) error {
+	invalid := errors.New("the signature value does not verify with the signer certificate's key")
+	wrongKey := fmt.Errorf("a %s signature, but the signer certificate has a %v key", signatureAlgorithmName(oid), cert.PublicKeyAlgorithm)
+	if oid.Equal(oidRSAPSS) {
+		opts, err := pssOptions(params, h)
+		if err != nil {
+			return err
+		}
+		pub, ok := cert.PublicKey.(*rsa.PublicKey)
+		if !ok {
+			return wrongKey
+		}
+		if rsa.VerifyPSS(pub, h, digest, sig, opts) != nil {
+			return invalid
+		}
+		return nil
+	}
+	if oid.Equal(oidSHA1WithRSA) || oid.Equal(oidMD5WithRSA) || oid.Equal(oidECDSAWithSHA1) {
+		return fmt.Errorf("%w: signature algorithm %v is weak", errCrypto, oid)
+	}
+	i := slices.IndexFunc(signatureAlgorithms, func(a signatureAlgorithm) bool { return a.oid.Equal(oid) })
+	if i < 0 {
+		return fmt.Errorf("%w: unknown signature algorithm %v", errCrypto, oid)
+	}
+	alg := signatureAlgorithms[i]
+	if alg.hash != 0 && alg.hash != h {
+		return fmt.Errorf("%w: signature algorithm %v with digest algorithm %v", errCrypto, oid, h)
+	}
+	if alg.ec {
+		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+		if !ok {
+			return wrongKey
+		}
+		if !ecdsa.VerifyASN1(pub, digest, sig) {
+			return invalid
+		}
+		return nil
+	}
+	if !nullOrAbsent(params) {
+		return fmt.Errorf("%w: %v with parameters", errCrypto, oid)
+	}
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return wrongKey
+	}
+	if rsa.VerifyPKCS1v15(pub, h, digest, sig) != nil {
+		return invalid
+	}
+	return nil
+}
+
+// pssOptions reads RSASSA-PSS-params (RFC 4055 section 3.1). The hash and
+// the MGF1 hash must be the digestAlgorithm h.
+func pssOptions(params []byte, h crypto.Hash) (*rsa.PSSOptions, error) {
+	bad := fmt.Errorf("%w: malformed RSASSA-PSS parameters", errCrypto)
+	s := cryptobyte.String(params)
+	var seq, field cryptobyte.String
+	var has bool
+	if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() {
+		return nil, bad
+	}
+	hash, mgfHash, salt, trailer := crypto.SHA1, crypto.SHA1, int64(20), int64(1)
+	if !seq.ReadOptionalASN1(&field, &has, tagCons0) {
+		return nil, bad
+	}
+	if has {
+		oid, par, err := readAlgorithm(&field, "hashAlgorithm")
+		if err != nil || !field.Empty() || !nullOrAbsent(par) {
+			return nil, bad
+		}
+		hash = hashFromOID(oid)
+	}
+	if !seq.ReadOptionalASN1(&field, &has, tagCons1) {
+		return nil, bad
+	}
+	if has {
+		oid, par, err := readAlgorithm(&field, "maskGenAlgorithm")
+		if err != nil || !field.Empty() || !oid.Equal(oidMGF1) {
+			return nil, bad
+		}
+		inner := cryptobyte.String(par)
+		hashOID, hashPar, err := readAlgorithm(&inner, "MGF1 hash")
+		if err != nil || !inner.Empty() || !nullOrAbsent(hashPar) {
+			return nil, bad
+		}
+		mgfHash = hashFromOID(hashOID)
+	}
+	if !seq.ReadOptionalASN1(&field, &has, tagCons2) || has && (!field.ReadASN1Integer(&salt) || !field.Empty()) {
+		return nil, bad
+	}
+	if !seq.ReadOptionalASN1(&field, &has, tagCons3) || has && (!field.ReadASN1Integer(&trailer) || !field.Empty()) {
+		return nil, bad
+	}
+	if !seq.Empty() || trailer != 1 || salt < 0 || salt > 1<<16 {
+		return nil, bad
+	}
+	if hash != h || mgfHash != h {
+		return nil, fmt.Errorf("%w: RSASSA-PSS with %v and MGF1 %v, digest algorithm %v", errCrypto, hash, mgfHash, h)
+	}
+	opts := &rsa.PSSOptions{Hash: h, SaltLength: int(salt)}
+	if salt == 0 {
+		opts.SaltLength = rsa.PSSSaltLengthAuto
+	}
+	return opts, nil
+}
