@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 
+	"pec/proof"
 	"pec/tsa"
 )
 
@@ -62,13 +63,19 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	resp, err := e.authority.Respond(r.Context(), buf.Bytes())
+	// With an evidence log, the token is recorded as evidence: its id
+	// goes back in PEC-Evidence-ID.
+	ctx, evidence := proof.WithEvidenceIDs(r.Context())
+	resp, err := e.authority.Respond(ctx, buf.Bytes())
 	if err != nil {
 		// Our own failure (HSM, disk): logged here, once; the client gets
 		// systemFailure and no internal detail.
 		e.log.ErrorContext(r.Context(), "tsa: respond", "err", err)
 		e.writeReply(w, http.StatusInternalServerError, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
 		return
+	}
+	if ids := evidence.IDs(); len(ids) > 0 {
+		w.Header()["Pec-Evidence-Id"] = ids[:1]
 	}
 	e.writeReply(w, http.StatusOK, resp)
 }

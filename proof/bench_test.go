@@ -1,6 +1,8 @@
 package proof_test
 
 import (
+	"crypto"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitorus/timestamp"
+
 	"pec/proof"
 	"pec/proof/prooftest"
+	"pec/tsa"
 )
 
 // BenchmarkAppend measures durable appends on the embedded store with a
@@ -157,4 +162,67 @@ func BenchmarkVerifyBundle(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkTimestampEvidence is the TSA of `pec serve` with an evidence
+// log: every token waits until its timestamp.issued record is durable.
+// Compare tokens/s with BenchmarkTimestampNoEvidence, the same TSA alone.
+func BenchmarkTimestampEvidence(b *testing.B) { benchTimestamp(b, true) }
+
+// BenchmarkTimestampNoEvidence: the reference for BenchmarkTimestampEvidence.
+func BenchmarkTimestampNoEvidence(b *testing.B) { benchTimestamp(b, false) }
+
+func benchTimestamp(b *testing.B, evidence bool) {
+	e := newEnv(b)
+	s := openBolt(b, filepath.Join(b.TempDir(), "proof.db"))
+	defer s.Close()
+	l := e.openLog(b, s, proof.Config{})
+	defer l.Close()
+	var rec tsa.Recorder
+	if evidence {
+		rec = proof.TimestampRecorder{Log: l}
+	}
+	serials, err := tsa.OpenFileSerials(filepath.Join(b.TempDir(), "serials"), 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer serials.Close()
+	a, err := tsa.New(tsa.Config{PolicyOID: "2.999.3161.1", Accuracy: time.Second}, e.tsaKey, []*x509.Certificate{e.tsaCert, e.root.Cert}, serials, tsa.Options{Recorder: rec})
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := make([]byte, 32)
+	req, err := (&timestamp.Request{HashAlgorithm: crypto.SHA256, HashedMessage: digest, Certificates: true}).Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const clients = 64
+	lat := make([][]time.Duration, clients)
+	var next atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				if _, err := a.Respond(b.Context(), req); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "tokens/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 }

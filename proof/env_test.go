@@ -29,6 +29,7 @@ type env struct {
 	signer  *proof.NoteSigner
 	tsa     *tsa.Authority
 	tsaCert *x509.Certificate
+	tsaKey  *ecdsa.PrivateKey
 	ts      proof.Timestamper
 }
 
@@ -86,6 +87,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e.ts = proof.AuthorityTimestamper{Authority: e.tsa}
+	e.tsaKey = tsaKey
 	return e
 }
 

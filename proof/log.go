@@ -221,8 +221,12 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 	case err != nil:
 		return nil, err
 	default:
-		if _, err := OpenCheckpoint(signer.Verifier(), "", head.Checkpoint); err != nil {
+		cp, err := OpenCheckpoint(signer.Verifier(), "", head.Checkpoint)
+		if err != nil {
 			return nil, fmt.Errorf("proof: the last tree head: %w", err)
+		}
+		if cp.Size != head.Size || !bytes.Equal(cp.Root, head.Root) {
+			return nil, fmt.Errorf("proof: the last tree head (size %d) is not that of its checkpoint", head.Size)
 		}
 		rng, err := loadRange(ctx, store, head.Size)
 		if err != nil {
@@ -301,6 +305,9 @@ func (l *Log) Append(ctx context.Context, rec *Record) (Receipt, error) {
 	l.closeMu.RUnlock()
 	select {
 	case res := <-p.done:
+		if res.err == nil {
+			noteEvidenceID(ctx, res.r.ID)
+		}
 		return res.r, res.err
 	case <-ctx.Done():
 		return Receipt{}, ctx.Err()

@@ -1,7 +1,6 @@
 package proof_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -220,5 +219,24 @@ func TestOpenRejectsAnotherKey(t *testing.T) {
 	if _, err := proof.Open(t.Context(), s, other.signer, other.ts, proof.Config{}, proof.Options{}); !errors.Is(err, proof.ErrNoteSignature) {
 		t.Errorf("Open with another key: %v, want ErrNoteSignature", err)
 	}
-	_ = bytes.Equal
+}
+
+func TestEvidenceIDsInContext(t *testing.T) {
+	e := newEnv(t)
+	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
+	defer s.Close()
+	l := e.openLog(t, s, proof.Config{})
+	defer l.Close()
+	ctx, ids := proof.WithEvidenceIDs(t.Context())
+	r1, err := l.Append(ctx, sampleRecord(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := l.Append(ctx, sampleRecord(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids.IDs(); len(got) != 2 || got[0] != r1.ID || got[1] != r2.ID {
+		t.Errorf("ids %v, want [%s %s]", got, r1.ID, r2.ID)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,13 @@ func TestRecordGolden(t *testing.T) {
 	dump := hex.Dump(data)
 	if *update {
 		if err := os.WriteFile(golden, []byte(dump), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		corpus := filepath.Join("testdata", "fuzz", "FuzzUnmarshalRecord")
+		if err := os.MkdirAll(corpus, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(corpus, "golden-v1"), fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
