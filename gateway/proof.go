@@ -16,8 +16,10 @@ import (
 // recorded in the log (proof.read) before the bundle is sent, and the id
 // of that evidence is in the PEC-Evidence-ID header.
 type ProofReader struct {
-	Log    *proof.Log
-	Export proof.ExportOptions // the certificates every bundle carries
+	Log *proof.Log
+	// Export: the certificates every bundle carries, and the validator
+	// that gathers their revocation data (ExportOptions.Validator).
+	Export proof.ExportOptions
 	// Auditor tells whether a client certificate has the auditor role;
 	// nil: no client has it.
 	Auditor func(cert *x509.Certificate) bool

@@ -17,6 +17,7 @@ import (
 	"io"
 	"strconv"
 
+	"pec/certvalidation"
 	"pec/tsa"
 )
 
@@ -47,6 +48,9 @@ const MaxBundleSize = 16 << 20
 // and those it follows.
 const maxBundleRecords = 64
 
+// maxBundleRevocation bounds the CRLs and OCSP responses of one bundle.
+const maxBundleRevocation = 32
+
 // Manifest is manifest.json, the first file of a bundle.
 type Manifest struct {
 	Format   string           `json:"format"` // BundleFormat
@@ -59,10 +63,31 @@ type Manifest struct {
 	// TSACertificates is the TSA's chain, if the token's certificates do
 	// not suffice ("" otherwise).
 	TSACertificates string `json:"tsa_certificates,omitempty"`
-	// Revocation lists files of revocation data (OCSP responses, CRLs)
-	// for the certificates. Empty in this version: the slot is kept for
-	// the certificate validation service.
-	Revocation []string `json:"revocation"`
+	// Revocation lists the revocation data (CRLs, OCSP responses) that
+	// the validation of the log key's and the TSA's certificates relied
+	// on at export, one file each; empty when the export had no
+	// certificate validator, or when the certificates name no CRL
+	// distribution point and no OCSP responder.
+	Revocation []ManifestRevocation `json:"revocation"`
+}
+
+// ManifestRevocation is one piece of revocation data of a bundle.
+type ManifestRevocation struct {
+	File   string `json:"file"`   // revocation/<n>.der
+	Kind   string `json:"kind"`   // RevocationCRL or RevocationOCSP
+	SHA256 string `json:"sha256"` // of the file, hex
+}
+
+// Kinds of revocation data.
+const (
+	RevocationCRL  = "crl"  // a DER CRL (RFC 5280), complete or delta
+	RevocationOCSP = "ocsp" // a DER OCSPResponse (RFC 6960)
+)
+
+// RevocationData is one CRL or OCSP response of a bundle.
+type RevocationData struct {
+	Kind string // RevocationCRL or RevocationOCSP
+	Data []byte // DER
 }
 
 // ManifestRecord is one record of a bundle and its inclusion proof in the
@@ -94,6 +119,7 @@ type Bundle struct {
 	Token           []byte
 	Certificates    []*x509.Certificate
 	TSACertificates []*x509.Certificate
+	Revocation      []RevocationData // in manifest order
 	files           map[string][]byte
 }
 
@@ -103,31 +129,46 @@ var ErrMalformedBundle = errors.New("proof: malformed bundle")
 
 // BundleError names the check a bundle failed.
 type BundleError struct {
-	Check string // "bundle", "record 3 (id ...)", "tree head", "timestamp", "certificates"
+	Check string // "bundle", "record 3 (id ...)", "tree head", "timestamp", "certificates", "revocation"
 	Err   error
 }
 
 func (e *BundleError) Error() string { return "proof: bundle: " + e.Check + ": " + e.Err.Error() }
 func (e *BundleError) Unwrap() error { return e.Err }
 
-// ExportOptions are the certificates a bundle carries.
+// ExportOptions are the certificates a bundle carries, and the validator
+// that gathers their revocation data.
 type ExportOptions struct {
 	LogChain []*x509.Certificate // the tree-head key's certificate, then its chain; required
 	TSAChain []*x509.Certificate // the TSA's chain, when its tokens lack intermediates
+
+	// Validator, when set, validates the log key's certificate and the
+	// certificate of the tree head's TSA at the token's time, with
+	// revocation policy "prefer" (fetching CRLs and OCSP responses as
+	// needed), and the bundle carries every CRL and OCSP response the
+	// validations used. nil: the bundle carries no revocation data.
+	Validator *certvalidation.Validator
+	// Roots are the trust anchors of those validations; empty: the
+	// self-signed certificates of LogChain, TSAChain and the token, or
+	// when there are none the Validator's anchors of the purpose, or when
+	// it has none the last certificate of each chain.
+	Roots []*x509.Certificate
 }
 
 // Export makes the proof bundle of the evidence id: the record, the
 // records it follows (through Previous, up to 64 in all), their inclusion
 // proofs in the first tree head that holds them all (the head that sealed
 // the latest of them), that head's signed checkpoint and time-stamp token,
-// and the certificates. Since that head never changes, the bytes are the
-// same at every export of the id, by the CLI or the API, however the log
-// grew since; a consistency proof ties the head to any later one.
+// the certificates, and (with opts.Validator) the revocation data of the
+// certificates. Since that head never changes, the bytes are the same at
+// every export of the id, by the CLI or the API, however the log grew
+// since, as long as the revocation data is (a CA's new CRL changes them);
+// a consistency proof ties the head to any later one.
 func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte, error) {
 	if len(opts.LogChain) == 0 {
 		return nil, errors.New("proof: export: the log key's certificate is required")
 	}
-	b := &Bundle{Manifest: Manifest{Format: BundleFormat, Evidence: id, Revocation: []string{}}}
+	b := &Bundle{Manifest: Manifest{Format: BundleFormat, Evidence: id}}
 	seen := map[string]bool{}
 	queue := []string{id}
 	var last uint64
@@ -178,6 +219,11 @@ func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte
 	b.Root, b.Checkpoint, b.Token = head.Root, head.Checkpoint, head.Token
 	b.Certificates, b.TSACertificates = opts.LogChain, opts.TSAChain
 	b.Manifest.TreeHead = ManifestHead{Size: head.Size}
+	if opts.Validator != nil {
+		if b.Revocation, err = gatherRevocation(ctx, opts, head.Token); err != nil {
+			return nil, fmt.Errorf("proof: export: %w", err)
+		}
+	}
 	return b.encode()
 }
 
@@ -220,8 +266,12 @@ func (b *Bundle) encode() ([]byte, error) {
 		b.Manifest.TSACertificates = "certs/tsa.pem"
 		files = append(files, file{"certs/tsa.pem", pemCerts(b.TSACertificates)})
 	}
-	if b.Manifest.Revocation == nil {
-		b.Manifest.Revocation = []string{}
+	b.Manifest.Revocation = make([]ManifestRevocation, len(b.Revocation))
+	for i, r := range b.Revocation {
+		name := "revocation/" + strconv.Itoa(i) + ".der"
+		sum := sha256.Sum256(r.Data)
+		b.Manifest.Revocation[i] = ManifestRevocation{File: name, Kind: r.Kind, SHA256: hex.EncodeToString(sum[:])}
+		files = append(files, file{name, r.Data})
 	}
 	manifest, err := json.MarshalIndent(b.Manifest, "", "  ")
 	if err != nil {
@@ -265,7 +315,7 @@ func ReadBundle(data []byte) (*Bundle, error) {
 	if len(zr.File) == 0 || zr.File[0].Name != "manifest.json" {
 		return nil, malformedBundle("manifest.json is not the first file")
 	}
-	if len(zr.File) > maxBundleRecords+8 {
+	if len(zr.File) > maxBundleRecords+maxBundleRevocation+8 {
 		return nil, malformedBundle("%d files", len(zr.File))
 	}
 	files := map[string][]byte{}
@@ -358,11 +408,24 @@ func ReadBundle(data []byte) (*Bundle, error) {
 			return nil, &BundleError{Check: "certificates", Err: fmt.Errorf("%s: %w", b.Manifest.TSACertificates, err)}
 		}
 	}
+	if len(b.Manifest.Revocation) > maxBundleRevocation {
+		return nil, &BundleError{Check: "revocation", Err: fmt.Errorf("%d items of revocation data, over %d", len(b.Manifest.Revocation), maxBundleRevocation)}
+	}
+	for _, mr := range b.Manifest.Revocation {
+		if mr.Kind != RevocationCRL && mr.Kind != RevocationOCSP {
+			return nil, &BundleError{Check: "revocation", Err: fmt.Errorf("%s: kind %q, not %q or %q", mr.File, mr.Kind, RevocationCRL, RevocationOCSP)}
+		}
+		data, err := get(mr.File)
+		if err != nil {
+			return nil, err
+		}
+		b.Revocation = append(b.Revocation, RevocationData{Kind: mr.Kind, Data: data})
+	}
 	// One bundle, one encoding: re-encode what was read and compare, so
 	// that no byte — ZIP headers, manifest layout, extra files — escapes
 	// the checks.
 	again := &Bundle{
-		Manifest:        Manifest{Format: b.Manifest.Format, Origin: b.Manifest.Origin, Evidence: b.Manifest.Evidence, TreeHead: ManifestHead{Size: b.Manifest.TreeHead.Size}, Revocation: b.Manifest.Revocation},
+		Manifest:        Manifest{Format: b.Manifest.Format, Origin: b.Manifest.Origin, Evidence: b.Manifest.Evidence, TreeHead: ManifestHead{Size: b.Manifest.TreeHead.Size}},
 		RecordData:      b.RecordData,
 		Inclusion:       b.Inclusion,
 		Root:            b.Root,
@@ -370,12 +433,10 @@ func ReadBundle(data []byte) (*Bundle, error) {
 		Token:           b.Token,
 		Certificates:    b.Certificates,
 		TSACertificates: b.TSACertificates,
+		Revocation:      b.Revocation,
 	}
 	for _, mr := range b.Manifest.Records {
 		again.Manifest.Records = append(again.Manifest.Records, ManifestRecord{Index: mr.Index, ID: mr.ID})
-	}
-	if len(b.Manifest.Revocation) > 0 {
-		return nil, &BundleError{Check: "revocation", Err: errors.New("revocation data is not supported by this version")}
 	}
 	canon, err := again.encode()
 	if err != nil || !bytes.Equal(canon, data) {
@@ -420,10 +481,19 @@ type BundleVerifyOptions struct {
 //     signature type 0x02);
 //  4. timestamp: the RFC 3161 token on SHA-256 of the checkpoint, from a
 //     TSA chaining to opts.Roots (package tsa's Verify);
-//  5. each record: its RFC 9162 inclusion proof in that tree head.
+//  5. revocation: when the bundle carries revocation data, or a
+//     certificate of either chain names a CRL distribution point or an
+//     OCSP responder, both certificates are validated again (package
+//     certvalidation, offline, at the time of the time-stamp) with the
+//     bundle's CRLs and OCSP responses: a certificate revoked before that
+//     time, a certificate naming a CRL distribution point or an OCSP
+//     responder whose status the data does not establish, and a CRL or
+//     OCSP response that does not parse or that neither validation could
+//     use all fail this check;
+//  6. each record: its RFC 9162 inclusion proof in that tree head.
 //
-// Revocation data is not checked yet (the manifest's slot is empty). A
-// failure is a *BundleError naming the check, or wraps ErrMalformedBundle.
+// A failure is a *BundleError naming the check, or wraps
+// ErrMalformedBundle.
 func VerifyBundle(data []byte, opts BundleVerifyOptions) (*Bundle, error) {
 	if opts.Roots == nil {
 		return nil, errors.New("proof: verify bundle: roots are required")
@@ -448,8 +518,12 @@ func VerifyBundle(data []byte, opts BundleVerifyOptions) (*Bundle, error) {
 	if !IsEvidenceLogCertificate(logCert) {
 		return b, &BundleError{Check: "certificates", Err: fmt.Errorf("the certificate %q is not an evidence log's (no extended key usage %s)", logCert.Subject, OIDEvidenceLog)}
 	}
-	if _, err := logCert.Verify(x509.VerifyOptions{Roots: opts.Roots, Intermediates: pool, CurrentTime: tok.GenTime, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	logChains, err := logCert.Verify(x509.VerifyOptions{Roots: opts.Roots, Intermediates: pool, CurrentTime: tok.GenTime, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
 		return b, &BundleError{Check: "certificates", Err: fmt.Errorf("the log key's certificate: %w", err)}
+	}
+	if err := checkRevocation(b, logChains, tok, opts.Roots, pool); err != nil {
+		return b, err
 	}
 	v, err := NewNoteVerifier(b.Manifest.Origin, logCert.PublicKey)
 	if err != nil {

@@ -77,8 +77,18 @@
 // records: the one asked for, then those it follows), checkpoint (the
 // signed note), checkpoint.tst (the RFC 3161 token on it), certs/log.pem
 // (the log key's certificate and chain), certs/tsa.pem (the TSA's chain),
-// and a revocation slot in the manifest, empty until the certificate
-// validation service provides OCSP responses and CRLs. Entries are stored
-// uncompressed and without times, so a bundle's bytes follow from its
-// content alone; the reader rebuilds the ZIP and rejects any other bytes.
+// and revocation/<n>.der: the CRLs and OCSP responses (DER) that package
+// certvalidation used, at export, to validate the log key's certificate
+// and the TSA's certificate at the token's time, each listed in the
+// manifest's "revocation" array with its kind ("crl" or "ocsp") and
+// SHA-256. The array is empty when the export had no validator, or when
+// the certificates name no CRL distribution point and no OCSP responder
+// (the development PKI). [VerifyBundle] validates both certificates again
+// on that data alone, offline: a certificate revoked before the
+// time-stamp, a certificate naming a distribution point or a responder
+// whose status the data does not establish, or an item that does not
+// parse or that neither validation could use fails the "revocation"
+// check. Entries are stored uncompressed and without times, so a bundle's
+// bytes follow from its content alone; the reader rebuilds the ZIP and
+// rejects any other bytes.
 package proof

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"pec/certvalidation"
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
@@ -149,6 +151,27 @@ func proofChains(cfg *File) (logChain, tsaChain []*x509.Certificate, err error) 
 	return logChain, tsaChain, nil
 }
 
+// hasCertValidation reports whether the configuration has a
+// certvalidation section.
+func hasCertValidation(cfg *File) bool {
+	return !reflect.ValueOf(cfg.CertValidation).IsZero()
+}
+
+// exportValidator is the certificate validator `pec proof export` gathers
+// the bundle's revocation data with: that of the certvalidation section
+// (nil without one: the bundle then carries none). It needs no running
+// node.
+func exportValidator(cfg *File) (*certvalidation.Validator, error) {
+	if !hasCertValidation(cfg) {
+		return nil, nil
+	}
+	v, err := openValidator(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("certvalidation: %w", err))
+	}
+	return v, nil
+}
+
 func newProofExportCommand() *cobra.Command {
 	var configPath, out string
 	cmd := &cobra.Command{
@@ -172,7 +195,11 @@ func newProofExportCommand() *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			data, err := proof.Export(cmd.Context(), s, a[0], proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain})
+			validator, err := exportValidator(cfg)
+			if err != nil {
+				return err
+			}
+			data, err := proof.Export(cmd.Context(), s, a[0], proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain, Validator: validator})
 			if errors.Is(err, proof.ErrNotFound) {
 				return failure(fmt.Errorf("evidence %q: not in the log", a[0]))
 			}

@@ -192,6 +192,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if gopts.Validator, err = openValidator(cfg, log, reg); err != nil {
 		return err
 	}
+	if gopts.Proofs != nil && hasCertValidation(cfg) {
+		gopts.Proofs.Export.Validator = gopts.Validator // bundles carry revocation data
+	}
 	if gopts.Verifier != nil {
 		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
