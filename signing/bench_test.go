@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -246,4 +247,50 @@ func (r *rawToken) signer(b *testing.B, label string, kt hsm.KeyType, n int) (fu
 			r.ctx.CloseSession(s.sh)
 		}
 	}
+}
+
+// BenchmarkServiceOverhead is the service's own cost per signature —
+// authorization, CAdES encoding, evidence, metrics — with a key that
+// answers at once: what BenchmarkSign's sigs/s pays on top of the HSM.
+func BenchmarkServiceOverhead(b *testing.B) {
+	p := newPKI(b)
+	key := softKey(b)
+	cert, err := p.ca.IssueDocumentSigner(key.Public(), "overhead", "PEC", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	certFile := filepath.Join(b.TempDir(), "cert.pem")
+	writeFile(b, certFile, devpki.CertPEM(cert, p.ca.Cert))
+	svc, err := signing.Load(context.Background(), signing.Config{
+		Profiles:     []signing.ProfileConfig{{Name: "x", KeyLabel: "k", CertFile: certFile, Format: "cades", AllowedClients: []string{"partner-a"}}},
+		EvidenceFile: "unused",
+	}, instantKeys{"k": instantKey{key}}, signing.Options{Evidence: discardEvidence{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	clientCert, err := p.ca.IssueClient(softKey(b).Public(), "partner-a", "Partner A", time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := signing.Client{Certificate: clientCert}
+	doc := []byte("a decision of a few hundred bytes, signed attached, as the API receives it")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := svc.Sign(context.Background(), client, signing.Request{Profile: "x", Document: doc}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// instantKey returns a signature-sized value at once.
+type instantKey struct{ crypto.Signer }
+
+func (instantKey) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return make([]byte, 72), nil
+}
+
+type instantKeys map[string]crypto.Signer
+
+func (k instantKeys) Signer(_ context.Context, label string) (crypto.Signer, error) {
+	return k[label], nil
 }

@@ -75,8 +75,12 @@ func pdfErr(format string, args ...any) error {
 }
 
 // isPDF tells whether data looks like a PDF: the header within the first
-// kilobyte (section 7.5.2; readers tolerate leading bytes).
+// kilobyte (section 7.5.2; readers tolerate leading bytes). A DER
+// SEQUENCE is CMS, even when the document it holds is a PDF.
 func isPDF(data []byte) bool {
+	if len(data) == 0 || data[0] == 0x30 {
+		return false
+	}
 	return bytes.Contains(data[:min(len(data), 1024)], []byte("%PDF-"))
 }
 

@@ -167,9 +167,7 @@ func (s *Signer) Hash() crypto.Hash { return s.hash }
 // Sign makes a CAdES signature of content: attached (the content inside
 // the SignedData) or detached.
 func (s *Signer) Sign(ctx context.Context, content []byte, detached bool) (*Signature, error) {
-	h := s.hash.New()
-	h.Write(content)
-	digest := h.Sum(nil)
+	digest := digestOf(s.hash, content)
 	if detached {
 		content = nil
 	}
@@ -222,9 +220,7 @@ func (s *Signer) sign(ctx context.Context, digest, content []byte, signingTime b
 		signed = append(signed, a...)
 	}
 
-	h := s.hash.New()
-	h.Write(signed)
-	sig, err := s.key.Sign(rand.Reader, h.Sum(nil), s.signerOpts)
+	sig, err := s.key.Sign(rand.Reader, digestOf(s.hash, signed), s.signerOpts)
 	if err != nil {
 		return nil, fmt.Errorf("signing: sign: %w", err)
 	}
@@ -232,9 +228,7 @@ func (s *Signer) sign(ctx context.Context, digest, content []byte, signingTime b
 
 	var unsigned []byte
 	if s.ts != nil {
-		h.Reset()
-		h.Write(sig)
-		res, err := s.ts.Request(ctx, s.hash, h.Sum(nil), tsa.RequestOptions{})
+		res, err := s.ts.Request(ctx, s.hash, digestOf(s.hash, sig), tsa.RequestOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrTimestamp, err)
 		}

@@ -132,6 +132,25 @@ func TestSignDigest(t *testing.T) {
 	}
 }
 
+// TestCAdESOfAPDF: a CAdES signature holding a PDF is verified as CMS,
+// not taken for the PDF it holds.
+func TestCAdESOfAPDF(t *testing.T) {
+	p := newPKI(t)
+	s, _ := p.signer(t, hsmKey(t, hsm.ECP256), time.Time{}, signing.SignerOptions{})
+	sig, err := s.Sign(context.Background(), samplePDF(1), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := p.verifier().Verify(context.Background(), sig.DER, signing.VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPassed(t, r)
+	if r.Document != "CMS" {
+		t.Errorf("document %q", r.Document)
+	}
+}
+
 func TestNewSignerRefuses(t *testing.T) {
 	p := newPKI(t)
 	ec := hsmKey(t, hsm.ECP256)
