@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"pec/signing"
 )
@@ -64,12 +65,15 @@ func SignatureRecord(e *signing.Evidence) (*Record, error) {
 		client.Fingerprint = [32]byte(fp)
 	}
 	rec.Actors = []Actor{client}
+	// signing names hashes as crypto.Hash does ("SHA-256"); records as
+	// the rest of the log does ("sha256").
+	hash := strings.ToLower(strings.ReplaceAll(e.Hash, "-", ""))
 	for i, d := range e.Digests {
 		v, err := hex.DecodeString(d)
-		if err != nil || digestSizes[e.Hash] != len(v) {
+		if err != nil || digestSizes[hash] != len(v) {
 			return nil, fmt.Errorf("%w: signature evidence: digest %d is not a %s digest in hex", ErrMalformedRecord, i, e.Hash)
 		}
-		rec.Digests = append(rec.Digests, Digest{Name: fmt.Sprintf("document/%d", i), Algorithm: e.Hash, Value: v})
+		rec.Digests = append(rec.Digests, Digest{Name: fmt.Sprintf("document/%d", i), Algorithm: hash, Value: v})
 	}
 	for i, s := range e.Signatures {
 		v, err := hex.DecodeString(s)

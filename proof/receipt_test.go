@@ -94,7 +94,7 @@ func TestSignatureRecorder(t *testing.T) {
 		ClientSHA256: strings.Repeat("ab", 32),
 		Profile:      "default",
 		Format:       signing.CAdES,
-		Hash:         "sha256",
+		Hash:         "SHA-256", // as package signing names it
 		Digests:      []string{strings.Repeat("01", 32)},
 		Signatures:   []string{strings.Repeat("02", 32)},
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"time"
+
+	"pec/certvalidation"
 )
 
 // Indication is the overall result of a validation (ETSI EN 319 102-1
@@ -74,6 +76,9 @@ type SignatureReport struct {
 	ByteRange          []int64      `json:"byte_range,omitempty"`            // PDF
 	CoversDocument     *bool        `json:"covers_whole_document,omitempty"` // PDF
 	Checks             []Check      `json:"checks"`
+	// ChainValidation is the certificate validation the chain check rested
+	// on, revocation data included (when package certvalidation decided).
+	ChainValidation *certvalidation.Report `json:"chain_validation,omitempty"`
 }
 
 // Certificate names a certificate in a report.

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"pec/certvalidation"
 	"pec/tsa"
 )
 
@@ -55,6 +56,12 @@ type ChainResult struct {
 	Path      []*x509.Certificate // leaf first, trust anchor last, when found
 	RevokedAt time.Time           // with ChainRevoked
 	Detail    string              // why, for the report
+
+	// Validation is certvalidation's report of the decision, when it made
+	// it: the path, every check and the CRLs and OCSP responses it rested
+	// on, so that a signature report (and a proof) carries its revocation
+	// evidence. Nil from X509Validator.
+	Validation *certvalidation.Report
 }
 
 // X509Validator validates paths with crypto/x509 against Roots, without
@@ -385,6 +392,7 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 
 // judgeChain turns a path validation into the report.
 func (v *Verifier) judgeChain(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, res ChainResult, now time.Time, poe *time.Time, r *SignatureReport) {
+	r.ChainValidation = res.Validation
 	switch res.Status {
 	case ChainValid:
 		r.check(checkChain, CheckPassed, "valid at "+now.UTC().Format(time.RFC3339)+pathText(res.Path))
@@ -394,6 +402,9 @@ func (v *Verifier) judgeChain(ctx context.Context, cert *x509.Certificate, inter
 		if poe != nil && !poe.After(cert.NotAfter) {
 			past, err := v.Chain.ValidateChain(ctx, cert, inter, *poe)
 			if err == nil && past.Status == ChainValid {
+				if past.Validation != nil {
+					r.ChainValidation = past.Validation
+				}
 				r.check(checkChain, CheckPassed, "expired since, valid at the signature timestamp's time "+poe.UTC().Format(time.RFC3339)+pathText(past.Path))
 				return
 			}

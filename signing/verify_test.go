@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"pec/certvalidation"
 	"pec/hsm"
 	"pec/signing"
 )
@@ -160,6 +161,10 @@ func TestVerifyFailures(t *testing.T) {
 					t.Fatal(err)
 				}
 				wantResult(t, r, tc.ind, tc.sub)
+				// The report carries the revocation evidence it rests on.
+				if cv := r.Signatures[0].ChainValidation; cv == nil || len(cv.RevocationData) != 1 {
+					t.Errorf("chain validation in the report: %+v", cv)
+				}
 			})
 		}
 	})
@@ -184,7 +189,8 @@ func TestVerifyFailures(t *testing.T) {
 type revokedValidator struct{ at time.Time }
 
 func (r revokedValidator) ValidateChain(context.Context, *x509.Certificate, []*x509.Certificate, time.Time) (signing.ChainResult, error) {
-	return signing.ChainResult{Status: signing.ChainRevoked, RevokedAt: r.at, Detail: "revoked (keyCompromise)"}, nil
+	return signing.ChainResult{Status: signing.ChainRevoked, RevokedAt: r.at, Detail: "revoked (keyCompromise)",
+		Validation: &certvalidation.Report{RevocationData: []certvalidation.Evidence{{Type: "crl", Status: "revoked", SHA256: "00"}}}}, nil
 }
 
 type failingValidator struct{}

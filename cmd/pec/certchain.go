@@ -66,7 +66,7 @@ func (c certChain) ValidateChain(ctx context.Context, cert *x509.Certificate, in
 		}
 		return signing.ChainResult{}, err
 	}
-	res := signing.ChainResult{Path: rep.Path}
+	res := signing.ChainResult{Path: rep.Path, Validation: rep}
 	e, ok := errors.AsType[*certvalidation.Error](err)
 	if !ok {
 		return res, err // nil: valid

@@ -183,7 +183,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, log, reg, &n); err != nil {
+	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, plog, log, reg, &n); err != nil {
 		return err
 	}
 	if gopts.Verifier, err = openVerifier(cfg); err != nil {

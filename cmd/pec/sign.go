@@ -155,7 +155,7 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ga
 			clock.Check(ctx)
 		}
 	}
-	svc, err := openSigning(ctx, cfg, keys, authority, log, nil, &n)
+	svc, err := openSigning(ctx, cfg, keys, authority, nil, log, nil, &n)
 	if err != nil {
 		return nil, failure(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/proof"
 	"pec/signing"
 	"pec/tsa"
 )
@@ -36,8 +37,9 @@ func (f *File) resolveSigningPaths(dir string) {
 // openSigning builds the signature service of the signing section: the
 // profiles' HSM keys and certificates, the TSA of the signature timestamps
 // (this node's authority in-process, or signing.tsa_url), and the
-// evidence journal. It returns nil when no profile is configured.
-func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, log *slog.Logger, reg prometheus.Registerer, n *node) (*signing.Service, error) {
+// evidence journal, and the proof log when the node keeps one (plog may be
+// nil). It returns nil when no profile is configured.
+func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*signing.Service, error) {
 	if len(cfg.Signing.Profiles) == 0 {
 		return nil, nil
 	}
@@ -46,6 +48,10 @@ func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *t
 		return nil, fmt.Errorf("signing.evidence_file: %w", err)
 	}
 	n.onClose(evidence.Close)
+	var recorder signing.EvidenceRecorder = evidence
+	if plog != nil {
+		recorder = signingEvidence{evidence, proof.SignatureRecorder{Log: plog}}
+	}
 	var ts signing.Timestamper
 	switch {
 	case cfg.Signing.TSAURL != "":
@@ -54,8 +60,21 @@ func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *t
 		ts = signing.LocalTSA{Authority: authority}
 	}
 	return signing.Load(ctx, cfg.Signing, keys, signing.Options{
-		Logger: log, Registry: reg, Timestamper: ts, Evidence: evidence,
+		Logger: log, Registry: reg, Timestamper: ts, Evidence: recorder,
 	})
+}
+
+// signingEvidence records a signature operation in the signing journal,
+// then in the proof log: the operation is released only once both hold it.
+type signingEvidence []signing.EvidenceRecorder
+
+func (rs signingEvidence) Record(ctx context.Context, e *signing.Evidence) error {
+	for _, r := range rs {
+		if err := r.Record(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openVerifier is the verifier of the verification API: the signing
