@@ -128,11 +128,8 @@ func OpenJournal(path string) (*Journal, error) {
 }
 
 func openJournal(f *os.File, path string, created bool) (*Journal, error) {
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("tsa: journal %s is in use by another process", path)
-		}
-		return nil, fmt.Errorf("tsa: journal %s: lock: %w", path, err)
+	if err := lockFile(f, "journal"); err != nil {
+		return nil, err
 	}
 	if created {
 		if err := syncDir(filepath.Dir(path)); err != nil {

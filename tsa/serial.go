@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -113,11 +112,8 @@ func OpenFileSerials(path string, nodeID int) (*FileSerials, error) {
 }
 
 func openSerials(f *os.File, path string, node uint16) (*FileSerials, error) {
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("tsa: serial file %s is in use by another process", path)
-		}
-		return nil, fmt.Errorf("tsa: serial file %s: lock: %w", path, err)
+	if err := lockFile(f, "serial file"); err != nil {
+		return nil, err
 	}
 	var buf [serialFileLen + 1]byte
 	n, err := io.ReadFull(f, buf[:])
