@@ -17,10 +17,10 @@ import (
 var allowedImports = map[string][]string{
 	"pec/hsm":            {"pec/internal/promreg"},
 	"pec/certvalidation": {"pec/internal/promreg", "pec/hsm"},
-	"pec/tsa":            {"pec/internal/promreg", "pec/hsm", "pec/certvalidation"},
-	"pec/signing":        {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa"},
-	"pec/proof":          {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
-	"pec/securemail":     {"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
+	"pec/tsa":            {"pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation"},
+	"pec/signing":        {"pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa"},
+	"pec/proof":          {"pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
+	"pec/securemail":     {"pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
 	"pec/middleoffice":   capabilities,
 	// The edges adapt HTTP to plain calls; they may skip the middle office.
 	"pec/gateway":     append([]string{"pec/middleoffice"}, capabilities...),
@@ -29,6 +29,8 @@ var allowedImports = map[string][]string{
 	"pec/configs": {},
 	// devpki issues the development PKI of `pec init`; it needs nothing of ours.
 	"pec/internal/devpki": {},
+	// cms holds the CMS primitives of tsa and signing; it needs nothing of ours.
+	"pec/internal/cms": {},
 	// promreg registers Prometheus collectors; every layer may use it.
 	"pec/internal/promreg": {},
 	// Test helpers: they may use what they help test.
@@ -42,7 +44,7 @@ var allowedImports = map[string][]string{
 	"pec/cmd/pec":       append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
 }
 
-var capabilities = []string{"pec/internal/promreg", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
+var capabilities = []string{"pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
 
 // testOnly packages serve tests: no production code may import them.
 var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/proof/prooftest"}

@@ -1,6 +1,10 @@
 package signing
 
-import "errors"
+import (
+	"errors"
+
+	"pec/internal/cms"
+)
 
 // berToDER re-encodes BER (X.690 section 8) as DER where the two differ in
 // ways that signers actually produce: indefinite lengths, non-minimal
@@ -136,7 +140,7 @@ func isStringType(tag byte) bool {
 func tlvID(id, content []byte) []byte {
 	out := make([]byte, 0, len(id)+5+len(content))
 	out = append(out, id...)
-	out = appendLength(out, len(content))
+	out = cms.AppendLength(out, len(content))
 	return append(out, content...)
 }
 

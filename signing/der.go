@@ -2,9 +2,10 @@ package signing
 
 import (
 	"bytes"
-	"crypto"
 	"encoding/asn1"
 	"time"
+
+	"pec/internal/cms"
 )
 
 // A few DER writers (X.690 section 10). They append to dst and never fail:
@@ -42,103 +43,7 @@ var (
 	// id-aa-signatureTimeStampToken (RFC 3161 appendix A, ETSI EN 319 122-1
 	// section 5.3): a time-stamp token over the SignerInfo's signature value.
 	oidAttrSignatureTimeStamp = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 14}
-
-	oidSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
-	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
-	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
-	oidSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
-	oidMD5    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
-
-	oidRSAEncryption   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
-	oidMD5WithRSA      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
-	oidSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
-	oidRSAPSS          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 10}
-	oidMGF1            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 8}
-	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
-	oidSHA384WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
-	oidSHA512WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
-	oidECPublicKey     = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
-	oidECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
-	oidECDSAWithSHA512 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
 )
-
-func hashFromOID(oid asn1.ObjectIdentifier) crypto.Hash {
-	switch {
-	case oid.Equal(oidSHA256):
-		return crypto.SHA256
-	case oid.Equal(oidSHA384):
-		return crypto.SHA384
-	case oid.Equal(oidSHA512):
-		return crypto.SHA512
-	case oid.Equal(oidSHA1):
-		return crypto.SHA1
-	case oid.Equal(oidMD5):
-		return crypto.MD5
-	}
-	return 0
-}
-
-func oidOfHash(h crypto.Hash) asn1.ObjectIdentifier {
-	switch h {
-	case crypto.SHA256:
-		return oidSHA256
-	case crypto.SHA384:
-		return oidSHA384
-	case crypto.SHA512:
-		return oidSHA512
-	}
-	return nil
-}
-
-// lenOfLen is the size of the length octets for a content of n bytes.
-func lenOfLen(n int) int {
-	switch {
-	case n < 0x80:
-		return 1
-	case n <= 0xff:
-		return 2
-	case n <= 0xffff:
-		return 3
-	case n <= 0xffffff:
-		return 4
-	}
-	return 5
-}
-
-// appendHeader writes a tag and the definite length n.
-func appendHeader(dst []byte, tag byte, n int) []byte {
-	return appendLength(append(dst, tag), n)
-}
-
-// appendLength writes the definite length n, minimal (X.690 section 10.1).
-func appendLength(dst []byte, n int) []byte {
-	switch {
-	case n < 0x80:
-		return append(dst, byte(n))
-	case n <= 0xff:
-		return append(dst, 0x81, byte(n))
-	case n <= 0xffff:
-		return append(dst, 0x82, byte(n>>8), byte(n))
-	case n <= 0xffffff:
-		return append(dst, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(dst, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-}
-
-// appendTLV writes tag and the concatenation of content.
-func appendTLV(dst []byte, tag byte, content ...[]byte) []byte {
-	n := 0
-	for _, c := range content {
-		n += len(c)
-	}
-	dst = appendHeader(dst, tag, n)
-	for _, c := range content {
-		dst = append(dst, c...)
-	}
-	return dst
-}
 
 // tlv returns one TLV in a new slice.
 func tlv(tag byte, content ...[]byte) []byte {
@@ -146,7 +51,7 @@ func tlv(tag byte, content ...[]byte) []byte {
 	for _, c := range content {
 		n += len(c)
 	}
-	return appendTLV(make([]byte, 0, 1+lenOfLen(n)+n), tag, content...)
+	return cms.AppendTLV(make([]byte, 0, cms.TLVLen(n)), tag, content...)
 }
 
 // mustMarshal encodes values known at start-up (OIDs, serial numbers).
@@ -179,9 +84,6 @@ var (
 	derOIDSigningTime        = mustMarshal(oidAttrSigningTime)
 	derOIDSignatureTimeStamp = mustMarshal(oidAttrSignatureTimeStamp)
 )
-
-// tlvLen is the size of a whole TLV whose content has n bytes.
-func tlvLen(n int) int { return 1 + lenOfLen(n) + n }
 
 // signingTimeValue is the DER signing-time value of t.
 func signingTimeValue(t time.Time) []byte {

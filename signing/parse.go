@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"pec/internal/cms"
 )
 
 // ErrMalformed: the input is not a CMS SignedData (RFC 5652 section 5) or
@@ -24,8 +26,6 @@ func malformed(format string, args ...any) error {
 var (
 	tagCons0 = cbasn1.Tag(0).Constructed().ContextSpecific()
 	tagCons1 = cbasn1.Tag(1).Constructed().ContextSpecific()
-	tagCons2 = cbasn1.Tag(2).Constructed().ContextSpecific()
-	tagCons3 = cbasn1.Tag(3).Constructed().ContextSpecific()
 	tagCons4 = cbasn1.Tag(4).Constructed().ContextSpecific()
 	tagPrim0 = cbasn1.Tag(0).ContextSpecific()
 )
@@ -49,16 +49,11 @@ type signerInfo struct {
 	digestOID   asn1.ObjectIdentifier
 	digestPar   []byte
 	signedAttrs []byte // the [0] IMPLICIT SET OF Attribute as received; nil when absent
-	attrs       []attr
+	attrs       []cms.Attribute
 	sigOID      asn1.ObjectIdentifier
 	sigParams   []byte
 	signature   []byte
-	unsigned    []attr
-}
-
-type attr struct {
-	oid    asn1.ObjectIdentifier
-	values []cryptobyte.String // whole DER elements
+	unsigned    []cms.Attribute
 }
 
 // cmsPEMTypes are the PEM labels of CMS signatures that tools write.
@@ -250,43 +245,18 @@ func parseSignerInfo(in cryptobyte.String) (*signerInfo, error) {
 // readAlgorithm reads an AlgorithmIdentifier: its OID and its parameters
 // (a whole DER element, nil when absent).
 func readAlgorithm(s *cryptobyte.String, what string) (asn1.ObjectIdentifier, []byte, error) {
-	var alg, params cryptobyte.String
-	var oid asn1.ObjectIdentifier
-	if !s.ReadASN1(&alg, cbasn1.SEQUENCE) || !alg.ReadASN1ObjectIdentifier(&oid) {
-		return nil, nil, malformed("%s is not an AlgorithmIdentifier", what)
-	}
-	if alg.Empty() {
-		return oid, nil, nil
-	}
-	var tag cbasn1.Tag
-	if !alg.ReadAnyASN1Element(&params, &tag) || !alg.Empty() {
-		return nil, nil, malformed("%s has trailing data", what)
+	oid, params, err := cms.ReadAlgorithm(s, what)
+	if err != nil {
+		return nil, nil, malformed("%v", err)
 	}
 	return oid, params, nil
 }
 
 // parseAttributes reads a SET OF Attribute (RFC 5652 section 5.3).
-func parseAttributes(set cryptobyte.String) ([]attr, error) {
-	var attrs []attr
-	for !set.Empty() {
-		var a attr
-		var seq, values cryptobyte.String
-		if !set.ReadASN1(&seq, cbasn1.SEQUENCE) || !seq.ReadASN1ObjectIdentifier(&a.oid) ||
-			!seq.ReadASN1(&values, cbasn1.SET) || !seq.Empty() {
-			return nil, malformed("an attribute is not an Attribute")
-		}
-		for !values.Empty() {
-			var v cryptobyte.String
-			var tag cbasn1.Tag
-			if !values.ReadAnyASN1Element(&v, &tag) {
-				return nil, malformed("attribute %v: bad value", a.oid)
-			}
-			a.values = append(a.values, v)
-		}
-		if len(a.values) == 0 {
-			return nil, malformed("attribute %v has no value", a.oid)
-		}
-		attrs = append(attrs, a)
+func parseAttributes(set cryptobyte.String) ([]cms.Attribute, error) {
+	attrs, err := cms.ParseAttributes(set)
+	if err != nil {
+		return nil, malformed("%v", err)
 	}
 	return attrs, nil
 }
@@ -296,13 +266,13 @@ func parseAttributes(set cryptobyte.String) ([]attr, error) {
 // an error.
 func (si *signerInfo) attr(oid asn1.ObjectIdentifier) (v cryptobyte.String, ok bool, err error) {
 	for _, a := range si.attrs {
-		if !a.oid.Equal(oid) {
+		if !a.OID.Equal(oid) {
 			continue
 		}
-		if ok || len(a.values) != 1 {
+		if ok || len(a.Values) != 1 {
 			return nil, false, fmt.Errorf("attribute %v present twice or with several values", oid)
 		}
-		v, ok = a.values[0], true
+		v, ok = a.Values[0], true
 	}
 	return v, ok, nil
 }

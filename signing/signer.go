@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"pec/internal/cms"
 	"pec/tsa"
 )
 
@@ -86,7 +87,7 @@ func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions)
 	if s.now == nil {
 		s.now = time.Now
 	}
-	hashOID := oidOfHash(s.hash)
+	hashOID := cms.OIDOfHash(s.hash)
 	if hashOID == nil {
 		return nil, fmt.Errorf("%w: digest %v (use SHA-256, SHA-384 or SHA-512)", ErrSignerConfig, s.hash)
 	}
@@ -108,7 +109,7 @@ func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions)
 			return nil, fmt.Errorf("%w: RSA-PSS needs an RSA key", ErrSignerConfig)
 		}
 		// RFC 5758 section 3.2: ecdsa-with-SHA* without parameters.
-		oid := map[crypto.Hash]asn1.ObjectIdentifier{crypto.SHA256: oidECDSAWithSHA256, crypto.SHA384: oidECDSAWithSHA384, crypto.SHA512: oidECDSAWithSHA512}[s.hash]
+		oid := map[crypto.Hash]asn1.ObjectIdentifier{crypto.SHA256: cms.OIDECDSAWithSHA256, crypto.SHA384: cms.OIDECDSAWithSHA384, crypto.SHA512: cms.OIDECDSAWithSHA512}[s.hash]
 		s.sigAlgID = algorithmID(oid, nil)
 		s.signerOpts, s.sigAlg = s.hash, "ECDSA"
 	case *rsa.PublicKey:
@@ -118,14 +119,14 @@ func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions)
 			hashID := algorithmID(hashOID, null)
 			params := tlv(tagSequence,
 				tlv(tagContext0, hashID),
-				tlv(tagContext1, algorithmID(oidMGF1, hashID)),
+				tlv(tagContext1, algorithmID(cms.OIDMGF1, hashID)),
 				tlv(tagContext2, mustMarshal(s.hash.Size())))
-			s.sigAlgID = algorithmID(oidRSAPSS, params)
+			s.sigAlgID = algorithmID(cms.OIDRSAPSS, params)
 			s.signerOpts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: s.hash}
 			s.sigAlg = "RSA-PSS"
 		} else {
 			// RFC 4055 section 5: sha*WithRSAEncryption with NULL.
-			oid := map[crypto.Hash]asn1.ObjectIdentifier{crypto.SHA256: oidSHA256WithRSA, crypto.SHA384: oidSHA384WithRSA, crypto.SHA512: oidSHA512WithRSA}[s.hash]
+			oid := map[crypto.Hash]asn1.ObjectIdentifier{crypto.SHA256: cms.OIDSHA256WithRSA, crypto.SHA384: cms.OIDSHA384WithRSA, crypto.SHA512: cms.OIDSHA512WithRSA}[s.hash]
 			s.sigAlgID = algorithmID(oid, null)
 			s.signerOpts, s.sigAlg = s.hash, "RSA PKCS#1 v1.5"
 		}
@@ -215,7 +216,7 @@ func (s *Signer) sign(ctx context.Context, digest, content []byte, signingTime b
 	for _, a := range attrs[:n] {
 		attrsLen += len(a)
 	}
-	signed := appendHeader(make([]byte, 0, 4+attrsLen), tagSet, attrsLen)
+	signed := cms.AppendHeader(make([]byte, 0, 4+attrsLen), tagSet, attrsLen)
 	for _, a := range attrs[:n] {
 		signed = append(signed, a...)
 	}
@@ -238,40 +239,40 @@ func (s *Signer) sign(ctx context.Context, digest, content []byte, signingTime b
 	signed[0] = tagContext0 // [0] IMPLICIT in the SignerInfo
 
 	// Lengths, inside out, then one buffer written outside in.
-	siLen := 3 + len(s.sid) + len(s.digestAlgID) + len(signed) + len(s.sigAlgID) + tlvLen(len(sig)) + len(unsigned)
-	setSILen := tlvLen(siLen)
+	siLen := 3 + len(s.sid) + len(s.digestAlgID) + len(signed) + len(s.sigAlgID) + cms.TLVLen(len(sig)) + len(unsigned)
+	setSILen := cms.TLVLen(siLen)
 	encapLen := len(derOIDData)
 	if content != nil {
-		encapLen += tlvLen(tlvLen(len(content)))
+		encapLen += cms.TLVLen(cms.TLVLen(len(content)))
 	}
-	sdLen := 3 + tlvLen(len(s.digestAlgID)) + tlvLen(encapLen) + len(s.certs) + tlvLen(setSILen)
-	ciLen := len(derOIDSignedData) + tlvLen(tlvLen(sdLen))
-	b := make([]byte, 0, tlvLen(ciLen))
-	b = appendHeader(b, tagSequence, ciLen)
+	sdLen := 3 + cms.TLVLen(len(s.digestAlgID)) + cms.TLVLen(encapLen) + len(s.certs) + cms.TLVLen(setSILen)
+	ciLen := len(derOIDSignedData) + cms.TLVLen(cms.TLVLen(sdLen))
+	b := make([]byte, 0, cms.TLVLen(ciLen))
+	b = cms.AppendHeader(b, tagSequence, ciLen)
 	b = append(b, derOIDSignedData...)
-	b = appendHeader(b, tagContext0, tlvLen(sdLen))
-	b = appendHeader(b, tagSequence, sdLen)
+	b = cms.AppendHeader(b, tagContext0, cms.TLVLen(sdLen))
+	b = cms.AppendHeader(b, tagSequence, sdLen)
 	// Version 1: eContentType id-data, an issuerAndSerialNumber sid and
 	// only X.509 certificates (RFC 5652 section 5.1).
 	b = append(b, tagInteger, 1, 1)
-	b = appendHeader(b, tagSet, len(s.digestAlgID))
+	b = cms.AppendHeader(b, tagSet, len(s.digestAlgID))
 	b = append(b, s.digestAlgID...)
-	b = appendHeader(b, tagSequence, encapLen)
+	b = cms.AppendHeader(b, tagSequence, encapLen)
 	b = append(b, derOIDData...)
 	if content != nil {
-		b = appendHeader(b, tagContext0, tlvLen(len(content)))
-		b = appendHeader(b, tagOctetString, len(content))
+		b = cms.AppendHeader(b, tagContext0, cms.TLVLen(len(content)))
+		b = cms.AppendHeader(b, tagOctetString, len(content))
 		b = append(b, content...)
 	}
 	b = append(b, s.certs...)
-	b = appendHeader(b, tagSet, setSILen)
-	b = appendHeader(b, tagSequence, siLen)
+	b = cms.AppendHeader(b, tagSet, setSILen)
+	b = cms.AppendHeader(b, tagSequence, siLen)
 	b = append(b, tagInteger, 1, 1)
 	b = append(b, s.sid...)
 	b = append(b, s.digestAlgID...)
 	b = append(b, signed...)
 	b = append(b, s.sigAlgID...)
-	b = appendHeader(b, tagOctetString, len(sig))
+	b = cms.AppendHeader(b, tagOctetString, len(sig))
 	b = append(b, sig...)
 	b = append(b, unsigned...)
 	out.DER = b

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 
+	"pec/internal/cms"
 	"pec/tsa"
 )
 
@@ -36,7 +37,7 @@ var _ Timestamper = LocalTSA{}
 // certReq, has the authority answer it, and checks that the token answers
 // it.
 func (l LocalTSA) Request(ctx context.Context, h crypto.Hash, digest []byte, opts tsa.RequestOptions) (*tsa.Result, error) {
-	hashOID := oidOfHash(h)
+	hashOID := cms.OIDOfHash(h)
 	if hashOID == nil || len(digest) != h.Size() {
 		return nil, fmt.Errorf("signing: timestamp: a %v digest of %d bytes", h, len(digest))
 	}

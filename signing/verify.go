@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	_ "crypto/sha1" // ESSCertID (RFC 2634) hashes the certificate with SHA-1
 	"crypto/sha256"
 	"crypto/sha512"
@@ -21,6 +19,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"pec/certvalidation"
+	"pec/internal/cms"
 	"pec/tsa"
 )
 
@@ -255,11 +254,11 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 	}()
 
 	// Format: algorithms, and the signed attributes CMS requires.
-	h := hashFromOID(si.digestOID)
+	h := cms.HashFromOID(si.digestOID)
 	r.DigestAlgorithm = hashName(h, si.digestOID)
-	r.SignatureAlgorithm = signatureAlgorithmName(si.sigOID)
+	r.SignatureAlgorithm = cms.SignatureAlgorithmName(si.sigOID)
 	switch {
-	case h == 0 || !nullOrAbsent(si.digestPar):
+	case h == 0 || !cms.NullOrAbsent(si.digestPar):
 		r.check(checkFormat, CheckFailed, "unknown digest algorithm "+si.digestOID.String())
 		r.fail(Indeterminate, CryptoConstraintsFailure, "unknown digest algorithm "+si.digestOID.String())
 		return r
@@ -451,10 +450,10 @@ func pathText(path []*x509.Certificate) string {
 func (v *Verifier) checkTimestamps(sd *signedData, si *signerInfo, h crypto.Hash, r *SignatureReport) *time.Time {
 	var poe *time.Time
 	for _, a := range si.unsigned {
-		if !a.oid.Equal(oidAttrSignatureTimeStamp) {
+		if !a.OID.Equal(oidAttrSignatureTimeStamp) {
 			continue
 		}
-		for _, token := range a.values {
+		for _, token := range a.Values {
 			ts := &Timestamp{}
 			tokHash, err := tsa.TokenHash(token)
 			if err == nil && v.TSARoots == nil {
@@ -554,10 +553,10 @@ func checkESSCertID(v cryptobyte.String, v2 bool, cert *x509.Certificate) error 
 		h = crypto.SHA256
 		if id.PeekASN1Tag(cbasn1.SEQUENCE) {
 			oid, params, err := readAlgorithm(&id, name+" hashAlgorithm")
-			if err != nil || !nullOrAbsent(params) {
+			if err != nil || !cms.NullOrAbsent(params) {
 				return bad
 			}
-			if h = hashFromOID(oid); h == 0 || h == crypto.MD5 {
+			if h = cms.HashFromOID(oid); h == 0 || h == crypto.MD5 {
 				return fmt.Errorf("the %s attribute hashes with %v", name, oid)
 			}
 		}
@@ -610,40 +609,6 @@ func (si *signerInfo) signingTime() (time.Time, bool) {
 // errCrypto marks an algorithm that is unknown or too weak to trust.
 var errCrypto = errors.New("algorithm")
 
-func nullOrAbsent(params []byte) bool {
-	return params == nil || bytes.Equal(params, []byte{tagNull, 0})
-}
-
-type signatureAlgorithm struct {
-	oid  asn1.ObjectIdentifier
-	name string
-	ec   bool
-	hash crypto.Hash // 0: the key algorithm OID, which takes the digestAlgorithm's
-}
-
-var signatureAlgorithms = []signatureAlgorithm{
-	{oidRSAEncryption, "RSA PKCS#1 v1.5", false, 0},
-	{oidSHA256WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA256},
-	{oidSHA384WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA384},
-	{oidSHA512WithRSA, "RSA PKCS#1 v1.5", false, crypto.SHA512},
-	{oidECPublicKey, "ECDSA", true, 0},
-	{oidECDSAWithSHA256, "ECDSA", true, crypto.SHA256},
-	{oidECDSAWithSHA384, "ECDSA", true, crypto.SHA384},
-	{oidECDSAWithSHA512, "ECDSA", true, crypto.SHA512},
-}
-
-func signatureAlgorithmName(oid asn1.ObjectIdentifier) string {
-	if oid.Equal(oidRSAPSS) {
-		return "RSA-PSS"
-	}
-	for _, a := range signatureAlgorithms {
-		if a.oid.Equal(oid) {
-			return a.name
-		}
-	}
-	return oid.String()
-}
-
 func hashName(h crypto.Hash, oid asn1.ObjectIdentifier) string {
 	switch h {
 	case crypto.SHA256:
@@ -663,107 +628,9 @@ func hashName(h crypto.Hash, oid asn1.ObjectIdentifier) string {
 // verifySignature checks sig, over a message whose h digest is digest,
 // with cert's key. Unknown or weak algorithms wrap errCrypto.
 func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, digest, sig []byte) error {
-	invalid := errors.New("the signature value does not verify with the signer certificate's key")
-	wrongKey := fmt.Errorf("a %s signature, but the signer certificate has a %v key", signatureAlgorithmName(oid), cert.PublicKeyAlgorithm)
-	if oid.Equal(oidRSAPSS) {
-		opts, err := pssOptions(params, h)
-		if err != nil {
-			return err
-		}
-		pub, ok := cert.PublicKey.(*rsa.PublicKey)
-		if !ok {
-			return wrongKey
-		}
-		if rsa.VerifyPSS(pub, h, digest, sig, opts) != nil {
-			return invalid
-		}
-		return nil
+	err := cms.VerifySignature(cert, oid, params, h, digest, sig)
+	if errors.Is(err, cms.ErrUnsupported) {
+		return fmt.Errorf("%w: %w", errCrypto, err)
 	}
-	if oid.Equal(oidSHA1WithRSA) || oid.Equal(oidMD5WithRSA) || oid.Equal(oidECDSAWithSHA1) {
-		return fmt.Errorf("%w: signature algorithm %v is weak", errCrypto, oid)
-	}
-	i := slices.IndexFunc(signatureAlgorithms, func(a signatureAlgorithm) bool { return a.oid.Equal(oid) })
-	if i < 0 {
-		return fmt.Errorf("%w: unknown signature algorithm %v", errCrypto, oid)
-	}
-	alg := signatureAlgorithms[i]
-	if alg.hash != 0 && alg.hash != h {
-		return fmt.Errorf("%w: signature algorithm %v with digest algorithm %v", errCrypto, oid, h)
-	}
-	if alg.ec {
-		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-		if !ok {
-			return wrongKey
-		}
-		if !ecdsa.VerifyASN1(pub, digest, sig) {
-			return invalid
-		}
-		return nil
-	}
-	if !nullOrAbsent(params) {
-		return fmt.Errorf("%w: %v with parameters", errCrypto, oid)
-	}
-	pub, ok := cert.PublicKey.(*rsa.PublicKey)
-	if !ok {
-		return wrongKey
-	}
-	if rsa.VerifyPKCS1v15(pub, h, digest, sig) != nil {
-		return invalid
-	}
-	return nil
-}
-
-// pssOptions reads RSASSA-PSS-params (RFC 4055 section 3.1). The hash and
-// the MGF1 hash must be the digestAlgorithm h.
-func pssOptions(params []byte, h crypto.Hash) (*rsa.PSSOptions, error) {
-	bad := fmt.Errorf("%w: malformed RSASSA-PSS parameters", errCrypto)
-	s := cryptobyte.String(params)
-	var seq, field cryptobyte.String
-	var has bool
-	if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() {
-		return nil, bad
-	}
-	hash, mgfHash, salt, trailer := crypto.SHA1, crypto.SHA1, int64(20), int64(1)
-	if !seq.ReadOptionalASN1(&field, &has, tagCons0) {
-		return nil, bad
-	}
-	if has {
-		oid, par, err := readAlgorithm(&field, "hashAlgorithm")
-		if err != nil || !field.Empty() || !nullOrAbsent(par) {
-			return nil, bad
-		}
-		hash = hashFromOID(oid)
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons1) {
-		return nil, bad
-	}
-	if has {
-		oid, par, err := readAlgorithm(&field, "maskGenAlgorithm")
-		if err != nil || !field.Empty() || !oid.Equal(oidMGF1) {
-			return nil, bad
-		}
-		inner := cryptobyte.String(par)
-		hashOID, hashPar, err := readAlgorithm(&inner, "MGF1 hash")
-		if err != nil || !inner.Empty() || !nullOrAbsent(hashPar) {
-			return nil, bad
-		}
-		mgfHash = hashFromOID(hashOID)
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons2) || has && (!field.ReadASN1Integer(&salt) || !field.Empty()) {
-		return nil, bad
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons3) || has && (!field.ReadASN1Integer(&trailer) || !field.Empty()) {
-		return nil, bad
-	}
-	if !seq.Empty() || trailer != 1 || salt < 0 || salt > 1<<16 {
-		return nil, bad
-	}
-	if hash != h || mgfHash != h {
-		return nil, fmt.Errorf("%w: RSASSA-PSS with %v and MGF1 %v, digest algorithm %v", errCrypto, hash, mgfHash, h)
-	}
-	opts := &rsa.PSSOptions{Hash: h, SaltLength: int(salt)}
-	if salt == 0 {
-		opts.SaltLength = rsa.PSSSaltLengthAuto
-	}
-	return opts, nil
+	return err
 }

@@ -3,6 +3,8 @@ package tsa
 import (
 	"encoding/asn1"
 	"time"
+
+	"pec/internal/cms"
 )
 
 // A few DER writers (X.690 section 10) for the fast path of encode.go. They
@@ -24,52 +26,6 @@ const (
 	tagContext0        = 0xa0 // [0] constructed
 	tagContext4        = 0xa4 // [4] constructed
 )
-
-// lenOfLen is the size of the length octets for a content of n bytes.
-func lenOfLen(n int) int {
-	switch {
-	case n < 0x80:
-		return 1
-	case n <= 0xff:
-		return 2
-	case n <= 0xffff:
-		return 3
-	case n <= 0xffffff:
-		return 4
-	}
-	return 5
-}
-
-// tlvLen is the size of a whole TLV whose content has n bytes.
-func tlvLen(n int) int { return 1 + lenOfLen(n) + n }
-
-// appendHeader writes a tag and the definite length n.
-func appendHeader(dst []byte, tag byte, n int) []byte {
-	dst = append(dst, tag)
-	switch {
-	case n < 0x80:
-		return append(dst, byte(n))
-	case n <= 0xff:
-		return append(dst, 0x81, byte(n))
-	case n <= 0xffff:
-		return append(dst, 0x82, byte(n>>8), byte(n))
-	case n <= 0xffffff:
-		return append(dst, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(dst, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-}
-
-func appendTLV(dst []byte, tag byte, content ...[]byte) []byte {
-	n := 0
-	for _, c := range content {
-		n += len(c)
-	}
-	dst = appendHeader(dst, tag, n)
-	for _, c := range content {
-		dst = append(dst, c...)
-	}
-	return dst
-}
 
 // mustMarshal encodes values known at start-up (OIDs, names).
 func mustMarshal(v any) []byte {
@@ -98,7 +54,7 @@ func generalizedTimeLen(t time.Time) int {
 
 func appendGeneralizedTime(dst []byte, t time.Time) []byte {
 	t = t.UTC()
-	dst = appendHeader(dst, tagGeneralizedTime, generalizedTimeLen(t))
+	dst = cms.AppendHeader(dst, tagGeneralizedTime, generalizedTimeLen(t))
 	dst = appendDigits(dst, t.Year(), 4)
 	dst = appendDigits(dst, int(t.Month()), 2)
 	dst = appendDigits(dst, t.Day(), 2)
@@ -122,19 +78,19 @@ func appendGeneralizedTime(dst []byte, t time.Time) []byte {
 // 5652 section 11.3), to the second.
 func signingTimeLen(t time.Time) int {
 	if y := t.UTC().Year(); y >= 1950 && y < 2050 {
-		return tlvLen(13)
+		return cms.TLVLen(13)
 	}
-	return tlvLen(15)
+	return cms.TLVLen(15)
 }
 
 func appendSigningTime(dst []byte, t time.Time) []byte {
 	t = t.UTC()
 	y := t.Year()
 	if y >= 1950 && y < 2050 {
-		dst = appendHeader(dst, tagUTCTime, 13)
+		dst = cms.AppendHeader(dst, tagUTCTime, 13)
 		dst = appendDigits(dst, y%100, 2)
 	} else {
-		dst = appendHeader(dst, tagGeneralizedTime, 15)
+		dst = cms.AppendHeader(dst, tagGeneralizedTime, 15)
 		dst = appendDigits(dst, y, 4)
 	}
 	dst = appendDigits(dst, int(t.Month()), 2)
@@ -158,7 +114,7 @@ func appendDigits(dst []byte, v, n int) []byte {
 // section 11.2.2: no trailing zero bits).
 func appendBitString(dst []byte, bit int) []byte {
 	n := bit/8 + 1
-	dst = appendHeader(dst, tagBitString, n+1)
+	dst = cms.AppendHeader(dst, tagBitString, n+1)
 	dst = append(dst, byte(7-bit%8))
 	for i := 0; i < n-1; i++ {
 		dst = append(dst, 0)

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"pec/internal/cms"
 )
 
 // The fast path. digitorus/timestamp builds a response through
@@ -36,14 +38,6 @@ var (
 	oidAttrSigningTime      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 5}
 	oidAttrSigningCertV2    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 47}
 	oidAttrSigningCertV1    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 12}
-	oidRSAEncryption        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
-	oidSHA256WithRSA        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
-	oidSHA384WithRSA        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
-	oidSHA512WithRSA        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
-	oidRSAPSS               = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 10}
-	oidECDSAWithSHA256      = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidECDSAWithSHA384      = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
-	oidECDSAWithSHA512      = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
 	oidExtKeyUsage          = asn1.ObjectIdentifier{2, 5, 29, 37}
 	oidKPTimeStamping       = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 8}
 	grantedStatusInfo       = []byte{tagSequence, 3, tagInteger, 1, 0} // PKIStatusInfo { granted }
@@ -77,19 +71,19 @@ type encoder struct {
 // certificates sent with the TSA's own when certReq is set.
 func newEncoder(signer crypto.Signer, cert *x509.Certificate, extra []*x509.Certificate, sigHash crypto.Hash, accuracy time.Duration, ordering bool) (*encoder, error) {
 	e := &encoder{signer: signer, signerOpts: sigHash, sigHash: sigHash}
-	hashOID := oidOfHash(sigHash)
+	hashOID := cms.OIDOfHash(sigHash)
 	if hashOID == nil || sigHash == crypto.SHA1 {
 		return nil, fmt.Errorf("tsa: unsupported signature hash %v", sigHash)
 	}
 	e.digestAlgID = mustMarshal(algorithmIdentifier{Algorithm: hashOID})
-	e.digestAlgIDSet = appendTLV(nil, tagSet, e.digestAlgID)
+	e.digestAlgIDSet = cms.AppendTLV(nil, tagSet, e.digestAlgID)
 	switch signer.Public().(type) {
 	case *ecdsa.PublicKey:
 		e.sigAlgID = mustMarshal(algorithmIdentifier{Algorithm: map[crypto.Hash]asn1.ObjectIdentifier{
-			crypto.SHA256: oidECDSAWithSHA256, crypto.SHA384: oidECDSAWithSHA384, crypto.SHA512: oidECDSAWithSHA512}[sigHash]})
+			crypto.SHA256: cms.OIDECDSAWithSHA256, crypto.SHA384: cms.OIDECDSAWithSHA384, crypto.SHA512: cms.OIDECDSAWithSHA512}[sigHash]})
 	case *rsa.PublicKey:
 		e.sigAlgID = mustMarshal(algorithmIdentifier{Algorithm: map[crypto.Hash]asn1.ObjectIdentifier{
-			crypto.SHA256: oidSHA256WithRSA, crypto.SHA384: oidSHA384WithRSA, crypto.SHA512: oidSHA512WithRSA}[sigHash]})
+			crypto.SHA256: cms.OIDSHA256WithRSA, crypto.SHA384: cms.OIDSHA384WithRSA, crypto.SHA512: cms.OIDSHA512WithRSA}[sigHash]})
 	default:
 		return nil, errUnsupportedSignerKey
 	}
@@ -98,28 +92,28 @@ func newEncoder(signer crypto.Signer, cert *x509.Certificate, extra []*x509.Cert
 	if ordering {
 		e.accuracyOrder = append(e.accuracyOrder, tagBoolean, 1, 0xff)
 	}
-	directoryName := appendTLV(nil, tagContext4, cert.RawSubject)
-	e.tsaName = appendTLV(nil, tagContext0, directoryName)
-	e.issuerAndSerial = appendTLV(nil, tagSequence, cert.RawIssuer, mustMarshal(cert.SerialNumber))
+	directoryName := cms.AppendTLV(nil, tagContext4, cert.RawSubject)
+	e.tsaName = cms.AppendTLV(nil, tagContext0, directoryName)
+	e.issuerAndSerial = cms.AppendTLV(nil, tagSequence, cert.RawIssuer, mustMarshal(cert.SerialNumber))
 
 	var all []byte
 	all = append(all, cert.Raw...)
 	for _, c := range extra {
 		all = append(all, c.Raw...)
 	}
-	e.certs = appendTLV(nil, tagContext0, all)
+	e.certs = cms.AppendTLV(nil, tagContext0, all)
 	e.noCerts = []byte{tagContext0, 0}
 
-	e.attrContentType = appendTLV(nil, tagSequence, mustMarshal(oidAttrContentType), appendTLV(nil, tagSet, mustMarshal(oidTSTInfo)))
+	e.attrContentType = cms.AppendTLV(nil, tagSequence, mustMarshal(oidAttrContentType), cms.AppendTLV(nil, tagSet, mustMarshal(oidTSTInfo)))
 	// ESSCertIDv2 with SHA-256, the DEFAULT hashAlgorithm (RFC 5035 section
 	// 5.4.1.1), so it is omitted; issuerSerial names the certificate.
 	certHash := sha256.Sum256(cert.Raw)
-	issuerSerial := appendTLV(nil, tagSequence,
-		appendTLV(nil, tagSequence, appendTLV(nil, tagContext4, cert.RawIssuer)),
+	issuerSerial := cms.AppendTLV(nil, tagSequence,
+		cms.AppendTLV(nil, tagSequence, cms.AppendTLV(nil, tagContext4, cert.RawIssuer)),
 		mustMarshal(cert.SerialNumber))
-	essCertID := appendTLV(nil, tagSequence, appendTLV(nil, tagOctetString, certHash[:]), issuerSerial)
-	signingCertV2 := appendTLV(nil, tagSequence, appendTLV(nil, tagSequence, essCertID))
-	e.attrSigningCert = appendTLV(nil, tagSequence, mustMarshal(oidAttrSigningCertV2), appendTLV(nil, tagSet, signingCertV2))
+	essCertID := cms.AppendTLV(nil, tagSequence, cms.AppendTLV(nil, tagOctetString, certHash[:]), issuerSerial)
+	signingCertV2 := cms.AppendTLV(nil, tagSequence, cms.AppendTLV(nil, tagSequence, essCertID))
+	e.attrSigningCert = cms.AppendTLV(nil, tagSequence, mustMarshal(oidAttrSigningCertV2), cms.AppendTLV(nil, tagSet, signingCertV2))
 	e.encapPrefix = mustMarshal(oidTSTInfo)
 	return e, nil
 }
@@ -155,7 +149,7 @@ func encodeAccuracy(d time.Duration) []byte {
 		b[0] = 0x81 // [1] IMPLICIT
 		content = append(content, b...)
 	}
-	return appendTLV(nil, tagSequence, content)
+	return cms.AppendTLV(nil, tagSequence, content)
 }
 
 // tokenFields are what changes from one token to the next.
@@ -178,29 +172,29 @@ func (e *encoder) encode(f *tokenFields) (resp []byte, tokenAt int, err error) {
 	defer scratchPool.Put(sp)
 
 	// TSTInfo.
-	serialLen := tlvLen(len(f.serial))
+	serialLen := cms.TLVLen(len(f.serial))
 	nonceLen := 0
 	if f.nonce != nil {
-		nonceLen = tlvLen(len(f.nonce))
+		nonceLen = cms.TLVLen(len(f.nonce))
 	}
 	tstLen := len(tstInfoVersion) + len(f.policyDER) + len(f.imprintDER) + serialLen +
-		tlvLen(generalizedTimeLen(f.genTime)) + len(e.accuracyOrder) + nonceLen + len(e.tsaName)
+		cms.TLVLen(generalizedTimeLen(f.genTime)) + len(e.accuracyOrder) + nonceLen + len(e.tsaName)
 	// One scratch buffer holds the TSTInfo and the signed attributes; it is
 	// sized so that no append below reallocates (the slices alias it).
-	need := tlvLen(tstLen) + 2*(len(e.attrContentType)+len(e.attrSigningCert)+160)
+	need := cms.TLVLen(tstLen) + 2*(len(e.attrContentType)+len(e.attrSigningCert)+160)
 	if cap(*sp) < need {
 		*sp = make([]byte, 0, need)
 	}
 	buf := (*sp)[:0]
-	buf = appendHeader(buf, tagSequence, tstLen)
+	buf = cms.AppendHeader(buf, tagSequence, tstLen)
 	buf = append(buf, tstInfoVersion...)
 	buf = append(buf, f.policyDER...)
 	buf = append(buf, f.imprintDER...)
-	buf = appendTLV(buf, tagInteger, f.serial)
+	buf = cms.AppendTLV(buf, tagInteger, f.serial)
 	buf = appendGeneralizedTime(buf, f.genTime)
 	buf = append(buf, e.accuracyOrder...)
 	if f.nonce != nil {
-		buf = appendTLV(buf, tagInteger, f.nonce)
+		buf = cms.AppendTLV(buf, tagInteger, f.nonce)
 	}
 	buf = append(buf, e.tsaName...)
 	tst := buf
@@ -212,15 +206,15 @@ func (e *encoder) encode(f *tokenFields) (resp []byte, tokenAt int, err error) {
 	var digest [64]byte
 	md := h.Sum(digest[:0])
 	attrs := buf[len(buf):]
-	attrs = appendHeader(attrs, tagSequence, len(mustOIDMessageDigest)+tlvLen(tlvLen(len(md))))
+	attrs = cms.AppendHeader(attrs, tagSequence, len(mustOIDMessageDigest)+cms.TLVLen(cms.TLVLen(len(md))))
 	attrs = append(attrs, mustOIDMessageDigest...)
-	attrs = appendHeader(attrs, tagSet, tlvLen(len(md)))
-	attrs = appendTLV(attrs, tagOctetString, md)
+	attrs = cms.AppendHeader(attrs, tagSet, cms.TLVLen(len(md)))
+	attrs = cms.AppendTLV(attrs, tagOctetString, md)
 	mdAttr := attrs
 	stAttr := attrs[len(attrs):]
-	stAttr = appendHeader(stAttr, tagSequence, len(mustOIDSigningTime)+tlvLen(signingTimeLen(f.signingTime)))
+	stAttr = cms.AppendHeader(stAttr, tagSequence, len(mustOIDSigningTime)+cms.TLVLen(signingTimeLen(f.signingTime)))
 	stAttr = append(stAttr, mustOIDSigningTime...)
-	stAttr = appendHeader(stAttr, tagSet, signingTimeLen(f.signingTime))
+	stAttr = cms.AppendHeader(stAttr, tagSet, signingTimeLen(f.signingTime))
 	stAttr = appendSigningTime(stAttr, f.signingTime)
 	sorted := [4][]byte{e.attrContentType, mdAttr, stAttr, e.attrSigningCert}
 	slices.SortFunc(sorted[:], bytes.Compare)
@@ -229,7 +223,7 @@ func (e *encoder) encode(f *tokenFields) (resp []byte, tokenAt int, err error) {
 		attrsLen += len(a)
 	}
 	set := stAttr[len(stAttr):]
-	set = appendHeader(set, tagSet, attrsLen)
+	set = cms.AppendHeader(set, tagSet, attrsLen)
 	for _, a := range sorted {
 		set = append(set, a...)
 	}
@@ -245,44 +239,44 @@ func (e *encoder) encode(f *tokenFields) (resp []byte, tokenAt int, err error) {
 	}
 
 	// SignerInfo, with the attributes under [0] IMPLICIT instead of SET.
-	attrsField := set[lenOfLen(attrsLen)+1:]
+	attrsField := set[cms.LenOfLen(attrsLen)+1:]
 	signerInfoLen := len(signerInfoVersion) + len(e.issuerAndSerial) + len(e.digestAlgID) +
-		tlvLen(attrsLen) + len(e.sigAlgID) + tlvLen(len(sig))
+		cms.TLVLen(attrsLen) + len(e.sigAlgID) + cms.TLVLen(len(sig))
 	certs := e.noCerts
 	if f.certReq {
 		certs = e.certs
 	}
-	encapContentLen := tlvLen(len(tst))
-	encapLen := len(e.encapPrefix) + tlvLen(encapContentLen)
-	signedDataLen := len(signedDataVersion) + len(e.digestAlgIDSet) + tlvLen(encapLen) + len(certs) +
-		tlvLen(tlvLen(signerInfoLen))
-	contentInfoLen := len(mustOIDSignedData) + tlvLen(tlvLen(signedDataLen))
-	total := tlvLen(len(grantedStatusInfo) + tlvLen(contentInfoLen))
+	encapContentLen := cms.TLVLen(len(tst))
+	encapLen := len(e.encapPrefix) + cms.TLVLen(encapContentLen)
+	signedDataLen := len(signedDataVersion) + len(e.digestAlgIDSet) + cms.TLVLen(encapLen) + len(certs) +
+		cms.TLVLen(cms.TLVLen(signerInfoLen))
+	contentInfoLen := len(mustOIDSignedData) + cms.TLVLen(cms.TLVLen(signedDataLen))
+	total := cms.TLVLen(len(grantedStatusInfo) + cms.TLVLen(contentInfoLen))
 
 	resp = make([]byte, 0, total)
-	resp = appendHeader(resp, tagSequence, len(grantedStatusInfo)+tlvLen(contentInfoLen))
+	resp = cms.AppendHeader(resp, tagSequence, len(grantedStatusInfo)+cms.TLVLen(contentInfoLen))
 	resp = append(resp, grantedStatusInfo...)
 	tokenAt = len(resp)
-	resp = appendHeader(resp, tagSequence, contentInfoLen)
+	resp = cms.AppendHeader(resp, tagSequence, contentInfoLen)
 	resp = append(resp, mustOIDSignedData...)
-	resp = appendHeader(resp, tagContext0, tlvLen(signedDataLen))
-	resp = appendHeader(resp, tagSequence, signedDataLen)
+	resp = cms.AppendHeader(resp, tagContext0, cms.TLVLen(signedDataLen))
+	resp = cms.AppendHeader(resp, tagSequence, signedDataLen)
 	resp = append(resp, signedDataVersion...)
 	resp = append(resp, e.digestAlgIDSet...)
-	resp = appendHeader(resp, tagSequence, encapLen)
+	resp = cms.AppendHeader(resp, tagSequence, encapLen)
 	resp = append(resp, e.encapPrefix...)
-	resp = appendHeader(resp, tagContext0, encapContentLen)
-	resp = appendTLV(resp, tagOctetString, tst)
+	resp = cms.AppendHeader(resp, tagContext0, encapContentLen)
+	resp = cms.AppendTLV(resp, tagOctetString, tst)
 	resp = append(resp, certs...)
-	resp = appendHeader(resp, tagSet, tlvLen(signerInfoLen))
-	resp = appendHeader(resp, tagSequence, signerInfoLen)
+	resp = cms.AppendHeader(resp, tagSet, cms.TLVLen(signerInfoLen))
+	resp = cms.AppendHeader(resp, tagSequence, signerInfoLen)
 	resp = append(resp, signerInfoVersion...)
 	resp = append(resp, e.issuerAndSerial...)
 	resp = append(resp, e.digestAlgID...)
-	resp = appendHeader(resp, tagContext0, attrsLen)
+	resp = cms.AppendHeader(resp, tagContext0, attrsLen)
 	resp = append(resp, attrsField...)
 	resp = append(resp, e.sigAlgID...)
-	resp = appendTLV(resp, tagOctetString, sig)
+	resp = cms.AppendTLV(resp, tagOctetString, sig)
 	if len(resp) != total {
 		return nil, 0, fmt.Errorf("tsa: encoder length mismatch: %d != %d", len(resp), total)
 	}
@@ -298,14 +292,14 @@ var (
 // rejection encodes a TimeStampResp with no token (RFC 3161 section 2.4.2).
 func rejection(status int, fail FailInfo, text string) []byte {
 	var info []byte
-	info = appendTLV(info, tagInteger, []byte{byte(status)})
+	info = cms.AppendTLV(info, tagInteger, []byte{byte(status)})
 	if text != "" {
-		info = appendTLV(info, tagSequence, appendTLV(nil, tagUTF8String, []byte(text)))
+		info = cms.AppendTLV(info, tagSequence, cms.AppendTLV(nil, tagUTF8String, []byte(text)))
 	}
 	if fail >= 0 {
 		info = appendBitString(info, int(fail))
 	}
-	return appendTLV(nil, tagSequence, appendTLV(nil, tagSequence, info))
+	return cms.AppendTLV(nil, tagSequence, cms.AppendTLV(nil, tagSequence, info))
 }
 
 // Reject encodes a rejection TimeStampResp with one failInfo bit and a

@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"pec/internal/cms"
 )
 
 // request is a decoded TimeStampReq (RFC 3161 section 2.4.1):
@@ -29,45 +31,6 @@ type request struct {
 	nonce         []byte                // DER INTEGER contents, nil when absent
 	certReq       bool
 	extensions    bool // the request carries extensions
-}
-
-// Hash algorithm identifiers (RFC 5754 section 2; RFC 8017 for SHA-1).
-var (
-	oidSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
-	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
-	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
-	oidSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
-	oidMD5    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
-)
-
-func hashFromOID(oid asn1.ObjectIdentifier) crypto.Hash {
-	switch {
-	case oid.Equal(oidSHA256):
-		return crypto.SHA256
-	case oid.Equal(oidSHA384):
-		return crypto.SHA384
-	case oid.Equal(oidSHA512):
-		return crypto.SHA512
-	case oid.Equal(oidSHA1):
-		return crypto.SHA1
-	case oid.Equal(oidMD5):
-		return crypto.MD5
-	}
-	return 0
-}
-
-func oidOfHash(h crypto.Hash) asn1.ObjectIdentifier {
-	switch h {
-	case crypto.SHA256:
-		return oidSHA256
-	case crypto.SHA384:
-		return oidSHA384
-	case crypto.SHA512:
-		return oidSHA512
-	case crypto.SHA1:
-		return oidSHA1
-	}
-	return nil
 }
 
 // parseRequest decodes a DER TimeStampReq strictly: definite lengths,
@@ -117,7 +80,7 @@ func parseRequest(der []byte) (*request, error) {
 			return nil, &RejectError{Status: StatusRejection, FailInfo: FailBadAlg, Reason: "unexpected hash algorithm parameters"}
 		}
 	}
-	req.hash = hashFromOID(req.hashOID)
+	req.hash = cms.HashFromOID(req.hashOID)
 	req.hashedMessage = hashed
 
 	if body.PeekASN1Tag(cbasn1.OBJECT_IDENTIFIER) {

@@ -3,8 +3,6 @@ package tsa
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	_ "crypto/sha1" // ESSCertID (RFC 2634) hashes the certificate with SHA-1
 	_ "crypto/sha256"
 	_ "crypto/sha512"
@@ -26,6 +24,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"pec/internal/cms"
 )
 
 // Token is a time-stamp token (RFC 3161 section 2.4.2): the fields of its
@@ -101,22 +101,10 @@ var (
 	ErrImprintMismatch = errors.New("tsa: message imprint does not match")
 )
 
-// OIDs used only by the verifier; the others are in encode.go and
-// request.go.
-var (
-	oidSHA1WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
-	oidMD5WithRSA    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
-	oidMGF1          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 8}
-	oidECDSAWithSHA1 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
-	oidECPublicKey   = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
-)
-
 // Context-specific tags of CMS and RFC 3161.
 var (
 	tagCons0 = cbasn1.Tag(0).Constructed().ContextSpecific()
 	tagCons1 = cbasn1.Tag(1).Constructed().ContextSpecific()
-	tagCons2 = cbasn1.Tag(2).Constructed().ContextSpecific()
-	tagCons3 = cbasn1.Tag(3).Constructed().ContextSpecific()
 	tagCons4 = cbasn1.Tag(4).Constructed().ContextSpecific()
 	tagPrim0 = cbasn1.Tag(0).ContextSpecific()
 	tagPrim1 = cbasn1.Tag(1).ContextSpecific()
@@ -223,17 +211,12 @@ type parsedToken struct {
 	digestOID   asn1.ObjectIdentifier
 	digestPar   []byte // DER parameters of the digestAlgorithm; nil when absent
 	signedAttrs []byte // the [0] IMPLICIT SET OF Attribute as received; nil when absent
-	attrs       []attribute
+	attrs       []cms.Attribute
 	sigOID      asn1.ObjectIdentifier
 	sigParams   []byte // DER parameters of the signatureAlgorithm; nil when absent
 	signature   []byte
 
 	certErr error // why a certificate of the token could not be parsed
-}
-
-type attribute struct {
-	oid    asn1.ObjectIdentifier
-	values []cryptobyte.String // whole DER elements
 }
 
 func malformed(format string, args ...any) error {
@@ -532,43 +515,18 @@ func (p *parsedToken) parseSignerInfo(si cryptobyte.String) error {
 // readAlgorithm reads an AlgorithmIdentifier: its OID and its parameters
 // (a whole DER element, nil when absent).
 func readAlgorithm(s *cryptobyte.String, what string) (asn1.ObjectIdentifier, []byte, error) {
-	var alg, params cryptobyte.String
-	var oid asn1.ObjectIdentifier
-	if !s.ReadASN1(&alg, cbasn1.SEQUENCE) || !alg.ReadASN1ObjectIdentifier(&oid) {
-		return nil, nil, malformed("%s is not an AlgorithmIdentifier", what)
-	}
-	if alg.Empty() {
-		return oid, nil, nil
-	}
-	var tag cbasn1.Tag
-	if !alg.ReadAnyASN1Element(&params, &tag) || !alg.Empty() {
-		return nil, nil, malformed("%s has trailing data", what)
+	oid, params, err := cms.ReadAlgorithm(s, what)
+	if err != nil {
+		return nil, nil, malformed("%v", err)
 	}
 	return oid, params, nil
 }
 
 // parseAttributes reads a SET OF Attribute (RFC 5652 section 5.3).
-func parseAttributes(set cryptobyte.String) ([]attribute, error) {
-	var attrs []attribute
-	for !set.Empty() {
-		var attr, values cryptobyte.String
-		var a attribute
-		if !set.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&a.oid) ||
-			!attr.ReadASN1(&values, cbasn1.SET) || !attr.Empty() {
-			return nil, malformed("a signed attribute is not an Attribute")
-		}
-		for !values.Empty() {
-			var v cryptobyte.String
-			var tag cbasn1.Tag
-			if !values.ReadAnyASN1Element(&v, &tag) {
-				return nil, malformed("attribute %v: bad value", a.oid)
-			}
-			a.values = append(a.values, v)
-		}
-		if len(a.values) == 0 {
-			return nil, malformed("attribute %v has no value", a.oid)
-		}
-		attrs = append(attrs, a)
+func parseAttributes(set cryptobyte.String) ([]cms.Attribute, error) {
+	attrs, err := cms.ParseAttributes(set)
+	if err != nil {
+		return nil, malformed("%v", err)
 	}
 	return attrs, nil
 }
@@ -577,13 +535,13 @@ func parseAttributes(set cryptobyte.String) ([]attribute, error) {
 // and RFC 5035 section 5.4 allow these attributes once, with one value.
 func (p *parsedToken) attr(oid asn1.ObjectIdentifier, sentinel error, name string) (v cryptobyte.String, ok bool, err error) {
 	for _, a := range p.attrs {
-		if !a.oid.Equal(oid) {
+		if !a.OID.Equal(oid) {
 			continue
 		}
-		if ok || len(a.values) != 1 {
+		if ok || len(a.Values) != 1 {
 			return nil, false, fmt.Errorf("%w: %s attribute present twice or with several values", sentinel, name)
 		}
-		v, ok = a.values[0], true
+		v, ok = a.Values[0], true
 	}
 	return v, ok, nil
 }
@@ -617,7 +575,7 @@ func (p *parsedToken) parseTSTInfo() error {
 	if !imprint.ReadASN1(&hashed, cbasn1.OCTET_STRING) || !imprint.Empty() {
 		return malformed("TSTInfo messageImprint hashedMessage is not an OCTET STRING")
 	}
-	if tok.Hash = hashFromOID(oid); tok.Hash == 0 || !nullOrAbsent(params) {
+	if tok.Hash = cms.HashFromOID(oid); tok.Hash == 0 || !cms.NullOrAbsent(params) {
 		return fmt.Errorf("%w: message imprint hash algorithm %v", ErrUnsupportedAlgorithm, oid)
 	}
 	if len(hashed) != tok.Hash.Size() {
@@ -872,12 +830,6 @@ func strongHash(h crypto.Hash, what string) error {
 	return fmt.Errorf("%w: %s hash %v", ErrUnsupportedAlgorithm, what, h)
 }
 
-// nullOrAbsent tells whether AlgorithmIdentifier parameters are absent or
-// NULL, as both are seen for hash algorithms (RFC 5754 section 2).
-func nullOrAbsent(params []byte) bool {
-	return params == nil || bytes.Equal(params, []byte{0x05, 0x00})
-}
-
 func digestOf(h crypto.Hash, data []byte) []byte {
 	d := h.New()
 	d.Write(data)
@@ -890,8 +842,8 @@ func (p *parsedToken) checkSignature(cert *x509.Certificate) error {
 	if p.signedAttrs == nil {
 		return fmt.Errorf("%w: no signed attributes (RFC 3161 needs the signing-certificate attribute)", ErrBadSignature)
 	}
-	h := hashFromOID(p.digestOID)
-	if !nullOrAbsent(p.digestPar) {
+	h := cms.HashFromOID(p.digestOID)
+	if !cms.NullOrAbsent(p.digestPar) {
 		return fmt.Errorf("%w: digestAlgorithm %v has parameters", ErrUnsupportedAlgorithm, p.digestOID)
 	}
 	if h == 0 {
@@ -937,148 +889,22 @@ func (p *parsedToken) checkSignature(cert *x509.Certificate) error {
 	return verifySignature(cert, p.sigOID, p.sigParams, h, signed, p.signature)
 }
 
-type signatureAlgorithm struct {
-	oid  asn1.ObjectIdentifier
-	ec   bool // ECDSA, else RSA
-	hash crypto.Hash
-}
-
-// signatureAlgorithms are the signatureAlgorithm values verified with
-// RSA PKCS #1 v1.5 or ECDSA, and the hash each names: 0 for the key
-// algorithm OIDs that some signers write, which take the digestAlgorithm's.
-var signatureAlgorithms = []signatureAlgorithm{
-	{oidRSAEncryption, false, 0},
-	{oidSHA256WithRSA, false, crypto.SHA256},
-	{oidSHA384WithRSA, false, crypto.SHA384},
-	{oidSHA512WithRSA, false, crypto.SHA512},
-	{oidECPublicKey, true, 0},
-	{oidECDSAWithSHA256, true, crypto.SHA256},
-	{oidECDSAWithSHA384, true, crypto.SHA384},
-	{oidECDSAWithSHA512, true, crypto.SHA512},
-}
-
 // verifySignature checks sig over signed, whose digest algorithm is h, with
 // cert's key.
 func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, signed, sig []byte) error {
-	invalid := fmt.Errorf("%w: the signature does not verify with the signer certificate's key", ErrBadSignature)
-	wrongKey := fmt.Errorf("%w: a %v signature, but the signer certificate has a %v key", ErrBadSignature, oid, cert.PublicKeyAlgorithm)
-	if oid.Equal(oidRSAPSS) {
-		opts, err := pssOptions(params, h)
-		if err != nil {
-			return err
-		}
-		pub, ok := cert.PublicKey.(*rsa.PublicKey)
-		if !ok {
-			return wrongKey
-		}
-		if rsa.VerifyPSS(pub, h, digestOf(h, signed), sig, opts) != nil {
-			return invalid
-		}
-		return nil
-	}
-	if oid.Equal(oidSHA1WithRSA) || oid.Equal(oidMD5WithRSA) || oid.Equal(oidECDSAWithSHA1) {
-		return fmt.Errorf("%w: signature algorithm %v is weak", ErrUnsupportedAlgorithm, oid)
-	}
-	i := slices.IndexFunc(signatureAlgorithms, func(a signatureAlgorithm) bool { return a.oid.Equal(oid) })
-	if i < 0 {
-		return fmt.Errorf("%w: signature algorithm %v", ErrUnsupportedAlgorithm, oid)
-	}
-	alg := signatureAlgorithms[i]
-	// The hash a signature algorithm names must be the SignerInfo's
-	// digestAlgorithm (RFC 5754 section 3).
-	if alg.hash != 0 && alg.hash != h {
-		return fmt.Errorf("%w: signature algorithm %v with digestAlgorithm %v", ErrUnsupportedAlgorithm, oid, h)
-	}
-	digest := digestOf(h, signed)
-	if alg.ec {
-		// RFC 5758 section 3.2: no parameters; id-ecPublicKey has the
-		// curve's, which the certificate names anyway.
-		if params != nil && alg.hash != 0 {
-			return fmt.Errorf("%w: %v with parameters", ErrUnsupportedAlgorithm, oid)
-		}
-		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-		if !ok {
-			return wrongKey
-		}
-		if !ecdsa.VerifyASN1(pub, digest, sig) {
-			return invalid
-		}
-		return nil
-	}
-	if !nullOrAbsent(params) {
+	// RFC 5758 section 3.2: ECDSA with a hash has no parameters;
+	// id-ecPublicKey has the curve's, which the certificate names anyway.
+	if alg, ok := cms.LookupSignatureAlgorithm(oid); ok && alg.EC && alg.Hash != 0 && alg.Hash == h && params != nil {
 		return fmt.Errorf("%w: %v with parameters", ErrUnsupportedAlgorithm, oid)
 	}
-	pub, ok := cert.PublicKey.(*rsa.PublicKey)
-	if !ok {
-		return wrongKey
-	}
-	if rsa.VerifyPKCS1v15(pub, h, digest, sig) != nil {
-		return invalid
+	err := cms.VerifySignature(cert, oid, params, h, digestOf(h, signed), sig)
+	switch {
+	case errors.Is(err, cms.ErrUnsupported):
+		return fmt.Errorf("%w: %w", ErrUnsupportedAlgorithm, err)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrBadSignature, err)
 	}
 	return nil
-}
-
-// pssOptions reads RSASSA-PSS-params (RFC 4055 section 3.1). The hash and
-// the MGF1 hash must be the digestAlgorithm h, as crypto/rsa verifies.
-//
-//	RSASSA-PSS-params ::= SEQUENCE {
-//	   hashAlgorithm      [0] HashAlgorithm    DEFAULT sha1Identifier,
-//	   maskGenAlgorithm   [1] MaskGenAlgorithm DEFAULT mgf1SHA1Identifier,
-//	   saltLength         [2] INTEGER          DEFAULT 20,
-//	   trailerField       [3] INTEGER          DEFAULT 1  }
-func pssOptions(params []byte, h crypto.Hash) (*rsa.PSSOptions, error) {
-	bad := fmt.Errorf("%w: RSASSA-PSS parameters are malformed", ErrUnsupportedAlgorithm)
-	s := cryptobyte.String(params)
-	var seq, field cryptobyte.String
-	var has bool
-	if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() {
-		return nil, bad
-	}
-	hash, mgfHash, salt, trailer := crypto.SHA1, crypto.SHA1, int64(20), int64(1)
-	if !seq.ReadOptionalASN1(&field, &has, tagCons0) {
-		return nil, bad
-	}
-	if has {
-		oid, par, err := readAlgorithm(&field, "RSASSA-PSS hashAlgorithm")
-		if err != nil || !field.Empty() || !nullOrAbsent(par) {
-			return nil, bad
-		}
-		hash = hashFromOID(oid)
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons1) {
-		return nil, bad
-	}
-	if has {
-		oid, par, err := readAlgorithm(&field, "RSASSA-PSS maskGenAlgorithm")
-		if err != nil || !field.Empty() || !oid.Equal(oidMGF1) {
-			return nil, bad
-		}
-		inner := cryptobyte.String(par)
-		hashOID, hashPar, err := readAlgorithm(&inner, "MGF1 hash")
-		if err != nil || !inner.Empty() || !nullOrAbsent(hashPar) {
-			return nil, bad
-		}
-		mgfHash = hashFromOID(hashOID)
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons2) || has && (!field.ReadASN1Integer(&salt) || !field.Empty()) {
-		return nil, bad
-	}
-	if !seq.ReadOptionalASN1(&field, &has, tagCons3) || has && (!field.ReadASN1Integer(&trailer) || !field.Empty()) {
-		return nil, bad
-	}
-	if !seq.Empty() || trailer != 1 || salt < 0 || salt > 1<<16 {
-		return nil, bad
-	}
-	if hash != h || mgfHash != h {
-		return nil, fmt.Errorf("%w: RSASSA-PSS with %v and MGF1 %v, digestAlgorithm %v", ErrUnsupportedAlgorithm, hash, mgfHash, h)
-	}
-	opts := &rsa.PSSOptions{Hash: h, SaltLength: int(salt)}
-	if salt == 0 {
-		// rsa.PSSSaltLengthAuto is 0 too: an empty salt is accepted
-		// among others.
-		opts.SaltLength = rsa.PSSSaltLengthAuto
-	}
-	return opts, nil
 }
 
 // checkSigningCertificate checks that the ESS signing-certificate
@@ -1136,10 +962,10 @@ func checkESSCertID(v cryptobyte.String, v2 bool, cert *x509.Certificate) error 
 		h = crypto.SHA256
 		if id.PeekASN1Tag(cbasn1.SEQUENCE) {
 			oid, params, err := readAlgorithm(&id, name+" hashAlgorithm")
-			if err != nil || !nullOrAbsent(params) {
+			if err != nil || !cms.NullOrAbsent(params) {
 				return bad
 			}
-			if h = hashFromOID(oid); h == 0 || h == crypto.MD5 {
+			if h = cms.HashFromOID(oid); h == 0 || h == crypto.MD5 {
 				return fmt.Errorf("%w: %s hash algorithm %v", ErrUnsupportedAlgorithm, name, oid)
 			}
 		}

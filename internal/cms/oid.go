@@ -1,0 +1,72 @@
+package cms
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/asn1"
+)
+
+// Hash algorithm identifiers (RFC 5754 section 2; RFC 8017 for SHA-1 and
+// MD5).
+var (
+	OIDSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
+	OIDSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
+	OIDSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
+	OIDSHA512 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
+	OIDMD5    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
+)
+
+// Signature algorithm identifiers (RFC 4055, RFC 5754, RFC 5758).
+var (
+	OIDRSAEncryption   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	OIDMD5WithRSA      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
+	OIDSHA1WithRSA     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 5}
+	OIDRSAPSS          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 10}
+	OIDMGF1            = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 8}
+	OIDSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+	OIDSHA384WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 12}
+	OIDSHA512WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 13}
+	OIDECPublicKey     = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	OIDECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
+	OIDECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	OIDECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+	OIDECDSAWithSHA512 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
+)
+
+// HashFromOID is the hash a digest algorithm OID names, 0 if unknown.
+// SHA-1 and MD5 are recognised so that callers can refuse them by name.
+func HashFromOID(oid asn1.ObjectIdentifier) crypto.Hash {
+	switch {
+	case oid.Equal(OIDSHA256):
+		return crypto.SHA256
+	case oid.Equal(OIDSHA384):
+		return crypto.SHA384
+	case oid.Equal(OIDSHA512):
+		return crypto.SHA512
+	case oid.Equal(OIDSHA1):
+		return crypto.SHA1
+	case oid.Equal(OIDMD5):
+		return crypto.MD5
+	}
+	return 0
+}
+
+// OIDOfHash is the digest algorithm OID of h for the hashes we sign with,
+// SHA-256, SHA-384 and SHA-512; nil for any other.
+func OIDOfHash(h crypto.Hash) asn1.ObjectIdentifier {
+	switch h {
+	case crypto.SHA256:
+		return OIDSHA256
+	case crypto.SHA384:
+		return OIDSHA384
+	case crypto.SHA512:
+		return OIDSHA512
+	}
+	return nil
+}
+
+// NullOrAbsent tells whether AlgorithmIdentifier parameters are absent or
+// NULL, as both are seen for hash algorithms (RFC 5754 section 2).
+func NullOrAbsent(params []byte) bool {
+	return params == nil || bytes.Equal(params, []byte{tagNull, 0})
+}
