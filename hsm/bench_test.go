@@ -166,27 +166,10 @@ type rawToken struct {
 	slot uint
 }
 
-// rawSoftHSM loads the module a second time: the dynamic loader hands back
-// the same library, which the KeyStore initialised and logged in to.
+// rawSoftHSM is the token's module called directly, bypassing package hsm.
 func rawSoftHSM(b *testing.B, label string) *rawToken {
-	ctx := pkcs11.New(softhsmtest.Module)
-	if ctx == nil {
-		b.Fatal("cannot load the module")
-	}
-	if err := ctx.Initialize(); err != nil && err != pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		b.Fatal(err)
-	}
-	slots, err := ctx.GetSlotList(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, s := range slots {
-		if ti, err := ctx.GetTokenInfo(s); err == nil && ti.Label == label {
-			return &rawToken{ctx: ctx, slot: s}
-		}
-	}
-	b.Fatalf("no token %q", label)
-	return nil
+	ctx, slot := softhsmtest.RawSlot(b, label)
+	return &rawToken{ctx: ctx, slot: slot}
 }
 
 // session opens a session (logged in: the KeyStore is) and finds the key.

@@ -22,21 +22,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	cleanup, err := softhsmtest.Setup()
-	if err != nil {
+	var cleanup func()
+	var err error
+	if shared, cleanup, err = softhsmtest.Main("shared"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer cleanup()
-	pins, err := os.MkdirTemp("", "hsm-test-pins-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(pins)
-	if shared, err = softhsmtest.CreateToken("shared", pins); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }

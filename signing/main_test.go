@@ -38,22 +38,13 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	cleanup, err := softhsmtest.Setup()
-	if err != nil {
+	var cleanup func()
+	var err error
+	if tokenConf, cleanup, err = softhsmtest.Main("signing"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer cleanup()
-	pins, err := os.MkdirTemp("", "signing-test-pins-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(pins)
-	if tokenConf, err = softhsmtest.CreateToken("signing", pins); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if keys, err = hsm.Open(context.Background(), tokenConf, hsm.Options{}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

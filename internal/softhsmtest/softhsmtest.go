@@ -32,6 +32,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/miekg/pkcs11"
+
 	"pec/hsm"
 )
 
@@ -157,4 +159,56 @@ func randomPIN() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Main is what a package's TestMain does before m.Run: Setup, then a
+// shared token whose label starts with label (PIN file in a temporary
+// directory). It returns the token's Config and the cleanup to run after
+// m.Run.
+func Main(label string) (hsm.Config, func(), error) {
+	cleanup, err := Setup()
+	if err != nil {
+		return hsm.Config{}, nil, err
+	}
+	pins, err := os.MkdirTemp("", "softhsmtest-pins-")
+	if err != nil {
+		cleanup()
+		return hsm.Config{}, nil, fmt.Errorf("softhsmtest: %w", err)
+	}
+	done := func() {
+		os.RemoveAll(pins)
+		cleanup()
+	}
+	cfg, err := CreateToken(label, pins)
+	if err != nil {
+		done()
+		return hsm.Config{}, nil, err
+	}
+	return cfg, done, nil
+}
+
+// RawSlot loads the module directly, bypassing package hsm, and finds the
+// slot of the token labelled label: the reference of the benchmarks that
+// compare hsm with the raw PKCS#11 rate. The dynamic loader hands back the
+// library that package hsm already initialised and logged in to.
+func RawSlot(tb testing.TB, label string) (*pkcs11.Ctx, uint) {
+	tb.Helper()
+	ctx := pkcs11.New(Module)
+	if ctx == nil {
+		tb.Fatal("softhsmtest: cannot load the module")
+	}
+	if err := ctx.Initialize(); err != nil && err != pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		tb.Fatal(err)
+	}
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, s := range slots {
+		if ti, err := ctx.GetTokenInfo(s); err == nil && ti.Label == label {
+			return ctx, s
+		}
+	}
+	tb.Fatalf("softhsmtest: no token %q", label)
+	return nil, 0
 }
