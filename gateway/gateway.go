@@ -27,6 +27,7 @@ import (
 
 	"pec/certvalidation"
 	"pec/signing"
+	"pec/tsa"
 )
 
 // openAPI documents the api listener.
@@ -36,9 +37,10 @@ var openAPI []byte
 
 // TSAResponder is what the time-stamp endpoints need of a tsa.Authority.
 type TSAResponder interface {
-	// Respond answers one DER TimeStampReq; a client's mistake is a rejection
-	// TimeStampResp and a nil error.
-	Respond(ctx context.Context, req []byte) ([]byte, error)
+	// RespondWith answers one DER TimeStampReq; a client's mistake is a
+	// rejection TimeStampResp and a nil error. evidenceID names the
+	// token's timestamp.issued record ("" without an evidence log).
+	RespondWith(ctx context.Context, req []byte, opts tsa.RespondOptions) (resp []byte, evidenceID string, err error)
 }
 
 // Options hold optional collaborators; the zero value suits tests.

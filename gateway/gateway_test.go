@@ -339,6 +339,6 @@ func TestTSAFailureIsNotLeaked(t *testing.T) {
 
 type failingResponder struct{}
 
-func (failingResponder) Respond(context.Context, []byte) ([]byte, error) {
-	return nil, errors.New("hsm: pkcs11: CKR_DEVICE_ERROR")
+func (failingResponder) RespondWith(context.Context, []byte, tsa.RespondOptions) ([]byte, string, error) {
+	return nil, "", errors.New("hsm: pkcs11: CKR_DEVICE_ERROR")
 }

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
+	"pec/evidence"
 	"pec/proof"
 )
 
@@ -15,6 +18,11 @@ import (
 // naming its certificate as an actor); an auditor reads all. Every read is
 // recorded in the log (proof.read) before the bundle is sent, and the id
 // of that evidence is in the PEC-Evidence-ID header.
+//
+// A record is acknowledged once durable and sealed within the log's seal
+// interval: the proof of a record not sealed yet waits for its checkpoint,
+// up to the interval and a second; a record still unsealed then (sealing
+// fails: the TSA or the HSM is down) is 503 with Retry-After.
 type ProofReader struct {
 	Log *proof.Log
 	// Export: the certificates every bundle carries, and the validator
@@ -48,9 +56,16 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The same answer for "no such record" and "not yours": a partner
 	// learns nothing of others' evidence.
 	notFound := func() { writeProblem(w, http.StatusNotFound, "no proof "+strconv.Quote(id)+" for this client") }
-	idx, err := store.Lookup(ctx, id)
+	wctx, cancel := context.WithTimeout(ctx, e.r.Log.SealInterval()+time.Second)
+	idx, _, err := e.r.Log.WaitSealed(wctx, id)
+	cancel()
 	if errors.Is(err, proof.ErrNotFound) {
 		notFound()
+		return
+	}
+	if errors.Is(err, proof.ErrNotSealed) && ctx.Err() == nil {
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "the evidence is recorded but not sealed yet: try again")
 		return
 	}
 	if err != nil {
@@ -64,7 +79,7 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
 		return
 	}
-	rec, err := proof.UnmarshalRecord(stored.Data)
+	rec, err := evidence.UnmarshalRecord(stored.Data)
 	if err != nil {
 		log.ErrorContext(ctx, "proof: stored record", "index", idx, "err", err)
 		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
@@ -78,14 +93,15 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if auditor {
 		role = "auditor"
 	}
-	read, err := e.r.Log.Append(ctx, &proof.Record{
-		Type:     proof.ProofRead,
+	read, err := e.r.Log.Append(ctx, &evidence.Record{
+		Type:     evidence.ProofRead,
 		Subject:  id,
-		Actors:   []proof.Actor{{Role: role, Fingerprint: fp, Subject: cert.Subject.String()}},
+		Actors:   []evidence.Actor{{Role: role, Fingerprint: fp, Subject: cert.Subject.String()}},
 		Previous: []string{id},
 	})
 	if err != nil {
 		log.ErrorContext(ctx, "proof: record the read", "err", err)
+		w.Header().Set("Retry-After", "1")
 		writeProblem(w, http.StatusServiceUnavailable, "the read of this proof cannot be recorded: try again")
 		return
 	}
@@ -97,7 +113,7 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.zip"`)
-	w.Header().Set("PEC-Evidence-ID", read.ID)
+	w.Header().Set("PEC-Evidence-ID", read[0])
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(bundle)
 }

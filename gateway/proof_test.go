@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,13 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitorus/timestamp"
+
+	"pec/evidence"
 	"pec/gateway"
 	"pec/proof"
 	"pec/tsa"
 )
 
-// TestProofEndpoint: a partner reads the proof of its own exchange, not
-// another's; an auditor reads all; every read is itself evidence.
+// TestProofEndpoint: a partner reads the proof of its own exchange and of
+// its own time-stamp, not another's; an auditor reads all; every read is
+// itself evidence.
 func TestProofEndpoint(t *testing.T) {
 	p := newPKI(t)
 	now := time.Now()
@@ -44,7 +50,7 @@ func TestProofEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	plog, err := proof.Open(t.Context(), store, signer, proof.AuthorityTimestamper{Authority: authority}, proof.Config{}, proof.Options{})
+	plog, err := proof.Open(t.Context(), store, signer, proof.AuthorityTimestamper{Authority: authority}, proof.Config{SealInterval: 20 * time.Millisecond}, proof.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,15 +72,16 @@ func TestProofEndpoint(t *testing.T) {
 			Certificates: []tls.Certificate{{Certificate: [][]byte{c.Raw}, PrivateKey: k}},
 		}}}
 	}
-	rec, err := plog.Append(t.Context(), &proof.Record{
-		Type:    proof.SubmissionAccepted,
+	recIDs, err := plog.Append(t.Context(), &evidence.Record{
+		Type:    evidence.SubmissionAccepted,
 		Subject: "exchange-1",
-		Actors:  []proof.Actor{proof.ActorFromCertificate("sender", certs["partner-a"])},
-		Digests: []proof.Digest{{Name: "dossier", Algorithm: "sha256", Value: make([]byte, 32)}},
+		Actors:  []evidence.Actor{evidence.ActorFromCertificate("sender", certs["partner-a"])},
+		Digests: []evidence.Digest{{Name: "dossier", Algorithm: "sha256", Value: make([]byte, 32)}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	rec := struct{ ID string }{recIDs[0]}
 
 	serverKey := mustKey(t)
 	serverCert, err := p.ca.IssueServer(serverKey.Public(), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, now)
@@ -86,7 +93,9 @@ func TestProofEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	auditorFP := sha256.Sum256(certs["auditor"].Raw)
-	srv := httptest.NewUnstartedServer(gateway.NewAPIHandler(authority, 1024, gateway.Options{Proofs: &gateway.ProofReader{
+	// The API's authority records its tokens in the log, which stamps its
+	// own checkpoints with the plain one.
+	srv := httptest.NewUnstartedServer(gateway.NewAPIHandler(authority.WithEvidence(plog), 1024, gateway.Options{Proofs: &gateway.ProofReader{
 		Log:     plog,
 		Export:  proof.ExportOptions{LogChain: []*x509.Certificate{logCert, p.ca.Cert}},
 		Auditor: func(c *x509.Certificate) bool { return sha256.Sum256(c.Raw) == auditorFP },
@@ -105,6 +114,20 @@ func TestProofEndpoint(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp, body
 	}
+	// partner-b's own time-stamp, through the API: its record names it.
+	tsq, err := (&timestamp.Request{HashAlgorithm: crypto.SHA256, HashedMessage: make([]byte, 32), Certificates: true}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsResp, err := clients["partner-b"].Post(srv.URL+"/v1/timestamps", "application/timestamp-query", bytes.NewReader(tsq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsResp.Body.Close()
+	tsID := tsResp.Header.Get("PEC-Evidence-ID")
+	if tsResp.StatusCode != http.StatusOK || tsID == "" {
+		t.Fatalf("POST /v1/timestamps: %s, evidence %q", tsResp.Status, tsID)
+	}
 	for _, tc := range []struct {
 		client, id string
 		status     int
@@ -113,6 +136,9 @@ func TestProofEndpoint(t *testing.T) {
 		{"auditor", rec.ID, http.StatusOK},
 		{"partner-b", rec.ID, http.StatusNotFound},
 		{"partner-a", "nosuch", http.StatusNotFound},
+		{"partner-b", tsID, http.StatusOK},
+		{"partner-a", tsID, http.StatusNotFound},
+		{"auditor", tsID, http.StatusOK},
 	} {
 		t.Run(tc.client+"/"+tc.id, func(t *testing.T) {
 			resp, body := get(tc.client, tc.id)
@@ -126,11 +152,11 @@ func TestProofEndpoint(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the bundle does not verify: %v", err)
 			}
-			if b.Manifest.Evidence != rec.ID {
-				t.Errorf("bundle of %s, want %s", b.Manifest.Evidence, rec.ID)
+			if b.Manifest.Evidence != tc.id {
+				t.Errorf("bundle of %s, want %s", b.Manifest.Evidence, tc.id)
 			}
 			readID := resp.Header.Get("PEC-Evidence-ID")
-			idx, err := store.Lookup(t.Context(), readID)
+			idx, _, err := plog.WaitSealed(t.Context(), readID)
 			if err != nil {
 				t.Fatalf("the read's evidence %q: %v", readID, err)
 			}
@@ -138,8 +164,8 @@ func TestProofEndpoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			read, err := proof.UnmarshalRecord(stored.Data)
-			if err != nil || read.Type != proof.ProofRead || read.Subject != rec.ID || !read.Involves(sha256.Sum256(certs[tc.client].Raw)) {
+			read, err := evidence.UnmarshalRecord(stored.Data)
+			if err != nil || read.Type != evidence.ProofRead || read.Subject != tc.id || !read.Involves(sha256.Sum256(certs[tc.client].Raw)) {
 				t.Errorf("the read's evidence: %+v, %v", read, err)
 			}
 		})

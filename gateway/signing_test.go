@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"pec/evidence"
 	"pec/gateway"
 	"pec/internal/devpki"
 	"pec/signing"
@@ -51,7 +52,7 @@ type signingAPI struct {
 	url       string
 	brokenURL string
 	pki       *pki
-	evidence  *signing.MemoryEvidence
+	evidence  *evidence.Memory
 	verifier  *signing.Verifier
 	clients   map[string]*http.Client
 }
@@ -69,7 +70,7 @@ func newSigningAPI(t *testing.T) *signingAPI {
 	certFile := filepath.Join(dir, "signing.pem")
 	writeTestFile(t, certFile, devpki.CertPEM(cert, p.ca.Cert))
 	authority := newAuthority(t, p, tsa.Options{})
-	ev := &signing.MemoryEvidence{}
+	ev := &evidence.Memory{}
 	cfg := signing.Config{
 		Profiles: []signing.ProfileConfig{
 			{Name: "default", KeyLabel: "signing", CertFile: certFile, Format: "cades", Timestamp: true, AllowedClients: []string{"partner-a"}},
@@ -295,7 +296,7 @@ func TestSigningAPI(t *testing.T) {
 				t.Errorf("HTTP %d %s %+v, want %d with %q", st, ct, p, tc.status, tc.detail)
 			}
 			for _, r := range a.evidence.Records()[before:] {
-				if r.Event == signing.EventSigned {
+				if r.Type == evidence.SignatureCreated {
 					t.Errorf("something was signed: %+v", r)
 				}
 			}

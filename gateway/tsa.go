@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"sync"
 
-	"pec/proof"
+	"pec/evidence"
 	"pec/tsa"
 )
 
@@ -64,18 +64,29 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// With an evidence log, the token is recorded as evidence: its id
-	// goes back in PEC-Evidence-ID.
-	ctx, evidence := proof.WithEvidenceIDs(r.Context())
-	resp, err := e.authority.Respond(ctx, buf.Bytes())
+	// goes back in PEC-Evidence-ID. On the API, the record names the
+	// client, who may then read its proof.
+	var opts tsa.RespondOptions
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		client := evidence.ActorFromCertificate("client", r.TLS.PeerCertificates[0])
+		opts.Client = &client
+	}
+	resp, id, err := e.authority.RespondWith(r.Context(), buf.Bytes(), opts)
 	if err != nil {
-		// Our own failure (HSM, disk): logged here, once; the client gets
-		// systemFailure and no internal detail.
+		// Our own failure (HSM, disk, evidence log): logged here, once;
+		// the client gets systemFailure and no internal detail. A
+		// temporary one says when to come back.
+		status := http.StatusInternalServerError
+		if errors.Is(err, evidence.ErrUnavailable) {
+			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+		}
 		e.log.ErrorContext(r.Context(), "tsa: respond", "err", err)
-		e.writeReply(w, http.StatusInternalServerError, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
+		e.writeReply(w, status, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
 		return
 	}
-	if ids := evidence.IDs(); len(ids) > 0 {
-		w.Header()["Pec-Evidence-Id"] = ids[:1]
+	if id != "" {
+		w.Header()["Pec-Evidence-Id"] = []string{id}
 	}
 	e.writeReply(w, http.StatusOK, resp)
 }

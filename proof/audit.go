@@ -12,6 +12,7 @@ import (
 
 	"github.com/transparency-dev/merkle/compact"
 
+	"pec/evidence"
 	"pec/tsa"
 )
 
@@ -21,6 +22,10 @@ type AuditOptions struct {
 	TSARoots *x509.CertPool // roots of the TSA certificates; required
 	// TSAIntermediates are untrusted certificates for the TSA chains.
 	TSAIntermediates *x509.CertPool
+	// CheckpointFile is the node's saved newest checkpoint: the store
+	// must hold its tree or one that extends it (see CheckAgainstSaved).
+	// Empty: not checked.
+	CheckpointFile string
 }
 
 // AuditError names the first place of the store that does not check.
@@ -34,8 +39,9 @@ func (e *AuditError) Unwrap() error { return e.Err }
 
 // AuditReport sums up a successful audit.
 type AuditReport struct {
-	Records uint64 // records checked
-	Heads   uint64 // tree heads checked
+	Records  uint64 // sealed records checked
+	Heads    uint64 // tree heads checked
+	Unsealed int    // records durable and not yet sealed, checked
 }
 
 type auditHead struct {
@@ -49,11 +55,47 @@ type auditHead struct {
 // the tree computed from the records, every head's root against that tree,
 // and the consistency proof between consecutive heads. The first fault is
 // an *AuditError naming its place.
-func Audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error) {
-	var rep AuditReport
+//
+// Before, a store that can check its own file (the embedded store's page
+// walk) does; after, the unsealed records are checked, and the store
+// against the saved checkpoint (a rollback or fork is an *AuditError
+// wrapping a *RollbackError).
+func Audit(ctx context.Context, s Store, opts AuditOptions) (rep AuditReport, err error) {
 	if opts.Verifier == nil || opts.TSARoots == nil {
 		return rep, errors.New("proof: audit: a note verifier and TSA roots are required")
 	}
+	if c, ok := s.(interface{ Check() error }); ok {
+		if err := c.Check(); err != nil {
+			return rep, &AuditError{Place: "store file", Err: err}
+		}
+	}
+	if rep, err = audit(ctx, s, opts); err != nil {
+		return rep, err
+	}
+	unsealed, err := s.Unsealed(ctx, MaxUnsealed)
+	if err != nil {
+		return rep, auditErr("unsealed records", err)
+	}
+	for i, r := range unsealed {
+		rec, err := evidence.UnmarshalRecord(r.Data)
+		if err == nil && rec.ID != r.ID {
+			err = fmt.Errorf("kept under id %q", r.ID)
+		}
+		if err != nil {
+			return rep, &AuditError{Place: fmt.Sprintf("unsealed record %d (id %s)", i, r.ID), Err: err}
+		}
+	}
+	rep.Unsealed = len(unsealed)
+	if opts.CheckpointFile != "" {
+		if _, err := CheckAgainstSaved(ctx, s, opts.Verifier, opts.CheckpointFile); err != nil {
+			return rep, &AuditError{Place: "the node's newest checkpoint", Err: err}
+		}
+	}
+	return rep, nil
+}
+
+func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error) {
+	var rep AuditReport
 	var heads []auditHead
 	var lastGen time.Time
 	err := s.Heads(ctx, func(h *Head) error {
@@ -139,7 +181,7 @@ func Audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 		if next == len(heads) {
 			return &AuditError{Place: place, Err: errors.New("not covered by any tree head")}
 		}
-		rec, err := UnmarshalRecord(r.Data)
+		rec, err := evidence.UnmarshalRecord(r.Data)
 		if err != nil {
 			return &AuditError{Place: place, Err: err}
 		}

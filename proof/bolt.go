@@ -4,20 +4,46 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 	bolt "go.etcd.io/bbolt"
+
+	"pec/evidence"
+	"pec/proof/wal"
 )
 
-// BoltStore is the embedded store: one bbolt file (a B+tree with
-// copy-on-write pages; a commit is two fsyncs, data then meta page, so a
-// crash leaves the last committed state). Open it with [OpenBolt].
+// BoltStore is the embedded store, in two files. A record is first made
+// durable in a write-ahead log ([pec/proof/wal], one frame and one
+// fdatasync for every group of concurrent appends: the hot path); a seal
+// then writes the records, the tree's nodes and the head into one bbolt
+// file (a B+tree with copy-on-write pages; a commit is two fsyncs, data then
+// meta page), after which the log segments it emptied are deleted. At open,
+// the records of the write-ahead log that bbolt does not hold are the
+// unsealed ones. Open it with [OpenBolt].
 type BoltStore struct {
-	db *bolt.DB
+	db  *bolt.DB
+	wal *wal.Log // nil for a read-only store whose log was never written
+
+	appendMu sync.Mutex // one Append at a time: the id checks and the write
+	sealMu   sync.Mutex // one Seal at a time
+	mu       sync.Mutex // guards pending, pendingIDs
+	pending  []walRecord
+	// pendingIDs are the ids of pending.
+	pendingIDs map[string]struct{}
+}
+
+type walRecord struct {
+	StoredRecord
+	segment uint64
 }
 
 var _ Store = (*BoltStore)(nil)
@@ -45,8 +71,15 @@ type BoltOptions struct {
 	ReadOnly bool
 }
 
-// OpenBolt opens the embedded store in file path, creating it unless
-// read-only.
+// WALDir is the directory of the write-ahead log of the store in path.
+func WALDir(path string) string { return path + ".wal" }
+
+// ErrCorruptStore: a store file is damaged (not a crash's torn write).
+var ErrCorruptStore = errors.New("proof: store damaged")
+
+// OpenBolt opens the embedded store in file path (and its write-ahead log
+// in WALDir(path)), creating them unless read-only. A file that is not a
+// store, truncated or damaged is ErrCorruptStore, never a crash.
 func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	timeout := opts.Timeout
 	if timeout == 0 {
@@ -59,6 +92,9 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("proof: store: %w", err)
 	}
+	if err := checkBoltFile(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         timeout,
 		ReadOnly:        opts.ReadOnly,
@@ -67,31 +103,171 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		InitialMmapSize: 1 << 30, // remapping blocks the sequencer
 	})
 	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("proof: store %s is in use by another process (a running pec serve?)", path)
+		}
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
+			return nil, fmt.Errorf("%w: open %s: %w", ErrCorruptStore, path, err)
+		}
 		return nil, fmt.Errorf("proof: open store %s: %w", path, err)
 	}
-	if opts.ReadOnly {
-		return &BoltStore{db: db}, nil
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketIDs, bucketNodes, bucketHeads} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+	s := &BoltStore{db: db, pendingIDs: map[string]struct{}{}}
+	if !opts.ReadOnly {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketRecords, bucketIDs, bucketNodes, bucketHeads} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("proof: open store %s: %w", path, err)
 		}
+	}
+	if err := s.openWAL(WALDir(path), opts.ReadOnly); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openWAL reads the write-ahead log: its records that bbolt does not hold
+// are the unsealed ones, in order.
+func (s *BoltStore) openWAL(dir string, readOnly bool) error {
+	return s.view(func(tx *bolt.Tx) error {
+		ids := tx.Bucket(bucketIDs)
+		l, err := wal.Open(dir, wal.Options{ReadOnly: readOnly}, func(pos wal.Pos, data []byte) error {
+			id := evidence.EncodedID(data)
+			if id == "" {
+				return fmt.Errorf("%w: write-ahead log segment %d, frame at %d: not an evidence record", ErrCorruptStore, pos.Segment, pos.Offset)
+			}
+			if ids != nil && ids.Get([]byte(id)) != nil {
+				return nil // sealed already
+			}
+			if _, dup := s.pendingIDs[id]; dup {
+				return nil
+			}
+			s.pending = append(s.pending, walRecord{StoredRecord{ID: id, Data: bytes.Clone(data)}, pos.Segment})
+			s.pendingIDs[id] = struct{}{}
+			return nil
+		})
+		if errors.Is(err, wal.ErrCorrupt) {
+			return fmt.Errorf("%w: %w", ErrCorruptStore, err)
+		}
+		if err != nil {
+			return err
+		}
+		s.wal = l
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("proof: open store %s: %w", path, err)
+}
+
+// checkBoltFile refuses a file bbolt would crash on: bbolt maps the file
+// and trusts its meta pages, so a truncated file ends in SIGBUS.
+func checkBoltFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	return &BoltStore{db: db}, nil
+	if err != nil {
+		return fmt.Errorf("proof: store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("proof: store: %w", err)
+	}
+	if fi.Size() == 0 {
+		return nil // created, never written: bbolt initialises it
+	}
+	var meta [4096 * 2]byte
+	n, _ := io.ReadFull(f, meta[:])
+	// Two meta pages at the start, each: page header (16 bytes), then
+	// magic, version, page size.
+	const pageHeader = 16
+	if n < pageHeader+12 {
+		return fmt.Errorf("%w: %s: %d bytes, not a store", ErrCorruptStore, path, fi.Size())
+	}
+	if binary.LittleEndian.Uint32(meta[pageHeader:]) != 0xED0CDAED {
+		return fmt.Errorf("%w: %s: not a bbolt file", ErrCorruptStore, path)
+	}
+	pageSize := int64(binary.LittleEndian.Uint32(meta[pageHeader+8:]))
+	if pageSize < 512 || pageSize > 1<<16 || fi.Size()%pageSize != 0 || fi.Size() < 4*pageSize {
+		return fmt.Errorf("%w: %s: %d bytes is not a whole number of %d-byte pages (truncated?)", ErrCorruptStore, path, fi.Size(), pageSize)
+	}
+	// Each meta page names the high-water mark of pages in use: a file
+	// shorter than that was truncated.
+	for i := int64(0); i < 2; i++ {
+		page := make([]byte, 64)
+		if _, err := f.ReadAt(page, i*pageSize); err != nil {
+			return fmt.Errorf("%w: %s: meta page %d: %w", ErrCorruptStore, path, i, err)
+		}
+		// meta: magic u32, version u32, pageSize u32, flags u32, root
+		// bucket (root pgid u64, sequence u64), freelist pgid u64, pgid
+		// (high-water mark) u64, txid u64, checksum u64.
+		m := page[pageHeader:]
+		if binary.LittleEndian.Uint32(m) != 0xED0CDAED {
+			continue // a damaged meta page: bbolt uses the other one
+		}
+		hwm := int64(binary.LittleEndian.Uint64(m[40:]))
+		if hwm*pageSize > fi.Size() {
+			return fmt.Errorf("%w: %s: %d bytes, but meta page %d uses %d pages of %d bytes (truncated?)", ErrCorruptStore, path, fi.Size(), i, hwm, pageSize)
+		}
+	}
+	return nil
+}
+
+// view and update run a bbolt transaction and turn a panic of bbolt on a
+// damaged page (it trusts what it maps) into ErrCorruptStore.
+func (s *BoltStore) view(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(s.db.Path(), &err)
+	return s.db.View(fn)
+}
+
+func (s *BoltStore) update(fn func(*bolt.Tx) error) (err error) {
+	defer recoverCorrupt(s.db.Path(), &err)
+	return s.db.Update(fn)
+}
+
+func recoverCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %s: %v", ErrCorruptStore, path, r)
+	}
+}
+
+// Check walks every page of the store (bbolt's own consistency check):
+// damage is a named error (ErrCorruptStore). Audit runs it; it reads the
+// whole file.
+func (s *BoltStore) Check() error {
+	err := s.view(func(tx *bolt.Tx) error {
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+			if len(errs) == 5 {
+				break
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorruptStore, s.db.Path(), err)
+	}
+	return nil
 }
 
 // DB is the underlying database, for tests that damage it on purpose.
 func (s *BoltStore) DB() *bolt.DB { return s.db }
 
 // Close implements Store.
-func (s *BoltStore) Close() error { return s.db.Close() }
+func (s *BoltStore) Close() error {
+	var err error
+	if s.wal != nil {
+		err = s.wal.Close()
+	}
+	return errors.Join(err, s.db.Close())
+}
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
@@ -126,15 +302,113 @@ func decodeHead(size uint64, v []byte) (*Head, error) {
 	}, nil
 }
 
-// Commit implements Store.
-func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
+// Append implements Store.
+func (s *BoltStore) Append(ctx context.Context, recs []StoredRecord) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if s.wal == nil {
+		return errors.New("proof: store opened read-only")
+	}
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	seen := make(map[string]struct{}, len(recs))
+	s.mu.Lock()
+	for _, r := range recs {
+		_, pending := s.pendingIDs[r.ID]
+		_, twice := seen[r.ID]
+		if pending || twice {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+		}
+		seen[r.ID] = struct{}{}
+	}
+	s.mu.Unlock()
+	// A record pending now stays pending or sealed; one that is neither
+	// cannot be sealed meanwhile (only this Append adds pending records).
+	err := s.view(func(tx *bolt.Tx) error {
+		ids := tx.Bucket(bucketIDs)
+		for _, r := range recs {
+			if ids.Get([]byte(r.ID)) != nil {
+				return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	data := make([][]byte, len(recs))
+	for i, r := range recs {
+		if evidence.EncodedID(r.Data) != r.ID {
+			return fmt.Errorf("proof: store: record %q: its encoding names another id", r.ID)
+		}
+		data[i] = r.Data
+	}
+	seg, err := s.wal.Write(data)
+	if err != nil {
+		return fmt.Errorf("proof: store: %w", err)
+	}
+	s.mu.Lock()
+	for _, r := range recs {
+		s.pending = append(s.pending, walRecord{r, seg})
+		s.pendingIDs[r.ID] = struct{}{}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Unsealed implements Store.
+func (s *BoltStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := min(max, len(s.pending))
+	out := make([]StoredRecord, n)
+	for i := range out {
+		out[i] = s.pending[i].StoredRecord
+	}
+	return out, nil
+}
+
+// Seal implements Store.
+func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if b.Head.Size != b.Start+uint64(len(b.Records)) || len(b.Head.Root) != 32 {
 		return fmt.Errorf("proof: store: batch at %d with %d records has a head of size %d", b.Start, len(b.Records), b.Head.Size)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	s.sealMu.Lock()
+	defer s.sealMu.Unlock()
+	s.mu.Lock()
+	ok := len(b.Records) <= len(s.pending)
+	for i := 0; ok && i < len(b.Records); i++ {
+		ok = s.pending[i].ID == b.Records[i].ID && bytes.Equal(s.pending[i].Data, b.Records[i].Data)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: the batch's records are not the oldest unsealed ones", ErrConflict)
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		heads := tx.Bucket(bucketHeads)
+		k, v := heads.Cursor().Last()
+		switch {
+		case k == nil && prev != nil:
+			return fmt.Errorf("%w: the store holds no head, the batch extends size %d", ErrConflict, prev.Size)
+		case k != nil && prev == nil:
+			return fmt.Errorf("%w: the store holds a head of size %d, the batch extends the empty log", ErrConflict, binary.BigEndian.Uint64(k))
+		case k != nil:
+			latest, err := decodeHead(binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return err
+			}
+			if latest.Size != prev.Size || !bytes.Equal(latest.Root, prev.Root) {
+				return fmt.Errorf("%w: the stored head is size %d root %x, the batch extends size %d root %x", ErrConflict, latest.Size, latest.Root, prev.Size, prev.Root)
+			}
+		}
 		recs := tx.Bucket(bucketRecords)
 		if size := lastIndex(recs); size != b.Start {
 			return fmt.Errorf("%w: it starts at %d, the log holds %d records", ErrConflict, b.Start, size)
@@ -144,7 +418,6 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		ids.FillPercent = 0.9 // ids are mostly time-ordered
 		nodes := tx.Bucket(bucketNodes)
 		nodes.FillPercent = 0.95
-		heads := tx.Bucket(bucketHeads)
 		heads.FillPercent = 1
 		for i, r := range b.Records {
 			idx := b.Start + uint64(i)
@@ -165,6 +438,25 @@ func (s *BoltStore) Commit(ctx context.Context, b *Batch) error {
 		}
 		return heads.Put(u64(b.Head.Size), encodeHead(&b.Head))
 	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, r := range s.pending[:len(b.Records)] {
+		delete(s.pendingIDs, r.ID)
+	}
+	s.pending = slices.Delete(s.pending, 0, len(b.Records))
+	oldest := uint64(math.MaxUint64)
+	if len(s.pending) > 0 {
+		oldest = s.pending[0].segment
+	}
+	s.mu.Unlock()
+	// The sealed records are in bbolt, synced: the log segments that
+	// hold nothing else may go.
+	if err := s.wal.RemoveBefore(oldest); err != nil {
+		return fmt.Errorf("proof: store: sealed, but %w", err)
+	}
+	return nil
 }
 
 // lastIndex is the number of records in the bucket.
@@ -178,7 +470,7 @@ func lastIndex(recs *bolt.Bucket) uint64 {
 
 // Latest implements Store.
 func (s *BoltStore) Latest(ctx context.Context) (h *Head, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketHeads).Cursor().Last()
 		if k == nil {
 			return ErrNotFound
@@ -191,7 +483,7 @@ func (s *BoltStore) Latest(ctx context.Context) (h *Head, err error) {
 
 // HeadAt implements Store.
 func (s *BoltStore) HeadAt(ctx context.Context, size uint64) (h *Head, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHeads).Get(u64(size))
 		if v == nil {
 			return fmt.Errorf("%w: tree head of size %d", ErrNotFound, size)
@@ -204,7 +496,7 @@ func (s *BoltStore) HeadAt(ctx context.Context, size uint64) (h *Head, err error
 
 // HeadCovering implements Store.
 func (s *BoltStore) HeadCovering(ctx context.Context, index uint64) (h *Head, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketHeads).Cursor().Seek(u64(index + 1))
 		if k == nil {
 			return fmt.Errorf("%w: no tree head covers record %d", ErrNotFound, index)
@@ -217,7 +509,7 @@ func (s *BoltStore) HeadCovering(ctx context.Context, index uint64) (h *Head, er
 
 // Heads implements Store.
 func (s *BoltStore) Heads(ctx context.Context, fn func(*Head) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHeads).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if err := ctx.Err(); err != nil {
@@ -240,12 +532,12 @@ func (s *BoltStore) Heads(ctx context.Context, fn func(*Head) error) error {
 
 // Record implements Store.
 func (s *BoltStore) Record(ctx context.Context, index uint64) (r *StoredRecord, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRecords).Get(u64(index))
 		if v == nil {
 			return fmt.Errorf("%w: record %d", ErrNotFound, index)
 		}
-		r = &StoredRecord{ID: recordID(v), Data: bytes.Clone(v)}
+		r = &StoredRecord{ID: evidence.EncodedID(v), Data: bytes.Clone(v)}
 		return nil
 	})
 	return r, err
@@ -253,9 +545,15 @@ func (s *BoltStore) Record(ctx context.Context, index uint64) (r *StoredRecord, 
 
 // Lookup implements Store.
 func (s *BoltStore) Lookup(ctx context.Context, id string) (idx uint64, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketIDs).Get([]byte(id))
 		if v == nil {
+			s.mu.Lock()
+			_, pending := s.pendingIDs[id]
+			s.mu.Unlock()
+			if pending {
+				return fmt.Errorf("%w: evidence %q", ErrNotSealed, id)
+			}
 			return fmt.Errorf("%w: evidence %q", ErrNotFound, id)
 		}
 		if len(v) != 8 {
@@ -269,7 +567,7 @@ func (s *BoltStore) Lookup(ctx context.Context, id string) (idx uint64, err erro
 
 // Records implements Store.
 func (s *BoltStore) Records(ctx context.Context, start uint64, fn func(uint64, *StoredRecord) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
 		var r StoredRecord
 		for k, v := c.Seek(u64(start)); k != nil; k, v = c.Next() {
@@ -279,7 +577,7 @@ func (s *BoltStore) Records(ctx context.Context, start uint64, fn func(uint64, *
 			if len(k) != 8 {
 				return fmt.Errorf("proof: store: record key %x", k)
 			}
-			r.ID, r.Data = recordID(v), v
+			r.ID, r.Data = evidence.EncodedID(v), v
 			if err := fn(binary.BigEndian.Uint64(k), &r); err != nil {
 				return err
 			}
@@ -291,7 +589,7 @@ func (s *BoltStore) Records(ctx context.Context, start uint64, fn func(uint64, *
 // Nodes implements Store.
 func (s *BoltStore) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, error) {
 	out := make([][]byte, len(ids))
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketNodes)
 		for i, id := range ids {
 			v := b.Get(nodeKey(id))
@@ -303,18 +601,4 @@ func (s *BoltStore) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, 
 		return nil
 	})
 	return out, err
-}
-
-// recordID reads the id of an encoded record without decoding the rest;
-// "" when the bytes are not a record.
-func recordID(data []byte) string {
-	h := len(recordMagic) + 1
-	if len(data) < h+4 {
-		return ""
-	}
-	n := binary.BigEndian.Uint32(data[h:])
-	if uint64(n) > uint64(len(data)-h-4) || n > 128 {
-		return ""
-	}
-	return string(data[h+4 : h+4+int(n)])
 }

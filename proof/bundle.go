@@ -18,6 +18,7 @@ import (
 	"strconv"
 
 	"pec/certvalidation"
+	"pec/evidence"
 	"pec/tsa"
 )
 
@@ -111,8 +112,8 @@ type ManifestHead struct {
 // Bundle is a read bundle.
 type Bundle struct {
 	Manifest        Manifest
-	Records         []*Record // decoded, in manifest order
-	RecordData      [][]byte  // as encoded
+	Records         []*evidence.Record // decoded, in manifest order
+	RecordData      [][]byte           // as encoded
 	Inclusion       [][][]byte
 	Root            []byte
 	Checkpoint      []byte
@@ -190,7 +191,7 @@ func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte
 		if err != nil {
 			return nil, fmt.Errorf("proof: export: %w", err)
 		}
-		rec, err := UnmarshalRecord(sr.Data)
+		rec, err := evidence.UnmarshalRecord(sr.Data)
 		if err != nil {
 			return nil, fmt.Errorf("proof: export: record %d: %w", idx, err)
 		}
@@ -362,7 +363,7 @@ func ReadBundle(data []byte) (*Bundle, error) {
 			return nil, err
 		}
 		check := fmt.Sprintf("record %d (id %s)", mr.Index, mr.ID)
-		rec, err := UnmarshalRecord(data)
+		rec, err := evidence.UnmarshalRecord(data)
 		if err != nil {
 			return nil, &BundleError{Check: check, Err: err}
 		}

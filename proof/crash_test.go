@@ -2,17 +2,17 @@ package proof_test
 
 import (
 	"bufio"
-	"crypto/x509"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
-	"pec/internal/devpki"
 	"pec/proof"
 )
 
@@ -23,22 +23,18 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestKill9DuringBurst")
 	}
-	e := newEnv(t)
-	if err := os.WriteFile(filepath.Join(dir, "root.pem"), devpki.CertPEM(e.root.Cert), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "vkey"), []byte(e.signer.Verifier().String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e := loadEnv(t, dir)
 	s := openBolt(t, filepath.Join(dir, "proof.db"))
-	l := e.openLog(t, s, proof.Config{})
+	cfg := fastSeal
+	cfg.CheckpointFile = filepath.Join(dir, "checkpoint")
+	l := e.openLog(t, s, cfg)
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
 	var wg sync.WaitGroup
 	for w := range 32 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				r, err := l.Append(t.Context(), sampleRecord(w*1_000_000+i))
+				ids, err := l.Append(t.Context(), sampleRecord(w*1_000_000+i))
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(3)
@@ -46,7 +42,7 @@ func TestCrashChild(t *testing.T) {
 				mu.Lock()
 				// Printed after the acknowledgment, flushed at once: what
 				// the parent reads was acknowledged.
-				fmt.Fprintf(out, "ack %s %d %d\n", r.ID, r.Index, r.TreeSize)
+				fmt.Fprintf(out, "ack %s\n", ids[0])
 				out.Flush()
 				mu.Unlock()
 			}
@@ -56,81 +52,58 @@ func TestCrashChild(t *testing.T) {
 }
 
 // TestKill9DuringBurst kills a writing process with SIGKILL in the middle
-// of a burst of appends: after it, every acknowledged record is in the
-// store at its index with a valid inclusion proof, the tree head of its
-// receipt is there, and the whole store audits.
+// of a burst of appends, ten times over the same store: after each, every
+// record acknowledged so far is in the store (sealed, or durable and
+// sealed by the next start), the store audits, and once a log is opened
+// again every acknowledged record is sealed with a valid inclusion proof.
 func TestKill9DuringBurst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	// TMPDIR: the killed child cannot remove its temporary files.
-	cmd.Env = append(os.Environ(), "PEC_PROOF_CRASH_DIR="+dir, "TMPDIR="+dir)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	type ack struct{ index, size uint64 }
-	acked := map[string]ack{}
-	sc := bufio.NewScanner(stdout)
-	killed := false
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) != 4 || f[0] != "ack" {
-			continue
+	e := newEnv(t)
+	e.save(t, dir)
+	acked := map[string]bool{}
+	for round := range 10 {
+		n := crashOnce(t, dir, acked, 300+round*97)
+		s := openBolt(t, filepath.Join(dir, "proof.db"))
+		rep, err := proof.Audit(t.Context(), s, proof.AuditOptions{Verifier: e.signer.Verifier(), TSARoots: e.roots, CheckpointFile: filepath.Join(dir, "checkpoint")})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
-		idx, _ := strconv.ParseUint(f[2], 10, 64)
-		size, _ := strconv.ParseUint(f[3], 10, 64)
-		acked[f[1]] = ack{idx, size}
-		if len(acked) == 3000 && !killed {
-			if err := cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
+		for id := range acked {
+			if _, err := s.Lookup(t.Context(), id); err != nil && !errors.Is(err, proof.ErrNotSealed) {
+				t.Fatalf("round %d: acknowledged %s: %v", round, id, err)
 			}
-			killed = true
 		}
+		s.Close()
+		t.Logf("round %d: killed after %d acknowledgments; %d sealed records in %d heads, %d unsealed", round, n, rep.Records, rep.Heads, rep.Unsealed)
 	}
-	_ = cmd.Wait()
-	if !killed {
-		t.Fatalf("the writer stopped after %d acknowledgments", len(acked))
-	}
-
-	vkey, err := os.ReadFile(filepath.Join(dir, "vkey"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := proof.ParseNoteVerifier(string(vkey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := devpki.LoadCertsPEM(filepath.Join(dir, "root.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(roots[0])
+	// The next start seals what the crashes left.
 	s := openBolt(t, filepath.Join(dir, "proof.db"))
 	defer s.Close()
+	cfg := fastSeal
+	cfg.CheckpointFile = filepath.Join(dir, "checkpoint")
+	l := loadEnv(t, dir).openLog(t, s, cfg)
 	ctx := t.Context()
-	rep, err := proof.Audit(ctx, s, proof.AuditOptions{Verifier: v, TSARoots: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	latest, err := s.Latest(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for id, a := range acked {
-		idx, err := s.Lookup(ctx, id)
-		if err != nil || idx != a.index {
-			t.Fatalf("acknowledged %s at %d: in the store at %d (%v)", id, a.index, idx, err)
+	var latest *proof.Head
+	for id := range acked {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, head, err := l.WaitSealed(wctx, id)
+		cancel()
+		if err != nil {
+			t.Fatalf("acknowledged %s: %v", id, err)
 		}
-		if _, err := s.HeadAt(ctx, a.size); err != nil {
-			t.Fatalf("the tree head %d of %s's receipt: %v", a.size, id, err)
+		latest = head
+	}
+	l.Close()
+	if _, err := proof.Audit(ctx, s, proof.AuditOptions{Verifier: e.signer.Verifier(), TSARoots: e.roots, CheckpointFile: cfg.CheckpointFile}); err != nil {
+		t.Fatal(err)
+	}
+	for id := range acked {
+		idx, err := s.Lookup(ctx, id)
+		if err != nil {
+			t.Fatal(err)
 		}
 		rec, err := s.Record(ctx, idx)
 		if err != nil {
@@ -144,5 +117,43 @@ func TestKill9DuringBurst(t *testing.T) {
 			t.Fatalf("inclusion of %s: %v", id, err)
 		}
 	}
-	t.Logf("killed after %d acknowledgments; the store holds %d records in %d tree heads, all checked", len(acked), rep.Records, rep.Heads)
+	t.Logf("%d acknowledged records over 10 crashes, all sealed and proven", len(acked))
+}
+
+// crashOnce runs the writer and kills it after n acknowledgments, adding
+// them to acked.
+func crashOnce(t *testing.T, dir string, acked map[string]bool, n int) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	// TMPDIR: the killed child cannot remove its temporary files.
+	cmd.Env = append(os.Environ(), "PEC_PROOF_CRASH_DIR="+dir, "TMPDIR="+dir)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	got, killed := 0, false
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || f[0] != "ack" {
+			continue
+		}
+		acked[f[1]] = true
+		got++
+		if got == n && !killed {
+			if err := cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+		}
+	}
+	_ = cmd.Wait()
+	if !killed {
+		t.Fatalf("the writer stopped after %d acknowledgments", got)
+	}
+	return got
 }

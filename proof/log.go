@@ -4,96 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/transparency-dev/merkle/compact"
-	mproof "github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 
+	"pec/evidence"
 	"pec/internal/promreg"
 )
-
-// Config is the proof section of pec.yaml.
-type Config struct {
-	File string `yaml:"file"` // the embedded store (relative paths: to pec.yaml's directory)
-	// PostgresURLEnv names the environment variable holding the URL of a
-	// PostgreSQL database shared by several nodes; set, it replaces File.
-	// The URL holds a password: never in pec.yaml itself.
-	PostgresURLEnv string        `yaml:"postgres_url_env"`
-	Origin         string        `yaml:"origin"`     // the log's name, in its checkpoints and as the note key name
-	KeyLabel       string        `yaml:"key_label"`  // the tree-head key in hsm (ECDSA P-256); never a PIN
-	CertFile       string        `yaml:"cert_file"`  // its certificate, then its chain (PEM)
-	BatchSize      int           `yaml:"batch_size"` // records per batch at most; 0: 4096
-	BatchWait      time.Duration `yaml:"batch_wait"` // how long a batch waits for more records; 0: no wait
-	// Auditors read every proof through the API: client certificates
-	// named by their SHA-256 fingerprint (hex) or their subject (RFC
-	// 4514, as crypto/x509 prints it). Other clients read the proofs of
-	// the records that name them.
-	Auditors []string `yaml:"auditors"`
-}
-
-// Configured reports whether the section is present at all: a node may
-// keep no evidence log.
-func (c Config) Configured() bool {
-	return c.File != "" || c.PostgresURLEnv != "" || c.Origin != "" || c.KeyLabel != "" || c.CertFile != "" ||
-		c.BatchSize != 0 || c.BatchWait != 0 || len(c.Auditors) > 0
-}
-
-// IsAuditor reports whether cert is one of c.Auditors.
-func (c Config) IsAuditor(cert *x509.Certificate) bool {
-	fp := sha256.Sum256(cert.Raw)
-	hexFP := hex.EncodeToString(fp[:])
-	subject := cert.Subject.String()
-	for _, a := range c.Auditors {
-		if strings.EqualFold(a, hexFP) || a == subject {
-			return true
-		}
-	}
-	return false
-}
-
-// DefaultBatchSize bounds a batch when the config does not.
-const DefaultBatchSize = 4096
-
-// Validate reports every invalid field by path: "proof.origin: ...".
-func (c Config) Validate() error {
-	var errs []error
-	fault := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.File == "" && c.PostgresURLEnv == "" {
-		fault("proof.file: required (or proof.postgres_url_env)")
-	}
-	if !validKeyName(c.Origin) {
-		fault("proof.origin: %q: a name with no space or + (a schema-less URL such as pec.example.org/proof)", c.Origin)
-	}
-	if c.KeyLabel == "" {
-		fault("proof.key_label: required")
-	}
-	if c.CertFile == "" {
-		fault("proof.cert_file: required")
-	}
-	if c.BatchSize < 0 || c.BatchSize > 1<<20 {
-		fault("proof.batch_size: %d is not within 0-1048576", c.BatchSize)
-	}
-	for i, a := range c.Auditors {
-		if a == "" {
-			fault("proof.auditors[%d]: empty", i)
-		}
-	}
-	if c.BatchWait < 0 || c.BatchWait > time.Second {
-		fault("proof.batch_wait: %s is not within 0-1s", c.BatchWait)
-	}
-	return errors.Join(errs...)
-}
 
 // Options hold optional collaborators; the zero value suits tests.
 type Options struct {
@@ -102,89 +27,105 @@ type Options struct {
 	Now      func() time.Time      // nil: time.Now
 }
 
-// Receipt says where an appended record is.
-type Receipt struct {
-	ID       string // the evidence id
-	Index    uint64 // the record's leaf index
-	TreeSize uint64 // the size of the tree head that sealed its batch
-}
-
-// Errors of Append.
+// Errors of a Log.
 var (
-	// ErrDuplicateID: a record with this id is already in the log.
-	ErrDuplicateID = errors.New("proof: evidence id already in the log")
 	// ErrClosed: the log was closed.
 	ErrClosed = errors.New("proof: log closed")
-	// ErrLogFailed: a batch could not be written after later batches
-	// were sealed over it; the log takes no more records until reopened.
-	ErrLogFailed = errors.New("proof: log failed")
+	// ErrUnavailable is evidence.ErrUnavailable: the log cannot take
+	// records now (its store fails, or too many records wait to be
+	// sealed); retry later.
+	ErrUnavailable = evidence.ErrUnavailable
 )
 
-var hasher = rfc6962.DefaultHasher
+// MaxUnsealed bounds the records that may wait for a seal: past it, the
+// sealing has been failing for a while and Append refuses with
+// ErrUnavailable rather than queue without bound.
+const MaxUnsealed = 1 << 20
 
-var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
+// maxSealRecords bounds the records of one checkpoint: more wait for the
+// next, sealed at once.
+const maxSealRecords = 1 << 16
 
-// LeafHash is the RFC 9162 leaf hash of an encoded record:
-// SHA-256(0x00 || record).
-func LeafHash(encoded []byte) []byte { return hasher.HashLeaf(encoded) }
+// Timestamper obtains RFC 3161 time-stamp tokens for the log's
+// checkpoints.
+type Timestamper interface {
+	// Timestamp returns a TimeStampToken (the DER ContentInfo, RFC 3161
+	// section 2.4.2) on a SHA-256 digest. It is safe for concurrent use.
+	Timestamp(ctx context.Context, sha256Digest []byte) ([]byte, error)
+}
 
-// Log appends evidence records to a store in batches (group commit) and
-// seals every batch with a signed checkpoint and an RFC 3161 token on it.
-// It is safe for concurrent use. One Log at a time may write to a store.
+// Log is the evidence log: an [evidence.Appender] over a [Store].
+//
+// Append makes records durable — one group-committed write for all the
+// records appended meanwhile — and returns; that is all an operation waits
+// for. The sequencer seals what waits: at most Config.SealInterval after
+// the previous checkpoint (at once when the log was idle longer), it makes
+// the unsealed records leaves of the Merkle tree, signs the new checkpoint
+// (c2sp.org/tlog-checkpoint in a signed note), has it time-stamped, writes
+// nodes and head to the store, saves the checkpoint outside the store
+// (Config.CheckpointFile) and then publishes it ([Log.Latest]). After a
+// crash, the next Open seals whatever was durable but not sealed. With a
+// store shared by several nodes ([Leader]), every node appends and one at
+// a time seals; the others follow its heads.
+//
+// It is safe for concurrent use. One Log per store handle.
 type Log struct {
-	store   Store
-	signer  *NoteSigner
-	ts      Timestamper
-	size    int
-	wait    time.Duration
-	now     func() time.Time
-	log     *slog.Logger
-	metrics *logMetrics
+	store    Store
+	leader   Leader // nil: this log always seals
+	signer   *NoteSigner
+	ts       Timestamper
+	guard    string // the checkpoint file; "" none
+	size     int
+	wait     time.Duration
+	interval time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	metrics  *logMetrics
 
 	queue    chan *pending
-	commitCh chan *sealed
-	idle     chan struct{} // holds a token while the committer waits for work
-	kick     chan struct{} // wakes the sequencer for records to seal again
-	stale    atomic.Bool   // another sequencer extended the stored tree
-	retryMu  sync.Mutex
-	retry    []*pending // records whose batch lost the race, to seal again
+	appended chan struct{} // cap 1: records were made durable
 	stop     chan struct{}
 	done     chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
+	unsealed atomic.Int64 // records of this log durable and not known sealed
 
 	// Owned by the sequencer goroutine.
-	rng     *compact.Range
-	lastIDs map[string]bool // caller-chosen ids of the batch being committed
+	rng        *compact.Range // the tree of l.treeHead
+	treeHead   *Head          // the head rng is the tree of; nil: empty
+	unsent     *unpublished   // sealed in the store, not yet saved and published
+	retry      *sealedBatch   // signed, its store write failed: written again, never re-signed
+	lastSeal   time.Time
+	sealFailed bool
 
-	mu   sync.RWMutex
-	head *Head // the last durable head; nil for an empty log
-	err  error // set once a commit failed
+	mu       sync.RWMutex
+	head     *Head         // the newest published head; nil: empty log
+	sealedCh chan struct{} // closed and replaced at each publication
+	err      error         // the last store failure, until a success
 }
 
 type pending struct {
-	rec      StoredRecord
-	leaf     []byte
-	callerID bool
+	recs     []StoredRecord
+	callerID bool // some id was chosen by the caller: check it is new
 	start    time.Time
-	done     chan result
+	done     chan error
 }
 
-type result struct {
-	r   Receipt
-	err error
+type sealedBatch struct {
+	prev  *Head
+	batch Batch
+	rng   *compact.Range
 }
 
-type sealed struct {
-	batch   Batch
-	waiters []*pending
-	rng     *compact.Range
+type unpublished struct {
+	head *Head
 }
 
-// Open starts a log over store, whose batches signer seals (its name is
-// the log's origin) and ts stamps. It reads the last tree head and checks
-// it against the stored tree. Close stops the log; it does not close the
-// store.
+// Open starts a log over store, whose checkpoints signer signs (its name
+// is the log's origin) and ts time-stamps. It checks the last tree head
+// (its signature, the stored tree) and, with cfg.CheckpointFile, that the
+// store was not rolled back (a *RollbackError). Close stops the log; it
+// does not close the store.
 func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, cfg Config, opts Options) (*Log, error) {
 	if store == nil || signer == nil || ts == nil {
 		return nil, errors.New("proof: a store, a note signer and a timestamper are required")
@@ -193,18 +134,20 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 		store:    store,
 		signer:   signer,
 		ts:       ts,
+		guard:    cfg.CheckpointFile,
 		size:     cfg.BatchSize,
 		wait:     cfg.BatchWait,
+		interval: cfg.Interval(),
 		now:      opts.Now,
 		log:      opts.Logger,
 		metrics:  newLogMetrics(opts.Registry),
 		queue:    make(chan *pending, 4096),
-		commitCh: make(chan *sealed),
-		idle:     make(chan struct{}, 1),
-		kick:     make(chan struct{}, 1),
+		appended: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		sealedCh: make(chan struct{}),
 	}
+	l.leader, _ = store.(Leader)
 	if l.size <= 0 {
 		l.size = DefaultBatchSize
 	}
@@ -214,49 +157,62 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	head, err := store.Latest(ctx)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		l.rng = rangeFactory.NewEmptyRange(0)
-	case err != nil:
-		return nil, err
-	default:
-		cp, err := OpenCheckpoint(signer.Verifier(), "", head.Checkpoint)
-		if err != nil {
-			return nil, fmt.Errorf("proof: the last tree head: %w", err)
-		}
-		if cp.Size != head.Size || !bytes.Equal(cp.Root, head.Root) {
-			return nil, fmt.Errorf("proof: the last tree head (size %d) is not that of its checkpoint", head.Size)
-		}
-		rng, err := loadRange(ctx, store, head.Size)
-		if err != nil {
+	if l.guard != "" {
+		if _, err := CheckAgainstSaved(ctx, store, signer.Verifier(), l.guard); err != nil {
 			return nil, err
 		}
-		root, err := rng.GetRootHash(nil)
-		if err != nil || !bytes.Equal(root, head.Root) {
-			return nil, fmt.Errorf("proof: the stored tree does not match the last tree head (size %d)", head.Size)
-		}
-		l.rng, l.head = rng, head
 	}
-	l.idle <- struct{}{}
-	committerDone := make(chan struct{})
-	go func() { l.commit(); close(committerDone) }()
-	go func() { l.sequence(); close(l.commitCh); <-committerDone; close(l.done) }()
+	head, rng, err := l.loadTree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.rng, l.treeHead, l.head = rng, head, head
+	if head != nil && l.guard != "" {
+		// The store may be one checkpoint ahead of the file (a crash
+		// between the two writes): the file catches up.
+		if err := SaveCheckpoint(l.guard, head.Checkpoint); err != nil {
+			return nil, err
+		}
+	}
+	if n, err := store.Unsealed(ctx, MaxUnsealed); err == nil && len(n) > 0 {
+		l.unsealed.Store(int64(len(n)))
+		l.appended <- struct{}{} // what a crash left unsealed is sealed first
+	}
+	writerDone := make(chan struct{})
+	go func() { l.write(); close(writerDone) }()
+	go func() { l.sequence(writerDone); close(l.done) }()
 	return l, nil
 }
 
-// loadRange reads the compact range of the tree of size: the roots of its
-// perfect subtrees, O(log size) nodes.
-func loadRange(ctx context.Context, store Store, size uint64) (*compact.Range, error) {
-	ids := compact.RangeNodes(0, size, nil)
-	hashes, err := store.Nodes(ctx, ids)
-	if err != nil {
-		return nil, fmt.Errorf("proof: load tree of size %d: %w", size, err)
+// loadTree reads the store's newest head, checks its checkpoint's
+// signature and that the stored tree has its root.
+func (l *Log) loadTree(ctx context.Context) (*Head, *compact.Range, error) {
+	head, err := l.store.Latest(ctx)
+	if errors.Is(err, ErrNotFound) {
+		return nil, rangeFactory.NewEmptyRange(0), nil
 	}
-	return rangeFactory.NewRange(0, size, hashes)
+	if err != nil {
+		return nil, nil, err
+	}
+	cp, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("proof: the last tree head: %w", err)
+	}
+	if cp.Size != head.Size || !bytes.Equal(cp.Root, head.Root) {
+		return nil, nil, fmt.Errorf("proof: the last tree head (size %d) is not that of its checkpoint", head.Size)
+	}
+	rng, err := loadRange(ctx, l.store, head.Size)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := rng.GetRootHash(nil)
+	if err != nil || !bytes.Equal(root, head.Root) {
+		return nil, nil, fmt.Errorf("proof: the stored tree does not match the last tree head (size %d)", head.Size)
+	}
+	return head, rng, nil
 }
 
-// Latest is the last durable tree head; nil for an empty log.
+// Latest is the newest published tree head; nil for an empty log.
 func (l *Log) Latest() *Head {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -266,61 +222,83 @@ func (l *Log) Latest() *Head {
 // Store is the log's store, for proofs and reads.
 func (l *Log) Store() Store { return l.store }
 
-// Append adds rec to the log and returns once the batch holding it is
-// durable and sealed. An empty rec.ID gets a fresh one (NewID), a zero
-// rec.Time the current time; rec itself is not modified. A chosen id
-// already in the log is ErrDuplicateID; an invalid record wraps
-// ErrMalformedRecord. When ctx ends while the batch is being written, the
-// record may still be in the log.
-func (l *Log) Append(ctx context.Context, rec *Record) (Receipt, error) {
-	start := time.Now()
-	r := *rec
-	callerID := r.ID != ""
-	if !callerID {
-		r.ID = NewID(l.now())
-	}
-	if r.Time.IsZero() {
-		r.Time = l.now()
-	}
-	data, err := r.MarshalBinary()
-	if err != nil {
-		return Receipt{}, err
-	}
-	p := &pending{rec: StoredRecord{ID: r.ID, Data: data}, leaf: LeafHash(data), callerID: callerID, start: start, done: make(chan result, 1)}
-	l.closeMu.RLock()
-	if l.closed {
-		l.closeMu.RUnlock()
-		return Receipt{}, ErrClosed
-	}
-	if err := l.failed(); err != nil {
-		l.closeMu.RUnlock()
-		return Receipt{}, err
-	}
-	select {
-	case l.queue <- p:
-	case <-ctx.Done():
-		l.closeMu.RUnlock()
-		return Receipt{}, ctx.Err()
-	}
-	l.closeMu.RUnlock()
-	select {
-	case res := <-p.done:
-		if res.err == nil {
-			noteEvidenceID(ctx, res.r.ID)
-		}
-		return res.r, res.err
-	case <-ctx.Done():
-		return Receipt{}, ctx.Err()
-	}
-}
+// SealInterval is the longest wait for a seal.
+func (l *Log) SealInterval() time.Duration { return l.interval }
 
-func (l *Log) failed() error {
+// Ready reports whether the log takes and seals records: nil, or the last
+// store failure (a lost database connection, a failing disk).
+func (l *Log) Ready() error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.err
 }
 
-// Close seals and writes what was appended before it, then stops the log.
+func (l *Log) setErr(err error) {
+	l.mu.Lock()
+	l.err = err
+	l.mu.Unlock()
+}
+
+// Append implements evidence.Appender: it returns once recs are durable.
+// An empty ID gets a fresh one (evidence.NewID), a zero Time the current
+// time; recs themselves are not modified. A caller-chosen id already in
+// the log fails the call with ErrDuplicateID; an invalid record wraps
+// evidence.ErrMalformedRecord; ErrUnavailable says to retry later. When
+// ctx ends while the records are being written, they may still be in the
+// log.
+func (l *Log) Append(ctx context.Context, recs ...*evidence.Record) ([]string, error) {
+	start := time.Now()
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	p := &pending{recs: make([]StoredRecord, len(recs)), start: start, done: make(chan error, 1)}
+	ids := make([]string, len(recs))
+	for i, rec := range recs {
+		r := *rec
+		if r.ID == "" {
+			r.ID = evidence.NewID(l.now())
+		} else {
+			p.callerID = true
+		}
+		if r.Time.IsZero() {
+			r.Time = l.now()
+		}
+		data, err := r.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		p.recs[i] = StoredRecord{ID: r.ID, Data: data}
+		ids[i] = r.ID
+	}
+	if l.unsealed.Load() >= MaxUnsealed {
+		l.metrics.failed.Add(float64(len(recs)))
+		return nil, fmt.Errorf("%w: %d records wait to be sealed", ErrUnavailable, l.unsealed.Load())
+	}
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case l.queue <- p:
+	case <-ctx.Done():
+		l.closeMu.RUnlock()
+		return nil, ctx.Err()
+	}
+	l.closeMu.RUnlock()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return nil, err
+		}
+		return ids, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close writes what was appended before it, seals it (when this log
+// seals), then stops the log.
 func (l *Log) Close() error {
 	l.closeMu.Lock()
 	if !l.closed {
@@ -332,393 +310,545 @@ func (l *Log) Close() error {
 	return nil
 }
 
-// sequence collects batches and seals them, handing each to the committer.
-func (l *Log) sequence() {
-	batch := make([]*pending, 0, l.size)
+// write is the group commit: it takes what is queued, writes it with one
+// Store.Append and acknowledges it.
+func (l *Log) write() {
+	batch := make([]*pending, 0, 64)
 	for {
 		batch = batch[:0]
 		select {
 		case p := <-l.queue:
 			batch = append(batch, p)
-		case <-l.kick:
-			// Records to seal again: collect what else is queued.
 		case <-l.stop:
-			// Appends that entered the queue before Close are sealed.
+			// Appends that entered the queue before Close are written.
 			for {
 				select {
 				case p := <-l.queue:
 					batch = append(batch, p)
-					if len(batch) == l.size {
-						l.seal(batch, false)
-						batch = batch[:0]
-					}
 					continue
 				default:
 				}
 				break
 			}
-			if len(batch) > 0 || l.stale.Load() {
-				l.seal(batch, false)
+			if len(batch) > 0 {
+				l.writeBatch(batch)
 			}
 			return
 		}
-		var idle bool
-		batch, idle = l.collect(batch)
-		l.seal(batch, idle)
+		l.writeBatch(l.collect(batch))
 	}
 }
 
-// collect fills a batch. It closes at size records; otherwise once the
-// committer is idle and, with a wait, wait after the first record. So
-// under load a batch is everything that arrived while the previous one was
-// being written — group commit with no added latency — and wait only
-// trades latency for fewer, larger batches under light load. It reports
-// whether it took the committer's idle token.
-func (l *Log) collect(batch []*pending) ([]*pending, bool) {
-	var timeout <-chan time.Time
-	waited := l.wait <= 0
-	if !waited {
+// collect fills a write: up to size records of what is queued, after
+// yielding a few times so that the writers just acknowledged join it
+// (under load every writer then shares one fdatasync), and with a wait,
+// that long after the first record.
+func (l *Log) collect(batch []*pending) []*pending {
+	n := len(batch[0].recs)
+	if l.wait > 0 {
 		t := time.NewTimer(l.wait)
 		defer t.Stop()
-		timeout = t.C
-	}
-	idle := false
-	idleCh := l.idle
-	for len(batch) < l.size {
-		if idle && waited {
-			// Let the writers just acknowledged come back first: yield
-			// until the queue stays empty, so that under load all of
-			// them share one batch rather than alternating between two.
-			for empty := 0; empty < 3 && len(batch) < l.size; {
-				select {
-				case p := <-l.queue:
-					batch = append(batch, p)
-					empty = 0
-				default:
-					empty++
-					runtime.Gosched()
-				}
+		for n < l.size {
+			select {
+			case p := <-l.queue:
+				batch = append(batch, p)
+				n += len(p.recs)
+				continue
+			case <-t.C:
+			case <-l.stop:
 			}
-			return batch, true
+			break
 		}
+	}
+	for empty := 0; empty < 3 && n < l.size; {
 		select {
 		case p := <-l.queue:
 			batch = append(batch, p)
-		case <-idleCh:
-			idle, idleCh = true, nil
-		case <-timeout:
-			waited, timeout = true, nil
-		case <-l.stop:
-			return batch, idle
+			n += len(p.recs)
+			empty = 0
+		default:
+			empty++
+			runtime.Gosched()
 		}
 	}
-	return batch, idle
+	return batch
 }
 
-// seal computes the new tree, signs its checkpoint and stamps it; the
-// committer writes it. A failure here fails this batch only: the tree is
-// left as it was. When another sequencer wrote first (a shared store),
-// the batch is sealed again on the stored tree, with the batches that
-// lost the race.
-func (l *Log) seal(batch []*pending, idle bool) {
-	ctx := context.WithValue(context.Background(), sealingKey{}, true)
-	handed := false
-	defer func() {
-		if idle && !handed {
-			l.idle <- struct{}{} // give the token back
-		}
-	}()
-	for {
-		if err := l.failed(); err != nil {
-			for _, p := range append(l.takeRetries(), batch...) {
-				p.done <- result{err: err}
-			}
-			return
-		}
-		if idle && l.stale.Load() {
-			var err error
-			if batch, err = l.resync(ctx, batch); err != nil {
-				l.failBatch(batch, err)
-				return
-			}
-		}
-		batch, ids := l.dedupe(ctx, batch)
-		if len(batch) == 0 {
-			return
-		}
-		s, err := l.build(ctx, batch)
-		if err != nil {
-			l.failBatch(batch, err)
-			return
-		}
-		if !idle {
-			<-l.idle
-			idle = true
-			if l.stale.Load() {
-				continue // sealed on a tree that another node extended
-			}
-		}
-		l.rng = s.rng
-		l.lastIDs = ids
-		handed = true
-		l.commitCh <- s
-		return
-	}
-}
-
-// dedupe refuses caller-chosen ids already used: in this batch, in the
-// one being committed and in the store.
-func (l *Log) dedupe(ctx context.Context, batch []*pending) ([]*pending, map[string]bool) {
-	var ids map[string]bool
+func (l *Log) writeBatch(batch []*pending) {
+	ctx := context.Background()
+	start := time.Now()
+	// Caller-chosen ids must be new: in this write and in the store.
 	keep := batch[:0]
+	var seen map[string]bool
 	for _, p := range batch {
 		if p.callerID {
-			if ids == nil {
-				ids = map[string]bool{}
+			if seen == nil {
+				seen = map[string]bool{}
 			}
-			_, err := l.store.Lookup(ctx, p.rec.ID)
-			if ids[p.rec.ID] || l.lastIDs[p.rec.ID] || err == nil {
-				p.done <- result{err: fmt.Errorf("%w: %q", ErrDuplicateID, p.rec.ID)}
+			if err := l.checkNew(ctx, p, seen); err != nil {
+				p.done <- err
 				continue
 			}
-			ids[p.rec.ID] = true
 		}
 		keep = append(keep, p)
 	}
-	return keep, ids
+	batch = keep
+	if len(batch) == 0 {
+		return
+	}
+	var recs []StoredRecord
+	if len(batch) == 1 {
+		recs = batch[0].recs
+	} else {
+		for _, p := range batch {
+			recs = append(recs, p.recs...)
+		}
+	}
+	err := l.store.Append(ctx, recs)
+	if errors.Is(err, ErrDuplicateID) && len(batch) > 1 {
+		// Another node appended one of these ids meanwhile: each caller
+		// on its own, so that the others are not refused with it.
+		for _, p := range batch {
+			l.writeBatch([]*pending{p})
+		}
+		return
+	}
+	l.metrics.commit.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if !errors.Is(err, ErrDuplicateID) {
+			l.log.Error("proof: records not written", "records", len(recs), "err", err)
+			l.setErr(err)
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		l.metrics.failed.Add(float64(len(recs)))
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
+	l.metrics.batch.Observe(float64(len(recs)))
+	l.metrics.appends.Add(float64(len(recs)))
+	l.unsealed.Add(int64(len(recs)))
+	l.metrics.unsealed.Set(float64(l.unsealed.Load()))
+	now := time.Now()
+	for _, p := range batch {
+		l.metrics.ack.Observe(now.Sub(p.start).Seconds())
+		p.done <- nil
+	}
+	select {
+	case l.appended <- struct{}{}:
+	default:
+	}
 }
 
-// build seals batch on a copy of the current tree.
-func (l *Log) build(ctx context.Context, batch []*pending) (*sealed, error) {
+func (l *Log) checkNew(ctx context.Context, p *pending, seen map[string]bool) error {
+	for _, r := range p.recs {
+		if seen[r.ID] {
+			return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+		}
+		_, err := l.store.Lookup(ctx, r.ID)
+		switch {
+		case err == nil || errors.Is(err, ErrNotSealed):
+			return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+		case !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	for _, r := range p.recs {
+		seen[r.ID] = true
+	}
+	return nil
+}
+
+// sequence seals: at once when records arrive after an idle interval,
+// otherwise on each tick while records wait; a log that does not lead
+// follows the leader's heads on each tick.
+func (l *Log) sequence(writerDone <-chan struct{}) {
+	tick := time.NewTicker(l.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			<-writerDone // what Close let through is durable: seal it
+			l.step(true)
+			return
+		case <-l.appended:
+			if time.Since(l.lastSeal) < l.interval {
+				continue // the tick seals it, within the interval
+			}
+		case <-tick.C:
+		}
+		l.step(false)
+	}
+}
+
+// step seals everything unsealed (as leader), or follows the store's
+// newest head.
+func (l *Log) step(final bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if l.leader != nil {
+		lead, err := l.leader.Lead(ctx)
+		if err != nil {
+			l.sealFailure(fmt.Errorf("proof: sealing lease: %w", err))
+			return
+		}
+		if !lead {
+			l.follow(ctx)
+			return
+		}
+	}
+	for {
+		n, err := l.sealOnce(ctx)
+		if err != nil {
+			l.sealFailure(err)
+			return
+		}
+		if l.sealFailed {
+			l.sealFailed = false
+			l.setErr(nil)
+			l.log.Info("proof: sealing again")
+		}
+		if n < maxSealRecords {
+			return
+		}
+		if final {
+			continue
+		}
+	}
+}
+
+// sealFailure is logged once until sealing works again.
+func (l *Log) sealFailure(err error) {
+	l.metrics.sealFailures.Inc()
+	l.setErr(err)
+	if !l.sealFailed {
+		l.sealFailed = true
+		l.log.Error("proof: sealing fails; records stay durable and unsealed until it works again", "err", err)
+	}
+}
+
+// follow publishes the newest head another node sealed.
+func (l *Log) follow(ctx context.Context) {
+	head, err := l.store.Latest(ctx)
+	if errors.Is(err, ErrNotFound) {
+		return
+	}
+	if err != nil {
+		l.sealFailure(err)
+		return
+	}
+	if cur := l.Latest(); cur != nil && cur.Size >= head.Size {
+		return
+	}
+	if _, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint); err != nil {
+		l.sealFailure(fmt.Errorf("proof: the stored tree head %d: %w", head.Size, err))
+		return
+	}
+	if err := l.checkExtends(ctx, head); err != nil {
+		l.sealFailure(err)
+		return
+	}
+	l.treeHead, l.rng = nil, nil // reloaded if this log leads later
+	if err := l.publish(head); err != nil {
+		l.sealFailure(err)
+		return
+	}
+	l.noteSealed(0)
+	if l.sealFailed {
+		l.sealFailed = false
+		l.setErr(nil)
+	}
+}
+
+// checkExtends checks that head's tree extends the published one.
+func (l *Log) checkExtends(ctx context.Context, head *Head) error {
+	cur := l.Latest()
+	if cur == nil {
+		return nil
+	}
+	p, err := ConsistencyProof(ctx, l.store, cur.Size, head.Size)
+	if err == nil {
+		err = VerifyConsistency(cur.Size, head.Size, p, cur.Root, head.Root)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: the stored head of size %d does not extend the published one of size %d: %w", ErrRollback, head.Size, cur.Size, err)
+	}
+	return nil
+}
+
+// sealOnce seals up to maxSealRecords unsealed records; it returns how
+// many.
+func (l *Log) sealOnce(ctx context.Context) (int, error) {
+	if l.unsent != nil {
+		// Sealed in the store, the checkpoint file not yet written.
+		if err := l.publish(l.unsent.head); err != nil {
+			return 0, err
+		}
+		l.unsent = nil
+	}
+	if l.retry != nil {
+		return l.commitRetry(ctx)
+	}
+	if err := l.syncTree(ctx); err != nil {
+		return 0, err
+	}
+	recs, err := l.store.Unsealed(ctx, maxSealRecords)
+	if err != nil || len(recs) == 0 {
+		return 0, err
+	}
 	start := time.Now()
 	rng, err := rangeFactory.NewRange(l.rng.Begin(), l.rng.End(), append([][]byte(nil), l.rng.Hashes()...))
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	s := &sealed{waiters: append([]*pending(nil), batch...), rng: rng}
+	s := &sealedBatch{prev: l.treeHead, rng: rng}
 	s.batch.Start = rng.End()
-	s.batch.Records = make([]StoredRecord, len(batch))
-	s.batch.Nodes = make([]Node, 0, 2*len(batch)+8)
+	s.batch.Records = recs
+	s.batch.Nodes = make([]Node, 0, 2*len(recs)+8)
 	visit := func(id compact.NodeID, hash []byte) {
 		s.batch.Nodes = append(s.batch.Nodes, Node{ID: id, Hash: hash})
 	}
-	for i, p := range batch {
-		s.batch.Records[i] = p.rec
-		if err := rng.Append(p.leaf, visit); err != nil {
-			return nil, err
+	for _, r := range recs {
+		if err := rng.Append(LeafHash(r.Data), visit); err != nil {
+			return 0, err
 		}
 	}
 	root, err := rng.GetRootHash(nil)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	note, err := l.signer.Sign(Checkpoint{Origin: l.signer.Name(), Size: rng.End(), Root: root}.Text())
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("proof: sign checkpoint: %w", err)
 	}
 	digest := sha256.Sum256(note)
 	token, err := l.ts.Timestamp(ctx, digest[:])
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("proof: time-stamp checkpoint: %w", err)
 	}
 	s.batch.Head = Head{Size: rng.End(), Root: root, Checkpoint: note, Token: token}
 	l.metrics.seal.Observe(time.Since(start).Seconds())
-	return s, nil
+	l.retry = s
+	return l.commitRetry(ctx)
 }
 
-func (l *Log) takeRetries() []*pending {
-	l.retryMu.Lock()
-	defer l.retryMu.Unlock()
-	r := l.retry
+// commitRetry writes the signed batch l.retry. A checkpoint once signed
+// is written as it is or dropped when another sequencer's head took its
+// place, never signed again over other records.
+func (l *Log) commitRetry(ctx context.Context) (int, error) {
+	s := l.retry
+	start := time.Now()
+	err := l.store.Seal(ctx, s.prev, &s.batch)
+	l.metrics.commitSeal.Observe(time.Since(start).Seconds())
+	if errors.Is(err, ErrConflict) {
+		// Written meanwhile by this very batch (its answer was lost), or
+		// by another sequencer.
+		l.retry = nil
+		if h, herr := l.store.HeadAt(ctx, s.batch.Head.Size); herr == nil && bytes.Equal(h.Checkpoint, s.batch.Head.Checkpoint) {
+			err = nil
+		} else {
+			l.metrics.unpublished.Inc()
+			l.log.Warn("proof: another sequencer sealed first; this signed checkpoint is dropped, never published", "size", s.batch.Head.Size, "err", err)
+			l.treeHead, l.rng = nil, nil
+			l.metrics.resyncs.Inc()
+			return 0, nil
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("proof: write sealed batch: %w", err)
+	}
 	l.retry = nil
-	return r
+	head := s.batch.Head
+	l.rng, l.treeHead = s.rng, &head
+	l.lastSeal = time.Now()
+	if err := l.publish(&head); err != nil {
+		l.unsent = &unpublished{head: &head}
+		return 0, err
+	}
+	l.noteSealed(len(s.batch.Records))
+	l.metrics.sealRecords.Observe(float64(len(s.batch.Records)))
+	if len(s.batch.Records) > 0 {
+		delay := time.Since(recordTime(s.batch.Records[0].Data))
+		l.metrics.sealDelay.Observe(delay.Seconds())
+		l.metrics.maxDelay(delay)
+	}
+	return len(s.batch.Records), nil
 }
 
-// resync reloads the tree from the store, after another sequencer
-// extended it, and puts the records that lost the race first.
-func (l *Log) resync(ctx context.Context, batch []*pending) ([]*pending, error) {
-	l.stale.Store(false)
-	batch = append(l.takeRetries(), batch...)
-	var size uint64
+// syncTree makes l.rng the tree of the store's newest head: after another
+// sequencer sealed, or at the start of a lease.
+func (l *Log) syncTree(ctx context.Context) error {
+	if l.rng != nil && l.leader == nil {
+		return nil // the only sequencer: the tree is what it sealed
+	}
 	head, err := l.store.Latest(ctx)
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
-		return batch, err
-	default:
-		if _, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint); err != nil {
-			return batch, fmt.Errorf("proof: the stored tree head %d: %w", head.Size, err)
-		}
-		size = head.Size
+	if errors.Is(err, ErrNotFound) {
+		head = nil
+	} else if err != nil {
+		return err
 	}
-	rng, err := loadRange(ctx, l.store, size)
-	if err != nil {
-		return batch, err
-	}
-	l.rng, l.lastIDs = rng, nil
-	l.metrics.resyncs.Inc()
-	return batch, nil
-}
-
-func (l *Log) failBatch(batch []*pending, err error) {
-	l.log.Error("proof: batch not sealed", "records", len(batch), "err", err)
-	l.metrics.failed.Add(float64(len(batch)))
-	for _, p := range batch {
-		p.done <- result{err: fmt.Errorf("proof: seal batch: %w", err)}
-	}
-}
-
-// commit writes sealed batches in order and acknowledges their records.
-func (l *Log) commit() {
-	for s := range l.commitCh {
-		err := l.failed()
-		if err == nil {
-			start := time.Now()
-			err = l.store.Commit(context.Background(), &s.batch)
-			l.metrics.commit.Observe(time.Since(start).Seconds())
-			if errors.Is(err, ErrConflict) || errors.Is(err, ErrDuplicateID) {
-				// Another sequencer wrote first: seal these again on
-				// the stored tree.
-				l.log.Info("proof: another node extended the log; sealing again", "start", s.batch.Start, "records", len(s.waiters), "err", err)
-				l.retryMu.Lock()
-				l.retry = append(l.retry, s.waiters...)
-				l.retryMu.Unlock()
-				l.stale.Store(true)
-				select {
-				case l.kick <- struct{}{}:
-				default:
-				}
-				l.idle <- struct{}{}
-				continue
-			}
-			if err != nil {
-				// Later batches may already be sealed over this one:
-				// the log must be reopened from the store.
-				l.log.Error("proof: batch not written; the log stops", "start", s.batch.Start, "records", len(s.batch.Records), "err", err)
-				err = fmt.Errorf("%w: %w", ErrLogFailed, err)
-				l.mu.Lock()
-				l.err = err
-				l.mu.Unlock()
-			}
-		}
-		if err != nil {
-			l.metrics.failed.Add(float64(len(s.waiters)))
-			for _, p := range s.waiters {
-				p.done <- result{err: err}
-			}
-			l.idle <- struct{}{}
-			continue
-		}
-		head := s.batch.Head
-		l.mu.Lock()
-		l.head = &head
-		l.mu.Unlock()
-		l.metrics.batch.Observe(float64(len(s.waiters)))
-		l.metrics.appends.Add(float64(len(s.waiters)))
-		now := time.Now()
-		for i, p := range s.waiters {
-			l.metrics.ack.Observe(now.Sub(p.start).Seconds())
-			p.done <- result{r: Receipt{ID: p.rec.ID, Index: s.batch.Start + uint64(i), TreeSize: head.Size}}
-		}
-		l.idle <- struct{}{}
-	}
-	// Closed: what lost a race after the last batch is not in the log.
-	for _, p := range l.takeRetries() {
-		p.done <- result{err: ErrClosed}
-	}
-}
-
-type sealingKey struct{}
-
-// Sealing reports whether ctx is that of a log sealing a batch. A
-// tsa.Recorder that turns issued tokens into evidence (TimestampRecorder)
-// skips the tokens on the log's own checkpoints: they are in the tree
-// heads already, and their records would wait for the very batch being
-// sealed.
-func Sealing(ctx context.Context) bool {
-	v, _ := ctx.Value(sealingKey{}).(bool)
-	return v
-}
-
-// InclusionProof is the RFC 9162 inclusion proof (section 2.1.3) of the
-// record at index in the tree of the given size, from the stored nodes:
-// O(log size) reads.
-func InclusionProof(ctx context.Context, s Store, index, size uint64) ([][]byte, error) {
-	nodes, err := mproof.Inclusion(index, size)
-	if err != nil {
-		return nil, fmt.Errorf("proof: inclusion proof: %w", err)
-	}
-	return rehash(ctx, s, nodes)
-}
-
-// ConsistencyProof is the RFC 9162 consistency proof (section 2.1.4)
-// between the trees of size1 and size2, from the stored nodes.
-func ConsistencyProof(ctx context.Context, s Store, size1, size2 uint64) ([][]byte, error) {
-	if size1 == 0 || size1 == size2 {
-		if size1 > size2 {
-			return nil, fmt.Errorf("proof: consistency proof: size %d > %d", size1, size2)
-		}
-		return [][]byte{}, nil
-	}
-	nodes, err := mproof.Consistency(size1, size2)
-	if err != nil {
-		return nil, fmt.Errorf("proof: consistency proof: %w", err)
-	}
-	return rehash(ctx, s, nodes)
-}
-
-func rehash(ctx context.Context, s Store, nodes mproof.Nodes) ([][]byte, error) {
-	hashes, err := s.Nodes(ctx, nodes.IDs)
-	if err != nil {
-		return nil, err
-	}
-	return nodes.Rehash(hashes, hasher.HashChildren)
-}
-
-// VerifyInclusion checks an inclusion proof of the record encoding in a
-// tree of the given size and root.
-func VerifyInclusion(encoded []byte, index, size uint64, proof [][]byte, root []byte) error {
-	return mproof.VerifyInclusion(hasher, index, size, LeafHash(encoded), proof, root)
-}
-
-// VerifyConsistency checks a consistency proof between two tree heads.
-func VerifyConsistency(size1, size2 uint64, proof [][]byte, root1, root2 []byte) error {
-	if size1 == 0 {
-		if len(proof) != 0 {
-			return errors.New("proof: a consistency proof from the empty tree is empty")
-		}
+	if l.rng != nil && sameHead(head, l.treeHead) {
 		return nil
 	}
-	return mproof.VerifyConsistency(hasher, size1, size2, proof, root1, root2)
+	if head != nil {
+		if err := l.checkExtends(ctx, head); err != nil {
+			return err
+		}
+	}
+	h, rng, err := l.loadTree(ctx)
+	if err != nil {
+		return err
+	}
+	l.treeHead, l.rng = h, rng
+	l.metrics.resyncs.Inc()
+	if h != nil && (l.Latest() == nil || l.Latest().Size < h.Size) {
+		return l.publish(h)
+	}
+	return nil
+}
+
+func sameHead(a, b *Head) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Size == b.Size && bytes.Equal(a.Root, b.Root)
+}
+
+// publish saves head in the checkpoint file, then makes it the log's
+// newest: a checkpoint is published only once saved.
+func (l *Log) publish(head *Head) error {
+	if l.guard != "" {
+		if err := SaveCheckpoint(l.guard, head.Checkpoint); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	l.head = head
+	close(l.sealedCh)
+	l.sealedCh = make(chan struct{})
+	l.mu.Unlock()
+	l.metrics.size.Set(float64(head.Size))
+	return nil
+}
+
+// noteSealed counts n of this log's records sealed; following another
+// sequencer, it re-reads how many still wait.
+func (l *Log) noteSealed(n int) {
+	if l.leader == nil {
+		l.unsealed.Add(-int64(n))
+	} else if recs, err := l.store.Unsealed(context.Background(), MaxUnsealed); err == nil {
+		l.unsealed.Store(int64(len(recs)))
+	}
+	l.metrics.unsealed.Set(float64(l.unsealed.Load()))
+}
+
+// recordTime reads the time of an encoded record (see
+// evidence.Record.MarshalBinary); the zero time if it cannot.
+func recordTime(data []byte) time.Time {
+	id := evidence.EncodedID(data)
+	off := len("PEC-EV") + 1 + 4 + len(id)
+	if id == "" || len(data) < off+4 {
+		return time.Time{}
+	}
+	n := int(binary.BigEndian.Uint32(data[off:]))
+	off += 4 + n
+	if n > 64 || len(data) < off+8 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(data[off:])))
+}
+
+// WaitSealed waits until the record with this id is sealed and published,
+// and returns its leaf index and the newest published head; when ctx ends
+// first, ErrNotSealed. A record the log does not hold is ErrNotFound.
+func (l *Log) WaitSealed(ctx context.Context, id string) (uint64, *Head, error) {
+	for {
+		l.mu.RLock()
+		ch, head := l.sealedCh, l.head
+		l.mu.RUnlock()
+		idx, err := l.store.Lookup(ctx, id)
+		if err == nil && head != nil && idx < head.Size {
+			return idx, head, nil
+		}
+		if err != nil && !errors.Is(err, ErrNotSealed) {
+			return 0, nil, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, nil, fmt.Errorf("%w: evidence %q", ErrNotSealed, id)
+		case <-l.done:
+			return 0, nil, ErrClosed
+		}
+	}
 }
 
 type logMetrics struct {
-	appends prometheus.Counter
-	failed  prometheus.Counter
-	batch   prometheus.Observer
-	seal    prometheus.Observer
-	commit  prometheus.Observer
-	ack     prometheus.Observer
-	resyncs prometheus.Counter
+	appends      prometheus.Counter
+	failed       prometheus.Counter
+	batch        prometheus.Observer
+	commit       prometheus.Observer
+	ack          prometheus.Observer
+	seal         prometheus.Observer
+	commitSeal   prometheus.Observer
+	sealRecords  prometheus.Observer
+	sealDelay    prometheus.Observer
+	sealDelayMax prometheus.Gauge
+	sealFailures prometheus.Counter
+	unsealed     prometheus.Gauge
+	size         prometheus.Gauge
+	resyncs      prometheus.Counter
+	unpublished  prometheus.Counter
+
+	maxMu sync.Mutex
+	max   time.Duration
+}
+
+func (m *logMetrics) maxDelay(d time.Duration) {
+	m.maxMu.Lock()
+	defer m.maxMu.Unlock()
+	if d > m.max {
+		m.max = d
+		m.sealDelayMax.Set(d.Seconds())
+	}
 }
 
 func newLogMetrics(reg prometheus.Registerer) *logMetrics {
-	appends := prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_appends_total", Help: "Evidence records appended and acknowledged."})
-	failed := prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_append_failures_total", Help: "Evidence records whose batch could not be sealed or written."})
-	batch := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_batch_records", Help: "Records per sealed batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)})
-	secs := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
-	seal := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_seconds", Help: "Time to hash, sign and time-stamp a batch.", Buckets: secs})
-	commit := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_commit_seconds", Help: "Time to write a batch durably.", Buckets: secs})
-	ack := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_ack_seconds", Help: "Time from Append to its acknowledgment.", Buckets: secs})
-	resyncs := prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_resyncs_total", Help: "Times the sequencer reloaded the tree after another node extended the shared log."})
-	if reg != nil {
-		resyncs = promreg.Register(reg, resyncs)
-		appends = promreg.Register(reg, appends)
-		failed = promreg.Register(reg, failed)
-		batch = promreg.Register(reg, batch)
-		seal = promreg.Register(reg, seal)
-		commit = promreg.Register(reg, commit)
-		ack = promreg.Register(reg, ack)
+	secs := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+	m := &logMetrics{
+		appends:      prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_appends_total", Help: "Evidence records made durable and acknowledged."}),
+		failed:       prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_append_failures_total", Help: "Evidence records refused or not written."}),
+		batch:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_write_records", Help: "Records per durable write (group commit).", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		commit:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_write_seconds", Help: "Time of one durable write of records.", Buckets: secs}),
+		ack:          prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_ack_seconds", Help: "Time from Append to its acknowledgment (durable).", Buckets: secs}),
+		seal:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_seconds", Help: "Time to hash, sign and time-stamp a checkpoint.", Buckets: secs}),
+		commitSeal:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_write_seconds", Help: "Time to write a sealed batch (records, nodes, head) to the store.", Buckets: secs}),
+		sealRecords:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_records", Help: "Records per checkpoint.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		sealDelay:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_delay_seconds", Help: "Time from the oldest record of a checkpoint to its publication.", Buckets: secs}),
+		sealDelayMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_seal_delay_max_seconds", Help: "The longest seal delay since start."}),
+		sealFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_seal_failures_total", Help: "Seal attempts that failed (records stay durable and unsealed)."}),
+		unsealed:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_unsealed_records", Help: "Records durable and waiting for a checkpoint."}),
+		size:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_tree_size", Help: "Size of the newest published checkpoint."}),
+		resyncs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_resyncs_total", Help: "Times the sequencer reloaded the tree that another node extended."}),
+		unpublished:  prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_unpublished_checkpoints_total", Help: "Signed checkpoints dropped because another sequencer sealed first (0 with a working lease)."}),
 	}
-	return &logMetrics{appends: appends, failed: failed, batch: batch, seal: seal, commit: commit, ack: ack, resyncs: resyncs}
+	if reg != nil {
+		m.appends = promreg.Register(reg, m.appends)
+		m.failed = promreg.Register(reg, m.failed)
+		m.batch = promreg.Register(reg, m.batch.(prometheus.Histogram))
+		m.commit = promreg.Register(reg, m.commit.(prometheus.Histogram))
+		m.ack = promreg.Register(reg, m.ack.(prometheus.Histogram))
+		m.seal = promreg.Register(reg, m.seal.(prometheus.Histogram))
+		m.commitSeal = promreg.Register(reg, m.commitSeal.(prometheus.Histogram))
+		m.sealRecords = promreg.Register(reg, m.sealRecords.(prometheus.Histogram))
+		m.sealDelay = promreg.Register(reg, m.sealDelay.(prometheus.Histogram))
+		m.sealDelayMax = promreg.Register(reg, m.sealDelayMax)
+		m.sealFailures = promreg.Register(reg, m.sealFailures)
+		m.unsealed = promreg.Register(reg, m.unsealed)
+		m.size = promreg.Register(reg, m.size)
+		m.resyncs = promreg.Register(reg, m.resyncs)
+		m.unpublished = promreg.Register(reg, m.unpublished)
+	}
+	return m
 }

@@ -8,28 +8,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"pec/evidence"
 	"pec/proof"
 )
+
+type appended struct {
+	id  string
+	idx uint64
+}
 
 func TestLogAppendProveAudit(t *testing.T) {
 	e := newEnv(t)
 	path := filepath.Join(t.TempDir(), "proof.db")
 	s := openBolt(t, path)
-	l := e.openLog(t, s, proof.Config{BatchSize: 16})
+	cfg := fastSeal
+	cfg.BatchSize = 16
+	l := e.openLog(t, s, cfg)
 	ctx := t.Context()
 
 	const writers, each = 8, 25
-	receipts := make([][]proof.Receipt, writers)
+	got := make([][]appended, writers)
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				r, err := l.Append(ctx, sampleRecord(w*each+i))
+				ids, err := l.Append(ctx, sampleRecord(w*each+i))
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				receipts[w] = append(receipts[w], r)
+				got[w] = append(got[w], appended{id: ids[0]})
 			}
 		})
 	}
@@ -37,42 +48,45 @@ func TestLogAppendProveAudit(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// Acknowledged when durable, sealed within the interval.
+	for w := range got {
+		for i := range got[w] {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			idx, _, err := l.WaitSealed(wctx, got[w][i].id)
+			cancel()
+			if err != nil {
+				t.Fatalf("WaitSealed(%s): %v", got[w][i].id, err)
+			}
+			got[w][i].idx = idx
+		}
+	}
 	latest := l.Latest()
 	if latest == nil || latest.Size != writers*each {
 		t.Fatalf("latest head %v, want size %d", latest, writers*each)
 	}
 	seen := map[uint64]bool{}
-	for _, rs := range receipts {
+	for _, rs := range got {
 		for _, r := range rs {
-			if seen[r.Index] {
-				t.Fatalf("index %d acknowledged twice", r.Index)
+			if seen[r.idx] {
+				t.Fatalf("index %d given twice", r.idx)
 			}
-			seen[r.Index] = true
-			idx, err := s.Lookup(ctx, r.ID)
-			if err != nil || idx != r.Index {
-				t.Fatalf("Lookup(%s) = %d, %v; want %d", r.ID, idx, err, r.Index)
-			}
-			h, err := s.HeadAt(ctx, r.TreeSize)
+			seen[r.idx] = true
+			h, err := s.HeadCovering(ctx, r.idx)
 			if err != nil {
-				t.Fatalf("the head of receipt %+v: %v", r, err)
+				t.Fatalf("the head covering %d: %v", r.idx, err)
 			}
-			rec, err := s.Record(ctx, r.Index)
-			if err != nil {
-				t.Fatal(err)
+			rec, err := s.Record(ctx, r.idx)
+			if err != nil || rec.ID != r.id {
+				t.Fatalf("Record(%d) = %v, %v; want id %s", r.idx, rec, err, r.id)
 			}
-			p, err := proof.InclusionProof(ctx, s, r.Index, latest.Size)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := proof.VerifyInclusion(rec.Data, r.Index, latest.Size, p, latest.Root); err != nil {
-				t.Fatalf("inclusion of %d in the latest head: %v", r.Index, err)
-			}
-			p, err = proof.InclusionProof(ctx, s, r.Index, h.Size)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := proof.VerifyInclusion(rec.Data, r.Index, h.Size, p, h.Root); err != nil {
-				t.Fatalf("inclusion of %d in its batch's head: %v", r.Index, err)
+			for _, head := range []*proof.Head{latest, h} {
+				p, err := proof.InclusionProof(ctx, s, r.idx, head.Size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := proof.VerifyInclusion(rec.Data, r.idx, head.Size, p, head.Root); err != nil {
+					t.Fatalf("inclusion of %d in the head of size %d: %v", r.idx, head.Size, err)
+				}
 			}
 		}
 	}
@@ -80,7 +94,7 @@ func TestLogAppendProveAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Records != writers*each || rep.Heads < 2 {
+	if rep.Records != writers*each || rep.Heads < 1 || rep.Unsealed != 0 {
 		t.Errorf("audit report %+v", rep)
 	}
 
@@ -94,14 +108,12 @@ func TestLogAppendProveAudit(t *testing.T) {
 	s.Close()
 	s = openBolt(t, path)
 	defer s.Close()
-	l = e.openLog(t, s, proof.Config{BatchWait: time.Millisecond})
+	cfg = fastSeal
+	cfg.BatchWait = time.Millisecond
+	l = e.openLog(t, s, cfg)
 	defer l.Close()
-	r, err := l.Append(ctx, sampleRecord(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Index != writers*each || r.TreeSize != writers*each+1 {
-		t.Errorf("receipt after reopen: %+v", r)
+	if _, idx := appendSealed(t, l, sampleRecord(1000)); idx != writers*each {
+		t.Errorf("index after reopen: %d", idx)
 	}
 	h := l.Latest()
 	p, err := proof.ConsistencyProof(ctx, s, latest.Size, h.Size)
@@ -116,25 +128,129 @@ func TestLogAppendProveAudit(t *testing.T) {
 	}
 }
 
+// TestLogAckBeforeSeal: Append returns once durable, before any seal; the
+// seal follows within the interval; Close seals what is left.
+func TestLogAckBeforeSeal(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "proof.db")
+	s := openBolt(t, path)
+	defer s.Close()
+	ts := &switchTimestamper{ok: e.ts}
+	ts.set(true) // no checkpoint can be made
+	reg := prometheus.NewRegistry()
+	l, err := proof.Open(t.Context(), s, e.signer, ts, fastSeal, proof.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := l.Append(t.Context(), sampleRecord(1), sampleRecord(2))
+	if err != nil {
+		t.Fatalf("Append with the TSA down: %v (a record is acknowledged once durable)", err)
+	}
+	if _, err := s.Lookup(t.Context(), ids[1]); !errors.Is(err, proof.ErrNotSealed) {
+		t.Errorf("Lookup of an unsealed record: %v, want ErrNotSealed", err)
+	}
+	wctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, _, err := l.WaitSealed(wctx, ids[0]); !errors.Is(err, proof.ErrNotSealed) {
+		t.Errorf("WaitSealed with no TSA: %v, want ErrNotSealed", err)
+	}
+	if l.Ready() == nil {
+		t.Error("Ready while sealing fails")
+	}
+	ts.set(false)
+	wctx, cancel = context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	idx, head, err := l.WaitSealed(wctx, ids[1])
+	if err != nil || idx != 1 || head.Size != 2 {
+		t.Fatalf("WaitSealed after the TSA came back: %d, %v, %v", idx, head, err)
+	}
+	if l.Ready() != nil {
+		t.Errorf("Ready after sealing works again: %v", l.Ready())
+	}
+	if d := gauge(t, reg, "pec_proof_seal_delay_max_seconds"); d <= 0 || d > 5 {
+		t.Errorf("longest seal delay %v s", d)
+	}
+	// Close seals what was appended before it.
+	ids, err = l.Append(t.Context(), sampleRecord(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if idx, err := s.Lookup(t.Context(), ids[0]); err != nil || idx != 2 {
+		t.Errorf("after Close: Lookup = %d, %v; want 2", idx, err)
+	}
+}
+
+// TestLogSealsAfterCrash: records durable but not sealed when the node
+// stopped are sealed by the next Open.
+func TestLogSealsAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "proof.db")
+	s := openBolt(t, path)
+	// What a crashed node leaves: records appended, never sealed.
+	if err := s.Append(t.Context(), []proof.StoredRecord{stored(t, 1), stored(t, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openBolt(t, path)
+	defer s.Close()
+	l := e.openLog(t, s, fastSeal)
+	defer l.Close()
+	wctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, _, err := l.WaitSealed(wctx, "crashed-2"); err != nil {
+		t.Fatalf("the unsealed records of a crash: %v", err)
+	}
+	if _, err := proof.Audit(t.Context(), s, e.auditOptions()); err != nil {
+		t.Error(err)
+	}
+}
+
+func stored(t testing.TB, i int) proof.StoredRecord {
+	t.Helper()
+	rec := sampleRecord(i)
+	rec.ID = "crashed-" + string(rune('0'+i))
+	rec.Time = time.Now()
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proof.StoredRecord{ID: rec.ID, Data: data}
+}
+
 func TestLogCallerIDs(t *testing.T) {
 	e := newEnv(t)
 	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
 	defer s.Close()
-	l := e.openLog(t, s, proof.Config{})
+	l := e.openLog(t, s, fastSeal)
 	defer l.Close()
 	ctx := t.Context()
 	rec := sampleRecord(1)
 	rec.ID = "exchange-42.submission"
-	r, err := l.Append(ctx, rec)
-	if err != nil || r.ID != rec.ID {
-		t.Fatalf("Append with an id: %+v, %v", r, err)
+	ids, err := l.Append(ctx, rec)
+	if err != nil || ids[0] != rec.ID {
+		t.Fatalf("Append with an id: %v, %v", ids, err)
 	}
+	// Unsealed, then sealed: a duplicate either way.
 	if _, err := l.Append(ctx, rec); !errors.Is(err, proof.ErrDuplicateID) {
-		t.Errorf("Append of a held id: %v, want ErrDuplicateID", err)
+		t.Errorf("Append of a held, unsealed id: %v, want ErrDuplicateID", err)
+	}
+	appendSealed(t, l, sampleRecord(9))
+	if _, err := l.Append(ctx, rec); !errors.Is(err, proof.ErrDuplicateID) {
+		t.Errorf("Append of a held, sealed id: %v, want ErrDuplicateID", err)
+	}
+	// A call is atomic: a duplicate refuses the others with it.
+	fresh := sampleRecord(5)
+	fresh.ID = "fresh"
+	if _, err := l.Append(ctx, fresh, rec); !errors.Is(err, proof.ErrDuplicateID) {
+		t.Errorf("Append of a new and a held id: %v, want ErrDuplicateID", err)
+	}
+	if _, err := s.Lookup(ctx, "fresh"); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("the new record of a refused call: %v, want ErrNotFound", err)
 	}
 	bad := sampleRecord(2)
 	bad.Type = "Not A Type"
-	if _, err := l.Append(ctx, bad); !errors.Is(err, proof.ErrMalformedRecord) {
+	if _, err := l.Append(ctx, bad); !errors.Is(err, evidence.ErrMalformedRecord) {
 		t.Errorf("Append of an invalid record: %v, want ErrMalformedRecord", err)
 	}
 	// Concurrent duplicates: exactly one wins.
@@ -160,45 +276,21 @@ func TestLogCallerIDs(t *testing.T) {
 	}
 }
 
-func TestLogTimestampFailureFailsTheBatchOnly(t *testing.T) {
-	e := newEnv(t)
-	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
-	defer s.Close()
-	ts := &switchTimestamper{ok: e.ts}
-	l, err := proof.Open(t.Context(), s, e.signer, ts, proof.Config{}, proof.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	ctx := t.Context()
-	if _, err := l.Append(ctx, sampleRecord(1)); err != nil {
-		t.Fatal(err)
-	}
-	ts.set(true)
-	if _, err := l.Append(ctx, sampleRecord(2)); err == nil {
-		t.Fatal("Append with the TSA down succeeded")
-	}
-	ts.set(false)
-	r, err := l.Append(ctx, sampleRecord(3))
-	if err != nil || r.Index != 1 {
-		t.Fatalf("Append after the TSA came back: %+v, %v (want index 1)", r, err)
-	}
-	if _, err := proof.Audit(ctx, s, e.auditOptions()); err != nil {
-		t.Error(err)
-	}
-}
-
 type switchTimestamper struct {
 	mu   sync.Mutex
 	down bool
+	n    int
 	ok   proof.Timestamper
 }
 
 func (s *switchTimestamper) set(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
 
+func (s *switchTimestamper) count() int { s.mu.Lock(); defer s.mu.Unlock(); return s.n }
+
 func (s *switchTimestamper) Timestamp(ctx context.Context, d []byte) ([]byte, error) {
 	s.mu.Lock()
 	down := s.down
+	s.n++
 	s.mu.Unlock()
 	if down {
 		return nil, errors.New("TSA down")
@@ -206,14 +298,44 @@ func (s *switchTimestamper) Timestamp(ctx context.Context, d []byte) ([]byte, er
 	return s.ok.Timestamp(ctx, d)
 }
 
+// TestLogSealsOncePerInterval: under a steady load, one checkpoint covers
+// many records, at most one an interval (and one at once after idling).
+func TestLogSealsOncePerInterval(t *testing.T) {
+	e := newEnv(t)
+	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
+	defer s.Close()
+	ts := &switchTimestamper{ok: e.ts}
+	l, err := proof.Open(t.Context(), s, e.signer, ts, proof.Config{SealInterval: 200 * time.Millisecond}, proof.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var last string
+	for i := 0; time.Since(start) < time.Second; i++ {
+		ids, err := l.Append(t.Context(), sampleRecord(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ids[0]
+	}
+	elapsed := time.Since(start)
+	wctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, _, err := l.WaitSealed(wctx, last); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if n, most := ts.count(), int(elapsed/(200*time.Millisecond))+3; n > most {
+		t.Errorf("%d checkpoints in %v at an interval of 200ms (want at most %d)", n, elapsed, most)
+	}
+}
+
 func TestOpenRejectsAnotherKey(t *testing.T) {
 	e := newEnv(t)
 	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
 	defer s.Close()
-	l := e.openLog(t, s, proof.Config{})
-	if _, err := l.Append(t.Context(), sampleRecord(1)); err != nil {
-		t.Fatal(err)
-	}
+	l := e.openLog(t, s, fastSeal)
+	appendSealed(t, l, sampleRecord(1))
 	l.Close()
 	other := newEnv(t)
 	if _, err := proof.Open(t.Context(), s, other.signer, other.ts, proof.Config{}, proof.Options{}); !errors.Is(err, proof.ErrNoteSignature) {
@@ -221,22 +343,22 @@ func TestOpenRejectsAnotherKey(t *testing.T) {
 	}
 }
 
-func TestEvidenceIDsInContext(t *testing.T) {
-	e := newEnv(t)
-	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
-	defer s.Close()
-	l := e.openLog(t, s, proof.Config{})
-	defer l.Close()
-	ctx, ids := proof.WithEvidenceIDs(t.Context())
-	r1, err := l.Append(ctx, sampleRecord(1))
+// metric is the one series of the metric named name in reg.
+func metric(t testing.TB, reg *prometheus.Registry, name string) *dto.Metric {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := l.Append(ctx, sampleRecord(2))
-	if err != nil {
-		t.Fatal(err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0]
+		}
 	}
-	if got := ids.IDs(); len(got) != 2 || got[0] != r1.ID || got[1] != r2.ID {
-		t.Errorf("ids %v, want [%s %s]", got, r1.ID, r2.ID)
-	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	return metric(t, reg, name).GetGauge().GetValue()
 }

@@ -1,9 +1,11 @@
 package proof
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -12,25 +14,45 @@ import (
 )
 
 // PGStore keeps the log in PostgreSQL, for several nodes sharing one log.
-// Each Commit takes a transaction-scoped advisory lock, so one batch at a
-// time is written, and checks that it extends the stored log: a node whose
-// batch lost the race gets ErrConflict, resynchronises and seals again
-// (see Log). Open it with [OpenPG].
+// Every node appends records concurrently (an INSERT of unsealed rows, one
+// COPY per group of appends); one node at a time seals, the one whose
+// dedicated connection holds a session-level advisory lock (see
+// [PGStore.Lead]): when that node dies, its connection closes, the lock is
+// released and another node takes it within a seal interval. A seal runs
+// on that connection, so that it is written only while the lock is held,
+// and checks the stored head it extends (size and root). Open it with
+// [OpenPG].
 type PGStore struct {
 	pool *pgxpool.Pool
+	url  string
+
+	leadMu sync.Mutex
+	lead   *pgx.Conn // holds the sealing lock; nil: not leading
 }
 
-var _ Store = (*PGStore)(nil)
+var (
+	_ Store  = (*PGStore)(nil)
+	_ Leader = (*PGStore)(nil)
+)
 
-// pgLockKey is the advisory lock of the log's sequencing ("PECPROOF").
-const pgLockKey = 0x50454350524f4f46
+// pgLockKey is the advisory lock of schema changes ("PECPROOF");
+// pgSealKey the session lock of the node that seals ("PECSEAL!").
+const (
+	pgLockKey = 0x50454350524f4f46
+	pgSealKey = 0x5045435345414c21
+)
 
+// pgSchema is version 2: records are appended unsealed (idx NULL, in seq
+// order) and the sealer gives them their leaf index.
 const pgSchema = `
+CREATE TABLE IF NOT EXISTS proof_schema (version INT NOT NULL);
 CREATE TABLE IF NOT EXISTS proof_records (
-	idx  BIGINT PRIMARY KEY,
+	seq  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	idx  BIGINT UNIQUE,
 	id   TEXT NOT NULL UNIQUE,
 	data BYTEA NOT NULL
 );
+CREATE INDEX IF NOT EXISTS proof_records_unsealed ON proof_records (seq) WHERE idx IS NULL;
 CREATE TABLE IF NOT EXISTS proof_nodes (
 	level SMALLINT NOT NULL,
 	idx   BIGINT NOT NULL,
@@ -44,8 +66,16 @@ CREATE TABLE IF NOT EXISTS proof_heads (
 	token      BYTEA NOT NULL
 );`
 
+// pgMigrateV1 turns the version 1 table of records (idx the primary key,
+// every record sealed) into version 2.
+const pgMigrateV1 = `
+ALTER TABLE proof_records DROP CONSTRAINT proof_records_pkey;
+ALTER TABLE proof_records ALTER COLUMN idx DROP NOT NULL;
+ALTER TABLE proof_records ADD CONSTRAINT proof_records_idx_key UNIQUE (idx);
+ALTER TABLE proof_records ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY;`
+
 // OpenPG connects to PostgreSQL (a pgx connection string or URL) and
-// creates the tables if needed.
+// creates or upgrades the tables if needed.
 func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
@@ -56,44 +86,146 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, pgSchema)
+		var v1 bool
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'proof_records' AND table_schema = current_schema())
+			AND NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'proof_records' AND column_name = 'seq' AND table_schema = current_schema())`).Scan(&v1)
+		if err != nil {
+			return err
+		}
+		if v1 {
+			if _, err := tx.Exec(ctx, pgMigrateV1); err != nil {
+				return fmt.Errorf("upgrade from version 1: %w", err)
+			}
+		}
+		if _, err := tx.Exec(ctx, pgSchema); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM proof_schema; INSERT INTO proof_schema (version) VALUES (2)")
 		return err
 	})
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("proof: postgres schema: %w", err)
 	}
-	return &PGStore{pool: pool}, nil
+	return &PGStore{pool: pool, url: url}, nil
 }
 
 // Close implements Store.
 func (s *PGStore) Close() error {
+	s.leadMu.Lock()
+	if s.lead != nil {
+		s.lead.Close(context.Background())
+		s.lead = nil
+	}
+	s.leadMu.Unlock()
 	s.pool.Close()
 	return nil
 }
 
-// Commit implements Store.
-func (s *PGStore) Commit(ctx context.Context, b *Batch) error {
+// Lead implements Leader: it takes the sealing lock on a connection of
+// its own, or checks that the connection holding it is alive.
+func (s *PGStore) Lead(ctx context.Context) (bool, error) {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	if s.lead != nil {
+		if err := s.lead.Ping(ctx); err == nil {
+			return true, nil
+		}
+		s.lead.Close(context.Background()) // the lock went with the connection
+		s.lead = nil
+	}
+	conn, err := pgx.Connect(ctx, s.url)
+	if err != nil {
+		return false, fmt.Errorf("proof: postgres: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(pgSealKey)).Scan(&got); err != nil {
+		conn.Close(context.Background())
+		return false, fmt.Errorf("proof: postgres: %w", err)
+	}
+	if !got {
+		conn.Close(context.Background())
+		return false, nil
+	}
+	s.lead = conn
+	return true, nil
+}
+
+// Append implements Store.
+func (s *PGStore) Append(ctx context.Context, recs []StoredRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	_, err := s.pool.CopyFrom(ctx, pgx.Identifier{"proof_records"}, []string{"id", "data"},
+		pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+			return []any{recs[i].ID, recs[i].Data}, nil
+		}))
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "23505" && pe.ConstraintName == "proof_records_id_key" {
+		return fmt.Errorf("%w: an evidence id of the batch is already in the log", ErrDuplicateID)
+	}
+	if err != nil {
+		return fmt.Errorf("proof: postgres: append: %w", err)
+	}
+	return nil
+}
+
+// Unsealed implements Store.
+func (s *PGStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error) {
+	rows, err := s.pool.Query(ctx, "SELECT id, data FROM proof_records WHERE idx IS NULL ORDER BY seq LIMIT $1", max)
+	if err != nil {
+		return nil, fmt.Errorf("proof: postgres: %w", err)
+	}
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StoredRecord, error) {
+		var r StoredRecord
+		err := row.Scan(&r.ID, &r.Data)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proof: postgres: %w", err)
+	}
+	return recs, nil
+}
+
+// Seal implements Store. Records appended by other nodes may commit out
+// of their seq order, so b.Records need only be unsealed records.
+func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 	if b.Head.Size != b.Start+uint64(len(b.Records)) || len(b.Head.Root) != 32 {
 		return fmt.Errorf("proof: store: batch at %d with %d records has a head of size %d", b.Start, len(b.Records), b.Head.Size)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	if s.lead == nil {
+		return fmt.Errorf("%w: this node does not hold the sealing lock", ErrConflict)
+	}
+	err := pgx.BeginFunc(ctx, s.lead, func(tx pgx.Tx) error {
+		latest, err := scanHead(tx.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads ORDER BY size DESC LIMIT 1"))
+		switch {
+		case errors.Is(err, ErrNotFound):
+			if prev != nil {
+				return fmt.Errorf("%w: the store holds no head, the batch extends size %d", ErrConflict, prev.Size)
+			}
+		case err != nil:
 			return err
+		case prev == nil:
+			return fmt.Errorf("%w: the store holds a head of size %d, the batch extends the empty log", ErrConflict, latest.Size)
+		case latest.Size != prev.Size || !bytes.Equal(latest.Root, prev.Root):
+			return fmt.Errorf("%w: the stored head is size %d root %x, the batch extends size %d root %x", ErrConflict, latest.Size, latest.Root, prev.Size, prev.Root)
 		}
-		var size int64
-		if err := tx.QueryRow(ctx, "SELECT COALESCE(MAX(idx) + 1, 0) FROM proof_records").Scan(&size); err != nil {
-			return err
+		if prev != nil && prev.Size != b.Start || prev == nil && b.Start != 0 {
+			return fmt.Errorf("%w: the batch starts at %d", ErrConflict, b.Start)
 		}
-		if uint64(size) != b.Start {
-			return fmt.Errorf("%w: it starts at %d, the log holds %d records", ErrConflict, b.Start, size)
+		ids := make([]string, len(b.Records))
+		idxs := make([]int64, len(b.Records))
+		for i, r := range b.Records {
+			ids[i], idxs[i] = r.ID, int64(b.Start)+int64(i)
 		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"proof_records"}, []string{"idx", "id", "data"},
-			pgx.CopyFromSlice(len(b.Records), func(i int) ([]any, error) {
-				return []any{int64(b.Start) + int64(i), b.Records[i].ID, b.Records[i].Data}, nil
-			}))
+		tag, err := tx.Exec(ctx, `UPDATE proof_records r SET idx = v.idx FROM unnest($1::text[], $2::bigint[]) AS v(id, idx)
+			WHERE r.id = v.id AND r.idx IS NULL`, ids, idxs)
 		if err != nil {
 			return err
+		}
+		if tag.RowsAffected() != int64(len(ids)) {
+			return fmt.Errorf("%w: %d of the batch's %d records are not unsealed records of the store", ErrConflict, int64(len(ids))-tag.RowsAffected(), len(ids))
 		}
 		_, err = tx.CopyFrom(ctx, pgx.Identifier{"proof_nodes"}, []string{"level", "idx", "hash"},
 			pgx.CopyFromSlice(len(b.Nodes), func(i int) ([]any, error) {
@@ -107,13 +239,13 @@ func (s *PGStore) Commit(ctx context.Context, b *Batch) error {
 		return err
 	})
 	if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "23505" { // unique_violation
-		if pe.ConstraintName == "proof_records_id_key" {
-			return fmt.Errorf("%w: an evidence id of the batch is already in the log", ErrDuplicateID)
-		}
 		return fmt.Errorf("%w: %s", ErrConflict, pe.Message)
 	}
 	if err != nil && !errors.Is(err, ErrConflict) {
-		return fmt.Errorf("proof: postgres: commit: %w", err)
+		if s.lead.IsClosed() {
+			s.lead = nil
+		}
+		return fmt.Errorf("proof: postgres: seal: %w", err)
 	}
 	return err
 }
@@ -202,7 +334,7 @@ func (s *PGStore) Record(ctx context.Context, index uint64) (*StoredRecord, erro
 
 // Lookup implements Store.
 func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
-	var idx int64
+	var idx *int64
 	err := s.pool.QueryRow(ctx, "SELECT idx FROM proof_records WHERE id = $1", id).Scan(&idx)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%w: evidence %q", ErrNotFound, id)
@@ -210,7 +342,10 @@ func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("proof: postgres: %w", err)
 	}
-	return uint64(idx), nil
+	if idx == nil {
+		return 0, fmt.Errorf("%w: evidence %q", ErrNotSealed, id)
+	}
+	return uint64(*idx), nil
 }
 
 // Records implements Store, in pages.

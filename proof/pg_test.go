@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -146,7 +147,26 @@ func openPG(t testing.TB, url string) *proof.PGStore {
 }
 
 func TestPGStoreConformance(t *testing.T) {
-	prooftest.RunStore(t, func(t *testing.T) proof.Store { return openPG(t, newPGDatabase(t)) })
+	urls := map[proof.Store]string{}
+	prooftest.RunStore(t, prooftest.Factory{
+		New: func(t *testing.T) proof.Store {
+			url := newPGDatabase(t)
+			s := openPG(t, url)
+			urls[s] = url
+			// Only the leader seals.
+			if ok, err := s.Lead(t.Context()); err != nil || !ok {
+				t.Fatalf("Lead on a fresh database: %v, %v", ok, err)
+			}
+			return s
+		},
+		Reopen: func(t *testing.T, old proof.Store) proof.Store {
+			s := openPG(t, urls[old])
+			if ok, err := s.Lead(t.Context()); err != nil || !ok {
+				t.Fatalf("Lead after reopening: %v, %v", ok, err)
+			}
+			return s
+		},
+	})
 }
 
 // TestPGTwoNodes: two nodes (two stores, two logs) append to one
@@ -161,7 +181,7 @@ func TestPGTwoNodes(t *testing.T) {
 	for range nodes {
 		s := openPG(t, url)
 		defer s.Close()
-		l := e.openLog(t, s, proof.Config{})
+		l := e.openLog(t, s, fastSeal)
 		defer l.Close()
 		logs = append(logs, l)
 	}
@@ -172,16 +192,23 @@ func TestPGTwoNodes(t *testing.T) {
 		for w := range writers {
 			wg.Go(func() {
 				for i := range each {
-					r, err := l.Append(ctx, sampleRecord((n*writers+w)*each+i))
+					ids, err := l.Append(ctx, sampleRecord((n*writers+w)*each+i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					idx, _, err := l.WaitSealed(wctx, ids[0])
+					cancel()
 					if err != nil {
 						t.Error(err)
 						return
 					}
 					mu.Lock()
-					if prev, dup := byIndex[r.Index]; dup {
-						t.Errorf("index %d acknowledged twice: %s and %s", r.Index, prev, r.ID)
+					if prev, dup := byIndex[idx]; dup {
+						t.Errorf("index %d given twice: %s and %s", idx, prev, ids[0])
 					}
-					byIndex[r.Index] = r.ID
+					byIndex[idx] = ids[0]
 					mu.Unlock()
 				}
 			})

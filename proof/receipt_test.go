@@ -7,11 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +44,8 @@ func TestReceiptOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := goldenRecord()
+	rec := sampleRecord(42)
+	rec.ID, rec.Time = "receipt-42", time.Date(2026, 11, 24, 9, 30, 0, 0, time.UTC)
 	data, err := rec.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -77,47 +76,5 @@ func TestReceiptOpenSSL(t *testing.T) {
 	}
 	if _, err := proof.SignReceipt(t.Context(), signer, []byte("not a record")); err == nil {
 		t.Error("a receipt for bytes that are no record")
-	}
-}
-
-func TestSignatureRecorder(t *testing.T) {
-	e := newEnv(t)
-	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
-	defer s.Close()
-	l := e.openLog(t, s, proof.Config{})
-	defer l.Close()
-	ev := &signing.Evidence{
-		ID:           "sig-0001",
-		Event:        signing.EventSigned,
-		Time:         time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
-		Client:       "CN=partner-a",
-		ClientSHA256: strings.Repeat("ab", 32),
-		Profile:      "default",
-		Format:       signing.CAdES,
-		Hash:         "SHA-256", // as package signing names it
-		Digests:      []string{strings.Repeat("01", 32)},
-		Signatures:   []string{strings.Repeat("02", 32)},
-	}
-	if err := (proof.SignatureRecorder{Log: l}).Record(t.Context(), ev); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := s.Lookup(t.Context(), "sig-0001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored, err := s.Record(t.Context(), idx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := proof.UnmarshalRecord(stored.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rec.Type != proof.SignatureCreated || len(rec.Digests) != 2 || !rec.Involves([32]byte(bytes.Repeat([]byte{0xab}, 32))) {
-		t.Errorf("record %+v", rec)
-	}
-	ev.Digests = []string{"zz"}
-	if err := (proof.SignatureRecorder{Log: l}).Record(t.Context(), ev); !errors.Is(err, proof.ErrMalformedRecord) {
-		t.Errorf("bad digest: %v", err)
 	}
 }

@@ -100,14 +100,10 @@ func cdpLog(t *testing.T, e *env, srv *crlServer) (proof.Store, *x509.Certificat
 	}
 	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
 	t.Cleanup(func() { s.Close() })
-	l := e.openLog(t, s, proof.Config{BatchSize: 2})
+	l := e.openLog(t, s, fastSeal)
 	var id string
 	for i := range 3 {
-		r, err := l.Append(t.Context(), sampleRecord(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		id = r.ID
+		id, _ = appendSealed(t, l, sampleRecord(i))
 	}
 	l.Close()
 	return s, cert, id
@@ -343,22 +339,19 @@ func TestBundleRevocationNoSource(t *testing.T) {
 	e := newEnv(t)
 	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
 	defer s.Close()
-	l := e.openLog(t, s, proof.Config{})
-	r, err := l.Append(t.Context(), sampleRecord(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := e.openLog(t, s, fastSeal)
+	id, _ := appendSealed(t, l, sampleRecord(1))
 	l.Close()
 	chain := []*x509.Certificate{e.cert, e.root.Cert}
 	v, err := certvalidation.New(certvalidation.Config{}, certvalidation.Material{}, certvalidation.ValidatorOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	with, err := proof.Export(t.Context(), s, r.ID, proof.ExportOptions{LogChain: chain, Validator: v})
+	with, err := proof.Export(t.Context(), s, id, proof.ExportOptions{LogChain: chain, Validator: v})
 	if err != nil {
 		t.Fatal(err)
 	}
-	without, err := proof.Export(t.Context(), s, r.ID, proof.ExportOptions{LogChain: chain})
+	without, err := proof.Export(t.Context(), s, id, proof.ExportOptions{LogChain: chain})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,11 +19,9 @@ func TestAuditFindsEveryFlippedByte(t *testing.T) {
 	e := newEnv(t)
 	s := openBolt(t, filepath.Join(t.TempDir(), "proof.db"))
 	defer s.Close()
-	l := e.openLog(t, s, proof.Config{BatchSize: 4})
+	l := e.openLog(t, s, fastSeal)
 	for i := range 11 {
-		if _, err := l.Append(t.Context(), sampleRecord(i)); err != nil {
-			t.Fatal(err)
-		}
+		appendSealed(t, l, sampleRecord(i))
 	}
 	l.Close()
 	if _, err := proof.Audit(t.Context(), s, e.auditOptions()); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"pec/evidence"
 	"pec/hsm"
 	"pec/internal/devpki"
 	"pec/internal/softhsmtest"
@@ -62,8 +63,7 @@ func BenchmarkSign(b *testing.B) {
 		certFile := filepath.Join(b.TempDir(), "cert.pem")
 		writeFile(b, certFile, devpki.CertPEM(cert, p.ca.Cert))
 		svc, err := signing.Load(context.Background(), signing.Config{
-			Profiles:     []signing.ProfileConfig{{Name: "bench", KeyLabel: label, CertFile: certFile, Format: "cades", AllowedClients: []string{"partner-a"}}},
-			EvidenceFile: "unused",
+			Profiles: []signing.ProfileConfig{{Name: "bench", KeyLabel: label, CertFile: certFile, Format: "cades", AllowedClients: []string{"partner-a"}}},
 		}, keys, signing.Options{Evidence: discardEvidence{}})
 		if err != nil {
 			b.Fatal(err)
@@ -149,7 +149,13 @@ func BenchmarkSign(b *testing.B) {
 // discardEvidence records nothing: the benchmark measures signing.
 type discardEvidence struct{}
 
-func (discardEvidence) Record(context.Context, *signing.Evidence) error { return nil }
+func (discardEvidence) Append(_ context.Context, recs ...*evidence.Record) ([]string, error) {
+	ids := make([]string, len(recs))
+	for i := range ids {
+		ids[i] = "discarded"
+	}
+	return ids, nil
+}
 
 // concurrently makes n calls of fn over c goroutines (fn gets the
 // goroutine's number) and returns the time they took.
@@ -245,8 +251,7 @@ func BenchmarkServiceOverhead(b *testing.B) {
 	certFile := filepath.Join(b.TempDir(), "cert.pem")
 	writeFile(b, certFile, devpki.CertPEM(cert, p.ca.Cert))
 	svc, err := signing.Load(context.Background(), signing.Config{
-		Profiles:     []signing.ProfileConfig{{Name: "x", KeyLabel: "k", CertFile: certFile, Format: "cades", AllowedClients: []string{"partner-a"}}},
-		EvidenceFile: "unused",
+		Profiles: []signing.ProfileConfig{{Name: "x", KeyLabel: "k", CertFile: certFile, Format: "cades", AllowedClients: []string{"partner-a"}}},
 	}, instantKeys{"k": instantKey{key}}, signing.Options{Evidence: discardEvidence{}})
 	if err != nil {
 		b.Fatal(err)

@@ -18,8 +18,9 @@ type Config struct {
 	// TSAURL is the RFC 3161 endpoint of signature timestamps; empty: this
 	// node's own TSA, called in-process.
 	TSAURL string `yaml:"tsa_url"`
-	// EvidenceFile receives one JSON line per signature operation, fsynced
-	// before the signature is returned, until the proof log takes over.
+	// EvidenceFile is no longer used: every signature operation is a
+	// record of the evidence log (the proof section). Accepted so that
+	// the pec.yaml of earlier versions still loads.
 	EvidenceFile     string `yaml:"evidence_file"`
 	MaxDocumentBytes int64  `yaml:"max_document_bytes"` // a document to sign or verify; 0: 32 MiB
 	MaxBatch         int    `yaml:"max_batch"`          // digests in one batch; 0: 1000
@@ -119,9 +120,6 @@ func (c Config) Validate() error {
 		} else if n == 4 && (p.PDF.Rect[2] <= p.PDF.Rect[0] || p.PDF.Rect[3] <= p.PDF.Rect[1]) {
 			fault("%s.pdf.rect: the upper-right corner must be above and right of the lower-left one", at)
 		}
-	}
-	if len(c.Profiles) > 0 && c.EvidenceFile == "" {
-		fault("signing.evidence_file: required (every signature operation is recorded)")
 	}
 	if c.MaxDocumentBytes < 0 {
 		fault("signing.max_document_bytes: must not be negative")

@@ -31,7 +31,7 @@
 // timestamp, and the clients allowed to use it. [Service] loads them and
 // serves [Service.Sign] and [Service.SignDigests] (batches): it refuses a
 // client the profile does not allow ([ErrNotAllowed], nothing is signed)
-// and records every operation through an [EvidenceRecorder] before
+// and records every operation through an [evidence.Appender] before
 // returning the signature.
 //
 // # Verification

@@ -4,21 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/evidence"
 )
 
 // KeyStore is what a Service needs of hsm.KeyStore.
@@ -35,8 +36,9 @@ type Options struct {
 	// Timestamper gives the signature timestamps of the profiles that
 	// want them (timestamp: true); required then.
 	Timestamper Timestamper
-	// Evidence records every operation; required.
-	Evidence EvidenceRecorder
+	// Evidence records every operation (signature.created,
+	// signature.refused) before its result is released; required.
+	Evidence evidence.Appender
 }
 
 // Service makes signatures with the configured profiles: it checks that
@@ -44,7 +46,7 @@ type Options struct {
 // returning the signature. It is safe for concurrent use.
 type Service struct {
 	profiles map[string]*Profile
-	evidence EvidenceRecorder
+	evidence evidence.Appender
 	now      func() time.Time
 	log      *slog.Logger
 	metrics  *metrics
@@ -62,6 +64,7 @@ type Profile struct {
 	Timestamp bool
 	signer    *Signer
 	pdf       PDFOptions
+	actor     evidence.Actor // the signer, in the evidence
 	allowed   []clientMatcher
 	m         *profileMetrics
 }
@@ -83,10 +86,10 @@ type identity struct {
 	subject     string
 	commonName  string
 	fingerprint [32]byte
-	fpHex       string
+	actor       evidence.Actor // role "client"
 }
 
-var localOperator = &identity{local: true, subject: "local operator"}
+var localOperator = &identity{local: true, subject: "local operator", actor: evidence.Actor{Role: "operator", Subject: "local operator"}}
 
 // identify returns the identity of c, from a cache keyed by the
 // certificate: the requests of one TLS connection share one parsed
@@ -105,7 +108,7 @@ func (s *Service) identify(c Client) *identity {
 		commonName:  c.Certificate.Subject.CommonName,
 		fingerprint: sha256.Sum256(c.Certificate.Raw),
 	}
-	id.fpHex = hex.EncodeToString(id.fingerprint[:])
+	id.actor = evidence.Actor{Role: "client", Fingerprint: id.fingerprint, Subject: id.subject}
 	if s.idCount.Add(1) > maxCachedIdentities {
 		s.ids.Clear()
 		s.idCount.Store(1)
@@ -115,8 +118,6 @@ func (s *Service) identify(c Client) *identity {
 }
 
 const maxCachedIdentities = 4096
-
-func (id *identity) fingerprintHex() string { return id.fpHex }
 
 func (p *Profile) allows(id *identity) bool {
 	if id.local {
@@ -143,7 +144,7 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 		return nil, err
 	}
 	if opts.Evidence == nil {
-		return nil, errors.New("signing: an evidence recorder is required")
+		return nil, errors.New("signing: an evidence log is required: every signature operation is recorded")
 	}
 	s := &Service{
 		profiles: map[string]*Profile{},
@@ -182,7 +183,8 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
-		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format))}
+		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format)),
+			actor: evidence.ActorFromCertificate("signer", signer.Certificate())}
 		for _, a := range pc.AllowedClients {
 			m, _ := parseAllowed(a)
 			p.allowed = append(p.allowed, m)
@@ -289,9 +291,9 @@ func (s *Service) profileFor(ctx context.Context, id *identity, name string) (*P
 	}
 	if !p.allows(id) {
 		p.m.refused.Inc()
-		e := &Evidence{ID: newID(), Event: EventRefused, Time: s.now().UTC(), Client: id.subject, ClientSHA256: id.fingerprintHex(),
-			Profile: name, Reason: "client not in allowed_clients"}
-		if err := s.evidence.Record(ctx, e); err != nil {
+		rec := &evidence.Record{Type: evidence.SignatureRefused, Time: s.now().UTC(), Actors: []evidence.Actor{id.actor, p.actor},
+			Attributes: []evidence.Attribute{{Key: "profile", Value: name}, {Key: "reason", Value: "client not in allowed_clients"}}}
+		if _, err := s.evidence.Append(ctx, rec); err != nil {
 			s.log.ErrorContext(ctx, "signing: record refusal", "err", err)
 		}
 		s.log.WarnContext(ctx, "signing: client refused", "profile", name, "client", id.subject)
@@ -317,8 +319,7 @@ func (s *Service) Sign(ctx context.Context, c Client, req Request) (*Result, err
 		p.m.failure(err)
 		return nil, err
 	}
-	res.ID = newID()
-	if err := s.record(ctx, id, p, res.ID, [][]byte{digest}, []*Signature{res.Signature}); err != nil {
+	if res.ID, err = s.record(ctx, id, p, [][]byte{digest}, []*Signature{res.Signature}); err != nil {
 		p.m.errors.Inc()
 		return nil, err
 	}
@@ -418,8 +419,8 @@ func (s *Service) SignDigests(ctx context.Context, c Client, profile string, dig
 		p.m.failure(err)
 		return nil, err
 	}
-	res := &BatchResult{ID: newID(), Profile: p.Name, Signatures: sigs}
-	if err := s.record(ctx, id, p, res.ID, digests, sigs); err != nil {
+	res := &BatchResult{Profile: p.Name, Signatures: sigs}
+	if res.ID, err = s.record(ctx, id, p, digests, sigs); err != nil {
 		p.m.errors.Inc()
 		return nil, err
 	}
@@ -443,39 +444,67 @@ func (s *Service) checkBatch(p *Profile, digests [][]byte) error {
 	return nil
 }
 
-// record writes the evidence of signatures: the digests of what was
-// signed, and the SHA-256 of each signature value.
-func (s *Service) record(ctx context.Context, id *identity, p *Profile, opID string, digests [][]byte, sigs []*Signature) error {
-	e := &Evidence{ID: opID, Event: EventSigned, Time: s.now().UTC(), Client: id.subject, ClientSHA256: id.fingerprintHex(),
-		Profile: p.Name, Format: p.Format, Hash: hashName(p.signer.Hash(), nil)}
-	e.Digests = make([]string, len(digests))
-	for i, d := range digests {
-		e.Digests[i] = hex.EncodeToString(d)
+// record writes the evidence of signatures (signature.created): who asked,
+// which key signed, the digests of what was signed, the SHA-256 of each
+// signature value and of each signature timestamp (the token is recorded
+// here, not by the TSA: one durable write for a B-T signature). A batch
+// larger than one record holds is recorded in parts of sigsPerRecord
+// signatures, appended together (one write), which share their subject
+// and say which part they are. It returns the id of the (first) record,
+// which is the operation's.
+func (s *Service) record(ctx context.Context, id *identity, p *Profile, digests [][]byte, sigs []*Signature) (string, error) {
+	now := s.now().UTC()
+	hash := hashNames[p.signer.Hash()]
+	var recs []*evidence.Record
+	subject := ""
+	if len(sigs) > sigsPerRecord {
+		subject = "batch-" + evidence.NewID(now)
 	}
-	e.Signatures = make([]string, len(sigs))
-	for i, sig := range sigs {
-		sum := sha256.Sum256(sig.Value)
-		e.Signatures[i] = hex.EncodeToString(sum[:])
+	for start := 0; start < len(sigs); start += sigsPerRecord {
+		end := min(start+sigsPerRecord, len(sigs))
+		rec := &evidence.Record{Type: evidence.SignatureCreated, Time: now, Subject: subject, Actors: []evidence.Actor{id.actor, p.actor}}
+		rec.Digests = make([]evidence.Digest, 0, 3*(end-start))
+		for i := start; i < end; i++ {
+			rec.Digests = append(rec.Digests, evidence.Digest{Name: indexedName("document/", i), Algorithm: hash, Value: digests[i]})
+		}
+		for i := start; i < end; i++ {
+			sig := sigs[i]
+			sum := sha256.Sum256(sig.Value)
+			rec.Digests = append(rec.Digests, evidence.Digest{Name: indexedName("signature/", i), Algorithm: "sha256", Value: sum[:]})
+			if sig.Timestamp != nil {
+				ts := sha256.Sum256(sig.Timestamp.Raw)
+				rec.Digests = append(rec.Digests, evidence.Digest{Name: indexedName("signature-timestamp/", i), Algorithm: "sha256", Value: ts[:]})
+			}
+		}
+		rec.Attributes = []evidence.Attribute{{Key: "format", Value: string(p.Format)}}
+		if subject != "" {
+			parts := (len(sigs) + sigsPerRecord - 1) / sigsPerRecord
+			rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "part", Value: strconv.Itoa(start/sigsPerRecord+1) + "/" + strconv.Itoa(parts)})
+		}
+		rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "profile", Value: p.Name})
+		recs = append(recs, rec)
 	}
-	if err := s.evidence.Record(ctx, e); err != nil {
+	ids, err := s.evidence.Append(ctx, recs...)
+	if err != nil {
 		// Not recorded, not released.
-		return fmt.Errorf("signing: record evidence %s: %w", opID, err)
+		return "", fmt.Errorf("signing: record evidence: %w", err)
 	}
 	// The evidence is the record of each signature; the log says it at
 	// debug level only, and builds nothing unless it will (a signature costs
 	// tens of microseconds).
 	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.DebugContext(ctx, "signing: signed", "id", opID, "profile", p.Name, "client", id.subject, "count", len(sigs))
+		s.log.DebugContext(ctx, "signing: signed", "id", ids[0], "profile", p.Name, "client", id.subject, "count", len(sigs))
 	}
-	return nil
+	return ids[0], nil
 }
 
-// newID is a random operation identifier: 128 bits in hexadecimal.
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
+// sigsPerRecord bounds the signatures of one record: three digests each
+// (document, signature, timestamp), under evidence's 256 items.
+const sigsPerRecord = 64
+
+var hashNames = map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384", crypto.SHA512: "sha512"}
+
+func indexedName(prefix string, i int) string { return prefix + strconv.Itoa(i) }
 
 type metrics struct {
 	ops     *prometheus.CounterVec   // profile, outcome

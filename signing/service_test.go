@@ -1,21 +1,20 @@
 package signing_test
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/evidence"
 
 	"pec/hsm"
 	"pec/internal/devpki"
@@ -28,7 +27,7 @@ import (
 type service struct {
 	*signing.Service
 	pki      *pki
-	evidence *signing.MemoryEvidence
+	evidence *evidence.Memory
 	partnerA signing.Client
 	partnerB signing.Client
 	reg      *prometheus.Registry
@@ -64,13 +63,12 @@ func newService(t testing.TB, mutate func(*signing.Config)) *service {
 			{Name: "pdf", KeyLabel: labels[hsm.RSA2048], CertFile: certFile(hsm.RSA2048), Format: "pades", Digest: "sha384", AllowedClients: []string{"partner-a"},
 				PDF: signing.PDFConfig{Visible: true, Reason: "Document officiel"}},
 		},
-		EvidenceFile: "unused",
-		MaxBatch:     100,
+		MaxBatch: 100,
 	}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	ev := &signing.MemoryEvidence{}
+	ev := &evidence.Memory{}
 	reg := prometheus.NewRegistry()
 	svc, err := signing.Load(context.Background(), cfg, keys, signing.Options{Timestamper: p.timestamper(), Evidence: ev, Registry: reg})
 	if err != nil {
@@ -132,12 +130,18 @@ func TestServiceSign(t *testing.T) {
 		t.Fatalf("%d evidence records, want 3", len(recs))
 	}
 	e := recs[0]
-	if e.ID != res.ID || e.Event != signing.EventSigned || e.Profile != "default" || !strings.Contains(e.Client, "CN=partner-a") ||
-		e.Hash != "SHA-256" || len(e.Digests) != 1 || e.Digests[0] != hex.EncodeToString(sum[:]) || len(e.Signatures) != 1 || e.ClientSHA256 == "" {
+	if e.ID != res.ID || e.Type != evidence.SignatureCreated || attr(e, "profile") != "default" || len(e.Actors) != 2 ||
+		e.Actors[0].Role != "client" || !strings.Contains(e.Actors[0].Subject, "CN=partner-a") || e.Actors[0].Fingerprint == ([32]byte{}) ||
+		e.Actors[1].Role != "signer" || !strings.Contains(e.Actors[1].Subject, "PEC signature") ||
+		len(e.Digests) != 3 || e.Digests[0].Name != "document/0" || e.Digests[0].Algorithm != "sha256" || !bytes.Equal(e.Digests[0].Value, sum[:]) ||
+		e.Digests[1].Name != "signature/0" || e.Digests[2].Name != "signature-timestamp/0" {
 		t.Errorf("evidence %+v", e)
 	}
-	if recs[1].Digests[0] != hex.EncodeToString(sum[:]) {
-		t.Errorf("the digest signing evidence names %s", recs[1].Digests[0])
+	if tok := sha256.Sum256(res.Signature.Timestamp.Raw); !bytes.Equal(e.Digests[2].Value, tok[:]) {
+		t.Errorf("the evidence names another signature timestamp")
+	}
+	if !bytes.Equal(recs[1].Digests[0].Value, sum[:]) {
+		t.Errorf("the digest signing evidence names %x", recs[1].Digests[0].Value)
 	}
 	if got := counterSum(t, s.reg, "pec_signing_signatures_total"); got != 3 {
 		t.Errorf("pec_signing_signatures_total = %v", got)
@@ -204,11 +208,11 @@ func TestServiceRefuses(t *testing.T) {
 			}
 			recs := s.evidence.Records()[before:]
 			for _, r := range recs {
-				if r.Event == signing.EventSigned {
+				if r.Type == evidence.SignatureCreated {
 					t.Errorf("a signature was recorded: %+v", r)
 				}
 			}
-			if errors.Is(err, signing.ErrNotAllowed) && (len(recs) != 1 || recs[0].Event != signing.EventRefused) {
+			if errors.Is(err, signing.ErrNotAllowed) && (len(recs) != 1 || recs[0].Type != evidence.SignatureRefused) {
 				t.Errorf("the refusal is not in the evidence: %+v", recs)
 			}
 		})
@@ -251,9 +255,8 @@ func newServiceWith(t testing.TB, s *service, entry string) *signing.Service {
 	path := filepath.Join(t.TempDir(), "cert.pem")
 	writeFile(t, path, devpki.CertPEM(cert))
 	svc, err := signing.Load(context.Background(), signing.Config{
-		Profiles:     []signing.ProfileConfig{{Name: "default", KeyLabel: label, CertFile: path, Format: "cades", AllowedClients: []string{entry}}},
-		EvidenceFile: "unused",
-	}, keys, signing.Options{Evidence: &signing.MemoryEvidence{}})
+		Profiles: []signing.ProfileConfig{{Name: "default", KeyLabel: label, CertFile: path, Format: "cades", AllowedClients: []string{entry}}},
+	}, keys, signing.Options{Evidence: &evidence.Memory{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,8 +289,24 @@ func TestServiceBatch(t *testing.T) {
 		wantPassed(t, r)
 	}
 	recs := s.evidence.Records()
-	if len(recs) != 1 || len(recs[0].Digests) != 40 || recs[0].ID != res.ID || len(recs[0].Signatures) != 40 {
-		t.Fatalf("a batch is one evidence record with every digest: %+v", recs)
+	if len(recs) != 1 || len(recs[0].Digests) != 120 || recs[0].ID != res.ID {
+		t.Fatalf("a batch of 40 is one evidence record with every digest (document, signature, timestamp): %+v", recs)
+	}
+	// A batch larger than a record holds: parts, appended together.
+	big := make([][]byte, 70)
+	for i := range big {
+		d := sha256.Sum256([]byte{byte(i), 1})
+		big[i] = d[:]
+	}
+	bres, err := s.SignDigests(ctx, s.partnerA, "default", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := s.evidence.Records()[1:]
+	if len(parts) != 2 || parts[0].ID != bres.ID || parts[0].Subject == "" || parts[0].Subject != parts[1].Subject ||
+		attr(parts[0], "part") != "1/2" || attr(parts[1], "part") != "2/2" || len(parts[0].Digests)+len(parts[1].Digests) != 210 ||
+		parts[1].Digests[0].Name != "document/64" {
+		t.Errorf("a batch of 70: %d records %+v", len(parts), parts)
 	}
 	for _, tc := range []struct {
 		name    string
@@ -310,48 +329,23 @@ func TestServiceBatch(t *testing.T) {
 	}
 }
 
-// TestEvidenceJournal: concurrent records all land, one JSON line each.
-func TestEvidenceJournal(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "evidence.jsonl")
-	j, err := signing.OpenEvidenceJournal(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := range 200 {
-		wg.Go(func() {
-			e := &signing.Evidence{ID: fmt.Sprint(i), Event: signing.EventSigned, Time: time.Now(), Profile: "default", Digests: []string{"00"}}
-			if err := j.Record(context.Background(), e); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if err := j.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Record(context.Background(), &signing.Evidence{}); err == nil {
-		t.Error("recorded after Close")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var e signing.Evidence
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("line %q: %v", sc.Text(), err)
+func attr(r evidence.Record, key string) string {
+	for _, a := range r.Attributes {
+		if a.Key == key {
+			return a.Value
 		}
-		seen[e.ID] = true
 	}
-	if len(seen) != 200 {
-		t.Errorf("%d distinct records, want 200", len(seen))
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v", fi.Mode())
+	return ""
+}
+
+// TestEvidenceFailure: a signature whose evidence cannot be recorded is not
+// released.
+func TestEvidenceFailure(t *testing.T) {
+	s := newService(t, nil)
+	s.evidence.Err = evidence.ErrUnavailable
+	_, err := s.Sign(context.Background(), s.partnerA, signing.Request{Profile: "default", Document: []byte("x")})
+	if !errors.Is(err, evidence.ErrUnavailable) {
+		t.Fatalf("Sign with a failing log: %v, want ErrUnavailable", err)
 	}
 }
 
@@ -362,7 +356,6 @@ func TestConfigValidate(t *testing.T) {
 		cfg  signing.Config
 		want string
 	}{
-		{"no evidence file", signing.Config{Profiles: []signing.ProfileConfig{good}}, "signing.evidence_file: required"},
 		{"duplicate", signing.Config{Profiles: []signing.ProfileConfig{good, good}, EvidenceFile: "e"}, "signing.profiles[1].name: \"default\" is used"},
 		{"format", signing.Config{Profiles: []signing.ProfileConfig{{Name: "x", KeyLabel: "k", CertFile: "c", Format: "xades"}}, EvidenceFile: "e"}, "signing.profiles[0].format: \"xades\""},
 		{"digest", signing.Config{Profiles: []signing.ProfileConfig{{Name: "x", KeyLabel: "k", CertFile: "c", Format: "cades", Digest: "md5"}}, EvidenceFile: "e"}, "signing.profiles[0].digest"},

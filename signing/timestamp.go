@@ -25,8 +25,9 @@ type Timestamper interface {
 var _ Timestamper = (*tsa.Client)(nil)
 
 // LocalTSA is the node's own time-stamping authority called in-process: no
-// HTTP, and the authority's serial numbers, journal and clock guard apply
-// as for any other client.
+// HTTP, and the authority's serial numbers and clock guard apply as for any
+// other client. Its tokens are recorded as evidence by the signature they
+// time-stamp (Service records the token's digest), not by the authority.
 type LocalTSA struct {
 	Authority *tsa.Authority
 }
@@ -58,7 +59,9 @@ func (l LocalTSA) Request(ctx context.Context, h crypto.Hash, digest []byte, opt
 	if !opts.NoCert {
 		body = append(body, []byte{tagBoolean, 1, 0xff})
 	}
-	resp, err := l.Authority.Respond(ctx, tlv(tagSequence, body...))
+	// Unrecorded: the signature's own record names this token (one
+	// durable write for a B-T signature, not two).
+	resp, _, err := l.Authority.RespondWith(ctx, tlv(tagSequence, body...), tsa.RespondOptions{Unrecorded: true})
 	if err != nil {
 		return nil, err
 	}

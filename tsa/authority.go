@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"pec/evidence"
 	"pec/internal/promreg"
 )
 
@@ -31,13 +32,20 @@ type Authority struct {
 
 	serials  SerialSource
 	recorder Recorder
+	evidence evidence.Appender
+	tsaActor evidence.Actor
 	clock    ClockStatus
 	now      func() time.Time
 	log      *slog.Logger
 	metrics  *metrics
 
-	orderMu sync.Mutex
-	lastGen time.Time // with ordering: the genTime of the last token
+	order *orderState // shared by the authorities of WithEvidence
+}
+
+// orderState is the genTime of the last token, with ordering.
+type orderState struct {
+	mu      sync.Mutex
+	lastGen time.Time
 }
 
 // New checks the TSA's certificate and key and prepares the authority; of
@@ -85,10 +93,13 @@ func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials Se
 		ordering: cfg.Ordering,
 		serials:  serials,
 		recorder: opts.Recorder,
+		evidence: opts.Evidence,
+		tsaActor: evidence.ActorFromCertificate("tsa", cert),
 		clock:    opts.Clock,
 		now:      now,
 		log:      opts.Logger,
 		metrics:  newMetrics(opts.Registry),
+		order:    &orderState{},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -129,6 +140,18 @@ func CheckTSACertificate(cert *x509.Certificate, pub crypto.PublicKey, now time.
 	return nil
 }
 
+// WithEvidence returns an authority that is a, recording every token it
+// issues in ev (timestamp.issued) instead of a's Recorder. Both share the
+// key, the serial numbers, the clock guard, the ordering and the metrics,
+// so that the evidence log can time-stamp its own checkpoints with a —
+// which knows nothing of the log — while clients are served by the
+// returned authority, with no cycle between the two.
+func (a *Authority) WithEvidence(ev evidence.Appender) *Authority {
+	b := *a
+	b.evidence = ev
+	return &b
+}
+
 // Certificate is the TSA's certificate.
 func (a *Authority) Certificate() *x509.Certificate { return a.cert }
 
@@ -146,18 +169,41 @@ func (a *Authority) Ready() error {
 	return nil
 }
 
-// Respond answers one DER TimeStampReq with a DER TimeStampResp. A bad
-// request gets a rejection and a nil error; err reports only the
-// authority's own failures (signature, serial numbers, journal), after
-// which nothing was issued.
+// Respond answers one DER TimeStampReq with a DER TimeStampResp, as
+// RespondWith with no options.
 func (a *Authority) Respond(ctx context.Context, der []byte) ([]byte, error) {
-	start := time.Now()
-	resp, fail, err := a.respond(ctx, der)
-	a.metrics.observe(fail, err, time.Since(start))
+	resp, _, err := a.RespondWith(ctx, der, RespondOptions{})
 	return resp, err
 }
 
-func (a *Authority) respond(ctx context.Context, der []byte) ([]byte, FailInfo, error) {
+// RespondOptions say who asks for a token and how it is recorded.
+type RespondOptions struct {
+	// Client is who asked, named in the token's timestamp.issued record
+	// so that it may read the record's proof; nil: not known (RFC 3161
+	// over plain HTTP).
+	Client *evidence.Actor
+	// Unrecorded: the caller keeps the token in evidence of its own — a
+	// checkpoint of the evidence log carries its token, a signature's
+	// record names its signature timestamp — so the authority records it
+	// neither as evidence nor in the journal. Serial numbers stay unique
+	// (the serial source does not depend on the records).
+	Unrecorded bool
+}
+
+// RespondWith answers one DER TimeStampReq with a DER TimeStampResp. A bad
+// request gets a rejection and a nil error; err reports only the
+// authority's own failures (signature, serial numbers, evidence), after
+// which nothing was issued. With Options.Evidence, a granted token is
+// released only once its timestamp.issued record is durable, and
+// evidenceID is that record's id.
+func (a *Authority) RespondWith(ctx context.Context, der []byte, opts RespondOptions) (resp []byte, evidenceID string, err error) {
+	start := time.Now()
+	resp, evidenceID, fail, err := a.respond(ctx, der, opts)
+	a.metrics.observe(fail, err, time.Since(start))
+	return resp, evidenceID, err
+}
+
+func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions) ([]byte, string, FailInfo, error) {
 	req, err := parseRequest(der)
 	if err != nil {
 		return a.reject(err)
@@ -192,7 +238,7 @@ func (a *Authority) respond(ctx context.Context, der []byte) ([]byte, FailInfo, 
 
 	serial, err := a.serials.NextSerial()
 	if err != nil {
-		return nil, FailSystemFailure, fmt.Errorf("tsa: serial number: %w", err)
+		return nil, "", FailSystemFailure, fmt.Errorf("tsa: serial number: %w", err)
 	}
 	gen := a.genTime()
 	f := tokenFields{
@@ -206,9 +252,12 @@ func (a *Authority) respond(ctx context.Context, der []byte) ([]byte, FailInfo, 
 	}
 	resp, tokenAt, err := a.enc.encode(&f)
 	if err != nil {
-		return nil, FailSystemFailure, err
+		return nil, "", FailSystemFailure, err
 	}
-	if a.recorder != nil {
+	if opts.Unrecorded || (a.recorder == nil && a.evidence == nil) {
+		return resp, "", FailNone, nil
+	}
+	{
 		issued := Issued{
 			Serial:      serial,
 			GenTime:     gen,
@@ -227,13 +276,45 @@ func (a *Authority) respond(ctx context.Context, der []byte) ([]byte, FailInfo, 
 				issued.Nonce.Sub(issued.Nonce, new(big.Int).Lsh(big.NewInt(1), uint(8*len(req.nonce))))
 			}
 		}
+		if a.evidence != nil {
+			// One durable write: the evidence record is the record of
+			// the token (the journal is for nodes without a log).
+			ids, err := a.evidence.Append(ctx, a.issuedRecord(&issued, opts.Client))
+			if err != nil {
+				// Not recorded, not released: the token is dropped.
+				return nil, "", FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
+			}
+			return resp, ids[0], FailNone, nil
+		}
 		if err := a.recorder.Record(ctx, &issued); err != nil {
-			// Not recorded, not released: the token is dropped.
-			return nil, FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
+			return nil, "", FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
 		}
 	}
-	return resp, FailNone, nil
+	return resp, "", FailNone, nil
 }
+
+// issuedRecord is the timestamp.issued evidence of a token: the imprint,
+// the SHA-256 of the token, serial and policy, the TSA and the client.
+func (a *Authority) issuedRecord(issued *Issued, client *evidence.Actor) *evidence.Record {
+	rec := &evidence.Record{
+		Type:    evidence.TimestampIssued,
+		Time:    issued.GenTime,
+		Subject: "tsa-serial-" + issued.Serial.Text(16),
+		Digests: []evidence.Digest{
+			{Name: "imprint", Algorithm: hashNames[issued.Hash], Value: issued.Imprint},
+			{Name: "token", Algorithm: "sha256", Value: issued.TokenSHA256[:]},
+		},
+		Attributes: []evidence.Attribute{{Key: "policy", Value: issued.Policy.String()}, {Key: "serial", Value: issued.Serial.Text(16)}},
+	}
+	if client != nil {
+		rec.Actors = []evidence.Actor{*client, a.tsaActor}
+	} else {
+		rec.Actors = []evidence.Actor{a.tsaActor}
+	}
+	return rec
+}
+
+var hashNames = map[crypto.Hash]string{crypto.SHA256: "sha256", crypto.SHA384: "sha384", crypto.SHA512: "sha512"}
 
 // genTime is the time of a new token, to the millisecond (the precision
 // written in it). With ordering, two tokens never share a genTime and a
@@ -243,21 +324,21 @@ func (a *Authority) genTime() time.Time {
 	if !a.ordering {
 		return t
 	}
-	a.orderMu.Lock()
-	defer a.orderMu.Unlock()
-	if !t.After(a.lastGen) {
-		t = a.lastGen.Add(time.Millisecond)
+	a.order.mu.Lock()
+	defer a.order.mu.Unlock()
+	if !t.After(a.order.lastGen) {
+		t = a.order.lastGen.Add(time.Millisecond)
 	}
-	a.lastGen = t
+	a.order.lastGen = t
 	return t
 }
 
-func (a *Authority) reject(err error) ([]byte, FailInfo, error) {
+func (a *Authority) reject(err error) ([]byte, string, FailInfo, error) {
 	re, ok := errors.AsType[*RejectError](err)
 	if !ok {
-		return nil, FailSystemFailure, err
+		return nil, "", FailSystemFailure, err
 	}
-	return Reject(re.FailInfo, re.Reason), re.FailInfo, nil
+	return Reject(re.FailInfo, re.Reason), "", re.FailInfo, nil
 }
 
 type metrics struct {

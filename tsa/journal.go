@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"pec/internal/filelock"
 )
 
 // Journal is a [Recorder] that appends one JSON line per issued token to a
@@ -128,7 +130,7 @@ func OpenJournal(path string) (*Journal, error) {
 }
 
 func openJournal(f *os.File, path string, created bool) (*Journal, error) {
-	if err := lockFile(f, "journal"); err != nil {
+	if err := filelock.Lock(f, "tsa: journal"); err != nil {
 		return nil, err
 	}
 	if created {

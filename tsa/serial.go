@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pec/internal/filelock"
 )
 
 // SerialBlock is how many serial numbers [FileSerials] reserves with one
@@ -112,7 +114,7 @@ func OpenFileSerials(path string, nodeID int) (*FileSerials, error) {
 }
 
 func openSerials(f *os.File, path string, node uint16) (*FileSerials, error) {
-	if err := lockFile(f, "serial file"); err != nil {
+	if err := filelock.Lock(f, "tsa: serial file"); err != nil {
 		return nil, err
 	}
 	var buf [serialFileLen + 1]byte

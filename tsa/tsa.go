@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pec/evidence"
 )
 
 // Config is the tsa section of pec.yaml.
@@ -206,7 +208,13 @@ type Options struct {
 	Registry prometheus.Registerer // nil: no metrics
 	Now      func() time.Time      // nil: time.Now
 	Clock    ClockStatus           // nil: the local clock is trusted
-	Recorder Recorder              // nil: issued tokens are not recorded
+	// Evidence records every issued token (timestamp.issued) before it
+	// is released; when set, Recorder is not used: the record is the one
+	// durable write of a token.
+	Evidence evidence.Appender
+	// Recorder keeps the record of issued tokens of a node without an
+	// evidence log (a Journal). nil, with no Evidence: not recorded.
+	Recorder Recorder
 }
 
 // PKIStatus values (RFC 3161 section 2.4.2).

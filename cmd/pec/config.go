@@ -170,6 +170,13 @@ func (f *File) resolvePaths(dir string) {
 	}
 	f.resolveSigningPaths(dir)
 	f.CertValidation.ResolvePaths(dir)
+	if f.Proof.CheckpointFile != "" && !filepath.IsAbs(f.Proof.CheckpointFile) {
+		f.Proof.CheckpointFile = filepath.Join(dir, f.Proof.CheckpointFile)
+	}
+	if f.Proof.Configured() && f.Proof.CheckpointFile == "" && f.DataDir != "" {
+		// The rollback guard is never off: by default, beside the data.
+		f.Proof.CheckpointFile = filepath.Join(f.DataDir, "proof-checkpoint")
+	}
 }
 
 // prefixLines puts "pec.yaml: " before each fault, one per line.

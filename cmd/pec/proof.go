@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -250,11 +249,14 @@ func newProofAuditCommand() *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			rep, err := proof.Audit(cmd.Context(), s, proof.AuditOptions{Verifier: v, TSARoots: roots, TSAIntermediates: inter})
+			rep, err := proof.Audit(cmd.Context(), s, proof.AuditOptions{Verifier: v, TSARoots: roots, TSAIntermediates: inter, CheckpointFile: cfg.Proof.CheckpointFile})
 			if err != nil {
 				return failure(errors.New(oneLine(err.Error())))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit: %d records, %d tree heads: the store checks\n", rep.Records, rep.Heads)
+			if rep.Unsealed > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records durable, not yet sealed (the next start seals them)\n", rep.Unsealed)
+			}
 			return nil
 		},
 	}
@@ -262,45 +264,11 @@ func newProofAuditCommand() *cobra.Command {
 	return cmd
 }
 
-// evidenceRecorder hands issued time-stamp tokens to the proof log once
-// it is open (the log itself needs the TSA, so it opens after it).
-type evidenceRecorder struct {
-	mu  sync.RWMutex
-	rec tsa.Recorder
-}
-
-func (e *evidenceRecorder) set(r tsa.Recorder) {
-	e.mu.Lock()
-	e.rec = r
-	e.mu.Unlock()
-}
-
-// Record implements tsa.Recorder.
-func (e *evidenceRecorder) Record(ctx context.Context, issued *tsa.Issued) error {
-	e.mu.RLock()
-	r := e.rec
-	e.mu.RUnlock()
-	if r == nil {
-		return nil
-	}
-	return r.Record(ctx, issued)
-}
-
-// recorders records with each in turn: the journal first, then evidence.
-type recorders []tsa.Recorder
-
-func (rs recorders) Record(ctx context.Context, issued *tsa.Issued) error {
-	for _, r := range rs {
-		if err := r.Record(ctx, issued); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// openProof opens the evidence log of the proof section: the embedded
-// store, the tree-head key in the HSM, and the TSA that stamps every
-// batch. It returns nil when the node keeps no evidence log.
+// openProof opens the evidence log of the proof section: the store, the
+// tree-head key in the HSM, and the TSA that stamps every checkpoint. It
+// checks the store against the saved checkpoint (proof.checkpoint_file):
+// a rolled-back or forked store is refused. It returns nil when the node
+// keeps no evidence log.
 func openProof(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, log *slog.Logger, reg prometheus.Registerer, n *node) (*proof.Log, error) {
 	if !cfg.Proof.Configured() {
 		return nil, nil

@@ -25,7 +25,6 @@ import (
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
-	"pec/proof"
 	"pec/tsa"
 )
 
@@ -124,8 +123,7 @@ func cmpOr(a, b string) string {
 
 // node is what serve opens; close releases it in reverse order.
 type node struct {
-	closers  []func() error
-	evidence evidenceRecorder // issued tokens to the proof log, once open
+	closers []func() error
 }
 
 func (n *node) onClose(f func() error) { n.closers = append(n.closers, f) }
@@ -164,14 +162,14 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	go clock.Run(ctx)
 
+	// The log time-stamps its checkpoints with the authority, which knows
+	// nothing of the log; clients get tokens from the same authority
+	// recording each in the log (served): no cycle, nothing bound late.
 	plog, err := openProof(ctx, cfg, keys, authority, log, reg, &n)
 	if err != nil {
 		return err
 	}
-	if plog != nil {
-		n.evidence.set(proof.TimestampRecorder{Log: plog})
-	}
-
+	served := authority
 	gopts := gateway.Options{
 		Logger:   log,
 		Registry: reg,
@@ -179,11 +177,13 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}},
 	}
 	if plog != nil {
+		served = authority.WithEvidence(plog)
+		gopts.Ready = append(gopts.Ready, gateway.ReadinessCheck{Name: "proof", Check: plog.Ready})
 		if gopts.Proofs, err = proofReader(cfg, plog); err != nil {
 			return err
 		}
 	}
-	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, plog, log, reg, &n); err != nil {
+	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, plog, log, reg); err != nil {
 		return err
 	}
 	if gopts.Verifier, err = openVerifier(cfg); err != nil {
@@ -244,7 +244,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		gateway.ValidateClientCertificates(apiTLS, gopts.Validator, log)
 	}
 	if cfg.Listen.TSA != "" {
-		h := gateway.NewTSAHandler(authority, cfg.TSA.MaxBody(), gopts)
+		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)
 		var tcfg *tls.Config
 		if cfg.TLS.TSATLS {
 			tcfg = serverTLS
@@ -254,7 +254,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		}
 	}
 	if cfg.Listen.API != "" {
-		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(authority, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/"); err != nil {
+		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(served, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/"); err != nil {
 			return err
 		}
 	}
@@ -303,8 +303,9 @@ func setServingProcs() {
 }
 
 // openTSA builds the authority from the tsa section: the HSM key, the
-// certificate chain, the serial-number source, the journal and the clock
-// guard.
+// certificate chain, the serial-number source, the clock guard, and the
+// journal of issued tokens when the node keeps no evidence log (with one,
+// the log holds each token's record: one durable write).
 func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger, reg prometheus.Registerer, n *node) (*tsa.Authority, *tsa.ClockGuard, error) {
 	chain, err := devpki.LoadCertsPEM(cfg.TSA.CertFile)
 	if err != nil {
@@ -319,14 +320,18 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 		return nil, nil, fmt.Errorf("tsa.serial_file: %w", err)
 	}
 	n.onClose(serials.Close)
-	journal, err := tsa.OpenJournal(cfg.TSA.JournalFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tsa.journal_file: %w", err)
+	var journal tsa.Recorder
+	if !cfg.Proof.Configured() {
+		j, err := tsa.OpenJournal(cfg.TSA.JournalFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tsa.journal_file: %w", err)
+		}
+		n.onClose(j.Close)
+		journal = j
 	}
-	n.onClose(journal.Close)
 	clock := tsa.NewClockGuard(cfg.TSA.Clock, cfg.TSA.Accuracy, tsa.ClockOptions{Logger: log, Registry: reg})
 	authority, err := tsa.New(cfg.TSA, signer, chain, serials, tsa.Options{
-		Logger: log, Registry: reg, Clock: clock, Recorder: recorders{journal, &n.evidence},
+		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
 	})
 	if err != nil {
 		return nil, nil, err

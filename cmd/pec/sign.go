@@ -21,7 +21,6 @@ import (
 	"pec/gateway"
 	"pec/hsm"
 	"pec/signing"
-	"pec/tsa"
 )
 
 func newSignCommand() *cobra.Command {
@@ -119,8 +118,9 @@ func readInput(path string, stdin io.Reader) ([]byte, error) {
 }
 
 // signLocal signs with the node's own keys: the profile of pec.yaml, its
-// HSM key, the node's TSA (in-process) or signing.tsa_url, and the
-// evidence journal.
+// HSM key, the node's TSA (in-process) or signing.tsa_url, and the node's
+// evidence log, which records the operation and seals it before the
+// command ends (the node must be stopped: pec serve holds the log).
 func signLocal(ctx context.Context, configPath string, req signing.Request) (*gateway.SignatureResponse, error) {
 	cfg, err := LoadConfig(configPath)
 	if err != nil {
@@ -144,18 +144,20 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ga
 	defer keys.Close()
 	var n node
 	defer n.close(log)
-	var authority *tsa.Authority
-	if cfg.Signing.Profiles[0].Timestamp && cfg.Signing.TSAURL == "" {
-		var clock *tsa.ClockGuard
-		authority, clock, err = openTSA(ctx, cfg, keys, log, nil, &n)
-		if err != nil {
-			return nil, failure(fmt.Errorf("the node's TSA, for the signature timestamp: %w (if pec serve runs on this node, sign through it with --api)", err))
-		}
-		if len(cfg.TSA.Clock.NTPServers) > 0 {
-			clock.Check(ctx)
-		}
+	// The node's TSA: for the signature timestamp, and for the checkpoint
+	// that seals the operation's evidence.
+	authority, clock, err := openTSA(ctx, cfg, keys, log, nil, &n)
+	if err != nil {
+		return nil, failure(fmt.Errorf("the node's TSA: %w (if pec serve runs on this node, sign through it with --api)", err))
 	}
-	svc, err := openSigning(ctx, cfg, keys, authority, nil, log, nil, &n)
+	if len(cfg.TSA.Clock.NTPServers) > 0 {
+		clock.Check(ctx)
+	}
+	plog, err := openProof(ctx, cfg, keys, authority, log, nil, &n)
+	if err != nil {
+		return nil, failure(fmt.Errorf("the node's evidence log: %w (if pec serve runs on this node, sign through it with --api)", err))
+	}
+	svc, err := openSigning(ctx, cfg, keys, authority, plog, log, nil)
 	if err != nil {
 		return nil, failure(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -31,26 +32,19 @@ func (f *File) resolveSigningPaths(dir string) {
 	for i := range f.Signing.TrustAnchors {
 		abs(&f.Signing.TrustAnchors[i])
 	}
-	abs(&f.Signing.EvidenceFile)
 }
 
 // openSigning builds the signature service of the signing section: the
 // profiles' HSM keys and certificates, the TSA of the signature timestamps
-// (this node's authority in-process, or signing.tsa_url), and the
-// evidence journal, and the proof log when the node keeps one (plog may be
-// nil). It returns nil when no profile is configured.
-func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*signing.Service, error) {
+// (this node's authority in-process, or signing.tsa_url), and the evidence
+// log that records every operation. It returns nil when no profile is
+// configured.
+func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer) (*signing.Service, error) {
 	if len(cfg.Signing.Profiles) == 0 {
 		return nil, nil
 	}
-	evidence, err := signing.OpenEvidenceJournal(cfg.Signing.EvidenceFile)
-	if err != nil {
-		return nil, fmt.Errorf("signing.evidence_file: %w", err)
-	}
-	n.onClose(evidence.Close)
-	var recorder signing.EvidenceRecorder = evidence
-	if plog != nil {
-		recorder = signingEvidence{evidence, proof.SignatureRecorder{Log: plog}}
+	if plog == nil {
+		return nil, errors.New("signing: the signature profiles need the evidence log (a proof section): every operation is recorded")
 	}
 	var ts signing.Timestamper
 	switch {
@@ -60,21 +54,8 @@ func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *t
 		ts = signing.LocalTSA{Authority: authority}
 	}
 	return signing.Load(ctx, cfg.Signing, keys, signing.Options{
-		Logger: log, Registry: reg, Timestamper: ts, Evidence: recorder,
+		Logger: log, Registry: reg, Timestamper: ts, Evidence: plog,
 	})
-}
-
-// signingEvidence records a signature operation in the signing journal,
-// then in the proof log: the operation is released only once both hold it.
-type signingEvidence []signing.EvidenceRecorder
-
-func (rs signingEvidence) Record(ctx context.Context, e *signing.Evidence) error {
-	for _, r := range rs {
-		if err := r.Record(ctx, e); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // openVerifier is the verifier of the verification API: the signing

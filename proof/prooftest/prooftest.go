@@ -14,17 +14,32 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
 
+	"pec/evidence"
 	"pec/proof"
 )
 
-// RunStore runs the conformance suite; newStore returns a fresh, empty
-// store, closed by the suite.
-func RunStore(t *testing.T, newStore func(t *testing.T) proof.Store) {
-	t.Run("Empty", func(t *testing.T) { testEmpty(t, open(t, newStore)) })
-	t.Run("CommitAndRead", func(t *testing.T) { testCommitAndRead(t, open(t, newStore)) })
-	t.Run("Conflict", func(t *testing.T) { testConflict(t, open(t, newStore)) })
-	t.Run("ConcurrentReaders", func(t *testing.T) { testConcurrentReaders(t, open(t, newStore)) })
-	t.Run("InclusionAndConsistency", func(t *testing.T) { testProofs(t, open(t, newStore)) })
+// Factory makes stores for the suite.
+type Factory struct {
+	// New returns a fresh, empty store, closed by the suite.
+	New func(t *testing.T) proof.Store
+	// Reopen opens again the store that s was (closed by the suite
+	// before): what was appended and sealed must be there.
+	Reopen func(t *testing.T, s proof.Store) proof.Store
+}
+
+// RunStore runs the conformance suite.
+func RunStore(t *testing.T, f Factory) {
+	t.Run("Empty", func(t *testing.T) { testEmpty(t, open(t, f.New)) })
+	t.Run("AppendUnsealed", func(t *testing.T) { testAppendUnsealed(t, open(t, f.New)) })
+	t.Run("SealAndRead", func(t *testing.T) { testSealAndRead(t, open(t, f.New)) })
+	t.Run("PartialSeal", func(t *testing.T) { testPartialSeal(t, open(t, f.New)) })
+	t.Run("Duplicate", func(t *testing.T) { testDuplicate(t, open(t, f.New)) })
+	t.Run("Conflict", func(t *testing.T) { testConflict(t, open(t, f.New)) })
+	t.Run("ConcurrentAppendersAndReaders", func(t *testing.T) { testConcurrent(t, open(t, f.New)) })
+	t.Run("InclusionAndConsistency", func(t *testing.T) { testProofs(t, open(t, f.New)) })
+	if f.Reopen != nil {
+		t.Run("Reopen", func(t *testing.T) { testReopen(t, f) })
+	}
 }
 
 func open(t *testing.T, newStore func(t *testing.T) proof.Store) proof.Store {
@@ -43,6 +58,7 @@ func open(t *testing.T, newStore func(t *testing.T) proof.Store) proof.Store {
 type Builder struct {
 	rng  *compact.Range
 	n    int
+	prev *proof.Head
 	Tag  string // distinguishes the ids of two builders
 	Time time.Time
 }
@@ -57,19 +73,30 @@ func NewBuilder(tag string) *Builder {
 // ID is the id of the i-th record the builder makes.
 func (b *Builder) ID(i int) string { return fmt.Sprintf("%s-%06d", b.Tag, i) }
 
-// Next makes the batch of the next n records.
-func (b *Builder) Next(t testing.TB, n int) *proof.Batch {
+// Records makes the next n records, to append.
+func (b *Builder) Records(t testing.TB, n int) []proof.StoredRecord {
 	t.Helper()
-	batch := &proof.Batch{Start: b.rng.End()}
+	var out []proof.StoredRecord
 	for range n {
-		rec := proof.Record{ID: b.ID(b.n), Type: proof.SubmissionAccepted, Time: b.Time.Add(time.Duration(b.n) * time.Millisecond), Subject: "dossier-" + b.ID(b.n)}
+		rec := evidence.Record{ID: b.ID(b.n), Type: evidence.SubmissionAccepted, Time: b.Time.Add(time.Duration(b.n) * time.Millisecond), Subject: "dossier-" + b.ID(b.n)}
 		b.n++
 		data, err := rec.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch.Records = append(batch.Records, proof.StoredRecord{ID: rec.ID, Data: data})
-		if err := b.rng.Append(proof.LeafHash(data), func(id compact.NodeID, h []byte) {
+		out = append(out, proof.StoredRecord{ID: rec.ID, Data: data})
+	}
+	return out
+}
+
+// Seal makes the batch that seals recs on the builder's tree, and the
+// head it extends (nil: the empty log).
+func (b *Builder) Seal(t testing.TB, recs []proof.StoredRecord) (prev *proof.Head, batch *proof.Batch) {
+	t.Helper()
+	prev = b.prev
+	batch = &proof.Batch{Start: b.rng.End(), Records: recs}
+	for _, r := range recs {
+		if err := b.rng.Append(proof.LeafHash(r.Data), func(id compact.NodeID, h []byte) {
 			batch.Nodes = append(batch.Nodes, proof.Node{ID: id, Hash: h})
 		}); err != nil {
 			t.Fatal(err)
@@ -82,8 +109,24 @@ func (b *Builder) Next(t testing.TB, n int) *proof.Batch {
 	batch.Head = proof.Head{
 		Size:       b.rng.End(),
 		Root:       root,
-		Checkpoint: fmt.Appendf(nil, "checkpoint %d\n", b.rng.End()),
-		Token:      fmt.Appendf(nil, "token %d", b.rng.End()),
+		Checkpoint: fmt.Appendf(nil, "checkpoint %s %d\n", b.Tag, b.rng.End()),
+		Token:      fmt.Appendf(nil, "token %s %d", b.Tag, b.rng.End()),
+	}
+	head := batch.Head
+	b.prev = &head
+	return prev, batch
+}
+
+// Next appends n records to s and seals them; it returns the batch.
+func (b *Builder) Next(t testing.TB, s proof.Store, n int) *proof.Batch {
+	t.Helper()
+	recs := b.Records(t, n)
+	if err := s.Append(context.Background(), recs); err != nil {
+		t.Fatalf("Append(%d records): %v", n, err)
+	}
+	prev, batch := b.Seal(t, recs)
+	if err := s.Seal(context.Background(), prev, batch); err != nil {
+		t.Fatalf("Seal(start %d, %d records): %v", batch.Start, len(batch.Records), err)
 	}
 	return batch
 }
@@ -117,13 +160,6 @@ func testEmpty(t *testing.T, s proof.Store) {
 	}
 }
 
-func commit(t testing.TB, s proof.Store, b *proof.Batch) {
-	t.Helper()
-	if err := s.Commit(context.Background(), b); err != nil {
-		t.Fatalf("Commit(start %d, %d records): %v", b.Start, len(b.Records), err)
-	}
-}
-
 func sameHead(t testing.TB, what string, got *proof.Head, want proof.Head) {
 	t.Helper()
 	if got.Size != want.Size || !bytes.Equal(got.Root, want.Root) || !bytes.Equal(got.Checkpoint, want.Checkpoint) || !bytes.Equal(got.Token, want.Token) {
@@ -131,12 +167,66 @@ func sameHead(t testing.TB, what string, got *proof.Head, want proof.Head) {
 	}
 }
 
-func testCommitAndRead(t *testing.T, s proof.Store) {
+func ids(recs []proof.StoredRecord) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.ID
+	}
+	return out
+}
+
+func unsealed(t testing.TB, s proof.Store) []string {
+	t.Helper()
+	recs, err := s.Unsealed(context.Background(), 1<<20)
+	if err != nil {
+		t.Fatalf("Unsealed: %v", err)
+	}
+	return ids(recs)
+}
+
+func sameIDs(t testing.TB, what string, got, want []string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s: %v, want %v", what, got, want)
+	}
+}
+
+func testAppendUnsealed(t *testing.T, s proof.Store) {
+	ctx := t.Context()
+	b := NewBuilder("u")
+	r1, r2 := b.Records(t, 3), b.Records(t, 2)
+	if err := s.Append(ctx, r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	all := append(append([]proof.StoredRecord(nil), r1...), r2...)
+	sameIDs(t, "Unsealed", unsealed(t, s), ids(all))
+	got, err := s.Unsealed(ctx, 2)
+	if err != nil || len(got) != 2 || got[0].ID != all[0].ID || !bytes.Equal(got[1].Data, all[1].Data) {
+		t.Errorf("Unsealed(max 2) = %v, %v", ids(got), err)
+	}
+	for _, r := range all {
+		if _, err := s.Lookup(ctx, r.ID); !errors.Is(err, proof.ErrNotSealed) {
+			t.Errorf("Lookup(%s) of an unsealed record: %v, want ErrNotSealed", r.ID, err)
+		}
+	}
+	if _, err := s.Record(ctx, 0); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Record(0) before any seal: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Latest(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Latest before any seal: %v, want ErrNotFound", err)
+	}
+	if err := s.Append(ctx, nil); err != nil {
+		t.Errorf("Append of nothing: %v", err)
+	}
+}
+
+func testSealAndRead(t *testing.T, s proof.Store) {
 	ctx := t.Context()
 	b := NewBuilder("a")
-	b1, b2 := b.Next(t, 3), b.Next(t, 2)
-	commit(t, s, b1)
-	commit(t, s, b2)
+	b1, b2 := b.Next(t, s, 3), b.Next(t, s, 2)
 
 	latest, err := s.Latest(ctx)
 	if err != nil {
@@ -160,6 +250,7 @@ func testCommitAndRead(t *testing.T, s proof.Store) {
 	if _, err := s.HeadCovering(ctx, 5); !errors.Is(err, proof.ErrNotFound) {
 		t.Errorf("HeadCovering(5): %v, want ErrNotFound", err)
 	}
+	sameIDs(t, "Unsealed after the seals", unsealed(t, s), nil)
 	all := append(append([]proof.StoredRecord(nil), b1.Records...), b2.Records...)
 	for i, want := range all {
 		r, err := s.Record(ctx, uint64(i))
@@ -170,6 +261,9 @@ func testCommitAndRead(t *testing.T, s proof.Store) {
 		if err != nil || idx != uint64(i) {
 			t.Errorf("Lookup(%s) = %d, %v; want %d", want.ID, idx, err, i)
 		}
+	}
+	if _, err := s.Lookup(ctx, "nothing"); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Lookup(nothing): %v, want ErrNotFound", err)
 	}
 	var got []string
 	err = s.Records(ctx, 2, func(i uint64, r *proof.StoredRecord) error {
@@ -192,11 +286,11 @@ func testCommitAndRead(t *testing.T, s proof.Store) {
 		t.Errorf("Heads: sizes %v, %v", sizes, err)
 	}
 	for _, batch := range []*proof.Batch{b1, b2} {
-		ids := make([]compact.NodeID, len(batch.Nodes))
+		nodeIDs := make([]compact.NodeID, len(batch.Nodes))
 		for i, n := range batch.Nodes {
-			ids[i] = n.ID
+			nodeIDs[i] = n.ID
 		}
-		hashes, err := s.Nodes(ctx, ids)
+		hashes, err := s.Nodes(ctx, nodeIDs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,47 +305,126 @@ func testCommitAndRead(t *testing.T, s proof.Store) {
 	}
 }
 
-func testConflict(t *testing.T, s proof.Store) {
+// testPartialSeal: a seal takes the oldest unsealed records; the rest
+// stay unsealed, in order.
+func testPartialSeal(t *testing.T, s proof.Store) {
 	ctx := t.Context()
-	b := NewBuilder("c")
-	commit(t, s, b.Next(t, 2))
-	// Another sequencer's batch at the same place.
-	other := NewBuilder("d").Next(t, 3)
-	if err := s.Commit(ctx, other); !errors.Is(err, proof.ErrConflict) {
-		t.Errorf("Commit at a taken start: %v, want ErrConflict", err)
+	b := NewBuilder("q")
+	recs := b.Records(t, 6)
+	if err := s.Append(ctx, recs[:4]); err != nil {
+		t.Fatal(err)
 	}
-	// A batch that skips records.
-	skip := b.Next(t, 1)
-	skip2 := b.Next(t, 1)
-	if err := s.Commit(ctx, skip2); !errors.Is(err, proof.ErrConflict) {
-		t.Errorf("Commit past the end: %v, want ErrConflict", err)
+	if err := s.Append(ctx, recs[4:]); err != nil {
+		t.Fatal(err)
 	}
-	// An id already held: nothing of the batch is written.
-	skip.Records[0].ID = b.ID(0)
-	if err := s.Commit(ctx, skip); !errors.Is(err, proof.ErrDuplicateID) {
-		t.Errorf("Commit of a held id: %v, want ErrDuplicateID", err)
+	prev, batch := b.Seal(t, recs[:3])
+	if err := s.Seal(ctx, prev, batch); err != nil {
+		t.Fatal(err)
 	}
-	if h, err := s.Latest(ctx); err != nil || h.Size != 2 {
-		t.Errorf("after refused commits: Latest %v, %v; want size 2", h, err)
+	sameIDs(t, "Unsealed after sealing 3 of 6", unsealed(t, s), ids(recs[3:]))
+	if idx, err := s.Lookup(ctx, recs[2].ID); err != nil || idx != 2 {
+		t.Errorf("Lookup(%s) = %d, %v; want 2", recs[2].ID, idx, err)
 	}
-	if _, err := s.Record(ctx, 2); !errors.Is(err, proof.ErrNotFound) {
-		t.Errorf("a refused batch left record 2: %v", err)
+	if _, err := s.Lookup(ctx, recs[3].ID); !errors.Is(err, proof.ErrNotSealed) {
+		t.Errorf("Lookup(%s): %v, want ErrNotSealed", recs[3].ID, err)
+	}
+	// Sealing a record that is sealed already, or was never appended,
+	// is refused.
+	never := NewBuilder("never").Records(t, 1)
+	for _, r := range []proof.StoredRecord{recs[0], never[0]} {
+		bad := &proof.Batch{Start: 3, Records: []proof.StoredRecord{r}, Head: proof.Head{Size: 4, Root: bytes.Repeat([]byte{1}, 32), Checkpoint: []byte("x"), Token: []byte("y")}}
+		if err := s.Seal(ctx, batch.Head.Clone(), bad); !errors.Is(err, proof.ErrConflict) {
+			t.Errorf("Seal of %s, not an unsealed record: %v, want ErrConflict", r.ID, err)
+		}
+	}
+	prev, batch = b.Seal(t, recs[3:])
+	if err := s.Seal(ctx, prev, batch); err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "Unsealed at the end", unsealed(t, s), nil)
+}
+
+func testDuplicate(t *testing.T, s proof.Store) {
+	ctx := t.Context()
+	b := NewBuilder("d")
+	sealed := b.Next(t, s, 2)
+	pending := b.Records(t, 1)
+	if err := s.Append(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	fresh := NewBuilder("e").Records(t, 2)
+	for _, tc := range []struct {
+		name string
+		recs []proof.StoredRecord
+	}{
+		{"a sealed id", []proof.StoredRecord{fresh[0], {ID: sealed.Records[1].ID, Data: sealed.Records[1].Data}}},
+		{"an unsealed id", []proof.StoredRecord{pending[0], fresh[0]}},
+		{"twice in one call", []proof.StoredRecord{fresh[1], fresh[1]}},
+	} {
+		if err := s.Append(ctx, tc.recs); !errors.Is(err, proof.ErrDuplicateID) {
+			t.Errorf("Append of %s: %v, want ErrDuplicateID", tc.name, err)
+		}
+	}
+	// Nothing of the refused calls was written.
+	sameIDs(t, "Unsealed after refused appends", unsealed(t, s), ids(pending))
+	if _, err := s.Lookup(ctx, fresh[0].ID); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("a refused append left %s: %v", fresh[0].ID, err)
 	}
 }
 
-func testConcurrentReaders(t *testing.T, s proof.Store) {
+func testConflict(t *testing.T, s proof.Store) {
 	ctx := t.Context()
-	b := NewBuilder("r")
-	commit(t, s, b.Next(t, 1))
+	b := NewBuilder("c")
+	first := b.Next(t, s, 2)
+	recs := b.Records(t, 2)
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	// Another sequencer's view: a seal over the empty log.
+	other := NewBuilder("c")
+	other.Records(t, 2)
+	_, otherBatch := other.Seal(t, first.Records)
+	if err := s.Seal(ctx, nil, otherBatch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Seal over the empty log when a head exists: %v, want ErrConflict", err)
+	}
+	// Same size as the stored head, another root.
+	forked := first.Head.Clone()
+	forked.Root = bytes.Repeat([]byte{0x42}, 32)
+	_, next := b.Seal(t, recs)
+	if err := s.Seal(ctx, forked, next); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Seal on a head of the stored size with another root: %v, want ErrConflict", err)
+	}
+	if h, err := s.Latest(ctx); err != nil || h.Size != 2 {
+		t.Errorf("after refused seals: Latest %v, %v; want size 2", h, err)
+	}
+	if _, err := s.Record(ctx, 2); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("a refused seal left record 2: %v", err)
+	}
+	sameIDs(t, "Unsealed after refused seals", unsealed(t, s), ids(recs))
+	if err := s.Seal(ctx, first.Head.Clone(), next); err != nil {
+		t.Errorf("the right seal after refused ones: %v", err)
+	}
+}
+
+// testConcurrent: appenders and readers while one sequencer seals.
+func testConcurrent(t *testing.T, s proof.Store) {
+	ctx := t.Context()
+	seq := NewBuilder("s")
+	seq.Next(t, s, 1)
 	var wg sync.WaitGroup
 	done := make(chan struct{})
-	for range 4 {
+	for w := range 4 {
 		wg.Go(func() {
-			for {
+			ab := NewBuilder(fmt.Sprintf("w%d", w))
+			for i := 0; ; i++ {
 				select {
 				case <-done:
 					return
 				default:
+				}
+				if err := s.Append(ctx, ab.Records(t, 3)); err != nil {
+					t.Error(err)
+					return
 				}
 				h, err := s.Latest(ctx)
 				if err != nil {
@@ -265,11 +438,54 @@ func testConcurrentReaders(t *testing.T, s proof.Store) {
 			}
 		})
 	}
-	for range 50 {
-		commit(t, s, b.Next(t, 7))
+	sealedN := 1
+	for range 30 {
+		recs, err := s.Unsealed(ctx, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			continue
+		}
+		prev, batch := seq.Seal(t, recs)
+		if err := s.Seal(ctx, prev, batch); err != nil {
+			t.Fatalf("Seal: %v", err)
+		}
+		sealedN += len(recs)
 	}
 	close(done)
 	wg.Wait()
+	if h, err := s.Latest(ctx); err != nil || h.Size != uint64(sealedN) {
+		t.Errorf("Latest: %v, %v; want size %d", h, err, sealedN)
+	}
+}
+
+func testReopen(t *testing.T, f Factory) {
+	ctx := t.Context()
+	s := f.New(t)
+	b := NewBuilder("o")
+	sealed := b.Next(t, s, 3)
+	pending := b.Records(t, 2)
+	if err := s.Append(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, func(t *testing.T) proof.Store { return f.Reopen(t, s) })
+	latest, err := s.Latest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameHead(t, "Latest after reopening", latest, sealed.Head)
+	sameIDs(t, "Unsealed after reopening", unsealed(t, s), ids(pending))
+	prev, batch := b.Seal(t, pending)
+	if err := s.Seal(ctx, prev, batch); err != nil {
+		t.Fatalf("Seal after reopening: %v", err)
+	}
+	if idx, err := s.Lookup(ctx, pending[1].ID); err != nil || idx != 4 {
+		t.Errorf("Lookup(%s) = %d, %v; want 4", pending[1].ID, idx, err)
+	}
 }
 
 func testProofs(t *testing.T, s proof.Store) {
@@ -278,8 +494,7 @@ func testProofs(t *testing.T, s proof.Store) {
 	var heads []proof.Head
 	var recs []proof.StoredRecord
 	for _, n := range []int{1, 2, 5, 8, 1, 13} {
-		batch := b.Next(t, n)
-		commit(t, s, batch)
+		batch := b.Next(t, s, n)
 		heads = append(heads, batch.Head)
 		recs = append(recs, batch.Records...)
 	}

@@ -1,4 +1,4 @@
-package proof
+package evidence
 
 import (
 	"bytes"
@@ -30,6 +30,7 @@ const (
 	DeliveryFailed     EventType = "delivery.failed"
 	Expired            EventType = "delivery.expired"
 	SignatureCreated   EventType = "signature.created"
+	SignatureRefused   EventType = "signature.refused"
 	TimestampIssued    EventType = "timestamp.issued"
 	MailAccepted       EventType = "mail.accepted"
 	MailDelivered      EventType = "mail.delivered"
@@ -94,7 +95,7 @@ const (
 
 // ErrMalformedRecord: bytes that are not the canonical encoding of a valid
 // record.
-var ErrMalformedRecord = errors.New("proof: malformed record")
+var ErrMalformedRecord = errors.New("evidence: malformed record")
 
 // NewID returns a fresh evidence id: 32 hex digits, the first 12 the
 // milliseconds since 1970 (ids sort roughly by creation), the rest random.
@@ -106,9 +107,9 @@ func NewID(now time.Time) string {
 	return hex.EncodeToString(b[:])
 }
 
-// validID: ids are names in URLs and file names: 1-128 characters of
-// [A-Za-z0-9._:-].
-func validID(id string) bool {
+// ValidID reports whether id may be an evidence id: ids are names in URLs
+// and file names, 1-128 characters of [A-Za-z0-9._:-].
+func ValidID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}
@@ -143,11 +144,15 @@ func validType(t EventType) bool {
 
 var digestSizes = map[string]int{"sha256": 32, "sha384": 48, "sha512": 64}
 
+// DigestSize is the size of a digest of the named algorithm ("sha256",
+// "sha384", "sha512"); 0 for any other name.
+func DigestSize(algorithm string) int { return digestSizes[algorithm] }
+
 // Validate reports what makes r unfit for the log, or nil.
 func (r *Record) Validate() error {
 	var errs []error
 	fault := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !validID(r.ID) {
+	if !ValidID(r.ID) {
 		fault("id %q: 1-128 characters of A-Z a-z 0-9 . _ : -", r.ID)
 	}
 	if !validType(r.Type) {
@@ -179,7 +184,7 @@ func (r *Record) Validate() error {
 		}
 	}
 	for i, p := range r.Previous {
-		if !validID(p) {
+		if !ValidID(p) {
 			fault("previous[%d]: %q is not an evidence id", i, p)
 		}
 	}
@@ -410,4 +415,18 @@ func (r *Record) Involves(fingerprint [32]byte) bool {
 		}
 	}
 	return false
+}
+
+// EncodedID reads the id of an encoded record without decoding the rest;
+// "" when the bytes are not a record.
+func EncodedID(data []byte) string {
+	h := len(recordMagic) + 1
+	if len(data) < h+4 || string(data[:len(recordMagic)]) != recordMagic {
+		return ""
+	}
+	n := binary.BigEndian.Uint32(data[h:])
+	if uint64(n) > uint64(len(data)-h-4) || n > 128 {
+		return ""
+	}
+	return string(data[h+4 : h+4+int(n)])
 }

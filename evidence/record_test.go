@@ -1,7 +1,8 @@
-package proof_test
+package evidence_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -14,27 +15,27 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"pec/proof"
+	"pec/evidence"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-func goldenRecord() *proof.Record {
-	return &proof.Record{
+func goldenRecord() *evidence.Record {
+	return &evidence.Record{
 		ID:      "0193a1b2c3d4e5f60718293a4b5c6d7e",
-		Type:    proof.Acknowledged,
+		Type:    evidence.Acknowledged,
 		Time:    time.Date(2026, 11, 24, 9, 30, 0, 123456789, time.UTC),
 		Subject: "exchange-2026-000042",
-		Actors: []proof.Actor{
+		Actors: []evidence.Actor{
 			{Role: "recipient", Fingerprint: [32]byte{0xde, 0xad, 0xbe, 0xef}, Subject: "CN=Protocollo,O=Comune di Roma,C=IT"},
 			{Role: "sender", Fingerprint: [32]byte{0xca, 0xfe}, Subject: "CN=Ufficio Tributi,O=Regione Lazio,C=IT"},
 		},
-		Digests: []proof.Digest{
+		Digests: []evidence.Digest{
 			{Name: "dossier", Algorithm: "sha256", Value: bytes.Repeat([]byte{0xab}, 32)},
 			{Name: "acknowledgment", Algorithm: "sha384", Value: bytes.Repeat([]byte{0xcd}, 48)},
 		},
 		Previous:   []string{"0193a1b2c3d4e5f60718293a4b5c6d70", "0193a1b2c3d4e5f60718293a4b5c6d71"},
-		Attributes: []proof.Attribute{{Key: "channel", Value: "api"}, {Key: "status", Value: "accepted"}},
+		Attributes: []evidence.Attribute{{Key: "channel", Value: "api"}, {Key: "status", Value: "accepted"}},
 	}
 }
 
@@ -68,7 +69,8 @@ func TestRecordGolden(t *testing.T) {
 	if diff := cmp.Diff(string(want), dump); diff != "" {
 		t.Errorf("encoding differs from %s (-want +got):\n%s", golden, diff)
 	}
-	leaf := hex.EncodeToString(proof.LeafHash(data))
+	leafSum := sha256.Sum256(append([]byte{0}, data...)) // RFC 9162 section 2.1.1
+	leaf := hex.EncodeToString(leafSum[:])
 	leafFile := filepath.Join("testdata", "record-v1.leaf")
 	if *update {
 		if err := os.WriteFile(leafFile, []byte(leaf+"\n"), 0o644); err != nil {
@@ -82,7 +84,7 @@ func TestRecordGolden(t *testing.T) {
 	if strings.TrimSpace(string(wl)) != leaf {
 		t.Errorf("leaf hash %s, want %s", leaf, wl)
 	}
-	back, err := proof.UnmarshalRecord(data)
+	back, err := evidence.UnmarshalRecord(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,25 +96,25 @@ func TestRecordGolden(t *testing.T) {
 func TestRecordInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		mutate func(*proof.Record)
+		mutate func(*evidence.Record)
 	}{
-		{"no id", func(r *proof.Record) { r.ID = "" }},
-		{"id with a slash", func(r *proof.Record) { r.ID = "a/b" }},
-		{"no type", func(r *proof.Record) { r.Type = "" }},
-		{"one-word type", func(r *proof.Record) { r.Type = "submission" }},
-		{"no time", func(r *proof.Record) { r.Time = time.Time{} }},
-		{"short digest", func(r *proof.Record) { r.Digests[0].Value = r.Digests[0].Value[:31] }},
-		{"md5 digest", func(r *proof.Record) { r.Digests[0].Algorithm = "md5" }},
-		{"unsorted attributes", func(r *proof.Record) { r.Attributes[0], r.Attributes[1] = r.Attributes[1], r.Attributes[0] }},
-		{"duplicate attribute", func(r *proof.Record) { r.Attributes[1].Key = r.Attributes[0].Key }},
-		{"actor without role", func(r *proof.Record) { r.Actors[0].Role = "" }},
-		{"bad previous", func(r *proof.Record) { r.Previous[0] = "" }},
-		{"invalid UTF-8", func(r *proof.Record) { r.Subject = "\xff" }},
+		{"no id", func(r *evidence.Record) { r.ID = "" }},
+		{"id with a slash", func(r *evidence.Record) { r.ID = "a/b" }},
+		{"no type", func(r *evidence.Record) { r.Type = "" }},
+		{"one-word type", func(r *evidence.Record) { r.Type = "submission" }},
+		{"no time", func(r *evidence.Record) { r.Time = time.Time{} }},
+		{"short digest", func(r *evidence.Record) { r.Digests[0].Value = r.Digests[0].Value[:31] }},
+		{"md5 digest", func(r *evidence.Record) { r.Digests[0].Algorithm = "md5" }},
+		{"unsorted attributes", func(r *evidence.Record) { r.Attributes[0], r.Attributes[1] = r.Attributes[1], r.Attributes[0] }},
+		{"duplicate attribute", func(r *evidence.Record) { r.Attributes[1].Key = r.Attributes[0].Key }},
+		{"actor without role", func(r *evidence.Record) { r.Actors[0].Role = "" }},
+		{"bad previous", func(r *evidence.Record) { r.Previous[0] = "" }},
+		{"invalid UTF-8", func(r *evidence.Record) { r.Subject = "\xff" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := goldenRecord()
 			tc.mutate(r)
-			if _, err := r.MarshalBinary(); !errors.Is(err, proof.ErrMalformedRecord) {
+			if _, err := r.MarshalBinary(); !errors.Is(err, evidence.ErrMalformedRecord) {
 				t.Errorf("MarshalBinary: %v, want ErrMalformedRecord", err)
 			}
 		})
@@ -134,7 +136,7 @@ func TestUnmarshalRecordRejects(t *testing.T) {
 		"magic":     append([]byte("PEC-EX"), data[6:]...),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := proof.UnmarshalRecord(in); !errors.Is(err, proof.ErrMalformedRecord) {
+			if _, err := evidence.UnmarshalRecord(in); !errors.Is(err, evidence.ErrMalformedRecord) {
 				t.Errorf("UnmarshalRecord: %v, want ErrMalformedRecord", err)
 			}
 		})
@@ -149,9 +151,9 @@ func FuzzUnmarshalRecord(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte("PEC-EV\x01"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r, err := proof.UnmarshalRecord(in)
+		r, err := evidence.UnmarshalRecord(in)
 		if err != nil {
-			if !errors.Is(err, proof.ErrMalformedRecord) {
+			if !errors.Is(err, evidence.ErrMalformedRecord) {
 				t.Fatalf("untyped error %v", err)
 			}
 			return
