@@ -234,4 +234,3 @@ func benchTimestamp(b *testing.B, withEvidence bool) {
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 }
-
