@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -280,7 +281,7 @@ subject and role, "+N" when there are more, "-" when none).
 			}
 			defer s.Close()
 			match := recordFilter(types, from, actor)
-			out := cmd.OutOrStdout()
+			out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
 			var tw *tabwriter.Writer
 			var enc *json.Encoder
 			switch {
@@ -320,6 +321,9 @@ subject and role, "+N" when there are more, "-" when none).
 				if ferr := tw.Flush(); err == nil {
 					err = ferr
 				}
+			}
+			if ferr := out.Flush(); err == nil {
+				err = ferr
 			}
 			if err != nil {
 				return failure(err)
