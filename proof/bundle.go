@@ -417,7 +417,10 @@ func malformedBundle(format string, args ...any) error {
 // ReadBundle reads a bundle without checking its signatures. Bytes that
 // are no bundle wrap ErrMalformedBundle; a bundle that is not in the
 // canonical form Export writes (any byte changed in a ZIP header, the
-// manifest or a file) is a *BundleError of check "bundle".
+// manifest or a file; a readable copy records/<index>.json that is not
+// exactly its binary record rendered again) is a *BundleError of check
+// "bundle". It reads BundleFormat and BundleFormatV1, each in its own
+// canonical form.
 func ReadBundle(data []byte) (*Bundle, error) {
 	if len(data) > MaxBundleSize {
 		return nil, malformedBundle("over %d bytes", MaxBundleSize)
