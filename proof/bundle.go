@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
+	"time"
 
 	"pec/certvalidation"
 	"pec/evidence"
@@ -39,8 +41,14 @@ func IsEvidenceLogCertificate(cert *x509.Certificate) bool {
 	return false
 }
 
-// BundleFormat names version 1 of the proof bundle format.
-const BundleFormat = "pec-proof-bundle/1"
+// BundleFormat names the proof bundle format that Export writes: version
+// 2, whose ZIP entries are dated and whose records each have a readable
+// JSON copy beside the canonical binary one.
+const BundleFormat = "pec-proof-bundle/2"
+
+// BundleFormatV1 names version 1, which ReadBundle and VerifyBundle still
+// accept: undated entries and no readable copies, otherwise the same.
+const BundleFormatV1 = "pec-proof-bundle/1"
 
 // MaxBundleSize bounds a bundle read from outside.
 const MaxBundleSize = 16 << 20
@@ -54,7 +62,7 @@ const maxBundleRevocation = 32
 
 // Manifest is manifest.json, the first file of a bundle.
 type Manifest struct {
-	Format   string           `json:"format"` // BundleFormat
+	Format   string           `json:"format"` // BundleFormat (or BundleFormatV1)
 	Origin   string           `json:"origin"` // the log, and the key name of its checkpoints
 	Evidence string           `json:"evidence"`
 	Records  []ManifestRecord `json:"records"`
@@ -94,10 +102,14 @@ type RevocationData struct {
 // ManifestRecord is one record of a bundle and its inclusion proof in the
 // bundle's tree head.
 type ManifestRecord struct {
-	Index     uint64   `json:"index"`
-	ID        string   `json:"id"`
-	File      string   `json:"file"`      // records/<index>.bin, the canonical encoding
-	SHA256    string   `json:"sha256"`    // of the file, hex
+	Index  uint64 `json:"index"`
+	ID     string `json:"id"`
+	File   string `json:"file"`   // records/<index>.bin, the canonical encoding
+	SHA256 string `json:"sha256"` // of the file, hex
+	// JSON is records/<index>.json, the readable copy of the record
+	// (format 2; "" in format 1). It is derived from File and proves
+	// nothing: see [ReadBundle].
+	JSON      string   `json:"json,omitempty"`
 	Inclusion []string `json:"inclusion"` // RFC 9162 inclusion proof, base64 hashes
 }
 
@@ -122,6 +134,10 @@ type Bundle struct {
 	TSACertificates []*x509.Certificate
 	Revocation      []RevocationData // in manifest order
 	files           map[string][]byte
+
+	// verified is what VerifyBundle established, once every check
+	// passed; nil before (ReadBundle) or after a failed check.
+	verified *verification
 }
 
 // ErrMalformedBundle: the bytes are not a proof bundle (not a ZIP, no
@@ -237,14 +253,23 @@ func pemCerts(certs []*x509.Certificate) []byte {
 }
 
 // encode fills the manifest's derived fields and writes the ZIP: stored
-// (not compressed) entries with no times, manifest first, so that the
-// bytes depend on the content alone.
+// (not compressed) entries, manifest first, so that the bytes depend on
+// the content alone. In format 2 each record's entries carry the record's
+// time, the other entries the time of the bundle's evidence (the first
+// record), and each record has its readable copy after its binary one; in
+// format 1 entries have no times and records no copies.
 func (b *Bundle) encode() ([]byte, error) {
+	v2 := b.Manifest.Format != BundleFormatV1
 	type file struct {
 		name string
 		data []byte
+		time time.Time
 	}
 	var files []file
+	var evidenceTime time.Time
+	if v2 {
+		evidenceTime = zipTime(b.Records[0].Time)
+	}
 	for i := range b.Manifest.Records {
 		mr := &b.Manifest.Records[i]
 		mr.File = "records/" + strconv.FormatUint(mr.Index, 10) + ".bin"
@@ -254,36 +279,47 @@ func (b *Bundle) encode() ([]byte, error) {
 		for j, h := range b.Inclusion[i] {
 			mr.Inclusion[j] = base64.StdEncoding.EncodeToString(h)
 		}
-		files = append(files, file{mr.File, b.RecordData[i]})
+		mr.JSON = ""
+		if !v2 {
+			files = append(files, file{mr.File, b.RecordData[i], time.Time{}})
+			continue
+		}
+		mr.JSON = "records/" + strconv.FormatUint(mr.Index, 10) + ".json"
+		readable, err := readableCopy(mr.File, b.Records[i])
+		if err != nil {
+			return nil, err
+		}
+		t := zipTime(b.Records[i].Time)
+		files = append(files, file{mr.File, b.RecordData[i], t}, file{mr.JSON, readable, t})
 	}
 	b.Manifest.TreeHead.Root = base64.StdEncoding.EncodeToString(b.Root)
 	b.Manifest.TreeHead.Checkpoint = "checkpoint"
 	b.Manifest.TreeHead.Timestamp = "checkpoint.tst"
-	files = append(files, file{"checkpoint", b.Checkpoint}, file{"checkpoint.tst", b.Token})
+	files = append(files, file{"checkpoint", b.Checkpoint, evidenceTime}, file{"checkpoint.tst", b.Token, evidenceTime})
 	b.Manifest.Certificates = "certs/log.pem"
-	files = append(files, file{"certs/log.pem", pemCerts(b.Certificates)})
+	files = append(files, file{"certs/log.pem", pemCerts(b.Certificates), evidenceTime})
 	b.Manifest.TSACertificates = ""
 	if len(b.TSACertificates) > 0 {
 		b.Manifest.TSACertificates = "certs/tsa.pem"
-		files = append(files, file{"certs/tsa.pem", pemCerts(b.TSACertificates)})
+		files = append(files, file{"certs/tsa.pem", pemCerts(b.TSACertificates), evidenceTime})
 	}
 	b.Manifest.Revocation = make([]ManifestRevocation, len(b.Revocation))
 	for i, r := range b.Revocation {
 		name := "revocation/" + strconv.Itoa(i) + ".der"
 		sum := sha256.Sum256(r.Data)
 		b.Manifest.Revocation[i] = ManifestRevocation{File: name, Kind: r.Kind, SHA256: hex.EncodeToString(sum[:])}
-		files = append(files, file{name, r.Data})
+		files = append(files, file{name, r.Data, evidenceTime})
 	}
 	manifest, err := json.MarshalIndent(b.Manifest, "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	manifest = append(manifest, '\n')
-	files = append([]file{{"manifest.json", manifest}}, files...)
+	files = append([]file{{"manifest.json", manifest, evidenceTime}}, files...)
 	var out bytes.Buffer
 	zw := zip.NewWriter(&out)
 	for _, f := range files {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store})
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store, Modified: f.time})
 		if err != nil {
 			return nil, err
 		}
@@ -297,6 +333,84 @@ func (b *Bundle) encode() ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// The times a ZIP entry can carry: MS-DOS dates start in 1980, and the
+// extended timestamp field (Info-ZIP "UT") is an unsigned 32-bit count of
+// seconds.
+var (
+	zipTimeMin = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	zipTimeMax = time.Unix(math.MaxUint32, 0).UTC()
+)
+
+// zipTime is the entry time of a record's time: in UTC, so that the
+// MS-DOS fields do not depend on the exporter's time zone, to the second
+// (the extended timestamp's unit), and within what ZIP can say.
+func zipTime(t time.Time) time.Time {
+	t = t.UTC().Truncate(time.Second)
+	switch {
+	case t.Before(zipTimeMin):
+		return zipTimeMin
+	case t.After(zipTimeMax):
+		return zipTimeMax
+	}
+	return t
+}
+
+// readableCopy is records/<index>.json: the record in JSON, for a person
+// who opens the ZIP. Its form is part of format 2 — a change would make
+// the bundles already exported fail ReadBundle's canonical check — so it
+// has types of its own, apart from [Summary]'s, which may grow.
+func readableCopy(file string, r *evidence.Record) ([]byte, error) {
+	type actor struct {
+		Role        string `json:"role"`
+		Subject     string `json:"subject"`
+		Fingerprint string `json:"fingerprint"` // SHA-256 of the certificate, hex
+	}
+	type digest struct {
+		Name      string `json:"name"`
+		Algorithm string `json:"algorithm"`
+		Value     string `json:"value"` // hex
+	}
+	type record struct {
+		Note       string            `json:"note"`
+		ID         string            `json:"id"`
+		Type       string            `json:"type"`
+		Time       string            `json:"time"` // RFC 3339, UTC, to the nanosecond
+		Subject    string            `json:"subject"`
+		Actors     []actor           `json:"actors"`
+		Digests    []digest          `json:"digests"`
+		Previous   []string          `json:"previous"`
+		Attributes map[string]string `json:"attributes"`
+	}
+	c := record{
+		Note:       "a readable copy of " + file + ", the canonical record, which alone is the evidence",
+		ID:         r.ID,
+		Type:       string(r.Type),
+		Time:       r.Time.UTC().Format(time.RFC3339Nano),
+		Subject:    r.Subject,
+		Actors:     []actor{},
+		Digests:    []digest{},
+		Previous:   append([]string{}, r.Previous...),
+		Attributes: map[string]string{},
+	}
+	for _, a := range r.Actors {
+		c.Actors = append(c.Actors, actor{a.Role, a.Subject, hex.EncodeToString(a.Fingerprint[:])})
+	}
+	for _, d := range r.Digests {
+		c.Digests = append(c.Digests, digest{d.Name, d.Algorithm, hex.EncodeToString(d.Value)})
+	}
+	for _, a := range r.Attributes {
+		c.Attributes[a.Key] = a.Value
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
 func malformedBundle(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformedBundle, fmt.Sprintf(format, args...))
 }
@@ -304,7 +418,10 @@ func malformedBundle(format string, args ...any) error {
 // ReadBundle reads a bundle without checking its signatures. Bytes that
 // are no bundle wrap ErrMalformedBundle; a bundle that is not in the
 // canonical form Export writes (any byte changed in a ZIP header, the
-// manifest or a file) is a *BundleError of check "bundle".
+// manifest or a file; a readable copy records/<index>.json that is not
+// exactly its binary record rendered again) is a *BundleError of check
+// "bundle". It reads BundleFormat and BundleFormatV1, each in its own
+// canonical form.
 func ReadBundle(data []byte) (*Bundle, error) {
 	if len(data) > MaxBundleSize {
 		return nil, malformedBundle("over %d bytes", MaxBundleSize)
@@ -316,7 +433,7 @@ func ReadBundle(data []byte) (*Bundle, error) {
 	if len(zr.File) == 0 || zr.File[0].Name != "manifest.json" {
 		return nil, malformedBundle("manifest.json is not the first file")
 	}
-	if len(zr.File) > maxBundleRecords+maxBundleRevocation+8 {
+	if len(zr.File) > 2*maxBundleRecords+maxBundleRevocation+8 {
 		return nil, malformedBundle("%d files", len(zr.File))
 	}
 	files := map[string][]byte{}
@@ -344,8 +461,8 @@ func ReadBundle(data []byte) (*Bundle, error) {
 	if err := dec.Decode(&b.Manifest); err != nil {
 		return nil, malformedBundle("manifest.json: %v", err)
 	}
-	if b.Manifest.Format != BundleFormat {
-		return nil, malformedBundle("format %q, not %q", b.Manifest.Format, BundleFormat)
+	if b.Manifest.Format != BundleFormat && b.Manifest.Format != BundleFormatV1 {
+		return nil, malformedBundle("format %q, not %q or %q", b.Manifest.Format, BundleFormat, BundleFormatV1)
 	}
 	if len(b.Manifest.Records) == 0 || len(b.Manifest.Records) > maxBundleRecords {
 		return nil, &BundleError{Check: "bundle", Err: fmt.Errorf("%d records", len(b.Manifest.Records))}
@@ -423,10 +540,12 @@ func ReadBundle(data []byte) (*Bundle, error) {
 		b.Revocation = append(b.Revocation, RevocationData{Kind: mr.Kind, Data: data})
 	}
 	// One bundle, one encoding: re-encode what was read and compare, so
-	// that no byte — ZIP headers, manifest layout, extra files — escapes
-	// the checks.
+	// that no byte — ZIP headers and times, manifest layout, extra files,
+	// the readable copies, which are rendered again from the binary
+	// records — escapes the checks.
 	again := &Bundle{
 		Manifest:        Manifest{Format: b.Manifest.Format, Origin: b.Manifest.Origin, Evidence: b.Manifest.Evidence, TreeHead: ManifestHead{Size: b.Manifest.TreeHead.Size}},
+		Records:         b.Records,
 		RecordData:      b.RecordData,
 		Inclusion:       b.Inclusion,
 		Root:            b.Root,
@@ -542,5 +661,41 @@ func VerifyBundle(data []byte, opts BundleVerifyOptions) (*Bundle, error) {
 			return b, &BundleError{Check: fmt.Sprintf("record %d (id %s)", mr.Index, mr.ID), Err: fmt.Errorf("inclusion proof: %w", err)}
 		}
 	}
+	b.verified = &verification{
+		token:      tok,
+		checkpoint: cp,
+		keyName:    v.Name(),
+		keyID:      v.KeyID(),
+		logChain:   logChains[0],
+		tsaChain:   tsaChain(tok, opts.Roots, pool),
+	}
 	return b, nil
+}
+
+// verification is what VerifyBundle established: the facts [Summarize]
+// shows.
+type verification struct {
+	token      *tsa.Token // verified; SignerCert set
+	checkpoint Checkpoint // opened with the log key
+	keyName    string     // the note key's name and ID
+	keyID      uint32
+	logChain   []*x509.Certificate // the log key's certificate up to a root of the verification
+	tsaChain   []*x509.Certificate // the TSA's, likewise; nil if it was not rebuilt
+}
+
+// tsaChain rebuilds the TSA certificate's chain that tsa.Verify accepted,
+// to name the root it ends at.
+func tsaChain(tok *tsa.Token, roots, inter *x509.CertPool) []*x509.Certificate {
+	if tok.SignerCert == nil {
+		return nil
+	}
+	pool := inter.Clone()
+	for _, c := range tok.Certificates {
+		pool.AddCert(c)
+	}
+	chains, err := tok.SignerCert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, CurrentTime: tok.GenTime, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageTimeStamping}})
+	if err != nil || len(chains) == 0 {
+		return []*x509.Certificate{tok.SignerCert}
+	}
+	return chains[0]
 }

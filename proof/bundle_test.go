@@ -147,5 +147,9 @@ func FuzzReadBundle(f *testing.F) {
 		if len(b.Records) == 0 || len(b.Records) != len(b.Manifest.Records) {
 			t.Fatalf("a read bundle with %d records", len(b.Records))
 		}
+		// A bundle only read has nothing to show.
+		if _, err := proof.Summarize(b); !errors.Is(err, proof.ErrNotVerified) {
+			t.Fatalf("Summarize of an unverified bundle: %v", err)
+		}
 	})
 }

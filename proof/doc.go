@@ -73,11 +73,12 @@
 // # Bundles
 //
 // A proof bundle ([Export], [VerifyBundle]) is one ZIP file: manifest.json
-// (format "pec-proof-bundle/1"), records/<index>.bin (the canonical
-// records: the one asked for, then those it follows), checkpoint (the
-// signed note), checkpoint.tst (the RFC 3161 token on it), certs/log.pem
-// (the log key's certificate and chain), certs/tsa.pem (the TSA's chain),
-// and revocation/<n>.der: the CRLs and OCSP responses (DER) that package
+// (format "pec-proof-bundle/2"), records/<index>.bin (the canonical
+// records: the one asked for, then those it follows), records/<index>.json
+// (a readable copy of each, see below), checkpoint (the signed note),
+// checkpoint.tst (the RFC 3161 token on it), certs/log.pem (the log key's
+// certificate and chain), certs/tsa.pem (the TSA's chain), and
+// revocation/<n>.der: the CRLs and OCSP responses (DER) that package
 // certvalidation used, at export, to validate the log key's certificate
 // and the TSA's certificate at the token's time, each listed in the
 // manifest's "revocation" array with its kind ("crl" or "ocsp") and
@@ -88,7 +89,41 @@
 // time-stamp, a certificate naming a distribution point or a responder
 // whose status the data does not establish, or an item that does not
 // parse or that neither validation could use fails the "revocation"
-// check. Entries are stored uncompressed and without times, so a bundle's
-// bytes follow from its content alone; the reader rebuilds the ZIP and
-// rejects any other bytes.
+// check.
+//
+// Entries are stored uncompressed, in a fixed order, each dated (MS-DOS
+// time and the Info-ZIP extended timestamp, UTC, to the second, clamped to
+// 1980-2106): the entries of a record with that record's time, every other
+// entry with the time of the bundle's evidence (the first record). So a
+// bundle's bytes follow from its content alone, and the same id always
+// gives the same bytes; the reader rebuilds the ZIP and rejects any other
+// bytes.
+//
+// The readable copy records/<index>.json (named by the manifest record's
+// "json" field) is the record in indented JSON: a "note" naming the binary
+// file, then id, type, time (RFC 3339, UTC, to the nanosecond), subject,
+// actors (role, subject, fingerprint in hex), digests (name, algorithm,
+// value in hex), previous and attributes (an object). It is evidence of
+// nothing: the binary record alone is hashed into the log. A verifier in
+// another language may ignore it. [ReadBundle] renders it again from the
+// binary record and compares, like every other byte, so a bundle whose
+// readable copy says anything else — another sender, another time, a field
+// added — does not verify (check "bundle"); and [Summarize], which `pec
+// proof show` prints, reads only the binary records. The copy's form is
+// part of format 2 and does not change.
+//
+// Format 1 ("pec-proof-bundle/1", written before the readable copies) has
+// no records/<index>.json and undated entries; ReadBundle and VerifyBundle
+// still accept it, in its own canonical form.
+//
+// # Showing a bundle
+//
+// [Summarize] turns a bundle that VerifyBundle accepted into a [Summary]:
+// each record (id, type, time, subject, actors, digests, the records it
+// answers, attributes, its leaf index and inclusion proof), the checkpoint
+// (origin, size, root, note key, the log certificate that signed it) and
+// the token (time, serial, policy, the TSA certificate that signed it),
+// for a person (text) or a program (JSON with snake_case names). A bundle
+// that did not verify has no summary ([ErrNotVerified]) but the failed
+// check ([FailedSummary]): nothing unproven is shown as if it were proven.
 package proof

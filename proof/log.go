@@ -89,6 +89,9 @@ type Log struct {
 	closeMu  sync.RWMutex
 	closed   bool
 	unsealed atomic.Int64 // records of this log durable and not known sealed
+	// firstDurable is when the first record since the last seal's read
+	// was acknowledged (UnixNano; 0: none yet): the seal delay's start.
+	firstDurable atomic.Int64
 
 	// Owned by the sequencer goroutine.
 	rng        *compact.Range // the tree of l.treeHead
@@ -96,6 +99,7 @@ type Log struct {
 	unsent     *unpublished   // sealed in the store, not yet saved and published
 	retry      *sealedBatch   // signed, its store write failed: written again, never re-signed
 	lastSeal   time.Time
+	lastRead   time.Time // when the last seal read the unsealed records
 	sealFailed bool
 
 	mu       sync.RWMutex
@@ -115,6 +119,7 @@ type sealedBatch struct {
 	prev  *Head
 	batch Batch
 	rng   *compact.Range
+	since time.Time // when its oldest record became durable, at the latest
 }
 
 type unpublished struct {
@@ -431,6 +436,7 @@ func (l *Log) writeBatch(batch []*pending) {
 	l.unsealed.Add(int64(len(recs)))
 	l.metrics.unsealed.Set(float64(l.unsealed.Load()))
 	now := time.Now()
+	l.firstDurable.CompareAndSwap(0, now.UnixNano())
 	for _, p := range batch {
 		l.metrics.ack.Observe(now.Sub(p.start).Seconds())
 		p.done <- nil
@@ -593,6 +599,9 @@ func (l *Log) sealOnce(ctx context.Context) (int, error) {
 	if err := l.syncTree(ctx); err != nil {
 		return 0, err
 	}
+	prevRead := l.lastRead
+	l.lastRead = time.Now()
+	since := l.firstDurable.Swap(0)
 	recs, err := l.store.Unsealed(ctx, maxSealRecords)
 	if err != nil || len(recs) == 0 {
 		return 0, err
@@ -602,7 +611,7 @@ func (l *Log) sealOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	s := &sealedBatch{prev: l.treeHead, rng: rng}
+	s := &sealedBatch{prev: l.treeHead, rng: rng, since: sealDelayStart(since, prevRead, l.leader != nil, recs[0].Data)}
 	s.batch.Start = rng.End()
 	s.batch.Records = recs
 	s.batch.Nodes = make([]Node, 0, 2*len(recs)+8)
@@ -668,8 +677,8 @@ func (l *Log) commitRetry(ctx context.Context) (int, error) {
 	}
 	l.noteSealed(len(s.batch.Records))
 	l.metrics.sealRecords.Observe(float64(len(s.batch.Records)))
-	if len(s.batch.Records) > 0 {
-		delay := time.Since(recordTime(s.batch.Records[0].Data))
+	if !s.since.IsZero() {
+		delay := time.Since(s.since)
 		l.metrics.sealDelay.Observe(delay.Seconds())
 		l.metrics.maxDelay(delay)
 	}
@@ -741,6 +750,28 @@ func (l *Log) noteSealed(n int) {
 		l.unsealed.Store(int64(len(recs)))
 	}
 	l.metrics.unsealed.Set(float64(l.unsealed.Load()))
+}
+
+// sealDelayStart is when the oldest record of a seal became durable: the
+// first acknowledgment since the previous seal read the unsealed records
+// (firstNano). A shared store also seals other nodes' records, which this
+// node did not acknowledge: there the record's own time counts, but never
+// before the previous read (a record that says it is older was sealed then
+// or is dated by its emitter), nor after the read that takes it.
+func sealDelayStart(firstNano int64, prevRead time.Time, shared bool, oldest []byte) time.Time {
+	var since time.Time
+	if firstNano != 0 {
+		since = time.Unix(0, firstNano)
+	}
+	if shared {
+		if rt := recordTime(oldest); rt.After(prevRead) && (since.IsZero() || rt.Before(since)) {
+			since = rt
+		}
+	}
+	if since.IsZero() && !prevRead.IsZero() {
+		since = prevRead
+	}
+	return since
 }
 
 // recordTime reads the time of an encoded record (see

@@ -134,6 +134,12 @@ func wantCheck(t *testing.T, what string, err error, check string) {
 // forger would do.
 func rezip(t *testing.T, data []byte, edit func(name string, content []byte) []byte, add ...proof.RevocationData) []byte {
 	t.Helper()
+	return rezipManifest(t, data, edit, func(*proof.Manifest) {}, add...)
+}
+
+// rezipManifest is rezip with editManifest applied to the manifest last.
+func rezipManifest(t *testing.T, data []byte, edit func(name string, content []byte) []byte, editManifest func(*proof.Manifest), add ...proof.RevocationData) []byte {
+	t.Helper()
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +147,7 @@ func rezip(t *testing.T, data []byte, edit func(name string, content []byte) []b
 	type file struct {
 		name string
 		data []byte
+		time time.Time
 	}
 	var files []file
 	for _, f := range zr.File {
@@ -159,7 +166,7 @@ func rezip(t *testing.T, data []byte, edit func(name string, content []byte) []b
 				continue
 			}
 		}
-		files = append(files, file{f.Name, content})
+		files = append(files, file{f.Name, content, f.Modified})
 	}
 	var m proof.Manifest
 	if err := json.Unmarshal(files[0].data, &m); err != nil {
@@ -179,9 +186,10 @@ func rezip(t *testing.T, data []byte, edit func(name string, content []byte) []b
 		name := fmt.Sprintf("revocation/%d.der", len(kept))
 		sum := sha256.Sum256(a.Data)
 		kept = append(kept, proof.ManifestRevocation{File: name, Kind: a.Kind, SHA256: hex.EncodeToString(sum[:])})
-		files = append(files, file{name, a.Data})
+		files = append(files, file{name, a.Data, files[0].time})
 	}
 	m.Revocation = append([]proof.ManifestRevocation{}, kept...)
+	editManifest(&m)
 	if files[0].data, err = json.MarshalIndent(m, "", "  "); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +197,7 @@ func rezip(t *testing.T, data []byte, edit func(name string, content []byte) []b
 	var out bytes.Buffer
 	zw := zip.NewWriter(&out)
 	for _, f := range files {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store})
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.name, Method: zip.Store, Modified: f.time})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,19 @@ type RequestOptions struct {
 type Result struct {
 	Response []byte // the DER TimeStampResp as received
 	Token    *Token
+
+	// EvidenceID is the id of the evidence record of the token, from the
+	// PEC-Evidence-ID response header of a PEC node keeping an evidence
+	// log: what `pec proof export` and GET /v1/proofs/{id} take. It is ""
+	// when the header is absent (another TSA) or is not 1 to 128
+	// characters of A-Z a-z 0-9 . _ : - (the evidence id syntax), so that
+	// a hostile header cannot reach a terminal.
+	EvidenceID string
 }
+
+// EvidenceIDHeader is the response header in which a PEC node names the
+// evidence record of the token it answers.
+const EvidenceIDHeader = "PEC-Evidence-ID"
 
 // maxResponseBytes bounds a TSA's response. A token with a certificate
 // chain is a few kilobytes.
@@ -87,7 +99,7 @@ func (c *Client) Request(ctx context.Context, h crypto.Hash, digest []byte, opts
 		return nil, fmt.Errorf("tsa: request: encode: %w", err)
 	}
 
-	body, err := c.post(ctx, der)
+	body, eid, err := c.post(ctx, der)
 	if err != nil {
 		return nil, err
 	}
@@ -102,47 +114,64 @@ func (c *Client) Request(ctx context.Context, h crypto.Hash, digest []byte, opts
 	if err := p.answers(&req); err != nil {
 		return nil, err
 	}
-	return &Result{Response: body, Token: p.tok}, nil
+	return &Result{Response: body, Token: p.tok, EvidenceID: eid}, nil
 }
 
-// post sends a DER TimeStampReq and returns the DER TimeStampResp.
-func (c *Client) post(ctx context.Context, der []byte) ([]byte, error) {
+// evidenceID is the PEC-Evidence-ID header's value if it is an evidence
+// id, "" otherwise.
+func evidenceID(h http.Header) string {
+	v := h.Values(EvidenceIDHeader)
+	if len(v) != 1 || len(v[0]) == 0 || len(v[0]) > 128 {
+		return ""
+	}
+	for i := 0; i < len(v[0]); i++ {
+		c := v[0][i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return ""
+		}
+	}
+	return v[0]
+}
+
+// post sends a DER TimeStampReq and returns the DER TimeStampResp and the
+// evidence id the TSA named, if any.
+func (c *Client) post(ctx context.Context, der []byte) ([]byte, string, error) {
 	hc := c.HTTPClient
 	if hc == nil {
 		hc = defaultHTTPClient
 	}
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(der))
 	if err != nil {
-		return nil, fmt.Errorf("tsa: %w", err)
+		return nil, "", fmt.Errorf("tsa: %w", err)
 	}
 	httpReq.Header.Set("Content-Type", "application/timestamp-query")
 	httpReq.Header.Set("Accept", "application/timestamp-reply")
 	resp, err := hc.Do(httpReq)
 	if err != nil {
-		return nil, fmt.Errorf("tsa: %w", err)
+		return nil, "", fmt.Errorf("tsa: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("tsa: read response: %w", err)
+		return nil, "", fmt.Errorf("tsa: read response: %w", err)
 	}
 	if len(body) > maxResponseBytes {
-		return nil, fmt.Errorf("tsa: response larger than %d bytes", maxResponseBytes)
+		return nil, "", fmt.Errorf("tsa: response larger than %d bytes", maxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		// Some TSAs send their rejection with an error status.
 		if _, err := responseToken(body); err != nil {
 			if rej, ok := errors.AsType[*RejectError](err); ok {
-				return nil, rej
+				return nil, "", rej
 			}
 		}
-		return nil, fmt.Errorf("tsa: %s answered HTTP %s", c.URL, resp.Status)
+		return nil, "", fmt.Errorf("tsa: %s answered HTTP %s", c.URL, resp.Status)
 	}
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/timestamp-reply" {
-		return nil, fmt.Errorf("tsa: response content type %q, want application/timestamp-reply", ct)
+		return nil, "", fmt.Errorf("tsa: response content type %q, want application/timestamp-reply", ct)
 	}
-	return body, nil
+	return body, evidenceID(resp.Header), nil
 }
 
 // answers checks that the token answers req (RFC 3161 section 2.4.2).

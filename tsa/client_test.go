@@ -121,6 +121,63 @@ func TestClientRequest(t *testing.T) {
 	}
 }
 
+// TestClientEvidenceID: the PEC-Evidence-ID header of the answer is the
+// result's EvidenceID when it is an evidence id, and nothing otherwise.
+func TestClientEvidenceID(t *testing.T) {
+	t.Parallel()
+	s := newOSSLTSA(t, osslOpts{})
+	conf := s.config(t)
+	long := strings.Repeat("a", 129)
+	for _, tc := range []struct {
+		name   string
+		header []string // values sent
+		want   string
+	}{
+		{"a PEC node's id", []string{"0190f3c2a1b2c3d4e5f60718293a4b5c"}, "0190f3c2a1b2c3d4e5f60718293a4b5c"},
+		{"every allowed character", []string{"Az09._:-"}, "Az09._:-"},
+		{"128 characters", []string{long[:128]}, long[:128]},
+		{"no header (another TSA)", nil, ""},
+		{"empty", []string{""}, ""},
+		{"129 characters", []string{long}, ""},
+		{"a space", []string{"abc def"}, ""},
+		{"shell characters", []string{"abc;rm$(x)"}, ""},
+		{"a path", []string{"../../etc/passwd"}, ""},
+		{"non-ASCII", []string{"évidence"}, ""},
+		{"two values", []string{"abc", "def"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				query, err := io.ReadAll(r.Body)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := s.reply(query, conf)
+				if err != nil {
+					t.Error(err)
+					http.Error(w, "openssl failed", http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("Content-Type", "application/timestamp-reply")
+				for _, v := range tc.header {
+					w.Header().Add(tsa.EvidenceIDHeader, v)
+				}
+				w.Write(resp)
+			}))
+			defer srv.Close()
+			c := &tsa.Client{URL: srv.URL}
+			res, err := c.Request(t.Context(), crypto.SHA256, digestOf(crypto.SHA256, stampedData), tsa.RequestOptions{})
+			if err != nil {
+				t.Fatalf("Request: %v", err)
+			}
+			if res.EvidenceID != tc.want {
+				t.Errorf("EvidenceID = %q, want %q", res.EvidenceID, tc.want)
+			}
+		})
+	}
+}
+
 // TestClientRequestFails: refusals, HTTP faults and replies that answer
 // another request are errors, each of its kind.
 func TestClientRequestFails(t *testing.T) {

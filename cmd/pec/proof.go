@@ -1,20 +1,31 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"pec/certvalidation"
+	"pec/evidence"
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
@@ -25,33 +36,34 @@ import (
 func newProofCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proof",
-		Short: "Evidence log: list, export and verify proof bundles, audit a store",
+		Short: "Evidence log: list, export, verify and show proof bundles, audit a store",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: exitUsage, err: usageMistake{errors.New("proof needs a command: verify, list, export or audit")}}
+			return &exitError{code: exitUsage, err: usageMistake{errors.New("proof needs a command: verify, show, list, export or audit")}}
 		},
 	}
-	cmd.AddCommand(newProofVerifyCommand(), newProofListCommand(), newProofExportCommand(), newProofAuditCommand())
+	cmd.AddCommand(newProofVerifyCommand(), newProofShowCommand(), newProofListCommand(), newProofExportCommand(), newProofAuditCommand())
 	return cmd
 }
 
 func newProofVerifyCommand() *cobra.Command {
 	var roots string
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "verify --roots ROOT.pem BUNDLE",
+		Use:   "verify --roots ROOT.pem [--json] BUNDLE",
 		Short: "Check a proof bundle offline: exit 0 valid, 1 invalid (the failed check on stderr), 2 usage or input error",
-		Args:  args(cobra.ExactArgs(1)),
+		Long: `verify checks a proof bundle with no server and no network. With --json it prints the
+result on stdout, valid or not: {"valid": true, ...} with what pec proof show --json prints,
+or {"valid": false, "check": ..., "error": ...}. Exit status: 0 valid, 1 invalid, 2 usage
+or unreadable input.`,
+		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if roots == "" {
 				return &exitError{code: exitUsage, err: usageMistake{errors.New("--roots ROOT.pem is required")}}
 			}
-			certs, err := devpki.LoadCertsPEM(roots)
+			pool, err := loadRootPool(roots)
 			if err != nil {
-				return inputError(fmt.Errorf("--roots: %w", err))
-			}
-			pool := x509.NewCertPool()
-			for _, c := range certs {
-				pool.AddCert(c)
+				return err
 			}
 			data, err := os.ReadFile(a[0])
 			if err != nil {
@@ -59,16 +71,142 @@ func newProofVerifyCommand() *cobra.Command {
 			}
 			b, err := proof.VerifyBundle(data, proof.BundleVerifyOptions{Roots: pool})
 			if err != nil {
+				if asJSON {
+					writeJSON(cmd.OutOrStdout(), proof.FailedSummary(err))
+				}
 				return failure(fmt.Errorf("invalid: %s", oneLine(err.Error())))
 			}
-			tok, _ := tsa.ParseToken(b.Token)
+			s, err := proof.Summarize(b)
+			if err != nil {
+				return failure(err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), s)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "valid: evidence %s (%d records) in tree head %d of %s, time-stamped %s\n",
-				b.Manifest.Evidence, len(b.Records), b.Manifest.TreeHead.Size, b.Manifest.Origin, tok.GenTime.UTC().Format("2006-01-02T15:04:05.000Z"))
+				s.Evidence, len(s.Records), s.Checkpoint.Size, s.Checkpoint.Origin, s.Timestamp.Time.Format("2006-01-02T15:04:05.000Z"))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&roots, "roots", "", "trusted root certificates (PEM)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// loadRootPool reads the trust anchors of --roots.
+func loadRootPool(file string) (*x509.CertPool, error) {
+	certs, err := devpki.LoadCertsPEM(file)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--roots: %w", err))
+	}
+	if len(certs) == 0 {
+		return nil, inputError(fmt.Errorf("--roots: %s: no certificate", file))
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// writeJSON prints v indented, as the other --json outputs.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newProofShowCommand() *cobra.Command {
+	var roots, configPath string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show (--roots ROOT.pem BUNDLE | --config FILE [--roots ROOT.pem] ID) [--json]",
+		Short: "Verify a proof bundle, then print what it proves: records, checkpoint, time-stamp, signers",
+		Long: `show verifies a proof bundle as verify does, then prints it for a person: each record
+(type, time, subject, actors, digests, the records it answers, attributes), its place in the
+checkpoint's tree, the checkpoint, the time-stamp on it and the certificates that signed them.
+It prints from the bundle's canonical binary records, never from their readable JSON copies.
+A bundle that does not verify is not shown: exit 1 with the failed check on stderr (with
+--json, {"valid": false, ...} on stdout).
+
+With --config FILE ID, show builds the bundle of evidence ID from that node's store, as
+pec proof export does, and verifies it with --roots, or by default with the self-signed
+certificates of the node's proof.cert_file and tsa.cert_file.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			var (
+				data []byte
+				pool *x509.CertPool
+				err  error
+			)
+			if configPath != "" {
+				cfg, err := proofConfig(configPath)
+				if err != nil {
+					return err
+				}
+				if roots != "" {
+					if pool, err = loadRootPool(roots); err != nil {
+						return err
+					}
+				} else if pool, err = nodeRoots(cfg); err != nil {
+					return err
+				}
+				if data, err = exportBundle(cmd.Context(), cfg, a[0]); err != nil {
+					return err
+				}
+			} else {
+				if roots == "" {
+					return &exitError{code: exitUsage, err: usageMistake{errors.New("--roots ROOT.pem is required to show a bundle file (or --config FILE ID)")}}
+				}
+				if pool, err = loadRootPool(roots); err != nil {
+					return err
+				}
+				if data, err = os.ReadFile(a[0]); err != nil {
+					return inputError(err)
+				}
+			}
+			b, err := proof.VerifyBundle(data, proof.BundleVerifyOptions{Roots: pool})
+			if err != nil {
+				if asJSON {
+					writeJSON(cmd.OutOrStdout(), proof.FailedSummary(err))
+				}
+				return failure(fmt.Errorf("invalid: %s", oneLine(err.Error())))
+			}
+			s, err := proof.Summarize(b)
+			if err != nil {
+				return failure(err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), s)
+			}
+			return s.WriteText(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&roots, "roots", "", "trusted root certificates (PEM)")
+	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml): show evidence ID of that node's log")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+// nodeRoots are the self-signed certificates of the node's log and TSA
+// chains: the anchors of its own bundles, as audit takes them.
+func nodeRoots(cfg *File) (*x509.CertPool, error) {
+	logChain, tsaChain, err := proofChains(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for _, c := range append(append([]*x509.Certificate(nil), logChain...), tsaChain...) {
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			pool.AddCert(c)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, usageError("proof.cert_file and tsa.cert_file hold no root certificate: give --roots ROOT.pem")
+	}
+	return pool, nil
 }
 
 // proofConfig loads pec.yaml and checks it has a proof section.
@@ -100,12 +238,39 @@ func openProofStore(cfg *File) (proof.Store, error) {
 }
 
 func newProofListCommand() *cobra.Command {
-	var configPath string
+	var (
+		configPath, since, actor string
+		types                    []string
+		ids, asJSON              bool
+	)
 	cmd := &cobra.Command{
-		Use:   "list --config FILE",
-		Short: "Print the evidence ids of the log, one a line, oldest first",
-		Args:  args(cobra.NoArgs),
+		Use:   "list --config FILE [--type T]... [--since TIME|DURATION] [--actor TEXT] [--ids | --json]",
+		Short: "Print the records of the log, oldest first: ID, TIME, TYPE, ACTOR",
+		Long: `list prints the records of a stopped node's evidence log in log order, one a line, under a
+header: ID, TIME (UTC, to the millisecond), TYPE and ACTOR (the first actor's certificate
+subject and role, "+N" when there are more, "-" when none).
+
+  --type T      records of type T or under it (--type timestamp: timestamp.issued, ...);
+                repeatable: any of them
+  --since X     records timed at or after X: RFC 3339 (2026-03-02T09:00:00Z), a date
+                (2026-03-02, UTC), or a duration back from now (24h, 90m)
+  --actor TEXT  records with an actor whose subject or certificate fingerprint (hex)
+                holds TEXT, ignoring case
+  --ids         the ids only, one a line, no header (the output of earlier versions)
+  --json        one JSON object a line: index, id, time, type, subject, actors, digests,
+                previous, attributes`,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ids && asJSON {
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("--ids and --json: choose one")}}
+			}
+			var from time.Time
+			if since != "" {
+				var err error
+				if from, err = parseSince(since, time.Now()); err != nil {
+					return &exitError{code: exitUsage, err: usageMistake{err}}
+				}
+			}
 			cfg, err := proofConfig(configPath)
 			if err != nil {
 				return err
@@ -115,26 +280,160 @@ func newProofListCommand() *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			var buf bytes.Buffer
-			err = s.Records(cmd.Context(), 0, func(_ uint64, r *proof.StoredRecord) error {
-				buf.WriteString(r.ID)
-				buf.WriteByte('\n')
-				if buf.Len() > 64<<10 {
-					_, err := cmd.OutOrStdout().Write(buf.Bytes())
-					buf.Reset()
+			match := recordFilter(types, from, actor)
+			out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
+			var tw *tabwriter.Writer
+			var enc *json.Encoder
+			switch {
+			case asJSON:
+				enc = json.NewEncoder(out)
+			case !ids:
+				tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(tw, "%-32s\t%-24s\t%-21s\t%s\n", "ID", "TIME", "TYPE", "ACTOR")
+			}
+			rows := 0
+			err = s.Records(cmd.Context(), 0, func(index uint64, sr *proof.StoredRecord) error {
+				r, err := evidence.UnmarshalRecord(sr.Data)
+				if err != nil {
+					return fmt.Errorf("record %d (id %s): %w (pec proof audit checks the whole store)", index, printable(sr.ID), err)
+				}
+				if !match(r) {
+					return nil
+				}
+				rows++
+				switch {
+				case enc != nil:
+					return enc.Encode(listEntry(index, r))
+				case tw == nil:
+					_, err := fmt.Fprintln(out, r.ID)
 					return err
+				}
+				// Cells padded to the platform's widths, and a flush every
+				// 4096 rows: the output streams, and stays aligned unless a
+				// value is longer.
+				fmt.Fprintf(tw, "%-32s\t%s\t%-21s\t%s\n", printable(r.ID), r.Time.UTC().Format("2006-01-02T15:04:05.000Z"), printable(string(r.Type)), actorCell(r.Actors))
+				if rows%4096 == 0 {
+					return tw.Flush()
 				}
 				return nil
 			})
+			if tw != nil {
+				if ferr := tw.Flush(); err == nil {
+					err = ferr
+				}
+			}
+			if ferr := out.Flush(); err == nil {
+				err = ferr
+			}
 			if err != nil {
 				return failure(err)
 			}
-			_, err = cmd.OutOrStdout().Write(buf.Bytes())
-			return err
+			return nil
 		},
 	}
-	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
+	f.StringArrayVar(&types, "type", nil, "only records of this type, or under it (repeatable)")
+	f.StringVar(&since, "since", "", "only records timed at or after this RFC 3339 time, date or duration ago")
+	f.StringVar(&actor, "actor", "", "only records with an actor whose subject or fingerprint holds this text")
+	f.BoolVar(&ids, "ids", false, "print the ids only, one a line")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object a line")
 	return cmd
+}
+
+// parseSince reads --since: an RFC 3339 time, a date (UTC) or a duration
+// back from now.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-03-02T09:00:00Z), a date (2026-03-02) or a duration (24h)", v)
+}
+
+// recordFilter is the conjunction of list's filters.
+func recordFilter(types []string, since time.Time, actor string) func(*evidence.Record) bool {
+	actor = strings.ToLower(actor)
+	return func(r *evidence.Record) bool {
+		if len(types) > 0 && !slices.ContainsFunc(types, func(t string) bool {
+			t = strings.TrimSuffix(t, ".")
+			return string(r.Type) == t || strings.HasPrefix(string(r.Type), t+".")
+		}) {
+			return false
+		}
+		if !since.IsZero() && r.Time.Before(since) {
+			return false
+		}
+		if actor != "" && !slices.ContainsFunc(r.Actors, func(a evidence.Actor) bool {
+			return strings.Contains(strings.ToLower(a.Subject), actor) || strings.Contains(hex.EncodeToString(a.Fingerprint[:]), actor)
+		}) {
+			return false
+		}
+		return true
+	}
+}
+
+// actorCell is list's ACTOR column.
+func actorCell(actors []evidence.Actor) string {
+	if len(actors) == 0 {
+		return "-"
+	}
+	a := actors[0]
+	who := a.Subject
+	if who == "" {
+		who = "sha256:" + hex.EncodeToString(a.Fingerprint[:8])
+	}
+	cell := printable(who) + " (" + printable(a.Role) + ")"
+	if len(actors) > 1 {
+		cell += fmt.Sprintf(" +%d", len(actors)-1)
+	}
+	return cell
+}
+
+// listRecord is a line of list --json.
+type listRecord struct {
+	Index      uint64                `json:"index"`
+	ID         string                `json:"id"`
+	Time       time.Time             `json:"time"`
+	Type       evidence.EventType    `json:"type"`
+	Subject    string                `json:"subject"`
+	Actors     []proof.ActorSummary  `json:"actors"`
+	Digests    []proof.DigestSummary `json:"digests"`
+	Previous   []string              `json:"previous"`
+	Attributes map[string]string     `json:"attributes"`
+}
+
+func listEntry(index uint64, r *evidence.Record) listRecord {
+	e := listRecord{
+		Index: index, ID: r.ID, Time: r.Time.UTC(), Type: r.Type, Subject: r.Subject,
+		Actors: []proof.ActorSummary{}, Digests: []proof.DigestSummary{}, Previous: append([]string{}, r.Previous...), Attributes: map[string]string{},
+	}
+	for _, a := range r.Actors {
+		e.Actors = append(e.Actors, proof.ActorSummary{Role: a.Role, Subject: a.Subject, Fingerprint: hex.EncodeToString(a.Fingerprint[:])})
+	}
+	for _, d := range r.Digests {
+		e.Digests = append(e.Digests, proof.DigestSummary{Name: d.Name, Algorithm: d.Algorithm, Value: hex.EncodeToString(d.Value)})
+	}
+	for _, a := range r.Attributes {
+		e.Attributes[a.Key] = a.Value
+	}
+	return e
+}
+
+// printable is s, or s quoted when it holds a character that would act
+// on a terminal rather than print.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // proofChains reads the log key's and the TSA's certificate chains.
@@ -171,6 +470,31 @@ func exportValidator(cfg *File) (*certvalidation.Validator, error) {
 	return v, nil
 }
 
+// exportBundle makes the bundle of evidence id from the node's store.
+func exportBundle(ctx context.Context, cfg *File, id string) ([]byte, error) {
+	logChain, tsaChain, err := proofChains(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := openProofStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	validator, err := exportValidator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	data, err := proof.Export(ctx, s, id, proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain, Validator: validator})
+	if errors.Is(err, proof.ErrNotFound) {
+		return nil, failure(fmt.Errorf("evidence %q: not in the log", id))
+	}
+	if err != nil {
+		return nil, failure(err)
+	}
+	return data, nil
+}
+
 func newProofExportCommand() *cobra.Command {
 	var configPath, out string
 	cmd := &cobra.Command{
@@ -185,25 +509,9 @@ func newProofExportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logChain, tsaChain, err := proofChains(cfg)
+			data, err := exportBundle(cmd.Context(), cfg, a[0])
 			if err != nil {
 				return err
-			}
-			s, err := openProofStore(cfg)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			validator, err := exportValidator(cfg)
-			if err != nil {
-				return err
-			}
-			data, err := proof.Export(cmd.Context(), s, a[0], proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain, Validator: validator})
-			if errors.Is(err, proof.ErrNotFound) {
-				return failure(fmt.Errorf("evidence %q: not in the log", a[0]))
-			}
-			if err != nil {
-				return failure(err)
 			}
 			if err := os.WriteFile(out, data, 0o644); err != nil {
 				return failure(err)

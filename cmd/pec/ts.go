@@ -97,7 +97,11 @@ func newTSRequestCommand() *cobra.Command {
 		Short: "Ask a TSA for a time-stamp token on FILE (or a digest)",
 		Long: `request sends an RFC 3161 TimeStampReq to URL and checks that the reply answers it (status,
 imprint, nonce). With -o it saves the TimeStampResp in DER, as 'openssl ts -reply' does;
-without, it prints the response in base64. A refusal by the TSA exits 1 with its reason.`,
+without, it prints the response in base64. A refusal by the TSA exits 1 with its reason.
+
+When the TSA is a PEC node with an evidence log, its answer names the evidence record of
+the token (header PEC-Evidence-ID): request prints "evidence: ID", on stdout with -o, on
+stderr without (stdout then holds the token). pec proof export takes that ID.`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if url == "" {
@@ -123,8 +127,12 @@ without, it prints the response in base64. A refusal by the TSA exits 1 with its
 				}
 				return failure(fmt.Errorf("request: %w", err))
 			}
+			// The evidence id goes to stdout, unless stdout holds the token.
 			if out == "" {
 				fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(res.Response))
+				if res.EvidenceID != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "evidence: %s\n", res.EvidenceID)
+				}
 				return nil
 			}
 			if err := os.WriteFile(out, res.Response, 0o644); err != nil {
@@ -132,6 +140,9 @@ without, it prints the response in base64. A refusal by the TSA exits 1 with its
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "pec: time-stamp token saved to %s (serial %s, time %s)\n",
 				out, res.Token.Serial.Text(16), res.Token.GenTime.UTC().Format(time.RFC3339Nano))
+			if res.EvidenceID != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "evidence: %s\n", res.EvidenceID)
+			}
 			return nil
 		},
 	}
