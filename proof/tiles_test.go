@@ -70,8 +70,8 @@ func TestParseTilePathRefuses(t *testing.T) {
 		"tile/0/x001/x002", "tile/0/xx01/002", "tile/0/x1/002", "tile/0/+01", "tile/0/-01", "tile/0/0 1",
 		"tile/0/000.p", "tile/0/000.p/", "tile/0/000.p/0", "tile/0/000.p/256", "tile/0/000.p/01", "tile/0/000.p/1/",
 		"tile/0/000.p/1.p/2", "tile/0/x001.p/001", "tile/0/000.q/1", "tile/0/000.p/+1",
-		"tile/0/x018/x446/x744/x073/x709/x551/616",           // 2^64
-		"tile/0/x001/x000/x000/x000/x000/x000/x000/000",      // 8 groups
+		"tile/0/x018/x446/x744/x073/x709/x551/616",      // 2^64
+		"tile/0/x001/x000/x000/x000/x000/x000/x000/000", // 8 groups
 		"tile/data/000", "tile/0/../000", "tile/0/./000", "tile\\0\\000",
 		"tile/0/" + strings.Repeat("x999/", 20) + "999",
 	} {
