@@ -182,6 +182,16 @@ func TreeTiles(size uint64) []Tile {
 	return out
 }
 
+// In reports whether the tree of the given size holds all of t's hashes:
+// t's hashes are perfect subtrees of that tree.
+func (t Tile) In(size uint64) bool {
+	if t.Level < 0 || t.Level >= 64/TileHeight || t.Width < 1 || t.Width > TileWidth {
+		return false
+	}
+	avail := size >> (TileHeight * t.Level) // perfect subtrees of height 8L
+	return t.N <= avail/TileWidth && uint64(t.Width) <= avail-t.N*TileWidth
+}
+
 // ReadTile is the content of tile t — its hashes, concatenated — in the
 // tree of the given size, read from the store. A tile whose hashes are
 // not all perfect subtrees of that tree is ErrNotFound: a full tile the
@@ -198,18 +208,10 @@ func ReadTile(ctx context.Context, s Store, t Tile, size uint64) ([]byte, error)
 	if t.Level < 0 || t.Level > maxTileLevel || t.Width < 1 || t.Width > TileWidth {
 		return nil, fmt.Errorf("%w: tile %+v", ErrMalformedTilePath, t)
 	}
-	notFound := fmt.Errorf("%w: %s is not in the tree of size %d", ErrNotFound, t.Path(), size)
-	if t.Level >= 64/TileHeight {
-		return nil, notFound
-	}
-	avail := size >> (TileHeight * t.Level) // perfect subtrees of height 8L
-	if t.N > avail/TileWidth {
-		return nil, notFound
+	if !t.In(size) {
+		return nil, fmt.Errorf("%w: %s is not in the tree of size %d", ErrNotFound, t.Path(), size)
 	}
 	start := t.N * TileWidth
-	if uint64(t.Width) > avail-start {
-		return nil, notFound
-	}
 	ids := make([]compact.NodeID, t.Width)
 	for i := range ids {
 		ids[i] = compact.NewNodeID(uint(TileHeight*t.Level), start+uint64(i))
