@@ -33,6 +33,7 @@ func newProofCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(newProofVerifyCommand(), newProofListCommand(), newProofExportCommand(), newProofAuditCommand())
+	cmd.AddCommand(newProofMonitorCommand())
 	return cmd
 }
 
