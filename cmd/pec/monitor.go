@@ -354,17 +354,9 @@ func (m *monitor) checkProof(ctx context.Context, cur, prev *verified) error {
 	if err != nil {
 		return err
 	}
-	var cp gateway.ConsistencyProof
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cp); err != nil || cp.Old != prev.cp.Size || cp.New != cur.cp.Size || len(cp.Proof) > 128 {
-		return monitorFail("invalid", "the consistency proof %d→%d: not a proof of these sizes (%v)", prev.cp.Size, cur.cp.Size, err)
-	}
-	hashes := make([][]byte, len(cp.Proof))
-	for i, s := range cp.Proof {
-		if hashes[i], err = base64.StdEncoding.DecodeString(s); err != nil || len(hashes[i]) != sha256.Size {
-			return monitorFail("invalid", "the consistency proof %d→%d: hash %d is not 32 bytes of base64", prev.cp.Size, cur.cp.Size, i)
-		}
+	hashes, err := parseConsistencyProof(body, prev.cp.Size, cur.cp.Size)
+	if err != nil {
+		return monitorFail("invalid", "the consistency proof %d→%d: %w", prev.cp.Size, cur.cp.Size, err)
 	}
 	if err := proof.VerifyConsistency(prev.cp.Size, cur.cp.Size, hashes, prev.cp.Root, cur.cp.Root); err != nil {
 		m.keepConflict(cur)
@@ -372,6 +364,36 @@ func (m *monitor) checkProof(ctx context.Context, cur, prev *verified) error {
 			cur.cp.Size, m.report.Head.Root, prev.cp.Size, m.report.Previous.Root, stamp(prev.time))
 	}
 	return nil
+}
+
+// parseConsistencyProof reads the body of GET /proof/consistency, which
+// must be the proof between the sizes asked for: at most 128 hashes (a
+// proof has fewer than 2 per level of a 64-bit tree), each 32 bytes.
+func parseConsistencyProof(body []byte, oldSize, newSize uint64) ([][]byte, error) {
+	var cp gateway.ConsistencyProof
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cp); err != nil {
+		return nil, fmt.Errorf("not a proof: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not a proof: data after the JSON object")
+	}
+	if cp.Old != oldSize || cp.New != newSize || cp.Proof == nil {
+		return nil, errors.New("not a proof of these sizes")
+	}
+	if len(cp.Proof) > 128 {
+		return nil, fmt.Errorf("%d hashes", len(cp.Proof))
+	}
+	hashes := make([][]byte, len(cp.Proof))
+	for i, s := range cp.Proof {
+		h, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(h) != sha256.Size {
+			return nil, fmt.Errorf("hash %d is not 32 bytes of base64", i)
+		}
+		hashes[i] = h
+	}
+	return hashes, nil
 }
 
 // checkTiles reads the hash tiles of the new tree with golang.org/x/mod's
@@ -491,36 +513,46 @@ func (m *monitor) loadState() (*verified, error) {
 	if err != nil {
 		return nil, inputError(fmt.Errorf("--state: %w", err))
 	}
-	bad := func(format string, args ...any) error {
-		return inputError(fmt.Errorf("--state %s: %s", m.o.state, fmt.Sprintf(format, args...)))
+	v, err := parseMonitorState(data, m.logChain[0].PublicKey)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--state %s: %w", m.o.state, err))
 	}
+	return v, nil
+}
+
+// parseMonitorState reads a state file whose checkpoint must be signed by
+// the log key pub.
+func parseMonitorState(data []byte, pub crypto.PublicKey) (*verified, error) {
 	if len(data) > maxMonitorState {
-		return nil, bad("over %d bytes", maxMonitorState)
+		return nil, fmt.Errorf("over %d bytes", maxMonitorState)
 	}
 	var st monitorState
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return nil, bad("not a state file: %v", err)
+		return nil, fmt.Errorf("not a state file: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not a state file: data after the JSON object")
 	}
 	if st.Format != monitorStateFormat {
-		return nil, bad("format %q, not %q", st.Format, monitorStateFormat)
+		return nil, fmt.Errorf("format %q, not %q", st.Format, monitorStateFormat)
 	}
-	v, err := proof.NewNoteVerifier(st.Origin, m.logChain[0].PublicKey)
+	v, err := proof.NewNoteVerifier(st.Origin, pub)
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, err
 	}
 	note := []byte(st.Checkpoint)
 	cp, err := proof.OpenCheckpoint(v, st.Origin, note)
 	if err != nil {
-		return nil, bad("its checkpoint does not verify with the key of --log-cert: %v", err)
+		return nil, fmt.Errorf("its checkpoint does not verify with the key of --log-cert: %v", err)
 	}
 	if cp.Size != st.Size || base64.StdEncoding.EncodeToString(cp.Root) != st.Root {
-		return nil, bad("size and root do not match its checkpoint")
+		return nil, errors.New("size and root do not match its checkpoint")
 	}
 	token, err := base64.StdEncoding.DecodeString(st.Token)
 	if err != nil {
-		return nil, bad("token: %v", err)
+		return nil, fmt.Errorf("token: %v", err)
 	}
 	return &verified{cp: cp, note: note, token: token, time: st.Time}, nil
 }
