@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -176,15 +177,16 @@ func runMonitor(ctx context.Context, o monitorOptions, out io.Writer) error {
 	m.report.URL = m.base
 	m.client = &http.Client{Timeout: o.timeout, Transport: tlsTransport(rootCerts)}
 	err = m.run(ctx)
-	if o.asJSON {
-		if f, ok := errors.AsType[*monitorFailure](err); ok {
+	f, failed := errors.AsType[*monitorFailure](err)
+	if o.asJSON && (err == nil || failed) {
+		if failed {
 			m.report.Status, m.report.Problem = f.status, oneLine(f.err.Error())
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(m.report)
 	}
-	if f, ok := errors.AsType[*monitorFailure](err); ok {
+	if failed {
 		msg := f.Error()
 		if m.report.Conflict != "" {
 			msg += " (the checkpoint served is kept in " + m.report.Conflict + ")"
@@ -222,7 +224,7 @@ func tlsTransport(roots []*x509.Certificate) *http.Transport {
 		pool.AddCert(c)
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig.RootCAs = pool
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return t
 }
 

@@ -452,3 +452,31 @@ func FuzzConsistencyProof(f *testing.F) {
 		_ = proof.VerifyConsistency(oldSize, newSize, hashes, make([]byte, 32), make([]byte, 32)) // no panic
 	})
 }
+
+// TestMonitorHTTPS: a tsa listener with TLS (tls.tsa_tls), its server
+// certificate under one of --roots.
+func TestMonitorHTTPS(t *testing.T) {
+	n := newMonitorNode(t)
+	n.grow(t, 2)
+	srv := httptest.NewTLSServer(n.srv.Config.Handler)
+	defer srv.Close()
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	data, err := os.ReadFile(n.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(roots, append(data, devpki.CertPEM(srv.Certificate())...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"proof", "monitor", "--url", srv.URL, "--state", state, "--log-cert", n.logCert, "--roots", roots}, strings.NewReader(""), &stdout, &stderr)
+	if code != 0 || !strings.HasPrefix(stdout.String(), "first use: trusting checkpoint 2") {
+		t.Fatalf("over HTTPS: exit %d, %q %q", code, stdout.String(), stderr.String())
+	}
+	// Without the server's root: the node is unavailable, exit 1.
+	code = run([]string{"proof", "monitor", "--url", srv.URL, "--state", state, "--log-cert", n.logCert, "--roots", n.roots}, strings.NewReader(""), &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "unavailable: ") {
+		t.Fatalf("over HTTPS with an unknown server certificate: exit %d, %q", code, stderr.String())
+	}
+}
