@@ -77,6 +77,7 @@ func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	mux := http.NewServeMux()
 	m := newMetrics(opts.Registry, "tsa")
 	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: opts.logger()}))
+	registerTlog(mux, m, opts) // the published log, with opts.Proofs: no client certificate
 	registerOps(mux, opts.Ready, opts.Gatherer)
 	return mux
 }
