@@ -777,8 +777,14 @@ func scrapeGauge(url, metric string) (float64, bool) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, false
 	}
+	return parseGauge(resp.Body, metric)
+}
+
+// parseGauge reads the largest value of metric, whatever its labels, in a
+// Prometheus text exposition. Lines it cannot read are skipped.
+func parseGauge(r io.Reader, metric string) (float64, bool) {
 	best, found := 0.0, false
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -791,7 +797,7 @@ func scrapeGauge(url, metric string) (float64, bool) {
 			continue
 		}
 		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
+		if err != nil || v != v { // NaN: no value
 			continue
 		}
 		if !found || v > best {
@@ -1136,10 +1142,10 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%.2f ms", us/1000)
 	case us < 100_000:
 		return fmt.Sprintf("%.1f ms", us/1000)
-	case us < 10_000_000:
+	case us < 1_000_000:
 		return fmt.Sprintf("%.0f ms", us/1000)
 	}
-	return fmt.Sprintf("%.1f s", us/1e6)
+	return fmt.Sprintf("%.2f s", us/1e6)
 }
 
 // loadAverage is the 1-minute load average of Linux, "?" elsewhere.
