@@ -244,7 +244,8 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 		return err
 	}
 
-	// The key of the signature profiles default (CAdES) and pdf (PAdES).
+	// The key of the signature profiles default (CAdES B-T), cades-bb (CAdES
+	// B-B) and pdf (PAdES).
 	signingKey, err := keys.GenerateKey(ctx, "signing", hsm.ECP256)
 	if err != nil {
 		return fmt.Errorf("generate signature key: %w", err)
