@@ -137,11 +137,13 @@ func TokenHash(tokenOrResp []byte) (crypto.Hash, error) {
 // Verify checks a time-stamp token (or a granted TimeStampResp) from any
 // TSA against the digest of the data, computed with h:
 //
-//  1. the syntax: a SignedData (RFC 5652 section 5) with one SignerInfo
-//     over a TSTInfo (RFC 3161 section 2.4.2), strict DER;
+//  1. the syntax: a SignedData (RFC 5652 section 5, read by the one CMS
+//     reader of package internal/cms, strict DER) with one SignerInfo over
+//     a TSTInfo (RFC 3161 section 2.4.2);
 //  2. the signed attributes: content-type id-ct-TSTInfo, message-digest of
 //     the TSTInfo (SHA-256, SHA-384 or SHA-512), and the signature over
-//     them (RSA PKCS #1 v1.5, RSASSA-PSS or ECDSA);
+//     them under internal/cms's algorithm policy (RSA PKCS #1 v1.5,
+//     RSASSA-PSS, ECDSA without parameters, Ed25519);
 //  3. the signer certificate, named by the SignerInfo, from the token or
 //     opts.Certificates;
 //  4. the signing-certificate attribute, ESSCertIDv2 (RFC 5816) or
