@@ -477,7 +477,9 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 				status = statusRevoked
 				res.reason, res.revokedAt = reasonName(entry.reason), entry.at
 				res.source = "crl"
-				res.evidence = append(res.evidence, from.evidence(j, "revoked", res.reason))
+				ev := from.evidence(j, "revoked", res.reason)
+				ev.RevokedAt = entry.at.UTC() // as OCSP evidence has it: a signature verifier judges by it
+				res.evidence = append(res.evidence, ev)
 				if from != rec {
 					res.evidence = append(res.evidence, rec.evidence(j, "good", ""))
 				}

@@ -4,19 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	_ "crypto/sha1" // ESSCertID (RFC 2634) hashes the certificate with SHA-1
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"time"
-
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"pec/certvalidation"
 	"pec/internal/cms"
@@ -124,7 +117,10 @@ type VerifyOptions struct {
 	Digest []byte
 	Hash   crypto.Hash
 	// Certificates are untrusted certificates among which the signer's is
-	// looked for when the signature does not carry it.
+	// looked for when the signature does not carry it (RFC 5652 leaves the
+	// certificates field optional: the RFC 9216 samples without
+	// certificates need them), and which may complete its path as
+	// intermediates. `pec verify --certs` fills it.
 	Certificates []*x509.Certificate
 }
 
@@ -163,8 +159,8 @@ func (v *Verifier) Verify(ctx context.Context, signed []byte, opts VerifyOptions
 	var content contentDigester
 	switch {
 	case sd.attached:
-		content = dataDigester(sd.content)
-		if opts.Data != nil && !bytes.Equal(opts.Data, sd.content) {
+		content = dataDigester(sd.Content)
+		if opts.Data != nil && !bytes.Equal(opts.Data, sd.Content) {
 			r.Indication, r.SubIndication, r.Detail = TotalFailed, HashFailure, "the given data is not the content the signature holds"
 		}
 	case opts.Data != nil:
@@ -189,6 +185,8 @@ type contentDigester interface {
 	digest(h crypto.Hash) ([]byte, error)
 }
 
+// dataDigester is content at hand: the only kind that a signature over the
+// content itself (Ed25519 without signed attributes) can be checked with.
 type dataDigester []byte
 
 func (d dataDigester) digest(h crypto.Hash) ([]byte, error) { return digestOf(h, d), nil }
@@ -205,26 +203,9 @@ func (d digestDigester) digest(h crypto.Hash) ([]byte, error) {
 	return d.sum, nil
 }
 
-// digestOf hashes data with h. The SHA-2 hashes go through their Sum
-// functions, whose state stays on the stack: a signature hashes three
-// times, and the heap allocations of hash.Hash states weigh on the garbage
-// collector at tens of thousands of signatures a second.
-func digestOf(h crypto.Hash, data []byte) []byte {
-	switch h {
-	case crypto.SHA256:
-		d := sha256.Sum256(data)
-		return d[:]
-	case crypto.SHA384:
-		d := sha512.Sum384(data)
-		return d[:]
-	case crypto.SHA512:
-		d := sha512.Sum512(data)
-		return d[:]
-	}
-	d := h.New()
-	d.Write(data)
-	return d.Sum(nil)
-}
+// digestOf hashes data with h (cms.Digest: the SHA-2 states stay on the
+// stack).
+func digestOf(h crypto.Hash, data []byte) []byte { return cms.Digest(h, data) }
 
 // Check names, stable for scripts.
 const (
@@ -245,7 +226,7 @@ const (
 // certificate, cryptographic verification, signature timestamp (proof of
 // existence), and X.509 validation at the validation time, or at the
 // proven time when the certificate has expired since.
-func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerInfo, content contentDigester, opts VerifyOptions, family string, now time.Time) (r SignatureReport) {
+func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *cms.SignerInfo, content contentDigester, opts VerifyOptions, family string, now time.Time) (r SignatureReport) {
 	r.Checks = []Check{}
 	defer func() {
 		if r.Indication == "" {
@@ -254,58 +235,39 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 	}()
 
 	// Format: algorithms, and the signed attributes CMS requires.
-	h := cms.HashFromOID(si.digestOID)
-	r.DigestAlgorithm = hashName(h, si.digestOID)
-	r.SignatureAlgorithm = cms.SignatureAlgorithmName(si.sigOID)
-	switch {
-	case h == 0 || !cms.NullOrAbsent(si.digestPar):
-		r.check(checkFormat, CheckFailed, "unknown digest algorithm "+si.digestOID.String())
-		r.fail(Indeterminate, CryptoConstraintsFailure, "unknown digest algorithm "+si.digestOID.String())
-		return r
-	case h == crypto.SHA1 || h == crypto.MD5:
-		r.check(checkFormat, CheckFailed, "weak digest algorithm "+h.String())
-		r.fail(Indeterminate, CryptoConstraintsFailure, "weak digest algorithm "+h.String())
+	h, err := si.Hash()
+	r.DigestAlgorithm = hashName(h, si.DigestAlgorithm)
+	r.SignatureAlgorithm = cms.SignatureAlgorithmName(si.SignatureAlgorithm)
+	if err != nil {
+		r.check(checkFormat, CheckFailed, err.Error())
+		r.fail(Indeterminate, CryptoConstraintsFailure, err.Error())
 		return r
 	}
-	var contentType asn1.ObjectIdentifier
-	var claimedDigest []byte
-	if si.signedAttrs != nil {
-		v, ok, err := si.attr(oidAttrContentType)
-		if err == nil && (!ok || !v.ReadASN1ObjectIdentifier(&contentType) || !v.Empty()) {
-			err = errors.New("the content-type attribute is missing or not an OID")
-		}
-		if err == nil && !contentType.Equal(sd.eContentType) {
-			err = fmt.Errorf("the content-type attribute %v is not the eContentType %v", contentType, sd.eContentType)
-		}
-		var md cryptobyte.String
-		if err == nil {
-			v, ok, err = si.attr(oidAttrMessageDigest)
-			if err == nil && (!ok || !v.ReadASN1(&md, cbasn1.OCTET_STRING) || !v.Empty()) {
-				err = errors.New("the message-digest attribute is missing or not an OCTET STRING")
-			}
-		}
-		if err != nil {
-			r.check(checkFormat, CheckFailed, err.Error())
-			r.fail(TotalFailed, FormatFailure, err.Error())
-			return r
-		}
-		claimedDigest = md
-		if t, ok := si.signingTime(); ok {
-			r.SigningTime = t
-		}
-	} else if !sd.eContentType.Equal(oidData) {
-		r.check(checkFormat, CheckFailed, "no signed attributes over a content that is not id-data (RFC 5652 section 5.3)")
-		r.fail(TotalFailed, FormatFailure, "signed attributes are missing")
+	claimedDigest, err := si.MessageDigest(sd.EContentType)
+	if err == nil {
+		r.SigningTime, _, err = si.SigningTime() // absent: zero
+	}
+	if err != nil {
+		r.check(checkFormat, CheckFailed, err.Error())
+		r.fail(TotalFailed, FormatFailure, err.Error())
 		return r
 	}
 	r.check(checkFormat, CheckPassed, fmt.Sprintf("CMS SignedData, %s, %s", r.DigestAlgorithm, r.SignatureAlgorithm))
 
 	// Identification of the signing certificate (section 5.2.3): the sid,
 	// and the ESS signing-certificate attribute when present.
-	cert, essPresent, err := v.findSigner(sd, si, opts.Certificates)
+	cert, err := sd.Signer(si, opts.Certificates)
+	var essPresent bool
+	if err == nil {
+		essPresent, err = si.CheckSigningCertificate(cert)
+	}
 	if err != nil {
 		r.check(checkSigningCert, CheckFailed, err.Error())
-		r.fail(Indeterminate, NoSigningCertificateFound, err.Error())
+		if errors.Is(err, cms.ErrUnsupported) {
+			r.fail(Indeterminate, CryptoConstraintsFailure, err.Error())
+		} else {
+			r.fail(Indeterminate, NoSigningCertificateFound, err.Error())
+		}
 		return r
 	}
 	r.Signer = certificateOf(cert)
@@ -325,29 +287,32 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 		r.fail(Indeterminate, SignedDataNotFound, err.Error())
 		return r
 	}
-	signedDigest := digest
-	if si.signedAttrs != nil {
+	if si.RawSignedAttrs != nil {
 		if !bytes.Equal(claimedDigest, digest) {
 			r.check(checkMessage, CheckFailed, "the signed data was changed: its digest is not the message-digest attribute")
 			r.fail(TotalFailed, HashFailure, "the signed data was changed after signing")
 			return r
 		}
 		r.check(checkMessage, CheckPassed, "the data matches the message-digest attribute")
-		// The signature covers the DER SET OF, not the [0] IMPLICIT tag
-		// it travels with (RFC 5652 section 5.4).
-		attrs := bytes.Clone(si.signedAttrs)
-		attrs[0] = tagSet
-		signedDigest = digestOf(h, attrs)
+		err = si.VerifySignature(cert, h, nil)
+	} else if data, ok := content.(dataDigester); ok {
+		err = si.VerifySignature(cert, h, data)
+	} else {
+		err = si.VerifySignatureDigest(cert, h, digest)
 	}
-	if err := verifySignature(cert, si.sigOID, si.sigParams, h, signedDigest, si.signature); err != nil {
+	if err != nil {
 		r.check(checkSignature, CheckFailed, err.Error())
-		if errors.Is(err, errCrypto) {
+		switch {
+		case errors.Is(err, cms.ErrUnsupported):
 			r.fail(Indeterminate, CryptoConstraintsFailure, err.Error())
-		} else if si.signedAttrs == nil {
-			// Without attributes the signature covers the data's digest
-			// itself: a changed document and a bad signature look alike.
+		case errors.Is(err, cms.ErrContentRequired):
+			r.fail(Indeterminate, SignedDataNotFound, err.Error()+": give the data, not its digest")
+		case si.RawSignedAttrs == nil:
+			// Without attributes the signature covers the data (or its
+			// digest) itself: a changed document and a bad signature look
+			// alike.
 			r.fail(TotalFailed, HashFailure, "the signed data was changed, or the signature is not the signer's")
-		} else {
+		default:
 			r.fail(TotalFailed, SigCryptoFailure, err.Error())
 		}
 		return r
@@ -356,7 +321,7 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 
 	// Signature timestamp: the proof that the signature existed at its
 	// genTime (section 5.4, B-T).
-	poe := v.checkTimestamps(sd, si, h, &r)
+	poe := v.checkTimestamps(sd, si, &r)
 	if poe != nil && essPresent {
 		r.Format = family + "-B-T"
 	}
@@ -368,7 +333,7 @@ func (v *Verifier) verifySigner(ctx context.Context, sd *signedData, si *signerI
 		r.fail(Indeterminate, ChainConstraintsFailure, "the signer certificate may not sign documents")
 		return r
 	}
-	inter := slices.Concat(sd.certs, opts.Certificates)
+	inter := slices.Concat(sd.Certificates, opts.Certificates)
 	res, err := v.Chain.ValidateChain(ctx, cert, inter, now)
 	if err != nil {
 		r.check(checkChain, CheckFailed, "validation could not complete: "+err.Error())
@@ -447,9 +412,9 @@ func pathText(path []*x509.Certificate) string {
 
 // checkTimestamps verifies the signature timestamps of si and returns the
 // earliest valid genTime, or nil.
-func (v *Verifier) checkTimestamps(sd *signedData, si *signerInfo, h crypto.Hash, r *SignatureReport) *time.Time {
+func (v *Verifier) checkTimestamps(sd *signedData, si *cms.SignerInfo, r *SignatureReport) *time.Time {
 	var poe *time.Time
-	for _, a := range si.unsigned {
+	for _, a := range si.UnsignedAttrs {
 		if !a.OID.Equal(oidAttrSignatureTimeStamp) {
 			continue
 		}
@@ -461,7 +426,7 @@ func (v *Verifier) checkTimestamps(sd *signedData, si *signerInfo, h crypto.Hash
 			}
 			var tok *tsa.Token
 			if err == nil {
-				tok, err = tsa.Verify(token, digestOf(tokHash, si.signature), tokHash, tsa.VerifyOptions{Roots: v.TSARoots, Certificates: sd.certs})
+				tok, err = tsa.Verify(token, digestOf(tokHash, si.Signature), tokHash, tsa.VerifyOptions{Roots: v.TSARoots, Certificates: sd.Certificates})
 			} else if parsed, perr := tsa.ParseToken(token); perr == nil {
 				tok = parsed
 			}
@@ -490,125 +455,6 @@ func (v *Verifier) checkTimestamps(sd *signedData, si *signerInfo, h crypto.Hash
 	return poe
 }
 
-// findSigner returns the certificate the sid names, among the
-// signature's then extra, which the signing-certificate attribute names
-// too when present (essPresent).
-func (v *Verifier) findSigner(sd *signedData, si *signerInfo, extra []*x509.Certificate) (cert *x509.Certificate, essPresent bool, err error) {
-	var found []*x509.Certificate
-	for _, c := range slices.Concat(sd.certs, extra) {
-		if si.names(c) {
-			found = append(found, c)
-		}
-	}
-	if len(found) == 0 {
-		err := fmt.Errorf("the certificate the signature names (%s) is not in it", si.sidText())
-		if sd.certErr != nil {
-			err = fmt.Errorf("%w; %w", err, sd.certErr)
-		}
-		return nil, false, err
-	}
-	v2, has2, err := si.attr(oidAttrSigningCertV2)
-	if err != nil {
-		return nil, false, err
-	}
-	v1, has1, err := si.attr(oidAttrSigningCertV1)
-	if err != nil {
-		return nil, false, err
-	}
-	if !has1 && !has2 {
-		return found[0], false, nil
-	}
-	var last error
-	for _, c := range found {
-		if has2 {
-			if last = checkESSCertID(v2, true, c); last != nil {
-				continue
-			}
-		}
-		if has1 {
-			if last = checkESSCertID(v1, false, c); last != nil {
-				continue
-			}
-		}
-		return c, true, nil
-	}
-	return nil, true, last
-}
-
-// checkESSCertID checks the first ESSCertIDv2 (v2) or ESSCertID of a
-// SigningCertificate[V2] (RFC 5035, RFC 2634) against cert.
-func checkESSCertID(v cryptobyte.String, v2 bool, cert *x509.Certificate) error {
-	name := "signing-certificate"
-	if v2 {
-		name = "signing-certificate-v2"
-	}
-	bad := fmt.Errorf("the %s attribute is malformed", name)
-	var sc, ids, id, certHash cryptobyte.String
-	if !v.ReadASN1(&sc, cbasn1.SEQUENCE) || !v.Empty() || !sc.ReadASN1(&ids, cbasn1.SEQUENCE) ||
-		!sc.SkipOptionalASN1(cbasn1.SEQUENCE) || !sc.Empty() || !ids.ReadASN1(&id, cbasn1.SEQUENCE) {
-		return bad
-	}
-	h := crypto.SHA1
-	if v2 {
-		h = crypto.SHA256
-		if id.PeekASN1Tag(cbasn1.SEQUENCE) {
-			oid, params, err := readAlgorithm(&id, name+" hashAlgorithm")
-			if err != nil || !cms.NullOrAbsent(params) {
-				return bad
-			}
-			if h = cms.HashFromOID(oid); h == 0 || h == crypto.MD5 {
-				return fmt.Errorf("the %s attribute hashes with %v", name, oid)
-			}
-		}
-	}
-	if !id.ReadASN1(&certHash, cbasn1.OCTET_STRING) {
-		return bad
-	}
-	if !bytes.Equal(certHash, digestOf(h, cert.Raw)) {
-		return fmt.Errorf("the %s attribute names another certificate than %q", name, cert.Subject)
-	}
-	if id.PeekASN1Tag(cbasn1.SEQUENCE) {
-		var is, names cryptobyte.String
-		serial := new(big.Int)
-		if !id.ReadASN1(&is, cbasn1.SEQUENCE) || !is.ReadASN1(&names, cbasn1.SEQUENCE) ||
-			!is.ReadASN1Integer(serial) || !is.Empty() {
-			return bad
-		}
-		if serial.Cmp(cert.SerialNumber) != 0 {
-			return fmt.Errorf("the %s attribute names serial %x, the certificate has %x", name, serial, cert.SerialNumber)
-		}
-	}
-	if !id.Empty() {
-		return bad
-	}
-	return nil
-}
-
-// signingTime reads the signing-time attribute (RFC 5652 section 11.3).
-func (si *signerInfo) signingTime() (time.Time, bool) {
-	v, ok, err := si.attr(oidAttrSigningTime)
-	if err != nil || !ok {
-		return time.Time{}, false
-	}
-	var t time.Time
-	switch {
-	case v.PeekASN1Tag(cbasn1.UTCTime):
-		if !v.ReadASN1UTCTime(&t) {
-			return time.Time{}, false
-		}
-	case v.PeekASN1Tag(cbasn1.GeneralizedTime):
-		if !v.ReadASN1GeneralizedTime(&t) {
-			return time.Time{}, false
-		}
-	default:
-		return time.Time{}, false
-	}
-	return t.UTC(), true
-}
-
-// errCrypto marks an algorithm that is unknown or too weak to trust.
-var errCrypto = errors.New("algorithm")
-
 func hashName(h crypto.Hash, oid asn1.ObjectIdentifier) string {
 	switch h {
 	case crypto.SHA256:
@@ -623,14 +469,4 @@ func hashName(h crypto.Hash, oid asn1.ObjectIdentifier) string {
 		return "MD5"
 	}
 	return oid.String()
-}
-
-// verifySignature checks sig, over a message whose h digest is digest,
-// with cert's key. Unknown or weak algorithms wrap errCrypto.
-func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, digest, sig []byte) error {
-	err := cms.VerifySignature(cert, oid, params, h, digest, sig)
-	if errors.Is(err, cms.ErrUnsupported) {
-		return fmt.Errorf("%w: %w", errCrypto, err)
-	}
-	return err
 }

@@ -90,6 +90,10 @@ func TestVerifyFailures(t *testing.T) {
 		{"modified attached content", bytes.Replace(attached, doc, []byte("the modified decision"), 1), signing.VerifyOptions{}, v, signing.TotalFailed, signing.HashFailure},
 		{"detached over other data", detached, signing.VerifyOptions{Data: []byte("other")}, v, signing.TotalFailed, signing.HashFailure},
 		{"attached with other data given", attached, signing.VerifyOptions{Data: []byte("other")}, v, signing.TotalFailed, signing.HashFailure},
+		// RFC 5758 section 3.2: ecdsa-with-SHA256 has no parameters, in
+		// signing as in tsa (the one policy of internal/cms).
+		{"ECDSA algorithm with NULL parameters", swapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Null), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
+		{"ECDSA algorithm with a curve as parameters", swapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Curve), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
 		{"signature value altered", lastFlipped, signing.VerifyOptions{}, v, signing.TotalFailed, signing.SigCryptoFailure},
 		{"certificate swapped for another", swapDER(t, attached, cert.Raw, otherCert.Raw), signing.VerifyOptions{}, v, signing.Indeterminate, signing.NoSigningCertificateFound},
 		{"certificate swapped, same serial", swapDER(t, attached, cert.Raw, impostorDER), signing.VerifyOptions{}, v, signing.Indeterminate, signing.NoSigningCertificateFound},
@@ -186,6 +190,14 @@ func TestVerifyFailures(t *testing.T) {
 	})
 }
 
+// The signatureAlgorithm of a P-256 signer, and the same with parameters
+// that RFC 5758 forbids.
+var (
+	ecdsaWithSHA256      = []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02}
+	ecdsaWithSHA256Null  = []byte{0x30, 0x0c, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02, 0x05, 0x00}
+	ecdsaWithSHA256Curve = []byte{0x30, 0x14, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+)
+
 type revokedValidator struct{ at time.Time }
 
 func (r revokedValidator) ValidateChain(context.Context, *x509.Certificate, []*x509.Certificate, time.Time) (signing.ChainResult, error) {
@@ -251,4 +263,52 @@ func swapElement(elem, old, new []byte) ([]byte, bool) {
 		}
 	})
 	return b.BytesOrPanic(), true
+}
+
+// swapLast replaces the last DER element equal to old inside der (in a
+// SignedData, the SignerInfo's rather than a certificate's), re-encoding
+// the lengths of every element around it.
+func swapLast(t testing.TB, der, old, new []byte) []byte {
+	t.Helper()
+	out, found := swapLastElement(der, old, new)
+	if !found {
+		t.Fatal("element to swap not found")
+	}
+	return out
+}
+
+func swapLastElement(elem, old, new []byte) ([]byte, bool) {
+	if bytes.Equal(elem, old) {
+		return new, true
+	}
+	s := cryptobyte.String(elem)
+	var content cryptobyte.String
+	var tag cbasn1.Tag
+	if !s.ReadAnyASN1(&content, &tag) || tag&0x20 == 0 {
+		return elem, false
+	}
+	var children [][]byte
+	for !content.Empty() {
+		var child cryptobyte.String
+		var ct cbasn1.Tag
+		if !content.ReadAnyASN1Element(&child, &ct) {
+			return elem, false
+		}
+		children = append(children, child)
+	}
+	for i := len(children) - 1; i >= 0; i-- {
+		c, found := swapLastElement(children[i], old, new)
+		if !found {
+			continue
+		}
+		children[i] = c
+		var b cryptobyte.Builder
+		b.AddASN1(tag, func(b *cryptobyte.Builder) {
+			for _, c := range children {
+				b.AddBytes(c)
+			}
+		})
+		return b.BytesOrPanic(), true
+	}
+	return elem, false
 }

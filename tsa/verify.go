@@ -3,9 +3,6 @@ package tsa
 import (
 	"bytes"
 	"crypto"
-	_ "crypto/sha1" // ESSCertID (RFC 2634) hashes the certificate with SHA-1
-	_ "crypto/sha256"
-	_ "crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -140,11 +137,13 @@ func TokenHash(tokenOrResp []byte) (crypto.Hash, error) {
 // Verify checks a time-stamp token (or a granted TimeStampResp) from any
 // TSA against the digest of the data, computed with h:
 //
-//  1. the syntax: a SignedData (RFC 5652 section 5) with one SignerInfo
-//     over a TSTInfo (RFC 3161 section 2.4.2), strict DER;
+//  1. the syntax: a SignedData (RFC 5652 section 5, read by the one CMS
+//     reader of package internal/cms, strict DER) with one SignerInfo over
+//     a TSTInfo (RFC 3161 section 2.4.2);
 //  2. the signed attributes: content-type id-ct-TSTInfo, message-digest of
 //     the TSTInfo (SHA-256, SHA-384 or SHA-512), and the signature over
-//     them (RSA PKCS #1 v1.5, RSASSA-PSS or ECDSA);
+//     them under internal/cms's algorithm policy (RSA PKCS #1 v1.5,
+//     RSASSA-PSS, ECDSA without parameters, Ed25519);
 //  3. the signer certificate, named by the SignerInfo, from the token or
 //     opts.Certificates;
 //  4. the signing-certificate attribute, ESSCertIDv2 (RFC 5816) or
@@ -201,26 +200,32 @@ func Verify(tokenOrResp []byte, digest []byte, h crypto.Hash, opts VerifyOptions
 // parsedToken is a token read but not yet checked.
 type parsedToken struct {
 	tok     *Token
-	tstInfo []byte // eContent: the DER TSTInfo
-	tsaName []byte // the TSTInfo tsa GeneralName, DER; nil when absent
-
-	// The SignerInfo (RFC 5652 section 5.3).
-	sidIssuer   []byte   // issuerAndSerialNumber: the issuer Name, DER
-	sidSerial   *big.Int // issuerAndSerialNumber: the serial number
-	sidKeyID    []byte   // subjectKeyIdentifier, when the sid is one
-	digestOID   asn1.ObjectIdentifier
-	digestPar   []byte // DER parameters of the digestAlgorithm; nil when absent
-	signedAttrs []byte // the [0] IMPLICIT SET OF Attribute as received; nil when absent
-	attrs       []cms.Attribute
-	sigOID      asn1.ObjectIdentifier
-	sigParams   []byte // DER parameters of the signatureAlgorithm; nil when absent
-	signature   []byte
-
-	certErr error // why a certificate of the token could not be parsed
+	sd      *cms.SignedData
+	si      *cms.SignerInfo // the one SignerInfo
+	tstInfo []byte          // eContent: the DER TSTInfo
+	tsaName []byte          // the TSTInfo tsa GeneralName, DER; nil when absent
 }
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}
+
+// cmsError gives an error of package cms the sentinel of this package that
+// says the same.
+func cmsError(err error) error {
+	for _, k := range []struct{ kind, ours error }{
+		{cms.ErrMalformed, ErrMalformed},
+		{cms.ErrUnsupported, ErrUnsupportedAlgorithm},
+		{cms.ErrInvalid, ErrBadSignature},
+		{cms.ErrContentRequired, ErrBadSignature},
+		{cms.ErrNoSigner, ErrNoSigner},
+		{cms.ErrSigningCertificate, ErrSigningCertificate},
+	} {
+		if errors.Is(err, k.kind) {
+			return fmt.Errorf("%w: %w", k.ours, err)
+		}
+	}
+	return err
 }
 
 // parseToken reads a response or token, DER or PEM.
@@ -351,102 +356,39 @@ func failInfoOf(bits []byte) (FailInfo, error) {
 }
 
 // parseContentInfo reads a TimeStampToken: a ContentInfo holding a
-// SignedData over a TSTInfo (RFC 3161 section 2.4.2, RFC 5652 sections 3
-// and 5).
+// SignedData over a TSTInfo (RFC 3161 section 2.4.2), with the one CMS
+// reader; this profile adds the content type, the eContent and the single
+// SignerInfo.
 func parseContentInfo(ci []byte) (*parsedToken, error) {
 	ci = bytes.Clone(ci) // the Token's slices alias Raw, not the caller's buffer
-	p := &parsedToken{tok: &Token{Raw: ci}}
-	s := cryptobyte.String(ci)
-	var seq, content, sd cryptobyte.String
-	var contentType asn1.ObjectIdentifier
-	if !s.ReadASN1(&seq, cbasn1.SEQUENCE) || !s.Empty() || !seq.ReadASN1ObjectIdentifier(&contentType) {
-		return nil, malformed("not a ContentInfo")
+	sd, err := cms.ParseSignedData(ci)
+	if err != nil {
+		return nil, cmsError(err)
 	}
-	if !contentType.Equal(oidSignedData) {
-		return nil, malformed("content type %v is not signedData", contentType)
+	if !sd.EContentType.Equal(oidTSTInfo) {
+		return nil, malformed("eContentType %v is not id-ct-TSTInfo", sd.EContentType)
 	}
-	if !seq.ReadASN1(&content, tagCons0) || !seq.Empty() || !content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() {
-		return nil, malformed("ContentInfo content is not a SignedData")
-	}
-	var version int64
-	if !sd.ReadASN1Integer(&version) {
-		return nil, malformed("SignedData version is not a small INTEGER")
-	}
-	// RFC 5652 section 5.1: 3 for an eContentType other than id-data; 4
-	// and 5 when attribute or other certificates are present.
-	if version < 3 || version > 5 {
-		return nil, malformed("SignedData version %d, want 3", version)
-	}
-	var digestAlgs cryptobyte.String
-	if !sd.ReadASN1(&digestAlgs, cbasn1.SET) {
-		return nil, malformed("SignedData digestAlgorithms is not a SET")
-	}
-	for !digestAlgs.Empty() {
-		if _, _, err := readAlgorithm(&digestAlgs, "digestAlgorithms"); err != nil {
-			return nil, err
-		}
-	}
-	var encap, explicit, eContent cryptobyte.String
-	var eContentType asn1.ObjectIdentifier
-	if !sd.ReadASN1(&encap, cbasn1.SEQUENCE) || !encap.ReadASN1ObjectIdentifier(&eContentType) {
-		return nil, malformed("no EncapsulatedContentInfo")
-	}
-	if !eContentType.Equal(oidTSTInfo) {
-		return nil, malformed("eContentType %v is not id-ct-TSTInfo", eContentType)
-	}
-	if !encap.ReadASN1(&explicit, tagCons0) || !encap.Empty() {
+	if !sd.Attached {
 		return nil, malformed("no eContent: the TSTInfo is missing")
 	}
-	if !explicit.ReadASN1(&eContent, cbasn1.OCTET_STRING) || !explicit.Empty() {
-		return nil, malformed("eContent is not a primitive OCTET STRING")
+	switch len(sd.SignerInfos) {
+	case 0:
+		return nil, malformed("no SignerInfo")
+	case 1:
+	default:
+		return nil, malformed("more than one SignerInfo (RFC 3161 section 2.4.2 allows one)")
 	}
-	p.tstInfo = eContent
+	p := &parsedToken{
+		tok:     &Token{Raw: ci, Certificates: sd.Certificates},
+		sd:      sd,
+		si:      sd.SignerInfos[0],
+		tstInfo: sd.Content,
+	}
 	if err := p.parseTSTInfo(); err != nil {
 		return nil, err
 	}
-
-	var certs cryptobyte.String
-	var hasCerts bool
-	if !sd.ReadOptionalASN1(&certs, &hasCerts, tagCons0) {
-		return nil, malformed("SignedData certificates")
-	}
-	for i := 0; !certs.Empty(); i++ {
-		var der cryptobyte.String
-		var tag cbasn1.Tag
-		if !certs.ReadAnyASN1Element(&der, &tag) {
-			return nil, malformed("SignedData certificates")
-		}
-		if tag != cbasn1.SEQUENCE {
-			continue // an attribute or other certificate: never a TSA certificate
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			// Not fatal: another certificate may be the signer's.
-			if p.certErr == nil {
-				p.certErr = fmt.Errorf("certificate %d of the token: %w", i, err)
-			}
-			continue
-		}
-		p.tok.Certificates = append(p.tok.Certificates, cert)
-	}
-	if !sd.SkipOptionalASN1(tagCons1) {
-		return nil, malformed("SignedData crls")
-	}
-	var infos, info cryptobyte.String
-	if !sd.ReadASN1(&infos, cbasn1.SET) || !sd.Empty() {
-		return nil, malformed("SignedData signerInfos is not a SET at its end")
-	}
-	if !infos.ReadASN1(&info, cbasn1.SEQUENCE) {
-		return nil, malformed("no SignerInfo")
-	}
-	if !infos.Empty() {
-		return nil, malformed("more than one SignerInfo (RFC 3161 section 2.4.2 allows one)")
-	}
-	if err := p.parseSignerInfo(info); err != nil {
-		return nil, err
-	}
 	for _, c := range p.tok.Certificates {
-		if p.names(c) {
+		if p.si.Names(c) {
 			p.tok.SignerCert = c
 			break
 		}
@@ -454,96 +396,15 @@ func parseContentInfo(ci []byte) (*parsedToken, error) {
 	return p, nil
 }
 
-// parseSignerInfo reads the SignerInfo (RFC 5652 section 5.3).
-func (p *parsedToken) parseSignerInfo(si cryptobyte.String) error {
-	var version int64
-	if !si.ReadASN1Integer(&version) {
-		return malformed("SignerInfo version is not a small INTEGER")
-	}
-	switch {
-	case si.PeekASN1Tag(cbasn1.SEQUENCE):
-		var ias, issuer cryptobyte.String
-		p.sidSerial = new(big.Int)
-		if !si.ReadASN1(&ias, cbasn1.SEQUENCE) || !ias.ReadASN1Element(&issuer, cbasn1.SEQUENCE) ||
-			!ias.ReadASN1Integer(p.sidSerial) || !ias.Empty() {
-			return malformed("SignerInfo sid is not an IssuerAndSerialNumber")
-		}
-		p.sidIssuer = issuer
-		if version != 1 {
-			return malformed("SignerInfo version %d with an issuerAndSerialNumber, want 1", version)
-		}
-	case si.PeekASN1Tag(tagPrim0):
-		var keyID cryptobyte.String
-		si.ReadASN1(&keyID, tagPrim0)
-		if len(keyID) == 0 {
-			return malformed("SignerInfo sid is an empty subjectKeyIdentifier")
-		}
-		p.sidKeyID = keyID
-		if version != 3 {
-			return malformed("SignerInfo version %d with a subjectKeyIdentifier, want 3", version)
-		}
-	default:
-		return malformed("SignerInfo sid is neither issuerAndSerialNumber nor subjectKeyIdentifier")
-	}
-	var err error
-	if p.digestOID, p.digestPar, err = readAlgorithm(&si, "SignerInfo digestAlgorithm"); err != nil {
-		return err
-	}
-	if si.PeekASN1Tag(tagCons0) {
-		var attrs, set cryptobyte.String
-		si.ReadASN1Element(&attrs, tagCons0)
-		p.signedAttrs = attrs
-		attrs.ReadASN1(&set, tagCons0)
-		if p.attrs, err = parseAttributes(set); err != nil {
-			return err
-		}
-	}
-	if p.sigOID, p.sigParams, err = readAlgorithm(&si, "SignerInfo signatureAlgorithm"); err != nil {
-		return err
-	}
-	var sig cryptobyte.String
-	if !si.ReadASN1(&sig, cbasn1.OCTET_STRING) {
-		return malformed("SignerInfo signature is not an OCTET STRING")
-	}
-	p.signature = sig
-	if !si.SkipOptionalASN1(tagCons1) || !si.Empty() {
-		return malformed("unexpected field at the end of the SignerInfo")
-	}
-	return nil
-}
-
-// readAlgorithm reads an AlgorithmIdentifier: its OID and its parameters
-// (a whole DER element, nil when absent).
+// readAlgorithm reads an AlgorithmIdentifier (the TSTInfo's
+// messageImprint): its OID and its parameters (a whole DER element, nil
+// when absent).
 func readAlgorithm(s *cryptobyte.String, what string) (asn1.ObjectIdentifier, []byte, error) {
 	oid, params, err := cms.ReadAlgorithm(s, what)
 	if err != nil {
 		return nil, nil, malformed("%v", err)
 	}
 	return oid, params, nil
-}
-
-// parseAttributes reads a SET OF Attribute (RFC 5652 section 5.3).
-func parseAttributes(set cryptobyte.String) ([]cms.Attribute, error) {
-	attrs, err := cms.ParseAttributes(set)
-	if err != nil {
-		return nil, malformed("%v", err)
-	}
-	return attrs, nil
-}
-
-// attr returns the value of the signed attribute oid. RFC 5652 section 11
-// and RFC 5035 section 5.4 allow these attributes once, with one value.
-func (p *parsedToken) attr(oid asn1.ObjectIdentifier, sentinel error, name string) (v cryptobyte.String, ok bool, err error) {
-	for _, a := range p.attrs {
-		if !a.OID.Equal(oid) {
-			continue
-		}
-		if ok || len(a.Values) != 1 {
-			return nil, false, fmt.Errorf("%w: %s attribute present twice or with several values", sentinel, name)
-		}
-		v, ok = a.Values[0], true
-	}
-	return v, ok, nil
 }
 
 // parseTSTInfo reads the TSTInfo (RFC 3161 section 2.4.2) into p.tok.
@@ -782,41 +643,14 @@ func parseName(v cryptobyte.String) (pkix.RDNSequence, error) {
 	return rdn, nil
 }
 
-// names tells whether the SignerInfo's sid designates c.
-func (p *parsedToken) names(c *x509.Certificate) bool {
-	if p.sidKeyID != nil {
-		return bytes.Equal(c.SubjectKeyId, p.sidKeyID)
-	}
-	return bytes.Equal(c.RawIssuer, p.sidIssuer) && c.SerialNumber.Cmp(p.sidSerial) == 0
-}
-
 // signer finds the certificate that the sid names, among the token's then
-// extra. When several do (the same key certified twice, named by its key
-// identifier), the one that the signing-certificate attribute names wins.
+// extra (see cms.SignedData.Signer).
 func (p *parsedToken) signer(extra []*x509.Certificate) (*x509.Certificate, error) {
-	var found []*x509.Certificate
-	for _, c := range slices.Concat(p.tok.Certificates, extra) {
-		if c != nil && p.names(c) {
-			found = append(found, c)
-		}
+	c, err := p.sd.Signer(p.si, extra)
+	if err != nil {
+		return nil, fmt.Errorf("%w (give the TSA certificate)", cmsError(err))
 	}
-	if len(found) == 0 {
-		sid := fmt.Sprintf("serial %x", p.sidSerial)
-		if p.sidKeyID != nil {
-			sid = fmt.Sprintf("key identifier %x", p.sidKeyID)
-		}
-		err := fmt.Errorf("%w: %s (the token carries %d certificates; give the TSA certificate)", ErrNoSigner, sid, len(p.tok.Certificates))
-		if p.certErr != nil {
-			err = fmt.Errorf("%w: %w", err, p.certErr)
-		}
-		return nil, err
-	}
-	for _, c := range found {
-		if p.checkSigningCertificate(c) == nil {
-			return c, nil
-		}
-	}
-	return found[0], nil
+	return c, nil
 }
 
 // strongHash refuses what is not SHA-256, SHA-384 or SHA-512.
@@ -830,179 +664,33 @@ func strongHash(h crypto.Hash, what string) error {
 	return fmt.Errorf("%w: %s hash %v", ErrUnsupportedAlgorithm, what, h)
 }
 
-func digestOf(h crypto.Hash, data []byte) []byte {
-	d := h.New()
-	d.Write(data)
-	return d.Sum(nil)
-}
-
 // checkSignature checks the signed attributes and the signature over them
 // with cert's key (RFC 5652 sections 5.4 and 5.6).
 func (p *parsedToken) checkSignature(cert *x509.Certificate) error {
-	if p.signedAttrs == nil {
-		return fmt.Errorf("%w: no signed attributes (RFC 3161 needs the signing-certificate attribute)", ErrBadSignature)
-	}
-	h := cms.HashFromOID(p.digestOID)
-	if !cms.NullOrAbsent(p.digestPar) {
-		return fmt.Errorf("%w: digestAlgorithm %v has parameters", ErrUnsupportedAlgorithm, p.digestOID)
-	}
-	if h == 0 {
-		return fmt.Errorf("%w: digestAlgorithm %v", ErrUnsupportedAlgorithm, p.digestOID)
-	}
-	if err := strongHash(h, "signature digest"); err != nil {
-		return err
-	}
-
-	v, ok, err := p.attr(oidAttrContentType, ErrBadSignature, "content-type")
+	h, err := p.si.Hash()
 	if err != nil {
-		return err
+		return cmsError(err)
 	}
-	var contentType asn1.ObjectIdentifier
-	if !ok {
-		return fmt.Errorf("%w: no content-type attribute", ErrBadSignature)
-	}
-	if !v.ReadASN1ObjectIdentifier(&contentType) || !v.Empty() {
-		return fmt.Errorf("%w: content-type attribute is not an OID", ErrBadSignature)
-	}
-	if !contentType.Equal(oidTSTInfo) {
-		return fmt.Errorf("%w: content-type attribute %v is not id-ct-TSTInfo", ErrBadSignature, contentType)
-	}
-
-	if v, ok, err = p.attr(oidAttrMessageDigest, ErrBadSignature, "message-digest"); err != nil {
-		return err
-	}
-	var md cryptobyte.String
-	if !ok {
-		return fmt.Errorf("%w: no message-digest attribute", ErrBadSignature)
-	}
-	if !v.ReadASN1(&md, cbasn1.OCTET_STRING) || !v.Empty() {
-		return fmt.Errorf("%w: message-digest attribute is not an OCTET STRING", ErrBadSignature)
-	}
-	if !bytes.Equal(md, digestOf(h, p.tstInfo)) {
-		return fmt.Errorf("%w: message-digest attribute does not match the TSTInfo (the token was altered)", ErrBadSignature)
-	}
-
-	// The signature covers the DER SET OF, not the [0] IMPLICIT tag it
-	// travels with (RFC 5652 section 5.4).
-	signed := bytes.Clone(p.signedAttrs)
-	signed[0] = 0x31
-	return verifySignature(cert, p.sigOID, p.sigParams, h, signed, p.signature)
-}
-
-// verifySignature checks sig over signed, whose digest algorithm is h, with
-// cert's key.
-func verifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, signed, sig []byte) error {
-	// RFC 5758 section 3.2: ECDSA with a hash has no parameters;
-	// id-ecPublicKey has the curve's, which the certificate names anyway.
-	if alg, ok := cms.LookupSignatureAlgorithm(oid); ok && alg.EC && alg.Hash != 0 && alg.Hash == h && params != nil {
-		return fmt.Errorf("%w: %v with parameters", ErrUnsupportedAlgorithm, oid)
-	}
-	err := cms.VerifySignature(cert, oid, params, h, digestOf(h, signed), sig)
-	switch {
-	case errors.Is(err, cms.ErrUnsupported):
-		return fmt.Errorf("%w: %w", ErrUnsupportedAlgorithm, err)
-	case err != nil:
+	md, err := p.si.MessageDigest(oidTSTInfo)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadSignature, err)
 	}
-	return nil
+	if !bytes.Equal(md, cms.Digest(h, p.tstInfo)) {
+		return fmt.Errorf("%w: message-digest attribute does not match the TSTInfo (the token was altered)", ErrBadSignature)
+	}
+	return cmsError(p.si.VerifySignature(cert, h, p.tstInfo))
 }
 
 // checkSigningCertificate checks that the ESS signing-certificate
-// attributes name cert: signingCertificateV2 (RFC 5035, RFC 5816) or
-// signingCertificate (RFC 2634); each one present must match. Only the
-// first ESSCertID concerns the signer; the others name its chain.
+// attributes, signingCertificateV2 (RFC 5816) or signingCertificate (RFC
+// 2634), are present and name cert.
 func (p *parsedToken) checkSigningCertificate(cert *x509.Certificate) error {
-	v2, has2, err := p.attr(oidAttrSigningCertV2, ErrSigningCertificate, "signingCertificateV2")
+	present, err := p.si.CheckSigningCertificate(cert)
 	if err != nil {
-		return err
+		return cmsError(err)
 	}
-	v1, has1, err := p.attr(oidAttrSigningCertV1, ErrSigningCertificate, "signingCertificate")
-	if err != nil {
-		return err
-	}
-	if !has1 && !has2 {
+	if !present {
 		return fmt.Errorf("%w: neither signingCertificateV2 nor signingCertificate is present (RFC 3161 section 2.4.2, RFC 5816)", ErrSigningCertificate)
-	}
-	if has2 {
-		if err := checkESSCertID(v2, true, cert); err != nil {
-			return err
-		}
-	}
-	if has1 {
-		return checkESSCertID(v1, false, cert)
-	}
-	return nil
-}
-
-// checkESSCertID checks the first ESSCertIDv2 (v2) or ESSCertID of a
-// SigningCertificate[V2] against cert.
-//
-//	SigningCertificateV2 ::= SEQUENCE {
-//	   certs        SEQUENCE OF ESSCertIDv2,
-//	   policies     SEQUENCE OF PolicyInformation OPTIONAL }
-//	ESSCertIDv2 ::= SEQUENCE {
-//	   hashAlgorithm  AlgorithmIdentifier DEFAULT {algorithm id-sha256},
-//	   certHash       OCTET STRING,
-//	   issuerSerial   IssuerSerial OPTIONAL }
-//	ESSCertID ::= SEQUENCE { certHash OCTET STRING, issuerSerial IssuerSerial OPTIONAL }
-//	IssuerSerial ::= SEQUENCE { issuer GeneralNames, serialNumber CertificateSerialNumber }
-func checkESSCertID(v cryptobyte.String, v2 bool, cert *x509.Certificate) error {
-	name := "signingCertificate"
-	if v2 {
-		name = "signingCertificateV2"
-	}
-	bad := fmt.Errorf("%w: %s attribute is malformed", ErrSigningCertificate, name)
-	var sc, ids, id, certHash cryptobyte.String
-	if !v.ReadASN1(&sc, cbasn1.SEQUENCE) || !v.Empty() || !sc.ReadASN1(&ids, cbasn1.SEQUENCE) ||
-		!sc.SkipOptionalASN1(cbasn1.SEQUENCE) || !sc.Empty() || !ids.ReadASN1(&id, cbasn1.SEQUENCE) {
-		return bad
-	}
-	h := crypto.SHA1
-	if v2 {
-		h = crypto.SHA256
-		if id.PeekASN1Tag(cbasn1.SEQUENCE) {
-			oid, params, err := readAlgorithm(&id, name+" hashAlgorithm")
-			if err != nil || !cms.NullOrAbsent(params) {
-				return bad
-			}
-			if h = cms.HashFromOID(oid); h == 0 || h == crypto.MD5 {
-				return fmt.Errorf("%w: %s hash algorithm %v", ErrUnsupportedAlgorithm, name, oid)
-			}
-		}
-	}
-	if !id.ReadASN1(&certHash, cbasn1.OCTET_STRING) {
-		return bad
-	}
-	if !bytes.Equal(certHash, digestOf(h, cert.Raw)) {
-		return fmt.Errorf("%w: its %v certHash is not that of the signer certificate %q", ErrSigningCertificate, h, cert.Subject)
-	}
-	if id.PeekASN1Tag(cbasn1.SEQUENCE) {
-		var is, names cryptobyte.String
-		serial := new(big.Int)
-		if !id.ReadASN1(&is, cbasn1.SEQUENCE) || !is.ReadASN1(&names, cbasn1.SEQUENCE) ||
-			!is.ReadASN1Integer(serial) || !is.Empty() {
-			return bad
-		}
-		if serial.Cmp(cert.SerialNumber) != 0 {
-			return fmt.Errorf("%w: its issuerSerial names serial %x, the signer certificate has %x", ErrSigningCertificate, serial, cert.SerialNumber)
-		}
-		issuerFound := false
-		for !names.Empty() {
-			var gn, dn cryptobyte.String
-			var tag cbasn1.Tag
-			if !names.ReadAnyASN1(&gn, &tag) {
-				return bad
-			}
-			if tag == tagCons4 && gn.ReadASN1Element(&dn, cbasn1.SEQUENCE) && gn.Empty() && bytes.Equal(dn, cert.RawIssuer) {
-				issuerFound = true
-			}
-		}
-		if !issuerFound {
-			return fmt.Errorf("%w: its issuerSerial names another issuer than %q", ErrSigningCertificate, cert.Issuer)
-		}
-	}
-	if !id.Empty() {
-		return bad
 	}
 	return nil
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -20,13 +22,20 @@ import (
 )
 
 var (
-	rsaKey, _ = rsa.GenerateKey(rand.Reader, 2048)
-	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rsaCert   = &x509.Certificate{PublicKey: &rsaKey.PublicKey, PublicKeyAlgorithm: x509.RSA}
-	ecCert    = &x509.Certificate{PublicKey: &ecKey.PublicKey, PublicKeyAlgorithm: x509.ECDSA}
+	rsaKey, _       = rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _        = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, edKey, _ = ed25519.GenerateKey(rand.Reader)
+	rsaCert         = &x509.Certificate{PublicKey: &rsaKey.PublicKey, PublicKeyAlgorithm: x509.RSA}
+	ecCert          = &x509.Certificate{PublicKey: &ecKey.PublicKey, PublicKeyAlgorithm: x509.ECDSA}
+	edCert          = &x509.Certificate{PublicKey: edPub, PublicKeyAlgorithm: x509.Ed25519}
 )
 
 var message = []byte("The signed attributes.")
+
+func sha1Digest(m []byte) []byte {
+	d := sha1.Sum(m)
+	return d[:]
+}
 
 func digest(h crypto.Hash) []byte {
 	switch h {
@@ -107,50 +116,95 @@ func TestVerifySignature(t *testing.T) {
 		{"ecdsa-with-SHA384", ecCert, cms.OIDECDSAWithSHA384, nil, crypto.SHA384, signEC(crypto.SHA384)},
 		{"ecdsa-with-SHA512", ecCert, cms.OIDECDSAWithSHA512, nil, crypto.SHA512, signEC(crypto.SHA512)},
 	}
+	tests = append(tests, struct {
+		name   string
+		cert   *x509.Certificate
+		oid    asn1.ObjectIdentifier
+		params []byte
+		h      crypto.Hash
+		sig    []byte
+	}{"Ed25519", edCert, cms.OIDEd25519, nil, crypto.SHA512, ed25519.Sign(edKey, message)})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, digest(tc.h), tc.sig); err != nil {
+			if err := cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, message, tc.sig); err != nil {
 				t.Fatalf("a good signature: %v", err)
+			}
+			err := cms.VerifyDigest(tc.cert, tc.oid, tc.params, tc.h, digest(tc.h), tc.sig)
+			if tc.cert == edCert {
+				// Pure Ed25519 signs the message, not a digest.
+				if !errors.Is(err, cms.ErrContentRequired) {
+					t.Fatalf("Ed25519 given a digest: %v, want ErrContentRequired", err)
+				}
+			} else if err != nil {
+				t.Fatalf("a good signature given its digest: %v", err)
 			}
 			flipped := bytes.Clone(tc.sig)
 			flipped[len(flipped)-1] ^= 1
-			err := cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, digest(tc.h), flipped)
+			err = cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, message, flipped)
 			if !errors.Is(err, cms.ErrInvalid) {
 				t.Fatalf("a flipped signature: %v, want ErrInvalid", err)
 			}
-			other := rsaCert
-			if tc.cert == rsaCert {
-				other = ecCert
-			}
-			err = cms.VerifySignature(other, tc.oid, tc.params, tc.h, digest(tc.h), tc.sig)
+			err = cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, []byte("Another message."), tc.sig)
 			if !errors.Is(err, cms.ErrInvalid) {
-				t.Fatalf("the other kind of key: %v, want ErrInvalid", err)
+				t.Fatalf("another message: %v, want ErrInvalid", err)
+			}
+			for _, other := range []*x509.Certificate{rsaCert, ecCert, edCert} {
+				if other == tc.cert {
+					continue
+				}
+				err = cms.VerifySignature(other, tc.oid, tc.params, tc.h, message, tc.sig)
+				if !errors.Is(err, cms.ErrInvalid) {
+					t.Fatalf("a %v key: %v, want ErrInvalid", other.PublicKeyAlgorithm, err)
+				}
 			}
 		})
 	}
 }
 
 func TestVerifySignatureRefuses(t *testing.T) {
-	sig, err := rsa.SignPKCS1v15(rand.Reader, rsaKey, crypto.SHA256, digest(crypto.SHA256))
+	// Each case is a good signature but for the one rule it breaks.
+	rsaSig, err := rsa.SignPKCS1v15(rand.Reader, rsaKey, crypto.SHA256, digest(crypto.SHA256))
 	if err != nil {
 		t.Fatal(err)
 	}
+	rsaSHA1, err := rsa.SignPKCS1v15(rand.Reader, rsaKey, crypto.SHA1, sha1Digest(message))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecSig, err := ecdsa.SignASN1(rand.Reader, ecKey, digest(crypto.SHA256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edSig := ed25519.Sign(edKey, message)
 	tests := []struct {
 		name   string
+		cert   *x509.Certificate
 		oid    asn1.ObjectIdentifier
 		params []byte
+		h      crypto.Hash
+		sig    []byte
 	}{
-		{"sha1WithRSAEncryption", cms.OIDSHA1WithRSA, null},
-		{"md5WithRSAEncryption", cms.OIDMD5WithRSA, null},
-		{"ecdsa-with-SHA1", cms.OIDECDSAWithSHA1, nil},
-		{"unknown", asn1.ObjectIdentifier{1, 2, 3, 4}, nil},
-		{"a hash other than the digestAlgorithm", cms.OIDSHA384WithRSA, null},
-		{"RSA with parameters", cms.OIDSHA256WithRSA, der(42)},
-		{"RSASSA-PSS without parameters", cms.OIDRSAPSS, nil},
+		{"sha1WithRSAEncryption", rsaCert, cms.OIDSHA1WithRSA, null, crypto.SHA1, rsaSHA1},
+		{"md5WithRSAEncryption", rsaCert, cms.OIDMD5WithRSA, null, crypto.SHA256, rsaSig},
+		{"rsaEncryption with a SHA-1 digestAlgorithm", rsaCert, cms.OIDRSAEncryption, null, crypto.SHA1, rsaSHA1},
+		{"ecdsa-with-SHA1", ecCert, cms.OIDECDSAWithSHA1, nil, crypto.SHA256, ecSig},
+		{"unknown", rsaCert, asn1.ObjectIdentifier{1, 2, 3, 4}, nil, crypto.SHA256, rsaSig},
+		{"a hash other than the digestAlgorithm", rsaCert, cms.OIDSHA384WithRSA, null, crypto.SHA256, rsaSig},
+		{"RSA with parameters", rsaCert, cms.OIDSHA256WithRSA, der(42), crypto.SHA256, rsaSig},
+		{"RSASSA-PSS without parameters", rsaCert, cms.OIDRSAPSS, nil, crypto.SHA256, rsaSig},
+		// RFC 5758 section 3.2: the parameters MUST be absent.
+		{"ecdsa-with-SHA256 with NULL parameters", ecCert, cms.OIDECDSAWithSHA256, null, crypto.SHA256, ecSig},
+		{"ecdsa-with-SHA256 with a curve OID", ecCert, cms.OIDECDSAWithSHA256, der(asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}), crypto.SHA256, ecSig},
+		{"ecdsa-with-SHA384 over a SHA-256 digest", ecCert, cms.OIDECDSAWithSHA384, nil, crypto.SHA256, ecSig},
+		{"id-ecPublicKey with NULL parameters", ecCert, cms.OIDECPublicKey, null, crypto.SHA256, ecSig},
+		// RFC 8410 section 3, RFC 8419 section 3.
+		{"Ed25519 with NULL parameters", edCert, cms.OIDEd25519, null, crypto.SHA512, edSig},
+		{"Ed25519 with a SHA-256 digestAlgorithm", edCert, cms.OIDEd25519, nil, crypto.SHA256, edSig},
+		{"Ed448", edCert, cms.OIDEd448, nil, crypto.SHA512, edSig},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := cms.VerifySignature(rsaCert, tc.oid, tc.params, crypto.SHA256, digest(crypto.SHA256), sig)
+			err := cms.VerifySignature(tc.cert, tc.oid, tc.params, tc.h, message, tc.sig)
 			if !errors.Is(err, cms.ErrUnsupported) {
 				t.Fatalf("got %v, want ErrUnsupported", err)
 			}
@@ -283,6 +337,7 @@ func TestSignatureAlgorithmName(t *testing.T) {
 		cms.OIDRSAPSS.String():          "RSA-PSS",
 		cms.OIDSHA256WithRSA.String():   "RSA PKCS#1 v1.5",
 		cms.OIDECDSAWithSHA384.String(): "ECDSA",
+		cms.OIDEd25519.String():         "Ed25519",
 		"1.2.3.4":                       "1.2.3.4",
 	} {
 		var o asn1.ObjectIdentifier

@@ -1,8 +1,17 @@
-// Package cms holds the CMS primitives that tsa and signing share: the
-// algorithm identifiers and hash OIDs (RFC 5754), AlgorithmIdentifier
-// reading (RFC 5652), signature verification with RSA PKCS #1 v1.5,
-// RSASSA-PSS (RFC 4055) and ECDSA (RFC 5758), and a few DER writers.
+// Package cms is the one CMS layer of tsa and signing: the reader of
+// SignedData (RFC 5652 sections 3 and 5, DER, or BER converted), the signer
+// lookup, the signed attributes (content-type, message-digest,
+// signing-time; ESS signing-certificate, RFC 2634 and RFC 5035), and the
+// verification of signatures under one algorithm policy — RSA PKCS #1
+// v1.5, RSASSA-PSS (RFC 4055), ECDSA (RFC 5758, parameters absent),
+// Ed25519 (RFC 8419), SHA-256/384/512 (RFC 5754), SHA-1 and MD5 refused.
+// Each caller checks its own profile on top: tsa the TSTInfo and the TSA
+// certificate (RFC 3161), signing CAdES and PAdES.
 //
-// It is imported by tsa and signing, and imports nothing of ours. Its
-// errors carry no package prefix: callers wrap them with their own.
+// It also holds the algorithm identifiers and a few DER writers that both
+// packages use to make signatures.
+//
+// It imports nothing of ours. Its errors carry no package prefix, and
+// their kinds (ErrMalformed, ErrUnsupported, ...) are for errors.Is:
+// callers wrap them with their own.
 package cms

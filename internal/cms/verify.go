@@ -3,6 +3,7 @@ package cms
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
@@ -14,15 +15,28 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// The kinds of VerifySignature's and PSSOptions' errors, for errors.Is.
-// The errors' own text does not include them: callers wrap with theirs.
+// The kinds of this package's errors, for errors.Is. The errors' own text
+// does not include them: callers wrap with theirs.
 var (
+	// ErrMalformed: not a DER (or BER, where asked for) ContentInfo and
+	// SignedData, or a field that breaks RFC 5652.
+	ErrMalformed = errors.New("malformed CMS")
 	// ErrUnsupported: an algorithm unknown, weak, with unexpected
 	// parameters, or naming another hash than the digestAlgorithm.
 	ErrUnsupported = errors.New("unsupported algorithm")
 	// ErrInvalid: the signature does not verify, or the key is of
 	// another kind than the algorithm.
 	ErrInvalid = errors.New("invalid signature")
+	// ErrNoSigner: the certificate a SignerInfo names is not among those
+	// the SignedData carries or the caller gives.
+	ErrNoSigner = errors.New("signer certificate not found")
+	// ErrSigningCertificate: an ESS signing-certificate attribute (RFC
+	// 2634, RFC 5035) is malformed or names another certificate.
+	ErrSigningCertificate = errors.New("bad signing-certificate attribute")
+	// ErrContentRequired: the signature covers the content itself (Ed25519
+	// without signed attributes, RFC 8419 section 3), and only its digest
+	// was given.
+	ErrContentRequired = errors.New("the signature covers the content, not its digest")
 )
 
 type kindError struct {
@@ -33,13 +47,13 @@ type kindError struct {
 func (e *kindError) Error() string        { return e.msg }
 func (e *kindError) Is(target error) bool { return target == e.kind }
 
-func unsupported(format string, args ...any) error {
-	return &kindError{ErrUnsupported, fmt.Sprintf(format, args...)}
+func errorOf(kind error, format string, args ...any) error {
+	return &kindError{kind, fmt.Sprintf(format, args...)}
 }
 
-func invalid(format string, args ...any) error {
-	return &kindError{ErrInvalid, fmt.Sprintf(format, args...)}
-}
+func unsupported(format string, args ...any) error { return errorOf(ErrUnsupported, format, args...) }
+func invalid(format string, args ...any) error     { return errorOf(ErrInvalid, format, args...) }
+func malformed(format string, args ...any) error   { return errorOf(ErrMalformed, format, args...) }
 
 // A SignatureAlgorithm is a signatureAlgorithm verified with RSA PKCS #1
 // v1.5 or ECDSA.
@@ -77,8 +91,13 @@ func LookupSignatureAlgorithm(oid asn1.ObjectIdentifier) (SignatureAlgorithm, bo
 // SignatureAlgorithmName is a readable name of a signatureAlgorithm: its
 // scheme, or the OID when unknown.
 func SignatureAlgorithmName(oid asn1.ObjectIdentifier) string {
-	if oid.Equal(OIDRSAPSS) {
+	switch {
+	case oid.Equal(OIDRSAPSS):
 		return "RSA-PSS"
+	case oid.Equal(OIDEd25519):
+		return "Ed25519"
+	case oid.Equal(OIDEd448):
+		return "Ed448"
 	}
 	if a, ok := LookupSignatureAlgorithm(oid); ok {
 		return a.Name
@@ -87,30 +106,84 @@ func SignatureAlgorithmName(oid asn1.ObjectIdentifier) string {
 }
 
 // VerifySignature checks sig, a signatureAlgorithm oid signature with
-// parameters params over a message whose h digest is digest, with cert's
-// key. h is the SignerInfo's digestAlgorithm, which the signature
-// algorithm must agree with (RFC 5754 section 3). The errors are
-// ErrUnsupported or ErrInvalid.
-func VerifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, digest, sig []byte) error {
-	wrongKey := func() error {
-		return invalid("a %s signature, but the signer certificate has a %v key", SignatureAlgorithmName(oid), cert.PublicKeyAlgorithm)
+// parameters params over message, with cert's key. h is the SignerInfo's
+// digestAlgorithm, which the signature algorithm must agree with (RFC 5754
+// section 3, RFC 8419 section 3). The algorithm policy, the one of every
+// CMS signature we check:
+//
+//   - RSA PKCS #1 v1.5 (rsaEncryption or sha*WithRSAEncryption,
+//     parameters NULL or absent, RFC 4055 section 5);
+//   - RSASSA-PSS with the digestAlgorithm as hash and MGF1 hash (RFC 4055);
+//   - ECDSA: ecdsa-with-SHA256/384/512, parameters absent (RFC 5758
+//     section 3.2: they MUST be omitted), or id-ecPublicKey as some
+//     signers write it;
+//   - Ed25519, pure (RFC 8419): parameters absent (RFC 8410 section 3),
+//     digestAlgorithm SHA-512;
+//   - refused: SHA-1 and MD5 in any form, Ed448 (no implementation here),
+//     anything else.
+//
+// The errors are ErrUnsupported or ErrInvalid.
+func VerifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, message, sig []byte) error {
+	if oid.Equal(OIDEd25519) {
+		if err := ed25519Policy(params, h); err != nil {
+			return err
+		}
+		pub, ok := cert.PublicKey.(ed25519.PublicKey)
+		if !ok {
+			return wrongKey(cert, oid)
+		}
+		if !ed25519.Verify(pub, message, sig) {
+			return invalid(notVerified)
+		}
+		return nil
 	}
-	const notVerified = "the signature value does not verify with the signer certificate's key"
-	if oid.Equal(OIDRSAPSS) {
+	return VerifyDigest(cert, oid, params, h, Digest(h, message), sig)
+}
+
+func ed25519Policy(params []byte, h crypto.Hash) error {
+	if params != nil {
+		return unsupported("Ed25519 with parameters (RFC 8410 section 3: they MUST be absent)")
+	}
+	if h != crypto.SHA512 {
+		return unsupported("Ed25519 with digestAlgorithm %v (RFC 8419 section 3: SHA-512)", h)
+	}
+	return nil
+}
+
+const notVerified = "the signature value does not verify with the signer certificate's key"
+
+func wrongKey(cert *x509.Certificate, oid asn1.ObjectIdentifier) error {
+	return invalid("a %s signature, but the signer certificate has a %v key", SignatureAlgorithmName(oid), cert.PublicKeyAlgorithm)
+}
+
+// VerifyDigest is VerifySignature for a message of which only the h
+// digest is known. Ed25519 signs the message itself: ErrContentRequired.
+func VerifyDigest(cert *x509.Certificate, oid asn1.ObjectIdentifier, params []byte, h crypto.Hash, digest, sig []byte) error {
+	if _, err := strongHash(h); err != nil {
+		return err
+	}
+	switch {
+	case oid.Equal(OIDEd25519):
+		if err := ed25519Policy(params, h); err != nil {
+			return err
+		}
+		return errorOf(ErrContentRequired, "an Ed25519 signature without signed attributes covers the content itself")
+	case oid.Equal(OIDEd448):
+		return unsupported("Ed448 signatures are not supported")
+	case oid.Equal(OIDRSAPSS):
 		opts, err := PSSOptions(params, h)
 		if err != nil {
 			return err
 		}
 		pub, ok := cert.PublicKey.(*rsa.PublicKey)
 		if !ok {
-			return wrongKey()
+			return wrongKey(cert, oid)
 		}
 		if rsa.VerifyPSS(pub, h, digest, sig, opts) != nil {
 			return invalid(notVerified)
 		}
 		return nil
-	}
-	if oid.Equal(OIDSHA1WithRSA) || oid.Equal(OIDMD5WithRSA) || oid.Equal(OIDECDSAWithSHA1) {
+	case oid.Equal(OIDSHA1WithRSA) || oid.Equal(OIDMD5WithRSA) || oid.Equal(OIDECDSAWithSHA1):
 		return unsupported("signature algorithm %v is weak", oid)
 	}
 	alg, ok := LookupSignatureAlgorithm(oid)
@@ -121,9 +194,16 @@ func VerifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params [
 		return unsupported("signature algorithm %v with digestAlgorithm %v", oid, h)
 	}
 	if alg.EC {
+		// RFC 5758 section 3.2: ecdsa-with-SHA* has no parameters.
+		// id-ecPublicKey, written by some signers in its place, may carry
+		// the curve (RFC 5480 namedCurve), which the certificate names
+		// anyway.
+		if params != nil && (alg.Hash != 0 || !isOID(params)) {
+			return unsupported("%v with parameters (RFC 5758 section 3.2: they MUST be absent)", oid)
+		}
 		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
 		if !ok {
-			return wrongKey()
+			return wrongKey(cert, oid)
 		}
 		if !ecdsa.VerifyASN1(pub, digest, sig) {
 			return invalid(notVerified)
@@ -135,12 +215,18 @@ func VerifySignature(cert *x509.Certificate, oid asn1.ObjectIdentifier, params [
 	}
 	pub, ok := cert.PublicKey.(*rsa.PublicKey)
 	if !ok {
-		return wrongKey()
+		return wrongKey(cert, oid)
 	}
 	if rsa.VerifyPKCS1v15(pub, h, digest, sig) != nil {
 		return invalid(notVerified)
 	}
 	return nil
+}
+
+func isOID(der []byte) bool {
+	s := cryptobyte.String(der)
+	var oid asn1.ObjectIdentifier
+	return s.ReadASN1ObjectIdentifier(&oid) && s.Empty()
 }
 
 var (

@@ -1,18 +1,15 @@
-package signing
+package cms
 
-import (
-	"errors"
-
-	"pec/internal/cms"
-)
-
-// berToDER re-encodes BER (X.690 section 8) as DER where the two differ in
+// BERToDER re-encodes BER (X.690 section 8) as DER where the two differ in
 // ways that signers actually produce: indefinite lengths, non-minimal
 // lengths, and constructed string types (a streamed eContent is a
 // constructed OCTET STRING of chunks, as `openssl cms -sign -stream`
 // writes it). The order of SET OF elements is kept: signed attributes are
 // DER already, or their signature would not verify anyway.
-func berToDER(in []byte) ([]byte, error) {
+//
+// The error is ErrMalformed. The result is not checked further: parse it
+// as DER.
+func BERToDER(in []byte) ([]byte, error) {
 	out, rest, err := berElement(in, 0)
 	if err != nil {
 		return nil, err
@@ -23,7 +20,14 @@ func berToDER(in []byte) ([]byte, error) {
 	return out, nil
 }
 
-var errBER = errors.New("not BER")
+// ReadBERElement converts the first BER element of in, as BERToDER does,
+// and returns what follows it (a PDF's /Contents pads a signature with
+// zeros).
+func ReadBERElement(in []byte) (der, rest []byte, err error) {
+	return berElement(in, 0)
+}
+
+var errBER = malformed("neither DER nor BER")
 
 const maxBERDepth = 64
 
@@ -140,7 +144,7 @@ func isStringType(tag byte) bool {
 func tlvID(id, content []byte) []byte {
 	out := make([]byte, 0, len(id)+5+len(content))
 	out = append(out, id...)
-	out = cms.AppendLength(out, len(content))
+	out = AppendLength(out, len(content))
 	return append(out, content...)
 }
 
