@@ -182,6 +182,7 @@ type revResult struct {
 	until     time.Time // when the data relied on stops being current
 	source    string    // what decided
 	evidence  []Evidence
+	malformed string // an authentic CRL in scope broke the CRL profile (statusUnknown)
 }
 
 // Time fits of revocation data for the validation time T.
@@ -346,6 +347,7 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 	cert := path[j]
 	var res revResult
 	var problems []string
+	relax := r.v.relax[path[len(path)-1].fp]
 	dps := cert.crldp
 	pseudo := len(dps) == 0
 	if pseudo {
@@ -438,6 +440,18 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 			if err := r.crlSigner(ctx, rec, path, j, keys); err != nil {
 				res.evidence = append(res.evidence, rec.evidence(j, "unusable", err.Error()))
 				problems = append(problems, err.Error())
+				continue
+			}
+			// The CRL profile (section 5.2.3), once the CRL is known to be
+			// the issuer's: a broken one is reported as such, not as
+			// missing data.
+			if v := crlViolation(rec); v != nil && !relax[v.rule] {
+				why := "malformed CRL: " + v.String()
+				res.evidence = append(res.evidence, rec.evidence(j, "unusable", why))
+				problems = append(problems, why)
+				if res.malformed == "" {
+					res.malformed = fmt.Sprintf("the CRL of %q: %s", rec.rl.Issuer.String(), v)
+				}
 				continue
 			}
 			// (h): a delta CRL, when one applies.
@@ -693,6 +707,10 @@ func (r *run) pickDelta(ctx context.Context, base *crlRecord, cands []*crlRecord
 		}
 		if err := r.crlSigner(ctx, d, path, j, keys); err != nil {
 			stale = "delta CRL: " + err.Error()
+			continue
+		}
+		if v := crlViolation(d); v != nil && !r.v.relax[path[len(path)-1].fp][v.rule] {
+			stale = "malformed delta CRL: " + v.String()
 			continue
 		}
 		if best == nil || d.rl.Number.Cmp(best.rl.Number) > 0 {
