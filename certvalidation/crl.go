@@ -459,6 +459,9 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 			if err != nil {
 				res.evidence = append(res.evidence, rec.evidence(j, "unusable", err.Error()))
 				problems = append(problems, err.Error())
+				if m, ok := err.(malformedCRLError); ok && res.malformed == "" {
+					res.malformed = string(m)
+				}
 				continue
 			}
 			// (i), (j), (k): the status.
@@ -689,12 +692,12 @@ func (r *run) pickDelta(ctx context.Context, base *crlRecord, cands []*crlRecord
 		return nil, nil
 	}
 	var best *crlRecord
-	stale := ""
+	stale, malformed := "", ""
 	for _, d := range cands {
-		if !d.delta || d.issuerKey != base.issuerKey || d.baseNumber == nil || d.rl.Number == nil {
+		if !d.delta || d.issuerKey != base.issuerKey || d.baseNumber == nil || !sameScope(base, d) || d.baseNumber.Cmp(base.rl.Number) > 0 {
 			continue
 		}
-		if !sameScope(base, d) || d.baseNumber.Cmp(base.rl.Number) > 0 || d.rl.Number.Cmp(base.rl.Number) <= 0 {
+		if d.rl.Number != nil && d.rl.Number.Cmp(base.rl.Number) <= 0 {
 			continue
 		}
 		if d.unusable != "" {
@@ -710,18 +713,31 @@ func (r *run) pickDelta(ctx context.Context, base *crlRecord, cands []*crlRecord
 			continue
 		}
 		if v := crlViolation(d); v != nil && !r.v.relax[path[len(path)-1].fp][v.rule] {
-			stale = "malformed delta CRL: " + v.String()
+			malformed = fmt.Sprintf("the delta CRL of %q: %s", d.rl.Issuer.String(), v)
 			continue
+		}
+		if d.rl.Number == nil {
+			continue // relaxed: a delta without a number cannot be ordered
 		}
 		if best == nil || d.rl.Number.Cmp(best.rl.Number) > 0 {
 			best = d
 		}
 	}
-	if best == nil && stale != "" {
+	switch {
+	case best != nil:
+		return best, nil
+	case malformed != "":
+		return nil, malformedCRLError(malformed)
+	case stale != "":
 		return nil, errors.New(stale)
 	}
-	return best, nil
+	return nil, nil
 }
+
+// malformedCRLError: an authentic delta CRL that breaks the CRL profile.
+type malformedCRLError string
+
+func (e malformedCRLError) Error() string { return "malformed CRL: " + string(e) }
 
 func sameScope(a, b *crlRecord) bool {
 	switch {
