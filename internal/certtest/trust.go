@@ -294,7 +294,7 @@ func profileCases(t testing.TB) []Case {
 		return func(c *x509.Certificate) { c.SerialNumber = n }
 	}
 	octets20 := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 159), big.NewInt(1)) // 0x7fff...: 20 octets
-	octets21 := new(big.Int).Lsh(big.NewInt(1), 159)                                    // 0x00 0x80 ...: 21 octets
+	octets21 := new(big.Int).Lsh(big.NewInt(1), 159)                                  // 0x00 0x80 ...: 21 octets
 	noAKI := inter.IssueWithoutAKI(t, LeafTemplate("no AKI"), nil).Cert
 	noSKI, underNoSKI := caUnder("CA without SKI", func(c *x509.Certificate) {
 		// crypto/x509 makes a subject key identifier for a CA template.
