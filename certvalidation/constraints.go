@@ -137,16 +137,16 @@ func (s *ncState) count() error {
 	return nil
 }
 
-// match reports whether name n is within the subtree base (same form):
-// for a wildcard DNS name, whether every name it stands for is.
+// match reports whether name n is within the subtree base (same form).
+// For a wildcard DNS name, comparing it as written is what permitted
+// subtrees need: "*.example.com" is under a constraint exactly when every
+// name it stands for is (wildcardWithin), as the syntax check leaves no
+// wildcard in a constraint.
 func match(n, base generalName) bool {
 	switch n.tag {
 	case gnDirectory:
 		return n.dn.within(base.dn)
 	case gnDNS:
-		if parent, ok := wildcardParent(string(n.value)); ok {
-			return wildcardWithin(parent, string(base.value))
-		}
 		return matchDNS(string(n.value), string(base.value))
 	case gnRFC822:
 		return matchEmail(string(n.value), string(base.value))
@@ -209,9 +209,8 @@ func wildcardMayMatch(parent, constraint string) bool {
 	}
 	parent = strings.ToLower(strings.TrimSuffix(parent, "."))
 	constraint = strings.ToLower(strings.TrimSuffix(constraint, "."))
-	if strings.HasPrefix(constraint, ".") {
-		return false
-	}
+	// (A constraint with a leading period stands for names under it; the
+	// one it would cut to here is parent's own, which wildcardWithin took.)
 	_, rest, ok := strings.Cut(constraint, ".")
 	return ok && rest == parent
 }

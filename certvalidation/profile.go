@@ -130,13 +130,13 @@ func certViolations(path []*certInfo, j int) []violation {
 			add(ProfileEndEntityNameConstraints, "name constraints in an end-entity certificate (RFC 5280 section 4.2.1.10)")
 		}
 	}
-	if len(ci.subject) == 0 {
-		switch {
-		case !ci.hasSAN:
-			add(ProfileSubjectAltNameCritical, "an empty subject and no subject alternative name (RFC 5280 section 4.1.2.6)")
-		case !extensionCritical(c, oidExtSubjectAltName):
-			add(ProfileSubjectAltNameCritical, "an empty subject with a subject alternative name not marked critical (RFC 5280 section 4.2.1.6)")
+	// With no SAN, extensionCritical is false too: one check, two wordings.
+	if len(ci.subject) == 0 && !extensionCritical(c, oidExtSubjectAltName) {
+		what := "not marked critical (RFC 5280 section 4.2.1.6)"
+		if !ci.hasSAN {
+			what = "absent (RFC 5280 section 4.1.2.6)"
 		}
+		add(ProfileSubjectAltNameCritical, "an empty subject, and the subject alternative name is %s", what)
 	}
 	for _, e := range c.Extensions {
 		if !e.Id.Equal(oidExtPolicyConstraints) {

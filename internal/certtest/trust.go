@@ -168,6 +168,11 @@ func anchorCases(t testing.TB) []Case {
 		Key       asn1.BitString
 	}{pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 3, 101, 110}}, asn1.BitString{Bytes: xkey.PublicKey().Bytes(), BitLength: 256}}))
 
+	badConstraint := Root(t, mod(CATemplate("Root permitting *.example.gouv.fr"), func(c *x509.Certificate) {
+		c.PermittedDNSDomains = []string{"*.example.gouv.fr"}
+	}), nil)
+	underBadConstraint := badConstraint.Issue(t, serverLeaf("www", "www.example.gouv.fr"), nil)
+
 	pinned := Root(t, LeafTemplate("pinned self-signed"), nil)
 	// A root and its re-issue (same name and key, another validity): the
 	// first, self-signed, needs no authority key identifier below the
@@ -192,6 +197,7 @@ func anchorCases(t testing.TB) []Case {
 		{Name: "trust anchor with an unknown critical extension", Leaf: underCritical.Cert, Roots: []*x509.Certificate{critical.Cert}, Want: "unknown_critical_extension"},
 		{Name: "trust anchor with an RSA 1024 key", Leaf: underWeak.Cert, Roots: []*x509.Certificate{weak.Cert}, Want: "weak_algorithm"},
 		{Name: "trust anchor with an X25519 key", Leaf: underX.Cert, Roots: []*x509.Certificate{xRoot}, Want: "unsupported_algorithm"},
+		{Name: "trust anchor with a malformed name constraint", Leaf: underBadConstraint.Cert, Roots: []*x509.Certificate{badConstraint.Cert}, Want: "malformed_certificate", Rule: "name_syntax"},
 		{Name: "self-signed end-entity certificate trusted as itself", Leaf: pinned.Cert, Roots: []*x509.Certificate{pinned.Cert}},
 		{Name: "self-signed root under its re-issue, without authority key identifier", Leaf: original.Cert, Roots: []*x509.Certificate{reissued.Cert}},
 	}
@@ -267,6 +273,7 @@ func nameCases(t testing.TB) []Case {
 		{Name: "malformed name: relative URI", Leaf: withURI(plainCA, "relative/path").Cert, Chain: in(plainCA), Roots: roots, Want: "malformed_certificate", Rule: "name_syntax"},
 		{Name: "malformed name: URI with a wildcard host", Leaf: withURI(plainCA, "https://*.example.com/").Cert, Chain: in(plainCA), Roots: roots, Want: "malformed_certificate", Rule: "name_syntax"},
 		{Name: "URI without a host under a URI exclusion", Leaf: withURI(uriExcl, "urn:example:agent").Cert, Chain: in(uriExcl), Roots: roots, Want: "name_constraints"},
+		{Name: "URI with an IP address under a URI exclusion", Leaf: withURI(uriExcl, "https://192.0.2.1/agent").Cert, Chain: in(uriExcl), Roots: roots, Want: "name_constraints"},
 		{Name: "URI outside a URI exclusion", Leaf: withURI(uriExcl, "https://www.example.org/agent").Cert, Chain: in(uriExcl), Roots: roots},
 		{Name: "URI inside a URI exclusion", Leaf: withURI(uriExcl, "https://www.example.gouv.fr/agent").Cert, Chain: in(uriExcl), Roots: roots, Want: "name_constraints"},
 		{Name: "subject emailAddress with two @ under an rfc822Name constraint", Leaf: subjectMail.Cert, Chain: in(gouv), Roots: roots, Want: "name_constraints"},
