@@ -228,3 +228,32 @@ func TestRelaxConfig(t *testing.T) {
 		t.Errorf("unknown check in Material: %v", err)
 	}
 }
+
+// crlWithoutNumber makes a CRL of ca's database with `openssl ca -gencrl`
+// and a configuration that names no crlnumber file: OpenSSL then writes no
+// CRL number.
+func crlWithoutNumber(t *testing.T, ca *interop.CA) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nonumber.cnf")
+	text := "[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = " + filepath.Join(ca.Dir, "index.txt") +
+		"\ndefault_md = sha256\ndefault_crl_days = 1\nunique_subject = no\ncrl_extensions = e\n[ e ]\nauthorityKeyIdentifier = keyid:always\n"
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "crl.pem")
+	interop.OpenSSL(t, "ca", "-config", conf, "-keyfile", ca.KeyFile, "-cert", ca.CertFile, "-gencrl", "-out", out)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ders, err := certvalidation.ParseCRLs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der := ders[0]
+	if rl, err := x509.ParseRevocationList(der); err != nil || rl.Number != nil {
+		t.Fatalf("openssl wrote a CRL number or no CRL: %v", err)
+	}
+	return der
+}
