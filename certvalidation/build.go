@@ -24,6 +24,8 @@ type certInfo struct {
 	unknownCritical []string
 	ocspNoCheck     bool
 	malformed       string // why an extension or name could not be read
+	badName         string // a name of subjectAltName that is not a name of its type
+	badConstraint   string // a subtree of the name constraints that is not a name of its type
 }
 
 func newCertInfo(c *x509.Certificate) *certInfo {
@@ -59,6 +61,20 @@ func newCertInfo(c *x509.Certificate) *certInfo {
 		}
 		if e.Critical && !understood(certExtensionsUnderstood, e.Id) {
 			ci.unknownCritical = append(ci.unknownCritical, e.Id.String())
+		}
+	}
+	for _, g := range ci.san {
+		if why := sanSyntax(g); why != "" {
+			ci.badName = why
+			break
+		}
+	}
+	if ci.nc != nil {
+		for _, st := range append(ci.nc.permitted[:len(ci.nc.permitted):len(ci.nc.permitted)], ci.nc.excluded...) {
+			if why := constraintSyntax(st.base); why != "" {
+				ci.badConstraint = why
+				break
+			}
 		}
 	}
 	return ci

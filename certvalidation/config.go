@@ -24,17 +24,32 @@ type Config struct {
 	CRLs []string `yaml:"crls"`
 	// AllowWeakAlgorithms accepts MD5 and SHA-1 signatures and RSA or DSA
 	// keys under 2048 bits (PKITS needs it; production should not).
-	AllowWeakAlgorithms bool             `yaml:"allow_weak_algorithms"`
-	Fetch               FetchConfig      `yaml:"fetch"`
-	Revocation          RevocationConfig `yaml:"revocation"`
-	Cache               CacheConfig      `yaml:"cache"`
-	Limits              Limits           `yaml:"limits"`
+	AllowWeakAlgorithms bool `yaml:"allow_weak_algorithms"`
+	// Relax lets the certificates and CRLs of a legacy PKI break named
+	// issuance rules of RFC 5280 (see ProfileCheck), for the paths that end
+	// at its trust anchors only.
+	Relax      []RelaxConfig    `yaml:"relax"`
+	Fetch      FetchConfig      `yaml:"fetch"`
+	Revocation RevocationConfig `yaml:"revocation"`
+	Cache      CacheConfig      `yaml:"cache"`
+	Limits     Limits           `yaml:"limits"`
 }
 
 // PurposeConfig is the trust of one purpose.
 type PurposeConfig struct {
 	Roots      []string `yaml:"roots"`      // PEM or DER files, or directories
 	Revocation string   `yaml:"revocation"` // none, prefer or require; "" is prefer
+}
+
+// RelaxConfig turns off named profile checks for the paths that end at
+// some trust anchors:
+//
+//	relax:
+//	  - anchors: [roots/legacy-root.pem]
+//	    checks: [policy_constraints, basic_constraints_critical]
+type RelaxConfig struct {
+	Anchors []string `yaml:"anchors"` // PEM or DER files, or directories: the anchors it applies to
+	Checks  []string `yaml:"checks"`  // ProfileCheck names
 }
 
 // FetchConfig bounds what is fetched over HTTP: CRLs from distribution
@@ -115,6 +130,19 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	for i, rc := range c.Relax {
+		if len(rc.Anchors) == 0 {
+			fault("certvalidation.relax[%d].anchors: name the trust anchors it applies to", i)
+		}
+		if len(rc.Checks) == 0 {
+			fault("certvalidation.relax[%d].checks: name the checks to relax", i)
+		}
+		for _, name := range rc.Checks {
+			if _, err := ParseProfileCheck(name); err != nil {
+				fault("certvalidation.relax[%d].checks: %v", i, err)
+			}
+		}
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -171,6 +199,13 @@ func (c *Config) ResolvePaths(dir string) {
 	for i := range c.CRLs {
 		c.CRLs[i] = abs(c.CRLs[i])
 	}
+	for i, rc := range c.Relax {
+		anchors := make([]string, len(rc.Anchors))
+		for k, a := range rc.Anchors {
+			anchors[k] = abs(a)
+		}
+		c.Relax[i].Anchors = anchors
+	}
 }
 
 // Material is the trust material of a Validator held in memory: what
@@ -180,6 +215,14 @@ type Material struct {
 	Roots         map[Purpose][]*x509.Certificate
 	Intermediates []*x509.Certificate
 	CRLs          [][]byte // DER
+	Relax         []Relaxation
+}
+
+// Relaxation turns off profile checks for the paths that end at Anchors
+// (compared by their DER, whichever purpose or request they come from).
+type Relaxation struct {
+	Anchors []*x509.Certificate
+	Checks  []ProfileCheck
 }
 
 // LoadMaterial reads the roots, intermediates and CRLs the Config names.
@@ -219,6 +262,23 @@ func (c Config) LoadMaterial() (Material, error) {
 			errs = append(errs, fmt.Errorf("certvalidation.crls: %w", err))
 		}
 		m.CRLs = crls
+	}
+	for i, rc := range c.Relax {
+		anchors, err := LoadCertificates(rc.Anchors...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("certvalidation.relax[%d].anchors: %w", i, err))
+			continue
+		}
+		rel := Relaxation{Anchors: anchors}
+		for _, name := range rc.Checks {
+			pc, err := ParseProfileCheck(name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("certvalidation.relax[%d].checks: %w", i, err))
+				continue
+			}
+			rel.Checks = append(rel.Checks, pc)
+		}
+		m.Relax = append(m.Relax, rel)
 	}
 	return m, errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package certvalidation
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -51,6 +52,13 @@ func (s *ncState) check(ci *certInfo) (string, error) {
 
 func (s *ncState) checkOne(set *nameConstraints, n generalName) (string, error) {
 	supported := n.tag == gnDirectory || n.tag == gnRFC822 || n.tag == gnDNS || n.tag == gnURI || n.tag == gnIP
+	// A name that cannot be compared (not a name of its type, or a URI with
+	// no host name) fails every constraint on its type: excluded or
+	// permitted, the answer would be a guess (crypto/x509 does the same).
+	uncomparable := ""
+	if supported {
+		uncomparable = uncomparableName(n)
+	}
 	for _, st := range set.excluded {
 		if st.base.tag != n.tag {
 			continue
@@ -58,10 +66,13 @@ func (s *ncState) checkOne(set *nameConstraints, n generalName) (string, error) 
 		if !supported || st.unsupported {
 			return fmt.Sprintf("a name constraint on %s that cannot be processed", gnTypeNames[n.tag]), nil
 		}
+		if uncomparable != "" {
+			return fmt.Sprintf("%s cannot be checked against the name constraints of an issuing CA: %s", n, uncomparable), nil
+		}
 		if err := s.count(); err != nil {
 			return "", err
 		}
-		if match(n, st.base) {
+		if mayMatch(n, st.base) {
 			return fmt.Sprintf("%s is excluded by a name constraint of an issuing CA", n), nil
 		}
 	}
@@ -72,6 +83,9 @@ func (s *ncState) checkOne(set *nameConstraints, n generalName) (string, error) 
 		}
 		if !supported || st.unsupported {
 			return fmt.Sprintf("a name constraint on %s that cannot be processed", gnTypeNames[n.tag]), nil
+		}
+		if uncomparable != "" {
+			return fmt.Sprintf("%s cannot be checked against the name constraints of an issuing CA: %s", n, uncomparable), nil
 		}
 		sawPermitted = true
 		if err := s.count(); err != nil {
@@ -87,6 +101,34 @@ func (s *ncState) checkOne(set *nameConstraints, n generalName) (string, error) 
 	return "", nil
 }
 
+// uncomparableName says why n cannot be compared with constraints of its
+// type, or returns "". Names of subjectAltName were checked when the
+// certificate was read; the emailAddress attributes of a subject (which
+// rfc822Name constraints also cover) were not.
+func uncomparableName(n generalName) string {
+	switch n.tag {
+	case gnRFC822:
+		return mailboxSyntax(string(n.value))
+	case gnDNS:
+		return dnsSyntax(string(n.value), true)
+	case gnURI:
+		u, err := url.Parse(string(n.value))
+		switch {
+		case err != nil:
+			return "not a URI"
+		case u.Hostname() == "":
+			return "a URI with no host name"
+		case net.ParseIP(u.Hostname()) != nil:
+			return "a URI whose host is an IP address"
+		}
+	case gnIP:
+		if len(n.value) != 4 && len(n.value) != 16 {
+			return "not an IPv4 or IPv6 address"
+		}
+	}
+	return ""
+}
+
 func (s *ncState) count() error {
 	s.comparisons++
 	if s.max > 0 && s.comparisons > s.max {
@@ -96,6 +138,10 @@ func (s *ncState) count() error {
 }
 
 // match reports whether name n is within the subtree base (same form).
+// For a wildcard DNS name, comparing it as written is what permitted
+// subtrees need: "*.example.com" is under a constraint exactly when every
+// name it stands for is (wildcardWithin), as the syntax check leaves no
+// wildcard in a constraint.
 func match(n, base generalName) bool {
 	switch n.tag {
 	case gnDirectory:
@@ -110,6 +156,63 @@ func match(n, base generalName) bool {
 		return matchIP(n.value, base.value)
 	}
 	return false
+}
+
+// mayMatch reports whether name n may be within the subtree base: as
+// match, except that a wildcard DNS name may be when one of the names it
+// stands for is. An excluded subtree refuses every name that may be in it:
+// a leaf for "*.example.com" under a CA that excludes "bar.example.com"
+// would otherwise be good for bar.example.com (CVE-2025-61727 in Go's
+// crypto/x509).
+func mayMatch(n, base generalName) bool {
+	if n.tag == gnDNS {
+		if parent, ok := wildcardParent(string(n.value)); ok {
+			return wildcardMayMatch(parent, string(base.value))
+		}
+	}
+	return match(n, base)
+}
+
+// wildcardParent returns "example.com" for "*.example.com".
+func wildcardParent(name string) (string, bool) {
+	if p, ok := strings.CutPrefix(name, "*."); ok {
+		return p, true
+	}
+	return "", false
+}
+
+// dnsUnder reports whether name is domain or a name under it.
+func dnsUnder(name, domain string) bool {
+	return name == domain || strings.HasSuffix(name, "."+domain)
+}
+
+// wildcardWithin reports whether every name "*.parent" stands for (one
+// more label on the left) is within the DNS constraint: exactly when
+// parent itself is the constraint's domain or under it, with or without a
+// leading period.
+func wildcardWithin(parent, constraint string) bool {
+	parent = strings.ToLower(strings.TrimSuffix(parent, "."))
+	constraint = strings.ToLower(strings.TrimSuffix(constraint, "."))
+	if constraint == "" {
+		return true
+	}
+	return dnsUnder(parent, strings.TrimPrefix(constraint, "."))
+}
+
+// wildcardMayMatch reports whether some name "*.parent" stands for is
+// within the DNS constraint: all of them are when wildcardWithin says so,
+// and one is when the constraint (without a leading period) is itself one
+// label on the left of parent.
+func wildcardMayMatch(parent, constraint string) bool {
+	if wildcardWithin(parent, constraint) {
+		return true
+	}
+	parent = strings.ToLower(strings.TrimSuffix(parent, "."))
+	constraint = strings.ToLower(strings.TrimSuffix(constraint, "."))
+	// (A constraint with a leading period stands for names under it; the
+	// one it would cut to here is parent's own, which wildcardWithin took.)
+	_, rest, ok := strings.Cut(constraint, ".")
+	return ok && rest == parent
 }
 
 // matchDNS: any name formed by adding labels to the left of the

@@ -182,6 +182,7 @@ type revResult struct {
 	until     time.Time // when the data relied on stops being current
 	source    string    // what decided
 	evidence  []Evidence
+	malformed string // an authentic CRL in scope broke the CRL profile (statusUnknown)
 }
 
 // Time fits of revocation data for the validation time T.
@@ -346,6 +347,7 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 	cert := path[j]
 	var res revResult
 	var problems []string
+	relax := r.v.relax[path[len(path)-1].fp]
 	dps := cert.crldp
 	pseudo := len(dps) == 0
 	if pseudo {
@@ -440,11 +442,26 @@ func (r *run) crlStatus(ctx context.Context, path []*certInfo, j int, keys []any
 				problems = append(problems, err.Error())
 				continue
 			}
+			// The CRL profile (section 5.2.3), once the CRL is known to be
+			// the issuer's: a broken one is reported as such, not as
+			// missing data.
+			if v := crlViolation(rec); v != nil && !relax[v.rule] {
+				why := "malformed CRL: " + v.String()
+				res.evidence = append(res.evidence, rec.evidence(j, "unusable", why))
+				problems = append(problems, why)
+				if res.malformed == "" {
+					res.malformed = fmt.Sprintf("the CRL of %q: %s", rec.rl.Issuer.String(), v)
+				}
+				continue
+			}
 			// (h): a delta CRL, when one applies.
 			delta, err := r.pickDelta(ctx, rec, cands, path, j, keys)
 			if err != nil {
 				res.evidence = append(res.evidence, rec.evidence(j, "unusable", err.Error()))
 				problems = append(problems, err.Error())
+				if m, ok := err.(malformedCRLError); ok && res.malformed == "" {
+					res.malformed = string(m)
+				}
 				continue
 			}
 			// (i), (j), (k): the status.
@@ -677,12 +694,12 @@ func (r *run) pickDelta(ctx context.Context, base *crlRecord, cands []*crlRecord
 		return nil, nil
 	}
 	var best *crlRecord
-	stale := ""
+	stale, malformed := "", ""
 	for _, d := range cands {
-		if !d.delta || d.issuerKey != base.issuerKey || d.baseNumber == nil || d.rl.Number == nil {
+		if !d.delta || d.issuerKey != base.issuerKey || d.baseNumber == nil || !sameScope(base, d) || d.baseNumber.Cmp(base.rl.Number) > 0 {
 			continue
 		}
-		if !sameScope(base, d) || d.baseNumber.Cmp(base.rl.Number) > 0 || d.rl.Number.Cmp(base.rl.Number) <= 0 {
+		if d.rl.Number != nil && d.rl.Number.Cmp(base.rl.Number) <= 0 {
 			continue
 		}
 		if d.unusable != "" {
@@ -697,15 +714,32 @@ func (r *run) pickDelta(ctx context.Context, base *crlRecord, cands []*crlRecord
 			stale = "delta CRL: " + err.Error()
 			continue
 		}
+		if v := crlViolation(d); v != nil && !r.v.relax[path[len(path)-1].fp][v.rule] {
+			malformed = fmt.Sprintf("the delta CRL of %q: %s", d.rl.Issuer.String(), v)
+			continue
+		}
+		if d.rl.Number == nil {
+			continue // relaxed: a delta without a number cannot be ordered
+		}
 		if best == nil || d.rl.Number.Cmp(best.rl.Number) > 0 {
 			best = d
 		}
 	}
-	if best == nil && stale != "" {
+	switch {
+	case best != nil:
+		return best, nil
+	case malformed != "":
+		return nil, malformedCRLError(malformed)
+	case stale != "":
 		return nil, errors.New(stale)
 	}
-	return best, nil
+	return nil, nil
 }
+
+// malformedCRLError: an authentic delta CRL that breaks the CRL profile.
+type malformedCRLError string
+
+func (e malformedCRLError) Error() string { return "malformed CRL: " + string(e) }
 
 func sameScope(a, b *crlRecord) bool {
 	switch {

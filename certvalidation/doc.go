@@ -20,7 +20,13 @@
 //   - basic constraints and path length (6.1.4 (k)-(m)), key usage (6.1.4
 //     (n)), critical extensions not understood (6.1.4 (o), 6.1.5 (f));
 //   - name constraints on directory names, email addresses, DNS names, URIs
-//     and IP addresses (6.1.3 (b), (c), 6.1.4 (g));
+//     and IP addresses (6.1.3 (b), (c), 6.1.4 (g)), from every CA of the
+//     path, the trust anchor's included; a wildcard DNS name stands for
+//     the names it matches: refused when any of them may be in an excluded
+//     subtree (the CVE-2025-61727 pattern), accepted in a permitted one
+//     only when all are; a name that cannot be compared (a URI with no host
+//     name, a subject emailAddress that is no mailbox) fails every
+//     constraint on its type;
 //   - certificate policies, policy mappings and policy constraints (6.1.3
 //     (d)-(f), 6.1.4 (a), (b), (h)-(j), 6.1.5 (g)), with the policy graph of
 //     RFC 9618 in place of the tree;
@@ -29,6 +35,38 @@
 //     address, and the weak-algorithm policy (MD5 and SHA-1 signatures, RSA
 //     and DSA keys under 2048 bits), which [Config.AllowWeakAlgorithms]
 //     turns off.
+//
+// # Trust anchors
+//
+// A trust anchor that issues the next certificate of the path is used as a
+// CA, and its certificate is held to what a CA certificate must be: basic
+// constraints with cA set, keyCertSign when it has a key usage, no
+// critical extension this package does not implement, a key that can
+// verify signatures and is not weak, name constraints that parse and are names. Its
+// constraints then apply below it, as if it were the first CA of the path:
+// its name constraints are the initial permitted and excluded subtrees of
+// RFC 5280 section 6.1.1 (b) and (c), its path length constraint bounds
+// the intermediates, its extended key usage the purpose (RFC 5937 section
+// 3's enforced trust anchor constraints; browsers and crypto/x509 read
+// root certificates the same way). A certificate that is itself a trust
+// anchor is trusted as it is.
+//
+// # Certificate profile
+//
+// The certificates a CA issued (intermediates and end certificate; not the
+// trust anchor's own, see [ProfileCheck]) must follow the profile of RFC
+// 5280 section 4, as strict validators require: names of subjectAltName and
+// of name constraints that are names of their type (a DNS name in the
+// preferred syntax, a wildcard only as the whole leftmost label, one
+// mailbox per rfc822Name, absolute URIs), and the issuance rules named by
+// [ProfileCheck]: serial numbers, authority and subject key identifiers,
+// critical basic constraints in CA certificates, no empty extended key
+// usage, no keyCertSign or name constraints in an end-entity certificate, a
+// critical subjectAltName under an empty subject, critical policy
+// constraints, and the CRL number of CRLs (section 5.2.3). A certificate
+// that breaks one is refused as [ReasonMalformedCertificate], a CRL as
+// [ReasonMalformedCRL]; [Config.Relax] turns named rules off for the paths
+// of a legacy PKI's anchors. Name syntax cannot be turned off.
 //
 // # Revocation
 //

@@ -30,6 +30,18 @@ const (
 	ReasonRevocationUnknown    Reason = "revocation_unknown"         // no usable revocation data, under RevocationRequire
 	ReasonLimitExceeded        Reason = "limit_exceeded"             // the work one validation may cause (Limits)
 	ReasonUnsupportedAlgorithm Reason = "unsupported_algorithm"      // a signature or key this package cannot check
+	// ReasonMalformedCertificate: a certificate of the path that parses but
+	// breaks the certificate profile of RFC 5280 section 4: a name that is
+	// not a name of its type (section 4.2.1.6, 4.2.1.10), or one of the
+	// issuance rules of [ProfileCheck]. The detail starts with the rule's
+	// name ("serial_number: ...").
+	ReasonMalformedCertificate Reason = "malformed_certificate"
+	// ReasonMalformedCRL: an authentic CRL, in scope and current, that breaks
+	// the CRL profile of RFC 5280 section 5 (the CRL number rules of section
+	// 5.2.3), when no other revocation data decides. The issuer's own
+	// revocation data is broken: the certificate is refused whatever the
+	// revocation policy (except none, which reads no CRL).
+	ReasonMalformedCRL Reason = "malformed_crl"
 )
 
 // Error is why a certificate chain is invalid: which certificate, and what

@@ -2,6 +2,7 @@ package certvalidation
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -414,6 +415,7 @@ func (r *run) certStatus(ctx context.Context, path []*certInfo, j int, keys []an
 		res.evidence = ev
 		return res
 	}
+	malformed := res.malformed
 	if res.reason != "" {
 		problems = append(problems, res.reason)
 	}
@@ -433,6 +435,7 @@ func (r *run) certStatus(ctx context.Context, path []*certInfo, j int, keys []an
 				res.evidence = ev
 				return res
 			}
+			malformed = cmp.Or(malformed, res.malformed)
 			if res.reason != "" {
 				problems = append(problems, res.reason)
 			}
@@ -448,7 +451,7 @@ func (r *run) certStatus(ctx context.Context, path []*certInfo, j int, keys []an
 			problems = append(problems, "no CRL or OCSP response found")
 		}
 	}
-	return revResult{status: statusUnknown, reason: joinProblems(problems), evidence: ev}
+	return revResult{status: statusUnknown, reason: joinProblems(problems), evidence: ev, malformed: malformed}
 }
 
 func joinProblems(p []string) string {
@@ -499,6 +502,13 @@ func (r *run) checkRevocation(ctx context.Context, out *pathOutcome, keys []any)
 			out.err = &Error{Cert: cert.c, Depth: j, Reason: ReasonRevoked, Detail: detail}
 			return
 		default:
+			if res.malformed != "" {
+				// The issuer's own CRL is broken: whatever the policy, its
+				// certificates are not taken on trust.
+				out.checks = append(out.checks, Check{Name: "revocation", Cert: j, Status: StatusFailed, Detail: res.malformed})
+				out.err = &Error{Cert: cert.c, Depth: j, Reason: ReasonMalformedCRL, Detail: res.malformed}
+				return
+			}
 			if r.policy == RevocationRequire {
 				out.checks = append(out.checks, Check{Name: "revocation", Cert: j, Status: StatusFailed, Detail: res.reason})
 				if unknown == nil {

@@ -1,6 +1,7 @@
 package certvalidation
 
 import (
+	"cmp"
 	"context"
 	"crypto/dsa" //nolint:staticcheck // DSA only to verify old certificates (PKITS 4.1.4-4.1.6)
 	"crypto/x509"
@@ -114,6 +115,41 @@ func (r *run) checkPathRole(ctx context.Context, path []*certInfo, purpose Purpo
 			return fail("algorithms", n, ReasonWeakAlgorithm, "%s", w)
 		}
 	}
+	// A trust anchor that issues the next certificate is used as a CA: its
+	// certificate must be one (basic constraints, key usage, no critical
+	// extension not understood, a key that verifies signatures), as RFC
+	// 5937 section 2 has it when anchor constraints are enforced and as
+	// browsers and crypto/x509 read root certificates. Its constraints
+	// (name constraints, path length, extended key usage) then apply below
+	// it: RFC 5280 section 6.1.1 (b), (c) and (k) let the anchor supply
+	// them. A certificate that is itself the anchor is trusted as is.
+	if n > 0 {
+		if anchor.malformed != "" {
+			return fail("parse", n, ReasonMalformed, "the trust anchor: %s", anchor.malformed)
+		}
+		if !anchor.isCA() {
+			return fail("trust_anchor", n, ReasonNotCA, "the trust anchor is not a CA certificate (basicConstraints cA is not set)")
+		}
+		if anchor.hasKU && anchor.c.KeyUsage&x509.KeyUsageCertSign == 0 {
+			return fail("trust_anchor", n, ReasonKeyUsage, "the trust anchor's key usage does not allow signing certificates (keyCertSign)")
+		}
+		if len(anchor.unknownCritical) > 0 {
+			return fail("trust_anchor", n, ReasonCriticalExtension, "the trust anchor has an unsupported critical extension %s", strings.Join(anchor.unknownCritical, ", "))
+		}
+		if u := unsupportedKey(anchor.c.PublicKey); u != "" {
+			return fail("trust_anchor", n, ReasonUnsupportedAlgorithm, "the trust anchor has %s", u)
+		}
+		if anchor.badConstraint != "" {
+			return fail("name_syntax", n, ReasonMalformedCertificate, "name_syntax: the trust anchor's %s", anchor.badConstraint)
+		}
+		if role == roleEndEntity {
+			if msg := checkCAEKU(anchor.c, purpose); msg != "" {
+				return fail("ext_key_usage", n, ReasonExtKeyUsage, "the trust anchor: %s", msg)
+			}
+		}
+		pass("trust_anchor", n, "a CA certificate")
+	}
+	relax := r.v.relax[anchor.fp]
 
 	keys := make([]any, len(path))
 	keys[n] = anchor.c.PublicKey
@@ -136,6 +172,14 @@ func (r *run) checkPathRole(ctx context.Context, path []*certInfo, purpose Purpo
 	graph := newPolicyGraph(1000)
 	nc := &ncState{max: s.maxNameChecks}
 	workingName := anchor.subject
+	if n > 0 {
+		if c := anchor.c; (c.MaxPathLen > 0 || c.MaxPathLenZero) && c.MaxPathLen < maxPath {
+			maxPath = c.MaxPathLen
+		}
+		if anchor.nc != nil {
+			nc.sets = append(nc.sets, anchor.nc)
+		}
+	}
 
 	for i := 1; i <= n; i++ {
 		j := n - i
@@ -169,6 +213,20 @@ func (r *run) checkPathRole(ctx context.Context, path []*certInfo, purpose Purpo
 		if !ci.issuer.equal(workingName) {
 			return fail("name_chaining", j, ReasonNoPath, "issuer name does not match the subject of the issuer certificate")
 		}
+		// The certificate profile of RFC 5280 section 4: names that are
+		// names, and the issuance rules (ProfileCheck) not relaxed for
+		// this anchor.
+		if bad := cmp.Or(ci.badName, ci.badConstraint); bad != "" {
+			return fail("name_syntax", j, ReasonMalformedCertificate, "name_syntax: %s", bad)
+		}
+		for _, v := range certViolations(path, j) {
+			if relax[v.rule] {
+				out.checks = append(out.checks, Check{Name: "profile", Cert: j, Status: StatusWarning, Detail: "relaxed for this trust anchor: " + v.String()})
+				continue
+			}
+			return fail("profile", j, ReasonMalformedCertificate, "%s", v)
+		}
+		pass("profile", j, "")
 		// (b), (c): name constraints, except on self-issued intermediates.
 		if len(nc.sets) > 0 && (last || !ci.selfIssued) {
 			reason, err := nc.check(ci)

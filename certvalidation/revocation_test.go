@@ -412,6 +412,7 @@ func TestCRLFaults(t *testing.T) {
 		}, certvalidation.ReasonRevocationUnknown, "CRL not current"},
 		{"signed by the wrong key", func(t *testing.T) []byte { return impostorCA.CRL(t) }, certvalidation.ReasonRevocationUnknown, "CRL signature does not verify"},
 		{"not a CRL", func(t *testing.T) []byte { return []byte("<html>maintenance</html>") }, certvalidation.ReasonRevocationUnknown, "malformed crl"},
+		{"no CRL number (openssl ca without a crlnumber file)", func(t *testing.T) []byte { return crlWithoutNumber(t, e.interCA) }, certvalidation.ReasonMalformedCRL, "crl_number: the CRL has no CRL number"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,6 +68,7 @@ type Validator struct {
 	anchors       map[Purpose]*certSet
 	intermediates *certSet
 	localCRLs     []*crlRecord
+	relax         map[[32]byte]relaxSet // by trust anchor fingerprint
 	log           *slog.Logger
 	now           func() time.Time
 	fetch         *fetcher
@@ -144,6 +145,26 @@ func New(cfg Config, m Material, opts ValidatorOptions) (*Validator, error) {
 	for _, c := range m.Intermediates {
 		if c != nil {
 			v.intermediates.add(newCertInfo(c))
+		}
+	}
+	for _, rel := range m.Relax {
+		for _, a := range rel.Anchors {
+			if a == nil {
+				return nil, fmt.Errorf("%w: nil trust anchor in a relaxation", ErrBadOptions)
+			}
+			if v.relax == nil {
+				v.relax = map[[32]byte]relaxSet{}
+			}
+			fp := sha256.Sum256(a.Raw)
+			if v.relax[fp] == nil {
+				v.relax[fp] = relaxSet{}
+			}
+			for _, c := range rel.Checks {
+				if _, err := ParseProfileCheck(string(c)); err != nil {
+					return nil, fmt.Errorf("%w: %v", ErrBadOptions, err)
+				}
+				v.relax[fp][c] = true
+			}
 		}
 	}
 	for i, der := range m.CRLs {

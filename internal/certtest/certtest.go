@@ -160,6 +160,9 @@ type Case struct {
 	AllowWeak     bool // needs weak algorithms allowed, which the CLI never does
 	// Want is "" for valid, otherwise the expected certvalidation.Reason.
 	Want string
+	// Rule is, for malformed_certificate, the profile rule the detail
+	// starts with: a certvalidation.ProfileCheck, or name_syntax.
+	Rule string
 	// MinCandidates is the number of paths the report must show tried.
 	MinCandidates int
 }
@@ -324,7 +327,7 @@ func Table(t testing.TB) []Case {
 	underLoop := loopA.Issue(t, LeafTemplate("under loop"), nil)
 
 	chain := []*x509.Certificate{inter.Cert}
-	return []Case{
+	cases := []Case{
 		{Name: "valid chain of three", Leaf: leaf.Cert, Chain: chain, Roots: roots, Purpose: "clientAuth"},
 		{Name: "valid, intermediate given apart", Leaf: leaf.Cert, Intermediates: chain, Roots: roots, Purpose: "clientAuth"},
 		{Name: "valid for any purpose", Leaf: leaf.Cert, Chain: chain, Roots: roots},
@@ -376,6 +379,9 @@ func Table(t testing.TB) []Case {
 		{Name: "S/MIME certificate for another address", Leaf: mailUser.Cert, Chain: chain, Roots: roots, Purpose: "emailProtection", Email: "other@example.gouv.fr", Want: "name_mismatch"},
 		{Name: "certification loop without anchor", Leaf: underLoop.Cert, Chain: []*x509.Certificate{aByB.Cert, bByA.Cert}, Roots: roots, Want: "no_path"},
 	}
+	cases = append(cases, anchorCases(t)...)
+	cases = append(cases, nameCases(t)...)
+	return append(cases, profileCases(t)...)
 }
 
 // dirNameConstraint is a critical name constraints extension permitting
