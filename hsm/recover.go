@@ -44,11 +44,11 @@ type recoverer struct {
 	mu       sync.Mutex
 	attempt  *attempt // under way, or nil
 	retrying bool     // the retry loop runs
+	pending  fault    // the most thorough fault that the retries must recover from
 	down     atomic.Pointer[outage]
 
 	probeMu  sync.Mutex
-	probedAt time.Time // guarded by probeMu
-	probeErr error     // guarded by probeMu
+	probedAt time.Time // guarded by probeMu; of the last probe that found the token
 
 	available prometheus.Gauge
 }
@@ -140,7 +140,9 @@ func (s *tokenStore) runAttempt(a *attempt, seen view) {
 		return
 	case err != nil:
 		a.err = s.markDown(err)
+		r.pending = max(r.pending, a.fault)
 	default:
+		r.pending = faultNone
 		if !s.markUp(kind) {
 			s.recovered(kind, a.key, a.cause)
 		}
@@ -193,7 +195,10 @@ func (s *tokenStore) retry() {
 			}
 			continue
 		}
-		a := &attempt{done: make(chan struct{}), fault: faultToken}
+		// At least a token recovery, which re-initialises the module if
+		// the token or a key is not found without; a module fault (a
+		// device error) calls for the re-initialisation in any case.
+		a := &attempt{done: make(chan struct{}), fault: max(faultToken, r.pending)}
 		r.attempt = a
 		r.mu.Unlock()
 		// forceReinit: whatever the generation, the module is
@@ -202,7 +207,8 @@ func (s *tokenStore) retry() {
 	}
 }
 
-// forceReinit as a view's module generation matches none.
+// forceReinit as a view's module generation tells reset to re-initialise
+// the module whatever its generation, if it must.
 const forceReinit = ^uint64(0)
 
 // reset finds the token again, after re-initialising the module if f is
@@ -223,6 +229,9 @@ func (s *tokenStore) reset(ctx context.Context, f fault, seen view) (kind fault,
 	gen, initialized, err := s.mod.generation(ctx)
 	if err != nil {
 		return f, nil, err
+	}
+	if seen.modGen == forceReinit {
+		seen.modGen = gen // re-initialise whoever did last
 	}
 	if f < faultModule && initialized {
 		st, found, missing, err := s.reconnect(ctx, epoch)
@@ -383,16 +392,17 @@ func (s *tokenStore) Ready() error {
 	r.probeMu.Lock()
 	defer r.probeMu.Unlock()
 	if time.Since(r.probedAt) < probeInterval {
-		return r.probeErr
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	err := s.probe(ctx)
-	if err == nil {
-		err = s.unavailable()
+	if err := s.probe(ctx); err != nil {
+		// Not cached: the recovery it started has marked the token
+		// unavailable, which the next call reports without a probe.
+		return err
 	}
-	r.probedAt, r.probeErr = time.Now(), err
-	return err
+	r.probedAt = time.Now()
+	return s.unavailable()
 }
 
 // unavailable returns the outage of the token or of its keys, if any.
