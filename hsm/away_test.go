@@ -227,10 +227,6 @@ func TestReadyProbesIdleToken(t *testing.T) {
 	mustDo(t, err)
 	mustDo(t, ks.Ready())
 	putBack := moveAway.away(t, softhsmtest.TokenDir(t, cfg))
-	// The first call to notice is a lookup: the key is not "not found".
-	if _, err := ks.Signer(t.Context(), "never-there"); !errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrKeyNotFound) {
-		t.Errorf("Signer, the token gone unnoticed: %v, want ErrUnavailable", err)
-	}
 	// Ready probes at most once a second.
 	waitFor(t, 3*time.Second, "Ready to fail", func() bool { return errors.Is(ks.Ready(), hsm.ErrUnavailable) })
 	if err := ks.Ready(); !strings.Contains(err.Error(), cfg.TokenLabel) {
@@ -239,6 +235,31 @@ func TestReadyProbesIdleToken(t *testing.T) {
 	putBack()
 	waitFor(t, 4*time.Second, "Ready", func() bool { return ks.Ready() == nil })
 	mustSign(t, signer)
+}
+
+// TestLookupOnVanishedToken: when the first call to meet a token gone
+// unnoticed looks up a label, the answer is ErrUnavailable, not
+// ErrKeyNotFound: the token is asked whether it is still there.
+func TestLookupOnVanishedToken(t *testing.T) {
+	cfg := softhsmtest.NewToken(t, "lookup")
+	ks := open(t, cfg, hsm.Options{})
+	_, err := ks.GenerateKey(t.Context(), "there", hsm.ECP256)
+	mustDo(t, err)
+	if _, err := ks.Signer(t.Context(), "never-there"); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Fatalf("Signer of an unknown label: %v, want ErrKeyNotFound", err)
+	}
+	putBack := moveAway.away(t, softhsmtest.TokenDir(t, cfg))
+	if _, err := ks.Signer(t.Context(), "never-there"); !errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("Signer, the token gone unnoticed: %v, want ErrUnavailable", err)
+	}
+	putBack()
+	waitFor(t, 4*time.Second, "Ready", func() bool { return ks.Ready() == nil })
+	if _, err := ks.Signer(t.Context(), "there"); err != nil {
+		t.Errorf("Signer once the token is back: %v", err)
+	}
+	if _, err := ks.Signer(t.Context(), "never-there"); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("Signer of an unknown label once the token is back: %v, want ErrKeyNotFound", err)
+	}
 }
 
 // TestKeyGoneAlone: a key handed out that is no longer on a token that is

@@ -143,7 +143,7 @@ func (s *tokenStore) runAttempt(a *attempt, seen view) {
 		r.pending = max(r.pending, a.fault)
 	default:
 		r.pending = faultNone
-		if !s.markUp(kind) {
+		if kind != faultNone && !s.markUp(kind) {
 			s.recovered(kind, a.key, a.cause)
 		}
 		s.markKeys(missing)
@@ -216,7 +216,8 @@ const forceReinit = ^uint64(0)
 // without it. It opens a new anchor session, logs in, finds the keys again
 // and publishes the new state: pool sessions and key handles of the old
 // epoch are replaced on their next use. It returns the kind of recovery
-// made and the keys still missing.
+// made (faultNone: another one did it since seen) and the keys still
+// missing.
 func (s *tokenStore) reset(ctx context.Context, f fault, seen view) (kind fault, missing []*Key, err error) {
 	if err := s.lockRepair(ctx); err != nil {
 		return f, nil, err
@@ -225,7 +226,10 @@ func (s *tokenStore) reset(ctx context.Context, f fault, seen view) (kind fault,
 	if s.closed.Load() {
 		return f, nil, errClosed
 	}
-	epoch := s.state.Load().epoch + 1
+	if s.state.Load().epoch != seen.epoch {
+		return faultNone, nil, nil // recovered meanwhile
+	}
+	epoch := seen.epoch + 1
 	gen, initialized, err := s.mod.generation(ctx)
 	if err != nil {
 		return f, nil, err

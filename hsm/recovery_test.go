@@ -120,8 +120,8 @@ func TestOneRecoveryPerCall(t *testing.T) {
 	_, faults, signer, reg := faulty(t)
 	faults.FailCall("SignInit", 1, pkcs11.CKR_SESSION_CLOSED)
 	faults.FailCall("SignInit", 2, pkcs11.CKR_SESSION_CLOSED)
-	if _, err := signer.Sign(nil, digest(crypto.SHA256, "x"), crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_CLOSED)) {
-		t.Fatalf("two faults in one call: %v, want CKR_SESSION_CLOSED", err)
+	if _, err := signer.Sign(nil, digest(crypto.SHA256, "x"), crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_CLOSED)) || !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("two faults in one call: %v, want CKR_SESSION_CLOSED and ErrUnavailable", err)
 	}
 	mustSign(t, signer)
 	if got := recoveries(reg, "session"); got != 1 {
@@ -196,9 +196,21 @@ func TestRecoveryUnderLoad(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	// One recovery: those who met its effects (stale sessions) waited for
+	// it, or found it done, instead of recovering again.
 	if got := recoveries(reg, "module"); got != 1 {
 		t.Errorf("pec_hsm_recoveries_total{kind=module} = %v, want 1", got)
 	}
+	if got := recoveries(reg, "token"); got != 0 {
+		t.Errorf("pec_hsm_recoveries_total{kind=token} = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(reinitCounter(reg)); got != 1 {
+		t.Errorf("pec_hsm_reinit_total{result=ok} = %v, want 1", got)
+	}
+}
+
+func reinitCounter(reg *prometheus.Registry) prometheus.Collector {
+	return gaugeOf{reg: reg, name: "pec_hsm_reinit_total", label: "result", value: "ok"}
 }
 
 // TestDecryptFailureIsNoFault: SoftHSM2 answers a bad ciphertext with
