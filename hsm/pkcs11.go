@@ -511,6 +511,7 @@ func openToken(ctx context.Context, cfg Config, log *slog.Logger, met *metrics, 
 		return nil, err
 	}
 	s.state.Store(st)
+	s.rec.opened()
 	s.log.InfoContext(ctx, "hsm: token opened", "module", cfg.Module, "serial", st.serial, "slot", st.slot, "sessions", size)
 	return s, nil
 }

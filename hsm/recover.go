@@ -72,8 +72,10 @@ type outage struct {
 func (r *recoverer) init(token string, met *metrics) {
 	r.life, r.cancel = context.WithCancel(context.Background())
 	r.available = met.available.WithLabelValues(token)
-	r.available.Set(1)
 }
+
+// opened marks the metric of a key store that opened: available.
+func (r *recoverer) opened() { r.available.Set(1) }
 
 // stop ends the retries and waits for the recovery under way. The caller
 // has marked the key store closed: the lock orders stop after any
@@ -141,9 +143,11 @@ func (s *tokenStore) runAttempt(a *attempt, seen view) {
 	case err != nil:
 		a.err = s.markDown(err)
 		r.pending = max(r.pending, a.fault)
+	case kind == faultNone:
+		// Another recovery came first and recorded its outcome.
 	default:
 		r.pending = faultNone
-		if kind != faultNone && !s.markUp(kind) {
+		if !s.markUp(kind) {
 			s.recovered(kind, a.key, a.cause)
 		}
 		s.markKeys(missing)

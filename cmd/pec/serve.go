@@ -176,7 +176,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		Logger:   log,
 		Registry: reg,
 		Gatherer: reg,
-		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}},
+		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}, {Name: "hsm", Check: keys.Ready}},
 	}
 	if plog != nil {
 		if gopts.Proofs, err = proofReader(cfg, plog); err != nil {
