@@ -3,6 +3,7 @@ package hsm_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -31,20 +32,23 @@ func TestConfigValidate(t *testing.T) {
 			"hsm.token_label: required with hsm.module (or hsm.token_serial)",
 			"hsm.pin_file: required with hsm.module (or hsm.pin_env); the PIN itself never goes in pec.yaml",
 		}},
-		{"both PIN sources, negative sessions", hsm.Config{Module: mod, TokenLabel: "pec", PINFile: "p", PINEnv: "E", Sessions: -1}, []string{
+		{"both PIN sources, negative sessions and wait", hsm.Config{Module: mod, TokenLabel: "pec", PINFile: "p", PINEnv: "E", Sessions: -1, Wait: -time.Second}, []string{
 			"hsm.sessions: -1 is negative (0 picks a size from the CPU count)",
+			"hsm.wait: -1s is negative (0: 10s)",
 			"hsm.pin_env: set together with hsm.pin_file: choose one",
 		}},
+		{"wait", hsm.Config{Module: mod, TokenLabel: "pec", PINFile: "p", Wait: 3 * time.Second}, nil},
 		{"long label and serial, bad env name", hsm.Config{Module: mod, TokenLabel: strings.Repeat("l", 33), TokenSerial: strings.Repeat("s", 17), PINEnv: "A=B"}, []string{
 			`hsm.token_label: "` + strings.Repeat("l", 33) + `" is not a PKCS#11 token label (UTF-8, at most 32 bytes)`,
 			`hsm.token_serial: "` + strings.Repeat("s", 17) + `" is longer than a PKCS#11 token serial (16 characters)`,
 			`hsm.pin_env: "A=B" is not an environment variable name`,
 		}},
-		{"token fields with software keys", hsm.Config{KeyDir: "k", TokenLabel: "pec", PINFile: "p", SoftHSM2Conf: "c", Sessions: 4}, []string{
+		{"token fields with software keys", hsm.Config{KeyDir: "k", TokenLabel: "pec", PINFile: "p", SoftHSM2Conf: "c", Sessions: 4, Wait: time.Second}, []string{
 			"hsm.token_label: only with hsm.module (software keys in hsm.key_dir need none)",
 			"hsm.pin_file: only with hsm.module (software keys in hsm.key_dir need none)",
 			"hsm.softhsm2_conf: only with hsm.module (software keys in hsm.key_dir need none)",
 			"hsm.sessions: only with hsm.module",
+			"hsm.wait: only with hsm.module",
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -31,8 +31,10 @@
 // section 5.6, C_Login), and the state ends with the last of them. One
 // read-only session, the anchor, stays open for the life of the KeyStore so
 // that the login does too; operations run on a pool of read-only sessions
-// opened lazily up to [Config.Sessions]. A caller waits for a free session,
-// and that wait honours its context.
+// opened lazily up to [Config.Sessions]. Every wait of a call, for a free
+// session, for a recovery under way or for a re-initialisation of the
+// module, honours its context; Sign and Decrypt, which have none, wait at
+// most [Config.Wait] ([Key.SignContext] takes one).
 //
 // The pool recovers by itself, without a restart, from the faults below,
 // listed from the least to the most thorough recovery:
@@ -46,20 +48,38 @@
 //     object handle is found again by label and CKA_ID;
 //   - token (CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_SLOT_ID_INVALID,
 //     CKR_TOKEN_NOT_RECOGNIZED): the slot is found again by token label or
-//     serial, a new anchor session logs in, and the pooled sessions and key
-//     handles of before are replaced on their next use;
+//     serial, a new anchor session logs in, every key handed out is found
+//     again, and the pooled sessions and key handles of before are replaced
+//     on their next use; if the token or a key is not found so, the module
+//     is re-initialised as below;
 //   - module (CKR_DEVICE_ERROR, CKR_GENERAL_ERROR,
-//     CKR_CRYPTOKI_NOT_INITIALIZED): the module is finalised and initialised
-//     again (C_Finalize, C_Initialize), then as for the token. Every KeyStore
-//     on that module notices at its next call and recovers the same way.
+//     CKR_CRYPTOKI_NOT_INITIALIZED, and a key handed out that is not found
+//     any more): the module is finalised and initialised again (C_Finalize,
+//     C_Initialize), then as for the token. SoftHSM2 reads its token
+//     directory in C_Initialize only: a token directory moved away and put
+//     back, or made unreadable and readable again, is seen only so. Every
+//     KeyStore on that module notices at its next call and recovers too.
 //
 // After a recovery the operation is retried. Retries are bounded: a call
 // recovers at most once from each kind, each more thorough than the last, so
-// a fault that persists fails the call and the next call tries again. Each
-// recovery is logged once, by whoever made it, and counted in
-// pec_hsm_recoveries_total{kind}. One exception: CKR_GENERAL_ERROR from
-// C_Decrypt is a bad ciphertext (SoftHSM2 answers so), not a sick module:
-// whoever can send a ciphertext must not be able to re-initialise the module.
+// a fault that persists fails the call, with an error wrapping
+// [ErrUnavailable], and the next call tries again. Each recovery is logged
+// once, by whoever made it, and counted in pec_hsm_recoveries_total{kind}.
+// One exception: CKR_GENERAL_ERROR from C_Decrypt is a bad ciphertext
+// (SoftHSM2 answers so), not a sick module: whoever can send a ciphertext
+// must not be able to re-initialise the module.
+//
+// Token and module recoveries run one at a time per KeyStore; the callers
+// that meet the fault meanwhile wait for that one, each with its context.
+// If it fails (the token is still away), the token is unavailable: every
+// call fails at once with [ErrUnavailable], [KeyStore.Ready] says so, and
+// the KeyStore alone tries again, re-initialising the module, with backoff
+// up to 2 s, until the token and every key it handed out are back. Keys
+// handed out before keep working afterwards: a [Key] finds its handle again
+// by itself. A key missing from a token that is otherwise back is
+// unavailable alone. Only the changes are logged (unavailable, available
+// again); pec_hsm_available{token} is 0 meanwhile, and
+// pec_hsm_reinit_total{result} counts the re-initialisations.
 //
 // A module is loaded and initialised once per process per path, shared with
 // reference counts by every KeyStore and by [InitToken], and finalised when
@@ -80,6 +100,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +113,16 @@ var ErrKeyNotFound = errors.New("hsm: no key with this label")
 // the label: a label names one key, and a new key never replaces an old one.
 var ErrKeyExists = errors.New("hsm: a key with this label already exists")
 
+// ErrUnavailable is returned (wrapped) while the token, or the key asked
+// for, is temporarily unavailable: pulled (SoftHSM2: its token directory
+// moved away or unreadable), failing, re-initialising, or too slow to
+// answer within [Config.Wait]. The KeyStore recovers by itself; the call
+// may succeed later unchanged. It is not ErrKeyNotFound: a key that was
+// found once and goes away with its token is unavailable, not unknown.
+// Edges answer it as a temporary failure: HTTP 503 with Retry-After,
+// RFC 3161 systemFailure, SMTP 4xx.
+var ErrUnavailable = errors.New("hsm: temporarily unavailable")
+
 // errClosed is returned by a KeyStore, and by its keys, after Close.
 var errClosed = errors.New("hsm: key store is closed")
 
@@ -99,14 +130,15 @@ var errClosed = errors.New("hsm: key store is closed")
 // KeyDir (software keys) is set, never both. The PIN is never in the file
 // itself: PINFile or PINEnv says where to read it.
 type Config struct {
-	Module       string `yaml:"module"`        // PKCS#11 module path; empty: software keys in KeyDir
-	TokenLabel   string `yaml:"token_label"`   // select the token by label ...
-	TokenSerial  string `yaml:"token_serial"`  // ... or by serial (both set: both must match)
-	PINFile      string `yaml:"pin_file"`      // user PIN from this file, trailing newline trimmed ...
-	PINEnv       string `yaml:"pin_env"`       // ... or from this environment variable
-	SoftHSM2Conf string `yaml:"softhsm2_conf"` // SoftHSM2 only: SOFTHSM2_CONF for the module's initialisation
-	Sessions     int    `yaml:"sessions"`      // session pool size; 0: 2*GOMAXPROCS, at least 8
-	KeyDir       string `yaml:"key_dir"`       // software keys: PKCS#8 PEM files KEY_DIR/LABEL.key, mode 0600
+	Module       string        `yaml:"module"`        // PKCS#11 module path; empty: software keys in KeyDir
+	TokenLabel   string        `yaml:"token_label"`   // select the token by label ...
+	TokenSerial  string        `yaml:"token_serial"`  // ... or by serial (both set: both must match)
+	PINFile      string        `yaml:"pin_file"`      // user PIN from this file, trailing newline trimmed ...
+	PINEnv       string        `yaml:"pin_env"`       // ... or from this environment variable
+	SoftHSM2Conf string        `yaml:"softhsm2_conf"` // SoftHSM2 only: SOFTHSM2_CONF for the module's initialisation
+	Sessions     int           `yaml:"sessions"`      // session pool size; 0: 2*GOMAXPROCS, at least 8
+	Wait         time.Duration `yaml:"wait"`          // longest a Sign or Decrypt waits for a session, a recovery or the module; 0: 10s
+	KeyDir       string        `yaml:"key_dir"`       // software keys: PKCS#8 PEM files KEY_DIR/LABEL.key, mode 0600
 }
 
 // PKCS#11 v2.40 section 3.2 (CK_TOKEN_INFO): fixed-size, blank-padded fields.
@@ -133,6 +165,9 @@ func (c Config) Validate() error {
 	if c.Sessions < 0 {
 		add("sessions", "%d is negative (0 picks a size from the CPU count)", c.Sessions)
 	}
+	if c.Wait < 0 {
+		add("wait", "%v is negative (0: 10s)", c.Wait)
+	}
 	if c.Module == "" {
 		// Software keys: the token fields would be silently ignored, which
 		// hides a configuration mistake (a module line commented out).
@@ -146,6 +181,9 @@ func (c Config) Validate() error {
 		}
 		if c.Sessions > 0 {
 			add("sessions", "only with hsm.module")
+		}
+		if c.Wait > 0 {
+			add("wait", "only with hsm.module")
 		}
 		return errors.Join(errs...)
 	}
@@ -235,6 +273,11 @@ type KeyStore interface {
 	// GenerateKey makes a new key pair labelled label. The error wraps
 	// ErrKeyExists if a key already has the label.
 	GenerateKey(ctx context.Context, label string, kt KeyType) (crypto.Signer, error)
+	// Ready returns nil while the keys can be used, and an error wrapping
+	// ErrUnavailable, naming the token or the keys handed out that are
+	// missing, while they cannot: a readiness check (/readyz). It may ask
+	// the token, at most once a second, and then bounds its wait.
+	Ready() error
 	// Close waits for the operations under way, then releases the sessions
 	// and the module (or nothing, for software keys). Later calls fail.
 	Close() error

@@ -12,6 +12,8 @@ type metrics struct {
 	signSeconds   *prometheus.HistogramVec // key_label
 	errors        *prometheus.CounterVec   // op: sign, decrypt
 	recoveries    *prometheus.CounterVec   // kind: session, login, key, token, module
+	reinits       *prometheus.CounterVec   // result: ok, error
+	available     *prometheus.GaugeVec     // token
 	sessionsInUse prometheus.Gauge
 }
 
@@ -32,6 +34,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "pec_hsm_recoveries_total",
 			Help: "Recoveries from PKCS#11 faults, by kind: session, login, key, token, module.",
 		}, []string{"kind"}),
+		reinits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_hsm_reinit_total",
+			Help: "Re-initialisations of the PKCS#11 module (C_Finalize, C_Initialize) by a recovery, by result: ok, error.",
+		}, []string{"result"}),
+		available: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pec_hsm_available",
+			Help: "1 while the token (as configured: label or serial) is available, 0 while calls fail with hsm.ErrUnavailable.",
+		}, []string{"token"}),
 		sessionsInUse: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pec_hsm_sessions_in_use",
 			Help: "PKCS#11 sessions running an operation now, across key stores.",
@@ -43,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.signSeconds = promreg.Register(reg, m.signSeconds)
 	m.errors = promreg.Register(reg, m.errors)
 	m.recoveries = promreg.Register(reg, m.recoveries)
+	m.reinits = promreg.Register(reg, m.reinits)
+	m.available = promreg.Register(reg, m.available)
 	m.sessionsInUse = promreg.Register(reg, m.sessionsInUse)
 	return m
 }

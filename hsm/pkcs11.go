@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/miekg/pkcs11"
@@ -52,13 +53,24 @@ var _ p11 = (*pkcs11.Ctx)(nil)
 //
 // PKCS#11 v2.40 section 5.4 leaves C_Finalize undefined while other threads
 // are inside the library, so every call holds mu for reading and only
-// C_Initialize / C_Finalize take it for writing. Readers never wait for each
+// C_Initialize / C_Finalize hold it for writing. Readers never wait for each
 // other: the lock does not serialise signatures.
+//
+// Nobody waits on mu itself, since a sync.RWMutex makes new readers wait,
+// without a context, behind a writer that waits for a reader stuck in a
+// hung module. A writer announces itself with gate, then polls TryLock until
+// the calls under way have drained, for as long as its context lets it;
+// readers that find gate set wait for it to close, with their own context
+// (rlock). A hung call thus blocks neither the others nor the recovery for
+// longer than their contexts say.
 type module struct {
 	path string
 	ctx  *pkcs11.Ctx
 
-	mu          sync.RWMutex
+	mu     sync.RWMutex
+	writer chan struct{}                 // one writer at a time, acquired with a context
+	gate   atomic.Pointer[chan struct{}] // set while a writer drains or holds mu; closed when it is done
+
 	gen         uint64 // guarded by mu; changes at each C_Initialize and C_Finalize: older handles are void
 	initialized bool   // guarded by mu
 	owner       bool   // guarded by mu; we called C_Initialize, so we may call C_Finalize
@@ -66,6 +78,61 @@ type module struct {
 
 	refs  int        // guarded by modules.mu
 	admin sync.Mutex // serialises InitToken: two could pick the same free slot
+}
+
+// rlock takes mu for reading, waiting with ctx for a writer to finish.
+func (m *module) rlock(ctx context.Context) error {
+	for {
+		if g := m.gate.Load(); g != nil {
+			select {
+			case <-*g:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("hsm: wait for the PKCS#11 module's re-initialisation: %w", context.Cause(ctx))
+			}
+		}
+		if m.mu.TryRLock() {
+			return nil
+		}
+		// A writer took mu between the two loads of gate: it is set now.
+		runtime.Gosched()
+	}
+}
+
+func (m *module) runlock() { m.mu.RUnlock() }
+
+// lock takes mu for writing once the calls under way have returned, giving
+// up when ctx ends (a call that never returns: a hung module).
+func (m *module) lock(ctx context.Context) error {
+	select {
+	case m.writer <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("hsm: wait to re-initialise the PKCS#11 module: %w", context.Cause(ctx))
+	}
+	g := make(chan struct{})
+	m.gate.Store(&g)
+	if m.mu.TryLock() {
+		return nil
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !m.mu.TryLock() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			m.gate.Store(nil)
+			close(g)
+			<-m.writer
+			return fmt.Errorf("hsm: PKCS#11 calls under way have not returned: %w", context.Cause(ctx))
+		}
+	}
+	return nil
+}
+
+func (m *module) unlock() {
+	m.mu.Unlock()
+	close(*m.gate.Swap(nil))
+	<-m.writer
 }
 
 // modules is the process-wide registry of loaded modules, by path.
@@ -77,7 +144,7 @@ var modules = struct {
 // acquireModule returns the module at path, loading and initialising it if
 // it is not in use. conf, if set, becomes SOFTHSM2_CONF before the
 // initialisation: SoftHSM2 reads it there, and only there.
-func acquireModule(path, conf string) (*module, error) {
+func acquireModule(ctx context.Context, path, conf string) (*module, error) {
 	modules.mu.Lock()
 	defer modules.mu.Unlock()
 	m := modules.m[path]
@@ -95,11 +162,13 @@ func acquireModule(path, conf string) (*module, error) {
 		// finalised: unloading and reloading a library that links OpenSSL
 		// (SoftHSM2 does) is a known source of crashes at exit, and a later
 		// Open would load it again anyway.
-		m = &module{path: path, ctx: ctx}
+		m = &module{path: path, ctx: ctx, writer: make(chan struct{}, 1)}
 		modules.m[path] = m
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.unlock()
 	if !m.initialized {
 		if conf != "" {
 			if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
@@ -136,7 +205,8 @@ func (m *module) initialize() error {
 	return nil
 }
 
-// release drops one reference; the last one finalises the module.
+// release drops one reference; the last one finalises the module. It waits
+// for the calls under way, however long.
 func (m *module) release() {
 	modules.mu.Lock()
 	defer modules.mu.Unlock()
@@ -144,8 +214,8 @@ func (m *module) release() {
 	if m.refs > 0 {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	_ = m.lock(context.Background())
+	defer m.unlock()
 	if m.initialized && m.owner {
 		_ = m.ctx.Finalize() // nothing is left to save
 	}
@@ -154,20 +224,33 @@ func (m *module) release() {
 }
 
 // reinitialize finalises and initialises the module again, unless someone
-// did since generation seen: a recovery from CKR_DEVICE_ERROR and the like.
-// It waits for the calls under way (write lock). A module whose last
-// initialisation failed is initialised whatever the generation.
-func (m *module) reinitialize(seen uint64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// did since generation seen: a recovery from CKR_DEVICE_ERROR, or from a
+// token that SoftHSM2 (which reads its token directory in C_Initialize
+// only) can see again only so. It waits, within ctx, for the calls under
+// way. A module whose last initialisation failed is initialised whatever
+// the generation. reinitialized tells whether this call did it.
+func (m *module) reinitialize(ctx context.Context, seen uint64) (reinitialized bool, err error) {
+	if err := m.lock(ctx); err != nil {
+		return false, err
+	}
+	defer m.unlock()
 	if m.gen != seen && m.initialized {
-		return nil
+		return false, nil
 	}
 	if m.initialized && m.owner {
 		_ = m.ctx.Finalize() // the module is in trouble: its answer tells nothing more
 	}
 	m.initialized = false
-	return m.initialize()
+	return true, m.initialize()
+}
+
+// generation returns gen and whether the module is initialised, within ctx.
+func (m *module) generation(ctx context.Context) (gen uint64, initialized bool, err error) {
+	if err := m.rlock(ctx); err != nil {
+		return 0, false, err
+	}
+	defer m.runlock()
+	return m.gen, m.initialized, nil
 }
 
 // tokenSelector names the token a KeyStore works with.
@@ -258,15 +341,17 @@ func InitToken(module, label, soPIN, userPIN string) (serial string, err error) 
 	if soPIN == "" || userPIN == "" {
 		return "", errors.New("hsm: init token: empty PIN")
 	}
-	m, err := acquireModule(module, "")
+	m, err := acquireModule(context.Background(), module, "")
 	if err != nil {
 		return "", err
 	}
 	defer m.release()
 	m.admin.Lock()
 	defer m.admin.Unlock()
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	if err := m.rlock(context.Background()); err != nil {
+		return "", err
+	}
+	defer m.runlock()
 	serial, err = initToken(m.ctx, label, soPIN, userPIN)
 	if err != nil {
 		return "", fmt.Errorf("hsm: init token %q: %w", label, err)
@@ -344,12 +429,16 @@ type tokenStore struct {
 	log  *slog.Logger
 	met  *metrics
 	pool *pool
+	wait time.Duration // Config.Wait: bound of a Sign or Decrypt, which has no context
 
-	// mu serialises recoveries that reset the token state and logins; it
-	// is never held by an operation. Lock order: mu, then mod.mu.
-	mu     sync.Mutex
+	// repair serialises logins and the replacement of the token state; it
+	// is never held by an operation, and acquired with a context. Lock
+	// order: repair, then mod.mu.
+	repair chan struct{}
 	state  atomic.Pointer[tokenState]
 	logins atomic.Uint64 // logins by relogin: callers that saw one fault log in once
+
+	rec recoverer // token and module recoveries, and the outage they may end in
 
 	keysMu sync.Mutex
 	keys   map[string]*Key // by label: the handles they cache survive
@@ -374,7 +463,7 @@ func openToken(ctx context.Context, cfg Config, log *slog.Logger, met *metrics, 
 	if err != nil {
 		return nil, err
 	}
-	mod, err := acquireModule(cfg.Module, cfg.SoftHSM2Conf)
+	mod, err := acquireModule(ctx, cfg.Module, cfg.SoftHSM2Conf)
 	if err != nil {
 		return nil, err
 	}
@@ -390,27 +479,46 @@ func openToken(ctx context.Context, cfg Config, log *slog.Logger, met *metrics, 
 		// measured 3 to 5% faster than 4 at 8 signing goroutines.
 		size = max(8, 2*runtime.GOMAXPROCS(0))
 	}
+	wait := cfg.Wait
+	if wait == 0 {
+		wait = defaultWait
+	}
 	s := &tokenStore{
-		mod:  mod,
-		p:    p,
-		sel:  tokenSelector{label: cfg.TokenLabel, serial: cfg.TokenSerial},
-		pin:  pin,
-		log:  log.With(tokenAttrs(cfg)...),
-		met:  met,
-		keys: make(map[string]*Key),
+		mod:    mod,
+		p:      p,
+		sel:    tokenSelector{label: cfg.TokenLabel, serial: cfg.TokenSerial},
+		pin:    pin,
+		log:    log.With(tokenAttrs(cfg)...),
+		met:    met,
+		wait:   wait,
+		repair: make(chan struct{}, 1),
+		keys:   make(map[string]*Key),
 	}
 	s.pool = newPool(size)
-	mod.mu.RLock()
+	token := cfg.TokenLabel
+	if token == "" {
+		token = cfg.TokenSerial
+	}
+	s.rec.init(token, met)
+	if err := mod.rlock(ctx); err != nil {
+		mod.release()
+		return nil, err
+	}
 	st, err := s.connect(0)
-	mod.mu.RUnlock()
+	mod.runlock()
 	if err != nil {
 		mod.release()
 		return nil, err
 	}
 	s.state.Store(st)
+	s.rec.opened()
 	s.log.InfoContext(ctx, "hsm: token opened", "module", cfg.Module, "serial", st.serial, "slot", st.slot, "sessions", size)
 	return s, nil
 }
+
+// defaultWait bounds a signature or decryption: its wait for a session, for
+// a recovery under way, and for the module. crypto.Signer has no context.
+const defaultWait = 10 * time.Second
 
 // tokenAttrs are the log attributes that name the token, as configured.
 func tokenAttrs(cfg Config) []any {
@@ -442,16 +550,29 @@ func (s *tokenStore) connect(epoch uint64) (*tokenState, error) {
 	return &tokenState{slot: slot, serial: serial, epoch: epoch, modGen: s.mod.gen, anchor: anchor}, nil
 }
 
+// lockRepair takes s.repair, waiting with ctx.
+func (s *tokenStore) lockRepair(ctx context.Context) error {
+	select {
+	case s.repair <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hsm: wait for a recovery under way: %w", context.Cause(ctx))
+	}
+}
+
+func (s *tokenStore) unlockRepair() { <-s.repair }
+
 func (s *tokenStore) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.rec.stop()               // ends the retries, and waits for the recovery under way
 	sessions := s.pool.drain() // waits for the operations under way
-	// s.mu waits for a recovery under way, and any later one sees closed:
-	// no anchor session opens after this one closes.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.mod.mu.RLock()
+	// s.repair waits for a login under way, and any later one sees
+	// closed: no anchor session opens after this one closes.
+	_ = s.lockRepair(context.Background())
+	defer s.unlockRepair()
+	_ = s.mod.rlock(context.Background())
 	st := s.state.Load()
 	for _, sess := range sessions {
 		if sess.open && sess.epoch == st.epoch && sess.modGen == s.mod.gen {
@@ -463,7 +584,8 @@ func (s *tokenStore) Close() error {
 	if st.modGen == s.mod.gen {
 		_ = s.p.CloseSession(st.anchor)
 	}
-	s.mod.mu.RUnlock()
+	s.mod.runlock()
+	s.rec.closed()
 	s.mod.release()
 	return nil
 }
@@ -499,6 +621,14 @@ func (s *tokenStore) key(ctx context.Context, label string) (*Key, error) {
 	var h *keyHandle
 	err := s.do(ctx, nil, func(sh pkcs11.SessionHandle, st *tokenState) error {
 		priv, pubObj, err := findKeyPair(s.p, sh, label, nil)
+		if errors.Is(err, ErrKeyNotFound) {
+			// A token that is going (SoftHSM2 with its token directory
+			// moved away) finds nothing: ask the token whether it is
+			// still there before saying the key does not exist.
+			if _, terr := s.p.GetTokenInfo(st.slot); classify(terr) != faultNone {
+				return fmt.Errorf("hsm: read the token's information: %w", terr)
+			}
+		}
 		if err != nil {
 			return err
 		}

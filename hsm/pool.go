@@ -87,9 +87,22 @@ func (f fault) String() string {
 // on it) since this KeyStore opened its sessions: their handles are void.
 var errStale = errors.New("hsm: PKCS#11 module was re-initialised")
 
+// keyGoneError reports that a key found on the token before is not found
+// any more: the token (SoftHSM2's token directory, say) went away, or is
+// coming back. SoftHSM2 sees a restored token only after C_Finalize and
+// C_Initialize, so this is a module fault.
+type keyGoneError struct{ label string }
+
+func (e *keyGoneError) Error() string {
+	return fmt.Sprintf("hsm: key %q, found on the token before, is not there any more", e.label)
+}
+
 func classify(err error) fault {
 	if errors.Is(err, errStale) {
 		return faultToken
+	}
+	if _, ok := errors.AsType[*keyGoneError](err); ok {
+		return faultModule
 	}
 	rv, ok := errors.AsType[pkcs11.Error](err)
 	if !ok {
@@ -121,41 +134,68 @@ type view struct{ epoch, modGen, logins uint64 }
 // recovers at most once from each kind and a fault that comes back after
 // its recovery fails the call. One pulled and re-inserted token needs that
 // cascade: the stale session fails first, then the login, lost with it.
+// A call that fails with a fault, or while the token is unavailable, fails
+// with an error that wraps ErrUnavailable. Every wait (for a session, for
+// a recovery, for the module) ends with ctx.
 //
 // k, if not nil, is the key whose handle fn uses. fn must not keep the
 // session: it goes back to the pool when fn returns.
 func (s *tokenStore) do(ctx context.Context, k *Key, fn func(pkcs11.SessionHandle, *tokenState) error) error {
 	last := faultNone
 	for {
-		seen, err := s.try(ctx, fn)
+		seen, err := s.try(ctx, k, fn)
 		if err == nil {
 			return nil
 		}
 		f := classify(err)
-		if f <= last {
+		if f == faultNone {
 			return err
 		}
-		if rerr := s.recover(f, k, seen, err); rerr != nil {
-			return fmt.Errorf("%w; recovery from it failed: %w", err, rerr)
+		if f <= last {
+			return unavailable(err)
+		}
+		if rerr := s.recover(ctx, f, k, seen, err); rerr != nil {
+			return unavailable(fmt.Errorf("%w; recovery from it failed: %w", err, rerr))
 		}
 		last = f
 	}
 }
 
-func (s *tokenStore) try(ctx context.Context, fn func(pkcs11.SessionHandle, *tokenState) error) (view, error) {
+// unavailable makes err, a fault that recovery did not repair, wrap
+// ErrUnavailable.
+func unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+func (s *tokenStore) try(ctx context.Context, k *Key, fn func(pkcs11.SessionHandle, *tokenState) error) (view, error) {
 	if s.closed.Load() {
 		return view{}, errClosed
+	}
+	// While the token is unavailable, calls fail at once: only the
+	// recoverer's retries touch the module (no stampede, no log per call).
+	if o := s.rec.down.Load(); o != nil {
+		return view{}, o.err
+	}
+	if k != nil {
+		if o := k.gone.Load(); o != nil {
+			return view{}, o.err
+		}
 	}
 	sess, err := s.pool.get(ctx)
 	if err != nil {
 		return view{}, err
 	}
+	defer s.pool.put(sess)
+	if err := s.mod.rlock(ctx); err != nil {
+		return view{}, err
+	}
 	s.met.sessionsInUse.Inc()
-	s.mod.mu.RLock()
 	seen, err := s.run(sess, fn)
-	s.mod.mu.RUnlock()
 	s.met.sessionsInUse.Dec()
-	s.pool.put(sess)
+	s.mod.runlock()
 	return seen, err
 }
 
@@ -204,19 +244,19 @@ func (s *tokenStore) run(sess *session, fn func(pkcs11.SessionHandle, *tokenStat
 }
 
 // recover repairs what fault f broke. k, if not nil, is the key in use.
-func (s *tokenStore) recover(f fault, k *Key, seen view, cause error) error {
+func (s *tokenStore) recover(ctx context.Context, f fault, k *Key, seen view, cause error) error {
 	switch f {
 	case faultSession:
-		return s.checkAnchor(k, seen, cause)
+		return s.checkAnchor(ctx, k, seen, cause)
 	case faultKey:
 		if k == nil {
 			return nil // no cached handle to blame: the retry finds again
 		}
 		k.h.Store(nil)
 	case faultLogin:
-		return s.relogin(k, seen, cause)
+		return s.relogin(ctx, k, seen, cause)
 	default:
-		return s.reset(f, k, seen, cause)
+		return s.awaitReset(ctx, f, k, seen, cause)
 	}
 	s.recovered(f, k, cause)
 	return nil
@@ -227,22 +267,24 @@ func (s *tokenStore) recover(f fault, k *Key, seen view, cause error) error {
 // session is stale and the login is gone. The anchor session tells: if it
 // is gone too the token is reset at once, rather than each pooled session
 // failing in turn; if it lives but has lost the login, log in again.
-func (s *tokenStore) checkAnchor(k *Key, seen view, cause error) error {
-	s.mod.mu.RLock()
+func (s *tokenStore) checkAnchor(ctx context.Context, k *Key, seen view, cause error) error {
+	if err := s.mod.rlock(ctx); err != nil {
+		return err
+	}
 	st := s.state.Load()
 	err := errStale
 	var info pkcs11.SessionInfo
 	if st.modGen == s.mod.gen {
 		info, err = s.p.GetSessionInfo(st.anchor)
 	}
-	s.mod.mu.RUnlock()
+	s.mod.runlock()
 	switch {
 	case st.epoch != seen.epoch:
 		return nil // reset meanwhile
 	case err != nil && classify(err) != faultNone:
-		return s.reset(max(faultToken, classify(err)), k, seen, cause)
+		return s.awaitReset(ctx, max(faultToken, classify(err)), k, seen, cause)
 	case err == nil && info.State == pkcs11.CKS_RO_PUBLIC_SESSION:
-		return s.relogin(k, seen, cause)
+		return s.relogin(ctx, k, seen, cause)
 	}
 	s.recovered(faultSession, k, cause)
 	return nil
@@ -250,65 +292,37 @@ func (s *tokenStore) checkAnchor(k *Key, seen view, cause error) error {
 
 // relogin logs in again after CKR_USER_NOT_LOGGED_IN. Of the callers that
 // saw the fault, the first logs in and the others find it done.
-func (s *tokenStore) relogin(k *Key, seen view, cause error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *tokenStore) relogin(ctx context.Context, k *Key, seen view, cause error) error {
+	if err := s.lockRepair(ctx); err != nil {
+		return err
+	}
 	if s.logins.Load() != seen.logins || s.state.Load().epoch != seen.epoch {
+		s.unlockRepair()
 		return nil
 	}
-	s.mod.mu.RLock()
+	if err := s.mod.rlock(ctx); err != nil {
+		s.unlockRepair()
+		return err
+	}
 	st := s.state.Load()
 	err := errStale
 	if st.modGen == s.mod.gen {
 		_, err = login(s.p, st.anchor, s.pin)
 	}
-	s.mod.mu.RUnlock()
-	switch {
-	case err == nil:
+	s.mod.runlock()
+	if err == nil {
 		s.logins.Add(1)
+		s.unlockRepair()
 		s.recovered(faultLogin, k, cause)
 		return nil
-	case classify(err) != faultNone:
+	}
+	s.unlockRepair()
+	if classify(err) != faultNone {
 		// The anchor session, or more, is gone with the login: start
 		// again from the token (or the module).
-		return s.resetLocked(max(faultToken, classify(err)), k, seen, cause)
+		return s.awaitReset(ctx, max(faultToken, classify(err)), k, seen, cause)
 	}
 	return loginError(s.sel, err)
-}
-
-// reset finds the token again, after re-initialising the module if f is
-// faultModule, opens a new anchor session and logs in. Pool sessions and key
-// handles of the old epoch are replaced on their next use. Of the callers
-// that saw the same fault, the first resets and the others find it done.
-func (s *tokenStore) reset(f fault, k *Key, seen view, cause error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.resetLocked(f, k, seen, cause)
-}
-
-func (s *tokenStore) resetLocked(f fault, k *Key, seen view, cause error) error {
-	if s.closed.Load() {
-		return errClosed
-	}
-	old := s.state.Load()
-	if old.epoch != seen.epoch {
-		return nil
-	}
-	if f == faultModule || !s.mod.isInitialized() {
-		if err := s.mod.reinitialize(seen.modGen); err != nil {
-			return err
-		}
-		f = faultModule
-	}
-	s.mod.mu.RLock()
-	st, err := s.connect(old.epoch + 1)
-	s.mod.mu.RUnlock()
-	if err != nil {
-		return err
-	}
-	s.state.Store(st)
-	s.recovered(f, k, cause)
-	return nil
 }
 
 // recovered counts and logs one recovery: once per fault, by whoever
@@ -320,10 +334,4 @@ func (s *tokenStore) recovered(f fault, k *Key, cause error) {
 		label = k.label
 	}
 	s.log.Warn("hsm: recovered from a PKCS#11 fault", "recovery", f.String(), "key_label", label, "err", cause)
-}
-
-func (m *module) isInitialized() bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.initialized
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,8 +120,8 @@ func TestOneRecoveryPerCall(t *testing.T) {
 	_, faults, signer, reg := faulty(t)
 	faults.FailCall("SignInit", 1, pkcs11.CKR_SESSION_CLOSED)
 	faults.FailCall("SignInit", 2, pkcs11.CKR_SESSION_CLOSED)
-	if _, err := signer.Sign(nil, digest(crypto.SHA256, "x"), crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_CLOSED)) {
-		t.Fatalf("two faults in one call: %v, want CKR_SESSION_CLOSED", err)
+	if _, err := signer.Sign(nil, digest(crypto.SHA256, "x"), crypto.SHA256); !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_CLOSED)) || !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("two faults in one call: %v, want CKR_SESSION_CLOSED and ErrUnavailable", err)
 	}
 	mustSign(t, signer)
 	if got := recoveries(reg, "session"); got != 1 {
@@ -129,25 +130,34 @@ func TestOneRecoveryPerCall(t *testing.T) {
 }
 
 // TestTokenRemovedAndReinserted: while the token is away, signatures fail
-// (after one recovery attempt each); once it is back, the next one succeeds
-// on the same KeyStore.
+// with ErrUnavailable and Ready says so; once it is back, the retries find
+// it and the next signature succeeds on the same KeyStore and Signer.
+//
+// Not parallel: the retries re-initialise the module every test shares.
 func TestTokenRemovedAndReinserted(t *testing.T) {
-	t.Parallel()
 	ks, faults, signer, reg := faulty(t)
 	faults.SetTokenAbsent(true)
 	_, err := signer.Sign(nil, digest(crypto.SHA256, "away"), crypto.SHA256)
-	if err == nil || !strings.Contains(err.Error(), "CKR_TOKEN_NOT_PRESENT") || !strings.Contains(err.Error(), "no token") {
+	if !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), "CKR_TOKEN_NOT_PRESENT") || !strings.Contains(err.Error(), "no token") {
 		t.Fatalf("Sign with the token away: %v", err)
 	}
-	if _, err := ks.Signer(t.Context(), "other"); err == nil {
-		t.Fatal("Signer with the token away: no error")
+	if _, err := ks.Signer(t.Context(), "other"); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("Signer with the token away: %v, want ErrUnavailable", err)
+	}
+	if err := ks.Ready(); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("Ready with the token away: %v, want ErrUnavailable", err)
 	}
 	faults.SetTokenAbsent(false)
+	waitFor(t, 4*time.Second, "signature", func() bool {
+		_, err := signer.Sign(nil, digest(crypto.SHA256, "back"), crypto.SHA256)
+		return err == nil
+	})
 	mustSign(t, signer)
-	// The cascade of one call: the stale session, then the login lost
-	// with the token, which needs the token found again.
-	if got := recoveries(reg, "token"); got != 1 {
-		t.Errorf("pec_hsm_recoveries_total{kind=token} = %v, want 1", got)
+	mustDo(t, ks.Ready())
+	// One recovery: by the retry that found the token again (cheaply, or
+	// after a re-initialisation of the module).
+	if got := recoveries(reg, "token") + recoveries(reg, "module"); got != 1 {
+		t.Errorf("pec_hsm_recoveries_total{kind=token|module} = %v, want 1", got)
 	}
 	again, err := ks.Signer(t.Context(), "recover")
 	if err != nil {
@@ -186,9 +196,21 @@ func TestRecoveryUnderLoad(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	// One recovery: those who met its effects (stale sessions) waited for
+	// it, or found it done, instead of recovering again.
 	if got := recoveries(reg, "module"); got != 1 {
 		t.Errorf("pec_hsm_recoveries_total{kind=module} = %v, want 1", got)
 	}
+	if got := recoveries(reg, "token"); got != 0 {
+		t.Errorf("pec_hsm_recoveries_total{kind=token} = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(reinitCounter(reg)); got != 1 {
+		t.Errorf("pec_hsm_reinit_total{result=ok} = %v, want 1", got)
+	}
+}
+
+func reinitCounter(reg *prometheus.Registry) prometheus.Collector {
+	return gaugeOf{reg: reg, name: "pec_hsm_reinit_total", label: "result", value: "ok"}
 }
 
 // TestDecryptFailureIsNoFault: SoftHSM2 answers a bad ciphertext with

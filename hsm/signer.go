@@ -27,6 +27,7 @@ type Key struct {
 	id      []byte // CKA_ID: tells this key from a later one with the same label
 	pub     crypto.PublicKey
 	h       atomic.Pointer[keyHandle]
+	gone    atomic.Pointer[outage] // not on the token since a recovery
 	observe prometheus.Observer
 }
 
@@ -63,9 +64,20 @@ var (
 // if opts is an *rsa.PSSOptions, RSA PKCS#1 v1.5 for other RSA options, ECDSA
 // (ASN.1 DER, as crypto/ecdsa) for EC keys. rand is ignored: the token draws
 // its own randomness.
+//
+// crypto.Signer has no context: Sign waits at most [Config.Wait] for a
+// session, a recovery under way or the module; the error then wraps
+// ErrUnavailable. SignContext lets the caller's context bound it too.
 func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.SignContext(context.Background(), digest, opts)
+}
+
+// SignContext is Sign, which also stops waiting when ctx ends.
+func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	ctx, cancel := k.bound(ctx)
+	defer cancel()
 	start := time.Now()
-	sig, err := k.sign(digest, opts)
+	sig, err := k.sign(ctx, digest, opts)
 	if err != nil {
 		k.s.met.errors.WithLabelValues("sign").Inc()
 		return nil, fmt.Errorf("hsm: sign with key %q: %w", k.label, err)
@@ -74,7 +86,12 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 	return sig, nil
 }
 
-func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+// bound limits ctx to the key store's Config.Wait.
+func (k *Key) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, k.s.wait, fmt.Errorf("%w: no answer within hsm.wait (%v)", ErrUnavailable, k.s.wait))
+}
+
+func (k *Key) sign(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	h, err := checkDigest(digest, opts)
 	if err != nil {
 		return nil, err
@@ -86,7 +103,7 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		if n := (pub.Curve.Params().N.BitLen() + 7) / 8; len(digest) > n {
 			digest = digest[:n]
 		}
-		raw, err := k.op(mechECDSA, digest, false)
+		raw, err := k.op(ctx, mechECDSA, digest, false)
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +114,7 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			return k.op(mech, digest, false)
+			return k.op(ctx, mech, digest, false)
 		}
 		prefix, ok := digestInfoPrefix[h]
 		if !ok {
@@ -108,14 +125,14 @@ func (k *Key) sign(digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 		msg := make([]byte, len(prefix)+len(digest))
 		copy(msg, prefix)
 		copy(msg[len(prefix):], digest)
-		return k.op(mechRSAPKCS, msg, false)
+		return k.op(ctx, mechRSAPKCS, msg, false)
 	}
 	return nil, fmt.Errorf("unsupported public key %T", k.pub)
 }
 
 // op runs one single-part sign or decrypt operation on the token.
-func (k *Key) op(mech []*pkcs11.Mechanism, in []byte, decrypt bool) (out []byte, err error) {
-	err = k.s.do(context.Background(), k, func(sh pkcs11.SessionHandle, st *tokenState) error {
+func (k *Key) op(ctx context.Context, mech []*pkcs11.Mechanism, in []byte, decrypt bool) (out []byte, err error) {
+	err = k.s.do(ctx, k, func(sh pkcs11.SessionHandle, st *tokenState) error {
 		obj, err := k.object(sh, st)
 		if err != nil {
 			return err
@@ -152,6 +169,10 @@ func (k *Key) object(sh pkcs11.SessionHandle, st *tokenState) (pkcs11.ObjectHand
 		return h.obj, nil
 	}
 	obj, err := findPrivateKey(k.s.p, sh, k.label, k.id)
+	if errors.Is(err, ErrKeyNotFound) {
+		// It was there: the token went away, or came back unseen.
+		return 0, &keyGoneError{label: k.label}
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -166,7 +187,9 @@ func (k *Key) object(sh pkcs11.SessionHandle, st *tokenState) (pkcs11.ObjectHand
 // the note of RFC 8017 section 7.2.2). random only draws that random key
 // (nil: crypto/rand).
 func (k *Key) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
-	pt, err := k.decrypt(random, ciphertext, opts)
+	ctx, cancel := k.bound(context.Background())
+	defer cancel()
+	pt, err := k.decrypt(ctx, random, ciphertext, opts)
 	if err != nil {
 		k.s.met.errors.WithLabelValues("decrypt").Inc()
 		if errors.Is(err, rsa.ErrDecryption) {
@@ -177,17 +200,17 @@ func (k *Key) Decrypt(random io.Reader, ciphertext []byte, opts crypto.Decrypter
 	return pt, nil
 }
 
-func (k *Key) decrypt(random io.Reader, ct []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+func (k *Key) decrypt(ctx context.Context, random io.Reader, ct []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	pub, ok := k.pub.(*rsa.PublicKey)
 	if !ok {
 		return nil, errNotRSAKey
 	}
 	switch o := opts.(type) {
 	case nil:
-		return decryptResult(k.op(mechRSAPKCS, ct, true))
+		return decryptResult(k.op(ctx, mechRSAPKCS, ct, true))
 	case *rsa.PKCS1v15DecryptOptions:
 		if o.SessionKeyLen <= 0 {
-			return decryptResult(k.op(mechRSAPKCS, ct, true))
+			return decryptResult(k.op(ctx, mechRSAPKCS, ct, true))
 		}
 		if random == nil {
 			random = rand.Reader
@@ -196,7 +219,7 @@ func (k *Key) decrypt(random io.Reader, ct []byte, opts crypto.DecrypterOpts) ([
 		if _, err := io.ReadFull(random, key); err != nil {
 			return nil, err
 		}
-		pt, err := decryptResult(k.op(mechRSAPKCS, ct, true))
+		pt, err := decryptResult(k.op(ctx, mechRSAPKCS, ct, true))
 		switch {
 		case errors.Is(err, rsa.ErrDecryption):
 			return key, nil
@@ -208,7 +231,7 @@ func (k *Key) decrypt(random io.Reader, ct []byte, opts crypto.DecrypterOpts) ([
 		}
 		return pt, nil
 	case *rsa.OAEPOptions:
-		return k.decryptOAEP(pub, ct, o)
+		return k.decryptOAEP(ctx, pub, ct, o)
 	}
 	return nil, fmt.Errorf("unsupported decrypter options %T", opts)
 }
@@ -221,7 +244,7 @@ type oaepParams struct {
 	label     bool
 }
 
-func (k *Key) decryptOAEP(pub *rsa.PublicKey, ct []byte, o *rsa.OAEPOptions) ([]byte, error) {
+func (k *Key) decryptOAEP(ctx context.Context, pub *rsa.PublicKey, ct []byte, o *rsa.OAEPOptions) ([]byte, error) {
 	h, mgf := o.Hash, o.MGFHash
 	if mgf == 0 {
 		mgf = h
@@ -232,18 +255,18 @@ func (k *Key) decryptOAEP(pub *rsa.PublicKey, ct []byte, o *rsa.OAEPOptions) ([]
 		return nil, fmt.Errorf("RSA-OAEP with %v and MGF1 %v is not supported", h, mgf)
 	}
 	params := oaepParams{h, mgf, len(o.Label) > 0}
-	native, err := k.oaepNative(pub, params, hm.hash, mm.mgf)
+	native, err := k.oaepNative(ctx, pub, params, hm.hash, mm.mgf)
 	if err != nil {
 		return nil, err
 	}
 	if native {
-		pt, err := k.op(oaepMechanism(hm.hash, mm.mgf, o.Label), ct, true)
+		pt, err := k.op(ctx, oaepMechanism(hm.hash, mm.mgf, o.Label), ct, true)
 		if !refusedParams(err) {
 			return decryptResult(pt, err)
 		}
 		k.s.oaep.Store(params, false)
 	}
-	em, err := decryptResult(k.op(mechRSAX509, ct, true))
+	em, err := decryptResult(k.op(ctx, mechRSAX509, ct, true))
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +287,7 @@ func oaepMechanism(hash, mgf uint, label []byte) []*pkcs11.Mechanism {
 // another label (RFC 8017 section 7.1.2 step 3g requires the check). The
 // probe, once per KeyStore and parameters, decrypts a ciphertext made with
 // no label under a label: a module that succeeds ignores labels.
-func (k *Key) oaepNative(pub *rsa.PublicKey, params oaepParams, hash, mgf uint) (bool, error) {
+func (k *Key) oaepNative(ctx context.Context, pub *rsa.PublicKey, params oaepParams, hash, mgf uint) (bool, error) {
 	if v, ok := k.s.oaep.Load(params); ok {
 		return v.(bool), nil
 	}
@@ -275,7 +298,7 @@ func (k *Key) oaepNative(pub *rsa.PublicKey, params oaepParams, hash, mgf uint) 
 		if err != nil {
 			return false, err
 		}
-		_, err = decryptResult(k.op(oaepMechanism(hash, mgf, []byte("another label")), probe, true))
+		_, err = decryptResult(k.op(ctx, oaepMechanism(hash, mgf, []byte("another label")), probe, true))
 		switch {
 		case err == nil || refusedParams(err):
 			native = false

@@ -226,6 +226,14 @@ func writeKeyFile(path string, data []byte) (err error) {
 	return nil
 }
 
+// Ready: keys in files need nothing that can go away once they are read.
+func (s *softStore) Ready() error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	return nil
+}
+
 func (s *softStore) Close() error {
 	s.closed.Store(true)
 	return nil

@@ -174,7 +174,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		Logger:   log,
 		Registry: reg,
 		Gatherer: reg,
-		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}},
+		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}, {Name: "hsm", Check: keys.Ready}},
 	}
 	if plog != nil {
 		served = authority.WithEvidence(plog)

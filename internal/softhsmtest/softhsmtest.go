@@ -21,6 +21,7 @@
 package softhsmtest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -44,6 +45,7 @@ var (
 	mu      sync.Mutex
 	confDir string // set by Setup
 	conf    string
+	tokens  string       // the token directory of conf
 	serial  atomic.Int64 // makes token labels unique in a test binary (-count=N reruns tests)
 )
 
@@ -63,13 +65,13 @@ func Setup() (cleanup func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("softhsmtest: %w", err)
 	}
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.Mkdir(tokens, 0o700); err != nil {
+	tokensDir := filepath.Join(dir, "tokens")
+	if err := os.Mkdir(tokensDir, 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("softhsmtest: %w", err)
 	}
 	confPath := filepath.Join(dir, "softhsm2.conf")
-	text := "directories.tokendir = " + tokens + "\n" +
+	text := "directories.tokendir = " + tokensDir + "\n" +
 		"objectstore.backend = file\n" +
 		"log.level = ERROR\n"
 	if err := os.WriteFile(confPath, []byte(text), 0o600); err != nil {
@@ -81,7 +83,7 @@ func Setup() (cleanup func(), err error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("softhsmtest: %w", err)
 	}
-	confDir, conf = dir, confPath
+	confDir, conf, tokens = dir, confPath, tokensDir
 	return func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -91,7 +93,7 @@ func Setup() (cleanup func(), err error) {
 			os.Unsetenv("SOFTHSM2_CONF")
 		}
 		os.RemoveAll(dir)
-		confDir, conf = "", ""
+		confDir, conf, tokens = "", "", ""
 	}, nil
 }
 
@@ -142,6 +144,36 @@ func NewToken(t testing.TB, label string) hsm.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// TokenDir returns the directory in which SoftHSM2 keeps the token of cfg
+// (DIR/tokens/UUID, holding token.object and one file per object), so that
+// a test can take the token away, as a pulled token, by moving the
+// directory or making it unreadable. The directory is the one whose
+// token.object holds cfg.TokenSerial, which CreateToken always sets.
+func TokenDir(t testing.TB, cfg hsm.Config) string {
+	t.Helper()
+	mu.Lock()
+	dir := tokens
+	mu.Unlock()
+	if dir == "" || cfg.TokenSerial == "" {
+		t.Fatal("softhsmtest: TokenDir needs Setup and a token made by CreateToken")
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name(), "token.object"))
+		if err == nil && bytes.Contains(data, []byte(cfg.TokenSerial)) {
+			found = append(found, filepath.Join(dir, e.Name()))
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("softhsmtest: %d token directories hold serial %s", len(found), cfg.TokenSerial)
+	}
+	return found[0]
 }
 
 // PIN reads the user PIN of cfg back, for tools that need it on their
