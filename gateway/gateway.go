@@ -76,7 +76,7 @@ func (o Options) logger() *slog.Logger {
 func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(opts.Registry, "tsa")
-	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: opts.logger()}))
+	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: opts.logger(), failures: newFailureLog(opts.logger())}))
 	registerTlog(mux, m, opts) // the published log, with opts.Proofs: no client certificate
 	registerOps(mux, opts.Ready, opts.Gatherer)
 	return mux
@@ -94,7 +94,7 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)
 	})
-	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log}))
+	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log, failures: newFailureLog(log)}))
 	registerSigning(v1, m, opts)
 	registerProofs(v1, m, opts)
 	if opts.Validator != nil {

@@ -13,7 +13,9 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,7 +27,9 @@ import (
 	"github.com/digitorus/timestamp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"pec/evidence"
 	"pec/gateway"
+	"pec/hsm"
 	"pec/internal/devpki"
 	"pec/tsa"
 )
@@ -341,4 +345,39 @@ type failingResponder struct{}
 
 func (failingResponder) RespondWith(context.Context, []byte, tsa.RespondOptions) ([]byte, string, error) {
 	return nil, "", errors.New("hsm: pkcs11: CKR_DEVICE_ERROR")
+}
+
+type errResponder struct{ err error }
+
+func (e errResponder) RespondWith(context.Context, []byte, tsa.RespondOptions) ([]byte, string, error) {
+	return nil, "", e.err
+}
+
+// TestTSATemporaryFailure: an HSM whose token is away or an evidence log
+// that cannot write answers 503 with Retry-After and systemFailure, and an
+// outage under load logs a line or two, not one a request.
+func TestTSATemporaryFailure(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{
+		fmt.Errorf("tsa: sign token: %w", hsm.ErrUnavailable),
+		fmt.Errorf("tsa: record token 1: %w", evidence.ErrUnavailable),
+	} {
+		var logs bytes.Buffer
+		h := gateway.NewTSAHandler(errResponder{err}, 1024, gateway.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		for range 100 {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("POST", "/tsa", bytes.NewReader(request(t, "x")))
+			req.Header.Set("Content-Type", "application/timestamp-query")
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+				t.Fatalf("%v: HTTP %d, Retry-After %q; want 503 with Retry-After", err, rec.Code, rec.Header().Get("Retry-After"))
+			}
+			if st, fi := status(t, rec.Body.Bytes()); st != 2 || fi.At(25) != 1 {
+				t.Fatalf("%v: PKIStatus %d failInfo %x, want rejection/systemFailure", err, st, fi.Bytes)
+			}
+		}
+		if n := bytes.Count(logs.Bytes(), []byte("\n")); n < 1 || n > 2 {
+			t.Errorf("%v: %d log lines for 100 failed requests, want 1 or 2:\n%s", err, n, logs.Bytes())
+		}
+	}
 }

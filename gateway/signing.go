@@ -80,11 +80,12 @@ type signingHandlers struct {
 	svc      *signing.Service
 	verifier *signing.Verifier
 	log      *slog.Logger
+	failures *failureLog
 }
 
 // registerSigning adds the signature routes that opts provides for.
 func registerSigning(v1 *http.ServeMux, m *metrics, opts Options) {
-	h := &signingHandlers{svc: opts.Signing, verifier: opts.Verifier, log: opts.logger()}
+	h := &signingHandlers{svc: opts.Signing, verifier: opts.Verifier, log: opts.logger(), failures: newFailureLog(opts.logger())}
 	if h.svc != nil {
 		v1.Handle("POST /v1/signatures", m.instrument("/v1/signatures", http.HandlerFunc(h.sign)))
 		v1.Handle("POST /v1/signatures/batch", m.instrument("/v1/signatures/batch", http.HandlerFunc(h.batch)))
@@ -227,11 +228,15 @@ func (h *signingHandlers) fail(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		h.log.InfoContext(r.Context(), "signing: client went away", "err", err)
 	case errors.Is(err, signing.ErrTimestamp):
-		h.log.ErrorContext(r.Context(), "signing: signature timestamp", "err", err)
+		h.failures.error(r.Context(), "signing: signature timestamp", err)
 		w.Header().Set("Retry-After", "5")
 		writeProblem(w, http.StatusServiceUnavailable, "the signature timestamp could not be obtained: nothing was signed; try again later")
+	case temporary(err):
+		h.failures.error(r.Context(), "signing", err)
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "the key or the evidence log is temporarily unavailable: nothing was signed; try again later")
 	default:
-		h.log.ErrorContext(r.Context(), "signing", "err", err)
+		h.failures.error(r.Context(), "signing", err)
 		writeProblem(w, http.StatusInternalServerError, "internal failure: nothing was signed")
 	}
 }

@@ -27,6 +27,7 @@ type tsaEndpoint struct {
 	authority TSAResponder
 	maxBody   int64
 	log       *slog.Logger
+	failures  *failureLog
 }
 
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -77,11 +78,11 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// the client gets systemFailure and no internal detail. A
 		// temporary one says when to come back.
 		status := http.StatusInternalServerError
-		if errors.Is(err, evidence.ErrUnavailable) {
+		if temporary(err) {
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		}
-		e.log.ErrorContext(r.Context(), "tsa: respond", "err", err)
+		e.failures.error(r.Context(), "tsa: respond", err)
 		e.writeReply(w, status, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
 		return
 	}

@@ -227,6 +227,9 @@ func (l *Log) Latest() *Head {
 // Store is the log's store, for proofs and reads.
 func (l *Log) Store() Store { return l.store }
 
+// Verifier checks the signatures of the log's checkpoints.
+func (l *Log) Verifier() *NoteVerifier { return l.signer.Verifier() }
+
 // SealInterval is the longest wait for a seal.
 func (l *Log) SealInterval() time.Duration { return l.interval }
 
@@ -510,17 +513,22 @@ func (l *Log) step(final bool) {
 			l.sealFailure(err)
 			return
 		}
-		if l.sealFailed {
-			l.sealFailed = false
-			l.setErr(nil)
-			l.log.Info("proof: sealing again")
-		}
+		l.sealWorks()
 		if n < maxSealRecords {
 			return
 		}
 		if final {
 			continue
 		}
+	}
+}
+
+// sealWorks clears a sealing failure, and says so once.
+func (l *Log) sealWorks() {
+	if l.sealFailed {
+		l.sealFailed = false
+		l.setErr(nil)
+		l.log.Info("proof: sealing again")
 	}
 }
 
@@ -556,15 +564,12 @@ func (l *Log) follow(ctx context.Context) {
 		return
 	}
 	l.treeHead, l.rng = nil, nil // reloaded if this log leads later
+	l.sealWorks()
 	if err := l.publish(head); err != nil {
 		l.sealFailure(err)
 		return
 	}
 	l.noteSealed(0)
-	if l.sealFailed {
-		l.sealFailed = false
-		l.setErr(nil)
-	}
 }
 
 // checkExtends checks that head's tree extends the published one.
@@ -671,17 +676,20 @@ func (l *Log) commitRetry(ctx context.Context) (int, error) {
 	head := s.batch.Head
 	l.rng, l.treeHead = s.rng, &head
 	l.lastSeal = time.Now()
-	if err := l.publish(&head); err != nil {
-		l.unsent = &unpublished{head: &head}
-		return 0, err
-	}
-	l.noteSealed(len(s.batch.Records))
+	// What the publication reports (metrics, readiness) is true before
+	// anyone learns of it.
 	l.metrics.sealRecords.Observe(float64(len(s.batch.Records)))
 	if !s.since.IsZero() {
 		delay := time.Since(s.since)
 		l.metrics.sealDelay.Observe(delay.Seconds())
 		l.metrics.maxDelay(delay)
 	}
+	l.sealWorks()
+	if err := l.publish(&head); err != nil {
+		l.unsent = &unpublished{head: &head}
+		return 0, err
+	}
+	l.noteSealed(len(s.batch.Records))
 	return len(s.batch.Records), nil
 }
 

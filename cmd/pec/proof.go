@@ -39,10 +39,10 @@ func newProofCommand() *cobra.Command {
 		Short: "Evidence log: list, export, verify and show proof bundles, audit a store",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: exitUsage, err: usageMistake{errors.New("proof needs a command: verify, show, list, export, audit or monitor")}}
+			return &exitError{code: exitUsage, err: usageMistake{errors.New("proof needs a command: verify, show, list, export, audit, monitor or accept-store")}}
 		},
 	}
-	cmd.AddCommand(newProofVerifyCommand(), newProofShowCommand(), newProofListCommand(), newProofExportCommand(), newProofAuditCommand(), newProofMonitorCommand())
+	cmd.AddCommand(newProofVerifyCommand(), newProofShowCommand(), newProofListCommand(), newProofExportCommand(), newProofAuditCommand(), newProofMonitorCommand(), newProofAcceptStoreCommand())
 	return cmd
 }
 

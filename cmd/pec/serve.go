@@ -167,7 +167,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	// recording each in the log (served): no cycle, nothing bound late.
 	plog, err := openProof(ctx, cfg, keys, authority, log, reg, &n)
 	if err != nil {
-		return err
+		// A rolled-back, forked or damaged store is refused: exit 1,
+		// the sizes and roots named.
+		return failure(err)
 	}
 	served := authority
 	gopts := gateway.Options{
