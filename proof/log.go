@@ -44,7 +44,19 @@ const MaxUnsealed = 1 << 20
 
 // maxSealRecords bounds the records of one checkpoint: more wait for the
 // next, sealed at once.
-const maxSealRecords = 1 << 16
+const maxSealRecords = 1 << 14
+
+// sealBacklog is how many records may wait for a seal before the writer
+// waits for the sequencer: under a load that outruns sealing (the
+// sequencer writes a record's leaf, id and nodes; the writer only appends
+// it), appends slow down to what is sealed, so that the seal delay stays
+// bounded (about seal_interval plus the time to seal this many records)
+// rather than growing with the backlog. Past sealStall, the append fails
+// with ErrUnavailable: sealing is stuck, not slow.
+const (
+	sealBacklog = 2 * maxSealRecords
+	sealStall   = 10 * time.Second
+)
 
 // Timestamper obtains RFC 3161 time-stamp tokens for the log's
 // checkpoints.
@@ -384,6 +396,12 @@ func (l *Log) collect(batch []*pending) []*pending {
 
 func (l *Log) writeBatch(batch []*pending) {
 	ctx := context.Background()
+	if err := l.waitBacklog(); err != nil {
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
 	start := time.Now()
 	// Caller-chosen ids must be new: in this write and in the store.
 	keep := batch[:0]
@@ -450,6 +468,34 @@ func (l *Log) writeBatch(batch []*pending) {
 	}
 }
 
+// waitBacklog waits while sealBacklog records wait for a seal, for
+// sealStall at most.
+func (l *Log) waitBacklog() error {
+	if l.leader != nil || l.unsealed.Load() < sealBacklog {
+		return nil // a shared store: other nodes' records are not counted
+	}
+	l.metrics.backlogWaits.Inc()
+	deadline := time.NewTimer(sealStall)
+	defer deadline.Stop()
+	for l.unsealed.Load() >= sealBacklog {
+		select {
+		case l.appended <- struct{}{}: // the sequencer seals at once
+		default:
+		}
+		l.mu.RLock()
+		ch := l.sealedCh
+		l.mu.RUnlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return fmt.Errorf("%w: %d records have waited for a seal for %s", ErrUnavailable, l.unsealed.Load(), sealStall)
+		case <-l.done:
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
 func (l *Log) checkNew(ctx context.Context, p *pending, seen map[string]bool) error {
 	for _, r := range p.recs {
 		if seen[r.ID] {
@@ -482,7 +528,7 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 			l.step(true)
 			return
 		case <-l.appended:
-			if time.Since(l.lastSeal) < l.interval {
+			if time.Since(l.lastSeal) < l.interval && l.unsealed.Load() < sealBacklog/2 {
 				continue // the tick seals it, within the interval
 			}
 		case <-tick.C:
@@ -835,6 +881,7 @@ type logMetrics struct {
 	sealDelay    prometheus.Observer
 	sealDelayMax prometheus.Gauge
 	sealFailures prometheus.Counter
+	backlogWaits prometheus.Counter
 	unsealed     prometheus.Gauge
 	size         prometheus.Gauge
 	resyncs      prometheus.Counter
@@ -867,6 +914,7 @@ func newLogMetrics(reg prometheus.Registerer) *logMetrics {
 		sealDelay:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_delay_seconds", Help: "Time from the oldest record of a checkpoint to its publication.", Buckets: secs}),
 		sealDelayMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_seal_delay_max_seconds", Help: "The longest seal delay since start."}),
 		sealFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_seal_failures_total", Help: "Seal attempts that failed (records stay durable and unsealed)."}),
+		backlogWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_backlog_waits_total", Help: "Writes that waited for the sequencer to seal the backlog."}),
 		unsealed:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_unsealed_records", Help: "Records durable and waiting for a checkpoint."}),
 		size:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_tree_size", Help: "Size of the newest published checkpoint."}),
 		resyncs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_resyncs_total", Help: "Times the sequencer reloaded the tree that another node extended."}),
@@ -884,6 +932,7 @@ func newLogMetrics(reg prometheus.Registerer) *logMetrics {
 		m.sealDelay = promreg.Register(reg, m.sealDelay.(prometheus.Histogram))
 		m.sealDelayMax = promreg.Register(reg, m.sealDelayMax)
 		m.sealFailures = promreg.Register(reg, m.sealFailures)
+		m.backlogWaits = promreg.Register(reg, m.backlogWaits)
 		m.unsealed = promreg.Register(reg, m.unsealed)
 		m.size = promreg.Register(reg, m.size)
 		m.resyncs = promreg.Register(reg, m.resyncs)
