@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"pec/certvalidation"
 	"pec/signing"
 )
 
@@ -74,6 +75,10 @@ type VerificationRequest struct {
 	Data            []byte `json:"data,omitempty"`
 	Digest          string `json:"digest,omitempty"`
 	DigestAlgorithm string `json:"digest_algorithm,omitempty"`
+	// Certificates the signature does not carry (its signer's, its
+	// intermediates), each DER or PEM (base64 in JSON), as pec verify
+	// --certs gives them.
+	Certificates [][]byte `json:"certificates,omitempty"`
 }
 
 type signingHandlers struct {
@@ -192,6 +197,14 @@ func (h *signingHandlers) verify(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		opts.Digest, opts.Hash = d, hash
+	}
+	for i, c := range req.Certificates {
+		certs, err := certvalidation.ParseCertificates(c)
+		if err != nil {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("certificates[%d]: not a DER or PEM certificate", i))
+			return
+		}
+		opts.Certificates = append(opts.Certificates, certs...)
 	}
 	report, err := h.verifier.Verify(r.Context(), req.Signature, opts)
 	if err != nil {
