@@ -232,7 +232,7 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 			s.free = 0
 			return false, nil
 		}
-	if s.free++; s.free < pgTakeover {
+		if s.free++; s.free < pgTakeover {
 			return false, nil
 		}
 	}
