@@ -448,6 +448,7 @@ func TestPGReadyIdle(t *testing.T) {
 	}
 	a, b := startNode(t, e, url, "a"), startNode(t, e, url, "b")
 	appendSealed(t, a.log, sampleRecord(1))
+	waitFor(t, 5*time.Second, "a node did not publish the first head", func() bool { return a.log.Latest() != nil && b.log.Latest() != nil })
 	var notReady [2]atomic.Bool
 	done := make(chan struct{})
 	var wg sync.WaitGroup
