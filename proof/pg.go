@@ -35,11 +35,12 @@ import (
 // learns of a lost lock before it signs a checkpoint, not after.
 //
 // A lost connection is an error, never a wait: the pool connects again on
-// later calls, the sealing connection on the next Lead. While the
-// database is unreachable, calls fail at once with the last error for a
-// back-off that grows from 50 ms to 1 s (no call hammers a database that
-// is down or starting up); each call and connection attempt is bounded
-// (10 s, connect_timeout 5 s unless the connection string sets one).
+// later calls, the sealing connection on the next Lead (once a seal
+// interval). While the database is unreachable, calls on the pool fail at
+// once with the last error for a back-off that grows from 50 ms to 1 s (no
+// call hammers a database that is down or starting up); each call and
+// connection attempt is bounded (10 s, connect_timeout 5 s unless the
+// connection string sets one).
 //
 // The advisory lock is a session lock: connect directly, or through a
 // pooler in session mode (a seal through a transaction-mode pooler fails
@@ -208,13 +209,11 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 		if err == nil {
 			return true, nil
 		}
-		s.health.observe(ctx, err)
 		s.dropConn() // the lock went, or goes, with the connection
 	}
 	if s.conn == nil {
 		conn, err := pgx.ConnectConfig(ctx, s.leadCfg)
 		if err != nil {
-			s.health.observe(ctx, err)
 			return false, fmt.Errorf("proof: postgres: sealing connection: %w", err)
 		}
 		s.conn = conn
@@ -225,7 +224,7 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 			AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 2)`, int64(pgSealKey), int64(uint32(s.sealKey))).Scan(&held)
 		if err != nil {
-			s.lostConn(ctx, err)
+			s.lostConn(err)
 			return false, fmt.Errorf("proof: postgres: sealing lock: %w", err)
 		}
 		if held {
@@ -238,10 +237,9 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 	}
 	var got bool
 	if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(pgSealKey), s.sealKey).Scan(&got); err != nil {
-		s.lostConn(ctx, err)
+		s.lostConn(err)
 		return false, fmt.Errorf("proof: postgres: sealing lock: %w", err)
 	}
-	s.health.observe(ctx, nil)
 	s.free = 0
 	s.leading, s.defer_ = got, !got
 	return got, nil
@@ -249,11 +247,10 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 
 // lostConn closes the sealing connection after err, unless err left it
 // usable (an error of the statement, not of the connection).
-func (s *PGStore) lostConn(ctx context.Context, err error) {
+func (s *PGStore) lostConn(err error) {
 	if s.conn == nil || !s.conn.IsClosed() && !pgConnLost(err) {
 		return
 	}
-	s.health.observe(ctx, err)
 	s.dropConn()
 }
 
@@ -309,7 +306,7 @@ func (s *PGStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error)
 		octx, cancel := pgOpContext(ctx)
 		defer cancel()
 		if err := collect(s.conn.Query(octx, pgUnsealed, max)); err != nil {
-			s.lostConn(ctx, err)
+			s.lostConn(err)
 			return nil, fmt.Errorf("proof: postgres: unsealed records (sealing connection): %w", err)
 		}
 		return recs, nil
@@ -395,7 +392,7 @@ func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 	if err != nil && !errors.Is(err, ErrConflict) {
 		// A lost connection: the lock is lost, the batch may or may not
 		// be written (the caller finds out from the stored heads).
-		s.lostConn(ctx, err)
+		s.lostConn(err)
 		return fmt.Errorf("proof: postgres: seal: %w", err)
 	}
 	return err
