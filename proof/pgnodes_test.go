@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -880,6 +881,102 @@ func TestPGStaleSignedBatch(t *testing.T) {
 				mayLack[lts.digests()[1]] = true // the batch of the failed seal
 			}
 			checkNodes(t, e, url, acked, signed, mayLack)
+		})
+	}
+}
+
+// BenchmarkAppendPGNodes compares one node with two on one PostgreSQL
+// (the throw-away local cluster, or PEC_TEST_POSTGRES_URL), in process:
+// each node a store handle and a Log at the default seal interval with a
+// real TSA (software key), its writers appending one record after
+// another. Reported: appends/s of all nodes together, the p50 and p99
+// time to acknowledgment, the longest seal delay, and checkpoints that
+// were signed and not published (0). A diagnosis: the nodes, the
+// database and the load share the machine's cores.
+//
+//	go test ./proof -run '^$' -bench AppendPGNodes -benchtime 40000x
+func BenchmarkAppendPGNodes(b *testing.B) {
+	for _, c := range []struct{ nodes, writers int }{{1, 64}, {2, 32}, {2, 64}} {
+		b.Run(fmt.Sprintf("nodes=%d/writers=%d", c.nodes, c.writers), func(b *testing.B) {
+			e := newEnv(b)
+			url := newPGDatabase(b)
+			type node struct {
+				s   *proof.PGStore
+				l   *proof.Log
+				ts  *countingTS
+				reg *prometheus.Registry
+			}
+			var nodes []node
+			for range c.nodes {
+				n := node{s: openPG(b, url), ts: &countingTS{ts: e.ts}, reg: prometheus.NewRegistry()}
+				l, err := proof.Open(b.Context(), n.s, e.signer, n.ts, proof.Config{}, proof.Options{Registry: n.reg})
+				if err != nil {
+					b.Fatal(err)
+				}
+				n.l = l
+				nodes = append(nodes, n)
+			}
+			lat := make([][]time.Duration, c.nodes*c.writers)
+			var next atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for i, n := range nodes {
+				for w := range c.writers {
+					wg.Go(func() {
+						k := i*c.writers + w
+						for {
+							j := next.Add(1)
+							if j > int64(b.N) {
+								return
+							}
+							t0 := time.Now()
+							if _, err := n.l.Append(context.Background(), sampleRecord(int(j))); err != nil {
+								b.Error(err)
+								return
+							}
+							lat[k] = append(lat[k], time.Since(t0))
+						}
+					})
+				}
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			var maxDelay, unpublished, sealWrite, seals, sealRecs float64
+			var signed []string
+			for _, n := range nodes {
+				n.l.Close()
+				maxDelay = max(maxDelay, gauge(b, n.reg, "pec_proof_seal_delay_max_seconds"))
+				unpublished += metric(b, n.reg, "pec_proof_unpublished_checkpoints_total").GetCounter().GetValue()
+				signed = append(signed, n.ts.digests()...)
+				h := metric(b, n.reg, "pec_proof_seal_write_seconds").GetHistogram()
+				sealWrite += h.GetSampleSum()
+				seals += float64(h.GetSampleCount())
+				sealRecs += metric(b, n.reg, "pec_proof_seal_records").GetHistogram().GetSampleSum()
+			}
+			heads := 0
+			if err := nodes[0].s.Heads(context.Background(), func(*proof.Head) error { heads++; return nil }); err != nil {
+				b.Fatal(err)
+			}
+			for _, n := range nodes {
+				n.s.Close()
+			}
+			if len(signed) != heads {
+				b.Errorf("%d checkpoints signed, %d published", len(signed), heads)
+			}
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			if len(all) == 0 {
+				return
+			}
+			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "appends/s")
+			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(maxDelay*1000, "max-seal-delay-ms")
+			b.ReportMetric(unpublished, "unpublished")
+			b.ReportMetric(sealRecs/max(seals, 1), "records/seal")
+			b.ReportMetric(sealWrite/max(seals, 1)*1000, "seal-write-ms")
 		})
 	}
 }
