@@ -52,12 +52,12 @@ type PGStore struct {
 
 	health pgHealth
 
-	leadMu  sync.Mutex
-	conn    *pgx.Conn // the sealing connection; nil: none open
-	leading bool      // conn holds the sealing lock
-	defer_  bool      // another handle held the lock when this one last asked
-	free    int       // consecutive Lead calls that found the lock free since
-	closed  bool
+	leadMu   sync.Mutex
+	conn     *pgx.Conn // the sealing connection; nil: none open
+	leading  bool      // conn holds the sealing lock
+	sawOther bool      // another handle held the lock when this one last asked
+	free     int       // consecutive Lead calls that found the lock free since
+	closed   bool
 }
 
 var (
@@ -218,7 +218,7 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 		}
 		s.conn = conn
 	}
-	if s.defer_ {
+	if s.sawOther {
 		var held bool
 		err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
 			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -241,7 +241,7 @@ func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("proof: postgres: sealing lock: %w", err)
 	}
 	s.free = 0
-	s.leading, s.defer_ = got, !got
+	s.leading, s.sawOther = got, !got
 	return got, nil
 }
 
