@@ -113,11 +113,15 @@ type Log struct {
 	lastSeal   time.Time
 	lastRead   time.Time // when the last seal read the unsealed records
 	sealFailed bool
+	following  bool // another node led at the last step: wait for the tick
 
 	mu       sync.RWMutex
 	head     *Head         // the newest published head; nil: empty log
 	sealedCh chan struct{} // closed and replaced at each publication
-	err      error         // the last store failure, until a success
+	err      error         // the last sealing failure, until a success
+	wErr     error         // the last failed write of records, until one succeeds
+
+	writeFailing atomic.Bool // wErr is set
 }
 
 type pending struct {
@@ -246,11 +250,16 @@ func (l *Log) Verifier() *NoteVerifier { return l.signer.Verifier() }
 func (l *Log) SealInterval() time.Duration { return l.interval }
 
 // Ready reports whether the log takes and seals records: nil, or the last
-// store failure (a lost database connection, a failing disk).
+// store failure (a lost database connection, a failing disk), until a
+// write of records and a seal (or, following another node, a read of its
+// heads) work again.
 func (l *Log) Ready() error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.err
+	if l.err != nil {
+		return l.err
+	}
+	return l.wErr
 }
 
 func (l *Log) setErr(err error) {
@@ -442,8 +451,13 @@ func (l *Log) writeBatch(batch []*pending) {
 	l.metrics.commit.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if !errors.Is(err, ErrDuplicateID) {
-			l.log.Error("proof: records not written", "records", len(recs), "err", err)
-			l.setErr(err)
+			// Logged once until a write works again.
+			if !l.writeFailing.Swap(true) {
+				l.log.Error("proof: records not written; appends fail until the store works again", "records", len(recs), "err", err)
+			}
+			l.mu.Lock()
+			l.wErr = err
+			l.mu.Unlock()
 			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		l.metrics.failed.Add(float64(len(recs)))
@@ -451,6 +465,12 @@ func (l *Log) writeBatch(batch []*pending) {
 			p.done <- err
 		}
 		return
+	}
+	if l.writeFailing.Swap(false) {
+		l.mu.Lock()
+		l.wErr = nil
+		l.mu.Unlock()
+		l.log.Info("proof: records written again")
 	}
 	l.metrics.batch.Observe(float64(len(recs)))
 	l.metrics.appends.Add(float64(len(recs)))
@@ -528,7 +548,7 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 			l.step(true)
 			return
 		case <-l.appended:
-			if time.Since(l.lastSeal) < l.interval && l.unsealed.Load() < sealBacklog/2 {
+			if l.following || time.Since(l.lastSeal) < l.interval && l.unsealed.Load() < sealBacklog/2 {
 				continue // the tick seals it, within the interval
 			}
 		case <-tick.C:
@@ -548,6 +568,7 @@ func (l *Log) step(final bool) {
 			l.sealFailure(fmt.Errorf("proof: sealing lease: %w", err))
 			return
 		}
+		l.following = !lead
 		if !lead {
 			l.follow(ctx)
 			return
@@ -598,7 +619,27 @@ func (l *Log) follow(ctx context.Context) {
 		l.sealFailure(err)
 		return
 	}
+	if s := l.retry; s != nil && !sameHead(head, s.prev) {
+		// The batch this log signed and could not write was written
+		// after all (its answer lost), or another sequencer's head took
+		// its place: it is settled, never to be written later over a
+		// newer head.
+		h, err := l.store.HeadAt(ctx, s.batch.Head.Size)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			l.sealFailure(err)
+			return
+		}
+		l.retry = nil
+		if err != nil || !bytes.Equal(h.Checkpoint, s.batch.Head.Checkpoint) {
+			l.metrics.unpublished.Inc()
+			l.log.Warn("proof: another sequencer sealed first; this signed checkpoint is dropped, never published", "size", s.batch.Head.Size)
+		}
+	}
 	if cur := l.Latest(); cur != nil && cur.Size >= head.Size {
+		if l.sealFailed {
+			l.sealFailed = false
+			l.setErr(nil)
+		}
 		return
 	}
 	if _, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint); err != nil {

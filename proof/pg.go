@@ -5,7 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,20 +21,43 @@ import (
 )
 
 // PGStore keeps the log in PostgreSQL, for several nodes sharing one log.
-// Every node appends records concurrently (an INSERT of unsealed rows, one
-// COPY per group of appends); one node at a time seals, the one whose
-// dedicated connection holds a session-level advisory lock (see
-// [PGStore.Lead]): when that node dies, its connection closes, the lock is
-// released and another node takes it within a seal interval. A seal runs
-// on that connection, so that it is written only while the lock is held,
-// and checks the stored head it extends (size and root). Open it with
-// [OpenPG].
+//
+// Every node appends records concurrently (unsealed rows, one COPY per
+// group of appends). One node at a time seals: the one whose dedicated
+// connection holds a session-level advisory lock of the schema (see
+// [PGStore.Lead]). When that node dies, its connection closes, the
+// database releases the lock, and another node takes it within a few seal
+// intervals. A seal runs on that connection, checks in its transaction
+// that the connection still holds the lock and that the stored head is
+// the one it extends (size and root), and only then writes; when this
+// handle seals, [PGStore.Unsealed] also runs on that connection, so that
+// the sequencer, which reads the records to seal just before it signs,
+// learns of a lost lock before it signs a checkpoint, not after.
+//
+// A lost connection is an error, never a wait: the pool connects again on
+// later calls, the sealing connection on the next Lead (once a seal
+// interval). While the database is unreachable, calls on the pool fail at
+// once with the last error for a back-off that grows from 50 ms to 1 s (no
+// call hammers a database that is down or starting up); each call and
+// connection attempt is bounded (10 s, connect_timeout 5 s unless the
+// connection string sets one).
+//
+// The advisory lock is a session lock: connect directly, or through a
+// pooler in session mode (a seal through a transaction-mode pooler fails
+// its lock check, with ErrConflict). Open it with [OpenPG].
 type PGStore struct {
-	pool *pgxpool.Pool
-	url  string
+	pool    *pgxpool.Pool
+	leadCfg *pgx.ConnConfig
+	sealKey int32 // second key of the sealing lock: the schema's
 
-	leadMu sync.Mutex
-	lead   *pgx.Conn // holds the sealing lock; nil: not leading
+	health pgHealth
+
+	leadMu   sync.Mutex
+	conn     *pgx.Conn // the sealing connection; nil: none open
+	leading  bool      // conn holds the sealing lock
+	sawOther bool      // another handle held the lock when this one last asked
+	free     int       // consecutive Lead calls that found the lock free since
+	closed   bool
 }
 
 var (
@@ -36,11 +66,31 @@ var (
 )
 
 // pgLockKey is the advisory lock of schema changes ("PECPROOF");
-// pgSealKey the session lock of the node that seals ("PECSEAL!").
+// pgSealKey ("SEAL") and the schema's hash the session lock of the node
+// that seals, so that logs in two schemas of one database do not share
+// it.
 const (
 	pgLockKey = 0x50454350524f4f46
-	pgSealKey = 0x5045435345414c21
+	pgSealKey = 0x5345414c
 )
+
+// The bounds of the database calls. pgTakeover is the number of
+// consecutive Lead calls (seal intervals) that a handle which saw another
+// holder waits, finding the lock free, before it takes it: a holder that
+// lost its connection but not its node (a database restart, a killed
+// backend) takes it back at once, with the checkpoint it may have signed
+// and not yet written, which would otherwise never be published.
+const (
+	pgConnectTimeout = 5 * time.Second
+	pgOpTimeout      = 10 * time.Second
+	pgBackoffMin     = 50 * time.Millisecond
+	pgBackoffMax     = time.Second
+	pgTakeover       = 3
+	pgAppName        = "pec-proof-sealer"
+)
+
+// errPGClosed: the store was closed.
+var errPGClosed = errors.New("proof: postgres: store closed")
 
 // pgSchema is version 2: records are appended unsealed (idx NULL, in seq
 // order) and the sealer gives them their leaf index.
@@ -77,14 +127,32 @@ ALTER TABLE proof_records ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY PRI
 // OpenPG connects to PostgreSQL (a pgx connection string or URL) and
 // creates or upgrades the tables if needed.
 func OpenPG(ctx context.Context, url string) (*PGStore, error) {
-	pool, err := pgxpool.New(ctx, url)
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("proof: postgres: %w", err)
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = pgConnectTimeout
+	}
+	leadCfg := cfg.ConnConfig.Copy()
+	if leadCfg.RuntimeParams["application_name"] == "" {
+		leadCfg.RuntimeParams["application_name"] = pgAppName
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("proof: postgres: %w", err)
+	}
+	var schema *string
 	// Two nodes creating the schema at once would collide: under the lock.
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(pgLockKey)); err != nil {
 			return err
+		}
+		if err := tx.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+			return err
+		}
+		if schema == nil {
+			return errors.New("no schema to create the tables in: check search_path")
 		}
 		var v1 bool
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'proof_records' AND table_schema = current_schema())
@@ -107,48 +175,92 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("proof: postgres schema: %w", err)
 	}
-	return &PGStore{pool: pool, url: url}, nil
+	h := fnv.New32a()
+	h.Write([]byte(*schema))
+	return &PGStore{pool: pool, leadCfg: leadCfg, sealKey: int32(h.Sum32())}, nil
 }
 
-// Close implements Store.
+// Close implements Store. It ends the sealing connection, releasing the
+// lock at once.
 func (s *PGStore) Close() error {
 	s.leadMu.Lock()
-	if s.lead != nil {
-		s.lead.Close(context.Background())
-		s.lead = nil
-	}
+	s.closed = true
+	s.dropConn()
 	s.leadMu.Unlock()
 	s.pool.Close()
 	return nil
 }
 
-// Lead implements Leader: it takes the sealing lock on a connection of
-// its own, or checks that the connection holding it is alive.
+// Lead implements Leader. On its connection of its own, it checks that
+// the lock is still held (the connection is alive), or takes it when it
+// is free: at once, unless this handle saw another hold it last (then
+// after finding it free on pgTakeover consecutive calls). A lost
+// connection is opened again on the next call.
 func (s *PGStore) Lead(ctx context.Context) (bool, error) {
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
-	if s.lead != nil {
-		if err := s.lead.Ping(ctx); err == nil {
+	if s.closed {
+		return false, errPGClosed
+	}
+	ctx, cancel := pgOpContext(ctx)
+	defer cancel()
+	if s.conn != nil && s.leading {
+		err := s.conn.Ping(ctx)
+		if err == nil {
 			return true, nil
 		}
-		s.lead.Close(context.Background()) // the lock went with the connection
-		s.lead = nil
+		s.dropConn() // the lock went, or goes, with the connection
 	}
-	conn, err := pgx.Connect(ctx, s.url)
-	if err != nil {
-		return false, fmt.Errorf("proof: postgres: %w", err)
+	if s.conn == nil {
+		conn, err := pgx.ConnectConfig(ctx, s.leadCfg)
+		if err != nil {
+			return false, fmt.Errorf("proof: postgres: sealing connection: %w", err)
+		}
+		s.conn = conn
+	}
+	if s.sawOther {
+		var held bool
+		err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 2)`, int64(pgSealKey), int64(uint32(s.sealKey))).Scan(&held)
+		if err != nil {
+			s.lostConn(err)
+			return false, fmt.Errorf("proof: postgres: sealing lock: %w", err)
+		}
+		if held {
+			s.free = 0
+			return false, nil
+		}
+		if s.free++; s.free < pgTakeover {
+			return false, nil
+		}
 	}
 	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(pgSealKey)).Scan(&got); err != nil {
-		conn.Close(context.Background())
-		return false, fmt.Errorf("proof: postgres: %w", err)
+	if err := s.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(pgSealKey), s.sealKey).Scan(&got); err != nil {
+		s.lostConn(err)
+		return false, fmt.Errorf("proof: postgres: sealing lock: %w", err)
 	}
-	if !got {
-		conn.Close(context.Background())
-		return false, nil
+	s.free = 0
+	s.leading, s.sawOther = got, !got
+	return got, nil
+}
+
+// lostConn closes the sealing connection after err, unless err left it
+// usable (an error of the statement, not of the connection).
+func (s *PGStore) lostConn(err error) {
+	if s.conn == nil || !s.conn.IsClosed() && !pgConnLost(err) {
+		return
 	}
-	s.lead = conn
-	return true, nil
+	s.dropConn()
+}
+
+func (s *PGStore) dropConn() {
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.conn.Close(ctx)
+		cancel()
+	}
+	s.conn, s.leading = nil, false
 }
 
 // Append implements Store.
@@ -156,10 +268,13 @@ func (s *PGStore) Append(ctx context.Context, recs []StoredRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	_, err := s.pool.CopyFrom(ctx, pgx.Identifier{"proof_records"}, []string{"id", "data"},
-		pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
-			return []any{recs[i].ID, recs[i].Data}, nil
-		}))
+	err := s.op(ctx, func(ctx context.Context) error {
+		_, err := s.pool.CopyFrom(ctx, pgx.Identifier{"proof_records"}, []string{"id", "data"},
+			pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+				return []any{recs[i].ID, recs[i].Data}, nil
+			}))
+		return err
+	})
 	if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "23505" && pe.ConstraintName == "proof_records_id_key" {
 		return fmt.Errorf("%w: an evidence id of the batch is already in the log", ErrDuplicateID)
 	}
@@ -169,35 +284,68 @@ func (s *PGStore) Append(ctx context.Context, recs []StoredRecord) error {
 	return nil
 }
 
-// Unsealed implements Store.
+const pgUnsealed = "SELECT id, data FROM proof_records WHERE idx IS NULL ORDER BY seq LIMIT $1"
+
+// Unsealed implements Store. While this handle leads, it reads on the
+// sealing connection: a lost lock fails it, before the sequencer signs.
 func (s *PGStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error) {
-	rows, err := s.pool.Query(ctx, "SELECT id, data FROM proof_records WHERE idx IS NULL ORDER BY seq LIMIT $1", max)
-	if err != nil {
-		return nil, fmt.Errorf("proof: postgres: %w", err)
+	var recs []StoredRecord
+	collect := func(rows pgx.Rows, err error) error {
+		if err == nil {
+			recs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (StoredRecord, error) {
+				var r StoredRecord
+				err := row.Scan(&r.ID, &r.Data)
+				return r, err
+			})
+		}
+		return err
 	}
-	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StoredRecord, error) {
-		var r StoredRecord
-		err := row.Scan(&r.ID, &r.Data)
-		return r, err
-	})
+	s.leadMu.Lock()
+	if s.leading {
+		defer s.leadMu.Unlock()
+		octx, cancel := pgOpContext(ctx)
+		defer cancel()
+		if err := collect(s.conn.Query(octx, pgUnsealed, max)); err != nil {
+			s.lostConn(err)
+			return nil, fmt.Errorf("proof: postgres: unsealed records (sealing connection): %w", err)
+		}
+		return recs, nil
+	}
+	s.leadMu.Unlock()
+	err := s.op(ctx, func(ctx context.Context) error { return collect(s.pool.Query(ctx, pgUnsealed, max)) })
 	if err != nil {
-		return nil, fmt.Errorf("proof: postgres: %w", err)
+		return nil, fmt.Errorf("proof: postgres: unsealed records: %w", err)
 	}
 	return recs, nil
 }
 
-// Seal implements Store. Records appended by other nodes may commit out
-// of their seq order, so b.Records need only be unsealed records.
+// Seal implements Store, on the sealing connection: only while this
+// handle leads (otherwise ErrConflict), after checking in the transaction
+// that the connection holds the lock. Records appended by other nodes may
+// commit out of their seq order, so b.Records need only be unsealed
+// records.
 func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 	if b.Head.Size != b.Start+uint64(len(b.Records)) || len(b.Head.Root) != 32 {
 		return fmt.Errorf("proof: store: batch at %d with %d records has a head of size %d", b.Start, len(b.Records), b.Head.Size)
 	}
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
-	if s.lead == nil {
+	if !s.leading {
 		return fmt.Errorf("%w: this node does not hold the sealing lock", ErrConflict)
 	}
-	err := pgx.BeginFunc(ctx, s.lead, func(tx pgx.Tx) error {
+	octx, cancel := pgOpContext(ctx)
+	defer cancel()
+	err := pgx.BeginFunc(octx, s.conn, func(tx pgx.Tx) error {
+		ctx := octx
+		var held bool
+		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()
+			AND classid::int8 = $1 AND objid::int8 = $2 AND objsubid = 2)`, int64(pgSealKey), int64(uint32(s.sealKey))).Scan(&held)
+		if err != nil {
+			return err
+		}
+		if !held {
+			return fmt.Errorf("%w: the sealing connection does not hold the lock (a pooler in transaction mode?)", ErrConflict)
+		}
 		latest, err := scanHead(tx.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads ORDER BY size DESC LIMIT 1"))
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -242,9 +390,9 @@ func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		return fmt.Errorf("%w: %s", ErrConflict, pe.Message)
 	}
 	if err != nil && !errors.Is(err, ErrConflict) {
-		if s.lead.IsClosed() {
-			s.lead = nil
-		}
+		// A lost connection: the lock is lost, the batch may or may not
+		// be written (the caller finds out from the stored heads).
+		s.lostConn(err)
 		return fmt.Errorf("proof: postgres: seal: %w", err)
 	}
 	return err
@@ -263,14 +411,25 @@ func scanHead(row pgx.Row) (*Head, error) {
 	return &h, nil
 }
 
+// head reads one head on the pool.
+func (s *PGStore) head(ctx context.Context, q string, args ...any) (*Head, error) {
+	var h *Head
+	err := s.op(ctx, func(ctx context.Context) error {
+		var err error
+		h, err = scanHead(s.pool.QueryRow(ctx, q, args...))
+		return err
+	})
+	return h, err
+}
+
 // Latest implements Store.
 func (s *PGStore) Latest(ctx context.Context) (*Head, error) {
-	return scanHead(s.pool.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads ORDER BY size DESC LIMIT 1"))
+	return s.head(ctx, "SELECT size, root, checkpoint, token FROM proof_heads ORDER BY size DESC LIMIT 1")
 }
 
 // HeadAt implements Store.
 func (s *PGStore) HeadAt(ctx context.Context, size uint64) (*Head, error) {
-	h, err := scanHead(s.pool.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size = $1", int64(size)))
+	h, err := s.head(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size = $1", int64(size))
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: tree head of size %d", ErrNotFound, size)
 	}
@@ -279,7 +438,7 @@ func (s *PGStore) HeadAt(ctx context.Context, size uint64) (*Head, error) {
 
 // HeadCovering implements Store.
 func (s *PGStore) HeadCovering(ctx context.Context, index uint64) (*Head, error) {
-	h, err := scanHead(s.pool.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size > $1 ORDER BY size LIMIT 1", int64(index)))
+	h, err := s.head(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size > $1 ORDER BY size LIMIT 1", int64(index))
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%w: no tree head covers record %d", ErrNotFound, index)
 	}
@@ -291,21 +450,24 @@ func (s *PGStore) HeadCovering(ctx context.Context, index uint64) (*Head, error)
 func (s *PGStore) Heads(ctx context.Context, fn func(*Head) error) error {
 	after := int64(-1)
 	for {
-		rows, err := s.pool.Query(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size > $1 ORDER BY size LIMIT 1000", after)
-		if err != nil {
-			return fmt.Errorf("proof: postgres: %w", err)
-		}
 		var page []*Head
-		for rows.Next() {
-			h, err := scanHead(rows)
+		err := s.op(ctx, func(ctx context.Context) error {
+			rows, err := s.pool.Query(ctx, "SELECT size, root, checkpoint, token FROM proof_heads WHERE size > $1 ORDER BY size LIMIT 1000", after)
 			if err != nil {
-				rows.Close()
 				return err
 			}
-			page = append(page, h)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("proof: postgres: %w", err)
+			defer rows.Close()
+			for rows.Next() {
+				h, err := scanHead(rows)
+				if err != nil {
+					return err
+				}
+				page = append(page, h)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("proof: postgres: tree heads: %w", err)
 		}
 		for _, h := range page {
 			if err := fn(h); err != nil {
@@ -322,7 +484,9 @@ func (s *PGStore) Heads(ctx context.Context, fn func(*Head) error) error {
 // Record implements Store.
 func (s *PGStore) Record(ctx context.Context, index uint64) (*StoredRecord, error) {
 	var r StoredRecord
-	err := s.pool.QueryRow(ctx, "SELECT id, data FROM proof_records WHERE idx = $1", int64(index)).Scan(&r.ID, &r.Data)
+	err := s.op(ctx, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, "SELECT id, data FROM proof_records WHERE idx = $1", int64(index)).Scan(&r.ID, &r.Data)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: record %d", ErrNotFound, index)
 	}
@@ -335,7 +499,9 @@ func (s *PGStore) Record(ctx context.Context, index uint64) (*StoredRecord, erro
 // Lookup implements Store.
 func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
 	var idx *int64
-	err := s.pool.QueryRow(ctx, "SELECT idx FROM proof_records WHERE id = $1", id).Scan(&idx)
+	err := s.op(ctx, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, "SELECT idx FROM proof_records WHERE id = $1", id).Scan(&idx)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%w: evidence %q", ErrNotFound, id)
 	}
@@ -350,27 +516,30 @@ func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
 
 // Records implements Store, in pages.
 func (s *PGStore) Records(ctx context.Context, start uint64, fn func(uint64, *StoredRecord) error) error {
+	type row struct {
+		idx int64
+		r   StoredRecord
+	}
 	next := int64(start)
 	for {
-		rows, err := s.pool.Query(ctx, "SELECT idx, id, data FROM proof_records WHERE idx >= $1 ORDER BY idx LIMIT 10000", next)
-		if err != nil {
-			return fmt.Errorf("proof: postgres: %w", err)
-		}
-		type row struct {
-			idx int64
-			r   StoredRecord
-		}
 		var page []row
-		for rows.Next() {
-			var x row
-			if err := rows.Scan(&x.idx, &x.r.ID, &x.r.Data); err != nil {
-				rows.Close()
-				return fmt.Errorf("proof: postgres: %w", err)
+		err := s.op(ctx, func(ctx context.Context) error {
+			rows, err := s.pool.Query(ctx, "SELECT idx, id, data FROM proof_records WHERE idx >= $1 ORDER BY idx LIMIT 10000", next)
+			if err != nil {
+				return err
 			}
-			page = append(page, x)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("proof: postgres: %w", err)
+			defer rows.Close()
+			for rows.Next() {
+				var x row
+				if err := rows.Scan(&x.idx, &x.r.ID, &x.r.Data); err != nil {
+					return err
+				}
+				page = append(page, x)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("proof: postgres: records: %w", err)
 		}
 		for i := range page {
 			if err := fn(uint64(page[i].idx), &page[i].r); err != nil {
@@ -394,22 +563,25 @@ func (s *PGStore) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, er
 	for i, id := range ids {
 		levels[i], idxs[i] = int16(id.Level), int64(id.Index)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT q.ord, n.hash FROM unnest($1::smallint[], $2::bigint[]) WITH ORDINALITY AS q(level, idx, ord)
-		JOIN proof_nodes n ON n.level = q.level AND n.idx = q.idx`, levels, idxs)
-	if err != nil {
-		return nil, fmt.Errorf("proof: postgres: %w", err)
-	}
-	defer rows.Close()
 	out := make([][]byte, len(ids))
-	for rows.Next() {
-		var ord int64
-		var h []byte
-		if err := rows.Scan(&ord, &h); err != nil {
-			return nil, fmt.Errorf("proof: postgres: %w", err)
+	err := s.op(ctx, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, `SELECT q.ord, n.hash FROM unnest($1::smallint[], $2::bigint[]) WITH ORDINALITY AS q(level, idx, ord)
+			JOIN proof_nodes n ON n.level = q.level AND n.idx = q.idx`, levels, idxs)
+		if err != nil {
+			return err
 		}
-		out[ord-1] = h
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var ord int64
+			var h []byte
+			if err := rows.Scan(&ord, &h); err != nil {
+				return err
+			}
+			out[ord-1] = h
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("proof: postgres: %w", err)
 	}
 	for i, h := range out {
@@ -418,4 +590,98 @@ func (s *PGStore) Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, er
 		}
 	}
 	return out, nil
+}
+
+// op runs one call on the pool, bounded by pgOpTimeout: at once with the
+// last error while the database is known to be unreachable, and noting
+// whether it lost the database.
+func (s *PGStore) op(ctx context.Context, f func(ctx context.Context) error) error {
+	if err := s.health.check(); err != nil {
+		return err
+	}
+	octx, cancel := pgOpContext(ctx)
+	defer cancel()
+	err := f(octx)
+	s.health.observe(ctx, err)
+	return err
+}
+
+// pgOpContext bounds a call whose ctx does not end sooner.
+func pgOpContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < pgOpTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, pgOpTimeout)
+}
+
+// pgHealth is the back-off of calls to an unreachable database: after a
+// lost connection, calls fail at once until the back-off ends, then the
+// next call tries again; a success ends the back-off, a failure doubles
+// it (pgBackoffMin to pgBackoffMax).
+type pgHealth struct {
+	down    atomic.Bool // the fast path: false while all is well
+	mu      sync.Mutex
+	until   time.Time
+	backoff time.Duration
+	err     error
+}
+
+// errPGBackoff is wrapped by the errors of calls refused during the
+// back-off.
+var errPGBackoff = errors.New("proof: postgres: the database is unreachable")
+
+func (h *pgHealth) check() error {
+	if !h.down.Load() {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if wait := time.Until(h.until); wait > 0 {
+		return fmt.Errorf("%w (next attempt in %s): %w", errPGBackoff, wait.Round(time.Millisecond), h.err)
+	}
+	return nil
+}
+
+// observe notes the outcome of a call made with ctx.
+func (h *pgHealth) observe(ctx context.Context, err error) {
+	if err == nil {
+		if h.down.Load() {
+			h.mu.Lock()
+			h.down.Store(false)
+			h.backoff, h.err = 0, nil
+			h.mu.Unlock()
+		}
+		return
+	}
+	if ctx.Err() != nil || !pgConnLost(err) {
+		return // the caller gave up, or the database answered
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if now.Before(h.until) {
+		return // a call started before the back-off: it does not lengthen it
+	}
+	h.backoff = min(max(2*h.backoff, pgBackoffMin), pgBackoffMax)
+	h.until, h.err = now.Add(h.backoff), err
+	h.down.Store(true)
+}
+
+// pgConnLost reports whether err says the database is unreachable (no
+// connection, a connection lost, the server shutting down or starting
+// up), rather than an answer to the statement.
+func pgConnLost(err error) bool {
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		// Class 08: connection exception; 57P01-57P05: shutdown,
+		// crash, cannot connect now, ...; 53300: too many connections.
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

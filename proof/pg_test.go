@@ -2,6 +2,7 @@ package proof_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,7 +32,10 @@ var pg struct {
 	url  string
 	err  error
 	stop func()
-	n    atomic.Int64
+	// restart stops the cluster (-m fast: clients are disconnected) and
+	// starts it again after down; nil for PEC_TEST_POSTGRES_URL.
+	restart func(down time.Duration) error
+	n       atomic.Int64
 }
 
 const pgBin = "/usr/lib/postgresql/15/bin"
@@ -85,9 +90,19 @@ func startPostgres() (string, func(), error) {
 		return "", nil, err
 	}
 	opts := fmt.Sprintf("-k %s -p %d -c listen_addresses= -c fsync=on -c max_connections=200", dir, port)
-	if err := run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "start"); err != nil {
+	start := func() error {
+		return run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "start")
+	}
+	if err := start(); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, err
+	}
+	pg.restart = func(down time.Duration) error {
+		if err := run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"); err != nil {
+			return err
+		}
+		time.Sleep(down)
+		return start()
 	}
 	stop := func() {
 		_ = run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
@@ -234,4 +249,144 @@ func TestPGTwoNodes(t *testing.T) {
 		}
 	}
 	t.Logf("%d records in %d tree heads", rep.Records, rep.Heads)
+}
+
+// TestPGSealingLock: the sealing lock through its failures, on the store
+// alone. A lost sealing connection fails the calls that need the lock
+// (Unsealed, read just before the sequencer signs; Seal) without writing;
+// the handle that held the lock takes it back at once on its next Lead and
+// writes the batch it had; a handle that saw another hold the lock takes it
+// only after finding it free on three consecutive calls; one that does not
+// hold it cannot seal.
+func TestPGSealingLock(t *testing.T) {
+	url := newPGDatabase(t)
+	ctx := t.Context()
+	s1, s2 := openPG(t, url), openPG(t, url)
+	defer s2.Close()
+	lead := func(s *proof.PGStore, want bool) {
+		t.Helper()
+		got, err := s.Lead(ctx)
+		if err != nil || got != want {
+			t.Fatalf("Lead: %v, %v; want %v", got, err, want)
+		}
+	}
+	lead(s1, true)
+	lead(s2, false)
+	b := prooftest.NewBuilder("lock")
+	recs := b.Records(t, 5)
+	if err := s2.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	prev, batch := b.Seal(t, recs)
+	if err := s2.Seal(ctx, prev, batch); !errors.Is(err, proof.ErrConflict) {
+		t.Fatalf("Seal on the handle that does not lead: %v, want ErrConflict", err)
+	}
+
+	terminate(t, sealerPID(t))
+	if _, err := s1.Unsealed(ctx, 10); err == nil {
+		t.Fatal("Unsealed on the lost sealing connection: no error (the sequencer would sign without the lock)")
+	}
+	// The lock is free: s2, which saw s1 hold it, waits.
+	lead(s2, false)
+	lead(s1, true)
+	if got, err := s1.Unsealed(ctx, 10); err != nil || len(got) != 5 {
+		t.Fatalf("Unsealed after taking the lock back: %d records, %v", len(got), err)
+	}
+	terminate(t, sealerPID(t))
+	if err := s1.Seal(ctx, prev, batch); err == nil || errors.Is(err, proof.ErrConflict) {
+		t.Fatalf("Seal on the lost sealing connection: %v, want an error other than ErrConflict (the batch is to be retried)", err)
+	}
+	if _, err := s1.Latest(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Fatalf("after the failed seal, Latest: %v, want ErrNotFound", err)
+	}
+	lead(s1, true)
+	if err := s1.Seal(ctx, prev, batch); err != nil {
+		t.Fatalf("the same batch after taking the lock back: %v", err)
+	}
+	if h, err := s2.Latest(ctx); err != nil || h.Size != 5 {
+		t.Fatalf("Latest: %v, %v", h, err)
+	}
+
+	// s1's node dies: s2 takes over on its third call.
+	lead(s2, false)
+	s1.Close()
+	lead(s2, false)
+	lead(s2, false)
+	lead(s2, true)
+	recs = b.Records(t, 3)
+	if err := s2.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	prev, batch = b.Seal(t, recs)
+	if err := s2.Seal(ctx, prev, batch); err != nil {
+		t.Fatalf("Seal by the new leader: %v", err)
+	}
+	// A closed handle does not lead again.
+	if ok, err := s1.Lead(ctx); ok || err == nil {
+		t.Fatalf("Lead on a closed store: %v, %v", ok, err)
+	}
+}
+
+// TestPGBackoff: while the database is down, the store does not try it on
+// every call: calls fail at once during a back-off (50 ms doubling to
+// 1 s), and the store works again by itself within about a second of the
+// database's return.
+func TestPGBackoff(t *testing.T) {
+	url := newPGDatabase(t)
+	if pg.restart == nil {
+		t.Skip("PEC_TEST_POSTGRES_URL: a database this test cannot restart")
+	}
+	ctx := t.Context()
+	s := openPG(t, url)
+	defer s.Close()
+	if _, err := s.Latest(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Fatal(err)
+	}
+	restarted := make(chan time.Time, 1)
+	errc := make(chan error, 1)
+	go func() {
+		err := pg.restart(time.Second)
+		restarted <- time.Now()
+		errc <- err
+	}()
+	var refused, tried int
+	var failedOnce bool
+	var up, ok time.Time
+	for ok.IsZero() {
+		_, err := s.Latest(ctx)
+		switch {
+		case err == nil || errors.Is(err, proof.ErrNotFound):
+			if failedOnce {
+				ok = time.Now()
+			}
+		case strings.Contains(err.Error(), "unreachable (next attempt in"):
+			refused++
+		default:
+			failedOnce = true
+			tried++
+		}
+		select {
+		case up = <-restarted:
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+		default:
+		}
+		if !up.IsZero() && time.Since(up) > 5*time.Second {
+			t.Fatalf("the store does not work 5 s after the database is back (%d calls tried, %d refused)", tried, refused)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if up.IsZero() {
+		up = <-restarted
+	}
+	t.Logf("outage: %d calls reached for the database, %d refused at once; working %s after the database was back", tried, refused, ok.Sub(up).Round(time.Millisecond))
+	// About 1.5 s down (stop, 1 s, start): 50+100+200+400+800 ms and
+	// then each second; a few more for the pool's stale connections.
+	if tried > 15 || refused < 10*tried {
+		t.Errorf("%d calls reached for the database and %d were refused during the outage: no back-off", tried, refused)
+	}
+	if d := ok.Sub(up); d > 1500*time.Millisecond {
+		t.Errorf("working again %s after the database was back, want within the 1 s back-off", d)
+	}
 }
