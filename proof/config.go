@@ -27,7 +27,7 @@ type Config struct {
 	CheckpointFile string `yaml:"checkpoint_file"`
 	// SealInterval is the longest time between two checkpoints while
 	// records wait to be sealed: every acknowledged record is covered by
-	// a signed, time-stamped checkpoint within about this delay. 0: 500ms.
+	// a signed, time-stamped checkpoint within about this delay. 0: 250ms.
 	SealInterval time.Duration `yaml:"seal_interval"`
 	BatchSize    int           `yaml:"batch_size"` // records per durable write at most; 0: 4096
 	BatchWait    time.Duration `yaml:"batch_wait"` // how long a write waits for more records; 0: no wait
@@ -61,7 +61,7 @@ func (c Config) IsAuditor(cert *x509.Certificate) bool {
 // Defaults of the proof section.
 const (
 	DefaultBatchSize    = 4096
-	DefaultSealInterval = 500 * time.Millisecond
+	DefaultSealInterval = 250 * time.Millisecond
 	// MaxSealInterval bounds seal_interval: ARCHITECTURE.md promises a
 	// record sealed within a second.
 	MaxSealInterval = time.Second
