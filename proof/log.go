@@ -897,16 +897,27 @@ func (l *Log) WaitSealed(ctx context.Context, id string) (uint64, *Head, error) 
 		if err == nil && head != nil && idx < head.Size {
 			return idx, head, nil
 		}
-		if err != nil && !errors.Is(err, ErrNotSealed) {
+		if errors.Is(err, ErrNotFound) {
 			return 0, nil, err
 		}
+		// Not sealed yet, or a store failure that may pass (a lost
+		// database connection): wait for the next publication, or a
+		// moment, within ctx.
+		retry := time.NewTimer(l.interval)
 		select {
 		case <-ch:
+		case <-retry.C:
 		case <-ctx.Done():
+			retry.Stop()
+			if err != nil && !errors.Is(err, ErrNotSealed) {
+				return 0, nil, err
+			}
 			return 0, nil, fmt.Errorf("%w: evidence %q", ErrNotSealed, id)
 		case <-l.done:
+			retry.Stop()
 			return 0, nil, ErrClosed
 		}
+		retry.Stop()
 	}
 }
 
