@@ -69,8 +69,11 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
+		// The store failed (a lost database connection, a damaged file):
+		// logged, and the client told to come back.
 		log.ErrorContext(ctx, "proof: lookup", "err", err)
-		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "the evidence log is not available: try again")
 		return
 	}
 	stored, err := store.Record(ctx, idx)
