@@ -217,18 +217,21 @@ func TestPAdESOtherProducers(t *testing.T) {
 // signature: valid, and trusted exactly when its root is.
 //
 // pdfsig checks each signature once as the first one it reads (see
-// wantPdfsigTrusts): poppler (22.12, and every version that imports the
-// CMS certificates with CERT_NewTempCertificate(..., copyDER=PR_FALSE))
-// leaves NSS a temporary certificate whose encoding points into the CMS it
-// freed after the first signature; the next signature carrying the same
-// certificate is compared against that freed memory, and when the heap has
-// reused it (it depends on the allocator: with a timestamp token in the CMS
-// it usually is, without one it usually is not), NSS refuses the
-// certificate with SEC_ERROR_REUSED_ISSUER_AND_SERIAL and pdfsig says
-// "Unknown issue with Certificate or corrupted data." for a signature that
-// is fine. Our files are not the cause: the same bytes pass or fail with
-// GLIBC_TUNABLES=glibc.malloc.tcache_count=0, and all pass when
-// poppler's import is made to copy the DER.
+// wantPdfsigTrusts), because of a use after free in poppler (22.12; later
+// versions still import the same way): it imports the CMS certificates with
+// CERT_NewTempCertificate(..., copyDER=PR_FALSE), so NSS's temporary
+// certificate keeps pointing at the DER inside the decoded CMS, which
+// poppler frees after the signature while NSS (libpkix's caches) keeps the
+// certificate. The next signature carrying the same certificate is
+// compared with that freed memory: when the heap has put something else
+// there — after a CMS with a timestamp token it usually has, between two
+// B-B signatures it usually has not — NSS refuses the certificate with
+// SEC_ERROR_REUSED_ISSUER_AND_SERIAL and pdfsig says "Unknown issue with
+// Certificate or corrupted data." for a sound signature; the failure
+// drops the stale certificate, so the one after passes again. Our files
+// are not the cause: the same bytes pass or fail with the allocator's
+// settings (GLIBC_TUNABLES=glibc.malloc.tcache_count=0 makes B-B fail
+// too), and every signature passes once poppler's import copies the DER.
 func TestPAdESMultipleSignatures(t *testing.T) {
 	interop.Need(t, "pdfsig", "poppler-utils")
 	interop.Need(t, "openssl", "openssl")
