@@ -221,7 +221,7 @@ func TestPAdESOtherProducers(t *testing.T) {
 // versions still import the same way): it imports the CMS certificates with
 // CERT_NewTempCertificate(..., copyDER=PR_FALSE), so NSS's temporary
 // certificate keeps pointing at the DER inside the decoded CMS, which
-// poppler frees after the signature while NSS (libpkix's caches) keeps the
+// poppler frees after the signature while a reference in NSS keeps the
 // certificate. The next signature carrying the same certificate is
 // compared with that freed memory: when the heap has put something else
 // there — after a CMS with a timestamp token it usually has, between two
