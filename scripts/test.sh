@@ -12,6 +12,7 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v openssl >/dev/null || need+=(openssl)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v pdfsig >/dev/null || need+=(poppler-utils)  # signing, cmd/pec/testdata/sign.txtar: the PDF signature verifier
+command -v certutil >/dev/null || need+=(libnss3-tools)  # certutil: the NSS database trusting the test root, for pdfsig
 command -v unzip >/dev/null || need+=(unzip)  # cmd/pec/testdata/proof.txtar opens a proof bundle
 command -v curl >/dev/null || need+=(curl)    # and reads one over mutual TLS
 # proof's PostgreSQL store: its tests start a throw-away cluster (initdb, pg_ctl) unless
