@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 // TestScripts runs the CLI contract: testdata/*.txtar, one script each, with
 // the real binary, real SoftHSM2 tokens and OpenSSL as the independent peer.
 func TestScripts(t *testing.T) {
-	for tool, pkg := range map[string]string{"openssl": "openssl", "pdfsig": "poppler-utils"} {
+	for tool, pkg := range map[string]string{"openssl": "openssl", "pdfsig": "poppler-utils", "certutil": "libnss3-tools"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed by the CLI scripts: apt-get install %s", tool, pkg)
 		}
