@@ -321,12 +321,18 @@ func writeZeros(f *os.File, from, to int64) error {
 	return nil
 }
 
-func fdatasync(f *os.File) error {
-	if err := syscall.Fdatasync(int(f.Fd())); err != nil {
-		return fmt.Errorf("wal: sync %s: %w", f.Name(), err)
+// writeAt and fdatasync are the two system calls that make a frame
+// durable: variables, so that the tests of this package can see their
+// order and make them fail (sync_test.go).
+var (
+	writeAt   = (*os.File).WriteAt
+	fdatasync = func(f *os.File) error {
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("wal: sync %s: %w", f.Name(), err)
+		}
+		return nil
 	}
-	return nil
-}
+)
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -419,7 +425,7 @@ func (l *Log) Write(records [][]byte) (uint64, error) {
 		l.err = err
 		return 0, err
 	}
-	if _, err := seg.f.WriteAt(buf, seg.end); err != nil {
+	if _, err := writeAt(seg.f, buf, seg.end); err != nil {
 		l.err = err
 		return 0, fmt.Errorf("wal: write: %w", err)
 	}
