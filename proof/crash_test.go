@@ -23,6 +23,13 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestKill9DuringBurst")
 	}
+	// Never outlive the parent for long: it kills this process within a
+	// second of starting it. (Without a parent, the next print fails with
+	// SIGPIPE.)
+	time.AfterFunc(crashChildLimit, func() {
+		fmt.Fprintf(os.Stderr, "TestCrashChild: not killed within %s\n", crashChildLimit)
+		os.Exit(4)
+	})
 	e := loadEnv(t, dir)
 	s := openBolt(t, filepath.Join(dir, "proof.db"))
 	cfg := fastSeal
@@ -120,14 +127,31 @@ func TestKill9DuringBurst(t *testing.T) {
 	t.Logf("%d acknowledged records over 10 crashes, all sealed and proven", len(acked))
 }
 
+// crashChildLimit bounds a writer's life, crashRoundLimit a round of the
+// parent: a writer that hangs or stops printing is killed, and the test
+// fails, within it.
+const (
+	crashChildLimit = 2 * time.Minute
+	crashRoundLimit = time.Minute
+)
+
 // crashOnce runs the writer and kills it after n acknowledgments, adding
-// them to acked.
+// them to acked. The writer is killed, and waited for, whatever happens:
+// at the round's deadline, and when the test fails.
 func crashOnce(t *testing.T, dir string, acked map[string]bool, n int) int {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	ctx, cancel := context.WithTimeout(t.Context(), crashRoundLimit)
+	if d, ok := t.Deadline(); ok && time.Until(d) < crashRoundLimit+10*time.Second {
+		// Before go test's own timeout, which ends the process
+		// without running cleanups.
+		ctx, cancel = context.WithDeadline(t.Context(), d.Add(-10*time.Second))
+	}
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 	// TMPDIR: the killed child cannot remove its temporary files.
 	cmd.Env = append(os.Environ(), "PEC_PROOF_CRASH_DIR="+dir, "TMPDIR="+dir)
 	cmd.Stderr = os.Stderr
+	cmd.WaitDelay = 5 * time.Second // Wait returns even if the pipe stays open
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +159,14 @@ func crashOnce(t *testing.T, dir string, acked map[string]bool, n int) int {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	waited := false
+	defer func() {
+		// On every way out (t.Fatal included): kill, then reap.
+		if !waited {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
 	sc := bufio.NewScanner(stdout)
 	got, killed := 0, false
 	for sc.Scan() {
@@ -152,8 +184,9 @@ func crashOnce(t *testing.T, dir string, acked map[string]bool, n int) int {
 		}
 	}
 	_ = cmd.Wait()
+	waited = true
 	if !killed {
-		t.Fatalf("the writer stopped after %d acknowledgments", got)
+		t.Fatalf("the writer stopped after %d acknowledgments (%v)", got, context.Cause(ctx))
 	}
 	return got
 }

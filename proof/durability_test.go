@@ -115,6 +115,12 @@ func TestTracedChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestAckedOnlyAfterFdatasync")
 	}
+	// The parent kills strace at its deadline, which detaches this
+	// process: it ends itself too.
+	time.AfterFunc(2*time.Minute, func() {
+		fmt.Fprintln(os.Stderr, "TestTracedChild: still running after 2 minutes")
+		os.Exit(4)
+	})
 	e := loadEnv(t, dir)
 	s := openBolt(t, filepath.Join(dir, "proof.db"))
 	l := e.openLog(t, s, fastSeal)
