@@ -201,8 +201,8 @@ func waitAllSealed(t *testing.T, l *proof.Log, ids []string) {
 	}
 }
 
-// waitFor polls cond for 10 s at most.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitUntil polls cond for 10 s at most.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
@@ -416,7 +416,7 @@ func TestStoreFaults(t *testing.T) {
 		l, _, _ := faultLog(t, e, s)
 		s.set(&s.unsealed, failTimes(-1, errDisk, false))
 		ids := appendIDs(t, l, s, "unsealed", 5)
-		waitFor(t, "Ready() != nil while Unsealed fails", func() bool { return l.Ready() != nil })
+		waitUntil(t, "Ready() != nil while Unsealed fails", func() bool { return l.Ready() != nil })
 		if !errors.Is(l.Ready(), errDisk) {
 			t.Errorf("Ready() = %v, want the store's error", l.Ready())
 		}
@@ -425,7 +425,7 @@ func TestStoreFaults(t *testing.T) {
 		}
 		s.set(&s.unsealed, nil)
 		waitAllSealed(t, l, ids)
-		waitFor(t, "Ready() == nil after recovery", func() bool { return l.Ready() == nil })
+		waitUntil(t, "Ready() == nil after recovery", func() bool { return l.Ready() == nil })
 		auditHeads(t, e, s)
 	})
 }
