@@ -15,6 +15,7 @@ command -v pdfsig >/dev/null || need+=(poppler-utils)  # signing, cmd/pec/testda
 command -v certutil >/dev/null || need+=(libnss3-tools)  # certutil: the NSS database trusting the test root, for pdfsig
 command -v unzip >/dev/null || need+=(unzip)  # cmd/pec/testdata/proof.txtar opens a proof bundle
 command -v curl >/dev/null || need+=(curl)    # and reads one over mutual TLS
+command -v strace >/dev/null || need+=(strace)  # proof: the order of pwrite64, fdatasync and acknowledgment of a real run
 # proof's PostgreSQL store: its tests start a throw-away cluster (initdb, pg_ctl) unless
 # PEC_TEST_POSTGRES_URL names a database to use.
 [ -n "${PEC_TEST_POSTGRES_URL:-}" ] || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
