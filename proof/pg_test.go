@@ -307,9 +307,12 @@ func TestPGSealingLock(t *testing.T) {
 		t.Fatalf("Latest: %v, %v", h, err)
 	}
 
-	// s1's node dies: s2 takes over on its third call.
+	// s1's node dies: s2 takes over on its third call with the lock free
+	// (the backend of a closed connection lets its locks go a moment
+	// after the close returns).
 	lead(s2, false)
 	s1.Close()
+	waitLocksFree(t, url)
 	lead(s2, false)
 	lead(s2, false)
 	lead(s2, true)
@@ -388,5 +391,32 @@ func TestPGBackoff(t *testing.T) {
 	}
 	if d := ok.Sub(up); d > 1500*time.Millisecond {
 		t.Errorf("working again %s after the database was back, want within the 1 s back-off", d)
+	}
+}
+
+// waitLocksFree waits until no session holds an advisory lock on the
+// database of url (5 s at most).
+func waitLocksFree(t *testing.T, url string) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var held bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`).Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		if !held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an advisory lock is still held 5 s after its session closed")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
