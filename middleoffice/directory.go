@@ -306,6 +306,7 @@ func (d *Directory) change(ctx context.Context, by *Principal, id, verb string, 
 	if len(changed) > 0 {
 		rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "changed", Value: strings.Join(changed, ",")})
 	}
+	slices.SortFunc(rec.Attributes, func(a, b evidence.Attribute) int { return strings.Compare(a.Key, b.Key) })
 	if prevEvidence != "" {
 		rec.Previous = []string{prevEvidence}
 	}
@@ -347,6 +348,11 @@ func changedFields(a, b Partner) []string {
 	_ = json.Unmarshal(ja, &am)
 	_ = json.Unmarshal(jb, &bm)
 	var out []string
+	for k := range maps.Keys(am) {
+		if _, ok := bm[k]; !ok {
+			bm[k] = nil // removed: differs
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(bm)) {
 		if k == "revision" || k == "updated_at" || k == "evidence_id" {
 			continue
@@ -355,11 +361,5 @@ func changedFields(a, b Partner) []string {
 			out = append(out, k)
 		}
 	}
-	for k := range am {
-		if _, ok := bm[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
 	return out
 }
