@@ -200,9 +200,8 @@ func TestPartnersAPI(t *testing.T) {
 	if id := a.whoami("partner-c"); id.Partner != "" {
 		t.Fatalf("partner-c before it is added: %+v", id)
 	}
-	if code := a.sign("partner-c"); code != http.StatusForbidden {
-		t.Fatalf("partner-c signs before it is added: %d", code)
-	}
+	resp, body := a.do("partner-c", "POST", "/v1/signatures", "application/json", gateway.SignatureRequest{Profile: "default", Document: []byte("x")})
+	wantAdminProblem(t, resp, body, http.StatusForbidden, `no rule grants the signature profile "default"`)
 
 	var added middleoffice.Partner
 	t.Run("add", func(t *testing.T) {

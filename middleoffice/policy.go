@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"pec/evidence"
 	"pec/signing"
@@ -97,6 +99,17 @@ func NewPolicy(dir *Directory, rules Rules) (*Policy, error) {
 		}
 	}
 	return p, nil
+}
+
+// EmptyPolicy is the policy of an empty directory without rules: nobody
+// has a role, a client reads the proofs of records naming it, and nothing
+// else is granted (the signature service, given no policy, keeps its
+// profiles' allowed_clients).
+func EmptyPolicy() *Policy {
+	d := &Directory{base: map[string]Partner{}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	st, _ := newState(map[string]*Partner{}, nil) // nothing can conflict
+	d.state.Store(st)
+	return &Policy{dir: d, sign: map[string][]signing.ClientRule{}}
 }
 
 // Directory is the directory the policy reads.
