@@ -278,7 +278,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "PEC is serving (config %s):\n%s\n", cfg.path, strings.Join(lines, "\n"))
 	if _, err := os.Stat(clients); err == nil {
 		fmt.Fprintf(stdout, "  client certificates for the API: %s/NAME.pem and NAME.key (NAME: partner-a, partner-b, auditor, admin)\n", clients)
-		fmt.Fprintf(stdout, "  partners: pec partner list --api https://%s --cert %s/admin.pem --key %s/admin.key --roots %s\n", cfg.Listen.API, clients, clients, filepath.Join(filepath.Dir(cfg.path), "pki", "root-ca.pem"))
+		if cfg.Listen.API != "" {
+			fmt.Fprintf(stdout, "  partners: pec partner list --api https://%s --cert %s/admin.pem --key %s/admin.key --roots %s\n", cfg.Listen.API, clients, clients, filepath.Join(filepath.Dir(cfg.path), "pki", "root-ca.pem"))
+		}
 		fmt.Fprintf(stdout, "  root CA: %s\n", cfg.TLS.ClientRoots)
 	}
 	fmt.Fprintln(stdout, "Stop with Ctrl-C or SIGTERM.")
