@@ -1,14 +1,12 @@
 package gateway
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"pec/certvalidation"
+	"pec/middleoffice"
 )
 
 // requireClientCert refuses a request that did not come over TLS with a
@@ -16,7 +14,10 @@ import (
 // second lock, should a listener ever be misconfigured. With a validator,
 // the certificate is validated again at each request (a cache hit, most of
 // the time): a connection kept open does not outlive a revocation.
-func requireClientCert(next http.Handler, v *certvalidation.Validator, log *slog.Logger) http.Handler {
+//
+// The certificate's principal is resolved then (once per connection, see
+// middleoffice.Directory.Resolve): a disabled partner is refused with 403.
+func requireClientCert(next http.Handler, v *certvalidation.Validator, pol *middleoffice.Policy, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || (v == nil && len(r.TLS.VerifiedChains) == 0) {
 			writeProblem(w, http.StatusUnauthorized, "a client certificate is required (mutual TLS)")
@@ -33,27 +34,9 @@ func requireClientCert(next http.Handler, v *certvalidation.Validator, log *slog
 				return
 			}
 		}
+		if refuseDisabled(w, pol, r.TLS.PeerCertificates[0]) {
+			return
+		}
 		next.ServeHTTP(w, r)
-	})
-}
-
-// Identity is how the platform names an authenticated client.
-type Identity struct {
-	Subject           string    `json:"subject"`
-	Issuer            string    `json:"issuer"`
-	SerialNumber      string    `json:"serial_number"`
-	FingerprintSHA256 string    `json:"fingerprint_sha256"`
-	NotAfter          time.Time `json:"not_after"`
-}
-
-func whoami(w http.ResponseWriter, r *http.Request) {
-	c := r.TLS.PeerCertificates[0]
-	sum := sha256.Sum256(c.Raw)
-	writeJSON(w, http.StatusOK, Identity{
-		Subject:           c.Subject.String(),
-		Issuer:            c.Issuer.String(),
-		SerialNumber:      c.SerialNumber.Text(16),
-		FingerprintSHA256: hex.EncodeToString(sum[:]),
-		NotAfter:          c.NotAfter.UTC(),
 	})
 }

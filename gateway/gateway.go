@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pec/certvalidation"
+	"pec/middleoffice"
 	"pec/signing"
 	"pec/tsa"
 )
@@ -62,6 +63,13 @@ type Options struct {
 
 	// Proofs serves GET /v1/proofs/{id}; nil: no proof endpoint.
 	Proofs *ProofReader
+
+	// Policy decides who may do what (proof reads, partner
+	// administration; the signature service asks it too when cmd/pec
+	// makes it the service's Authorizer), over the directory that client
+	// certificates resolve to. The partner administration API (/v1/partners)
+	// is served with it. nil: an empty directory, no administration API.
+	Policy *middleoffice.Policy
 }
 
 func (o Options) logger() *slog.Logger {
@@ -87,16 +95,20 @@ func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 // without one is refused with 401 whatever the TLS settings.
 func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
 	log := opts.logger()
+	pol := opts.policy()
 	m := newMetrics(opts.Registry, "api")
 	v1 := http.NewServeMux()
-	v1.Handle("GET /v1/whoami", m.instrument("/v1/whoami", http.HandlerFunc(whoami)))
+	v1.Handle("GET /v1/whoami", m.instrument("/v1/whoami", whoami(pol)))
 	v1.HandleFunc("GET /v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)
 	})
 	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log, failures: newFailureLog(log)}))
 	registerSigning(v1, m, opts)
-	registerProofs(v1, m, opts)
+	registerProofs(v1, m, pol, opts)
+	if opts.Policy != nil {
+		registerPartners(v1, m, opts.Policy, log)
+	}
 	if opts.Validator != nil {
 		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", &validationEndpoint{v: opts.Validator, log: log}))
 	}
@@ -105,7 +117,7 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", requireClientCert(v1, opts.Validator, log))
+	mux.Handle("/v1/", requireClientCert(v1, opts.Validator, pol, log))
 	registerOps(mux, opts.Ready, opts.Gatherer)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "no such route: "+r.URL.Path)

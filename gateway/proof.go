@@ -2,20 +2,20 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
 	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"pec/evidence"
+	"pec/middleoffice"
 	"pec/proof"
 )
 
 // ProofReader serves GET /v1/proofs/{id}: the proof bundle of an evidence
-// record. A partner reads the proofs of its own exchanges only (records
-// naming its certificate as an actor); an auditor reads all. Every read is
+// record. The policy decides who reads what (Options.Policy): a partner
+// reads the proofs of its own exchanges only (records naming its
+// certificate as an actor); an auditor reads all. Every read is
 // recorded in the log (proof.read) before the bundle is sent, and the id
 // of that evidence is in the PEC-Evidence-ID header.
 //
@@ -28,20 +28,18 @@ type ProofReader struct {
 	// Export: the certificates every bundle carries, and the validator
 	// that gathers their revocation data (ExportOptions.Validator).
 	Export proof.ExportOptions
-	// Auditor tells whether a client certificate has the auditor role;
-	// nil: no client has it.
-	Auditor func(cert *x509.Certificate) bool
 }
 
-func registerProofs(v1 *http.ServeMux, m *metrics, opts Options) {
+func registerProofs(v1 *http.ServeMux, m *metrics, pol *middleoffice.Policy, opts Options) {
 	if opts.Proofs == nil || opts.Proofs.Log == nil {
 		return
 	}
-	v1.Handle("GET /v1/proofs/{id}", m.instrument("/v1/proofs/{id}", &proofEndpoint{r: opts.Proofs, opts: opts}))
+	v1.Handle("GET /v1/proofs/{id}", m.instrument("/v1/proofs/{id}", &proofEndpoint{r: opts.Proofs, pol: pol, opts: opts}))
 }
 
 type proofEndpoint struct {
 	r    *ProofReader
+	pol  *middleoffice.Policy
 	opts Options
 }
 
@@ -49,9 +47,8 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	log := e.opts.logger()
 	id := r.PathValue("id")
-	cert := r.TLS.PeerCertificates[0]
-	fp := sha256.Sum256(cert.Raw)
-	auditor := e.r.Auditor != nil && e.r.Auditor(cert)
+	pr := principal(e.pol, r)
+	auditor := e.pol.Authorize(pr, middleoffice.ActionReadAllProofs, middleoffice.Resource{}) == nil
 	store := e.r.Log.Store()
 	// The same answer for "no such record" and "not yours": a partner
 	// learns nothing of others' evidence.
@@ -88,7 +85,7 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
 		return
 	}
-	if !auditor && !rec.Involves(fp) {
+	if !auditor && e.pol.Authorize(pr, middleoffice.ActionReadProof, middleoffice.Resource{Record: rec}) != nil {
 		notFound()
 		return
 	}
@@ -99,7 +96,7 @@ func (e *proofEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	read, err := e.r.Log.Append(ctx, &evidence.Record{
 		Type:     evidence.ProofRead,
 		Subject:  id,
-		Actors:   []evidence.Actor{{Role: role, Fingerprint: fp, Subject: cert.Subject.String()}},
+		Actors:   []evidence.Actor{pr.Actor(role)},
 		Previous: []string{id},
 	})
 	if err != nil {

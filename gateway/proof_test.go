@@ -21,6 +21,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/middleoffice"
 	"pec/proof"
 	"pec/tsa"
 )
@@ -92,13 +93,23 @@ func TestProofEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auditorFP := sha256.Sum256(certs["auditor"].Raw)
+	// The auditor is one by its role in the directory.
+	dir, err := middleoffice.Open(t.Context(), middleoffice.Config{Partners: []middleoffice.PartnerConfig{{Partner: middleoffice.Partner{
+		ID: "auditor", Name: "Audit", Roles: []middleoffice.Role{middleoffice.RoleAuditor},
+		Certificates: []middleoffice.CertificateRule{{Subject: certs["auditor"].Subject.String(), Issuer: p.ca.Cert.Subject.String()}},
+	}}}}, nil, middleoffice.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := middleoffice.NewPolicy(dir, middleoffice.Rules{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The API's authority records its tokens in the log, which stamps its
 	// own checkpoints with the plain one.
-	srv := httptest.NewUnstartedServer(gateway.NewAPIHandler(authority.WithEvidence(plog), 1024, gateway.Options{Proofs: &gateway.ProofReader{
-		Log:     plog,
-		Export:  proof.ExportOptions{LogChain: []*x509.Certificate{logCert, p.ca.Cert}},
-		Auditor: func(c *x509.Certificate) bool { return sha256.Sum256(c.Raw) == auditorFP },
+	srv := httptest.NewUnstartedServer(gateway.NewAPIHandler(authority.WithEvidence(plog), 1024, gateway.Options{Policy: pol, Proofs: &gateway.ProofReader{
+		Log:    plog,
+		Export: proof.ExportOptions{LogChain: []*x509.Certificate{logCert, p.ca.Cert}},
 	}}))
 	srv.TLS = tlsCfg
 	srv.StartTLS()

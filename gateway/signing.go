@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"pec/certvalidation"
+	"pec/middleoffice"
 	"pec/signing"
 )
 
@@ -233,7 +234,11 @@ func (h *signingHandlers) fail(w http.ResponseWriter, r *http.Request, err error
 	}
 	switch {
 	case errors.Is(err, signing.ErrNotAllowed):
-		writeProblem(w, http.StatusForbidden, "this client may not use this signature profile")
+		detail := "this client may not use this signature profile"
+		if fe, ok := errors.AsType[*middleoffice.ForbiddenError](err); ok {
+			detail += ": " + fe.Reason // the policy's reason, about this client only
+		}
+		writeProblem(w, http.StatusForbidden, detail)
 	case errors.Is(err, signing.ErrUnknownProfile):
 		writeProblem(w, http.StatusNotFound, "no such signature profile")
 	case errors.Is(err, signing.ErrDataRequired):

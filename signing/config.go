@@ -1,6 +1,7 @@
 package signing
 
 import (
+	"bytes"
 	"crypto"
 	"encoding/hex"
 	"errors"
@@ -38,9 +39,11 @@ type ProfileConfig struct {
 	Timestamp bool   `yaml:"timestamp"` // add a signature timestamp: B-T instead of B-B
 	// AllowedClients name the API clients that may use the profile: a
 	// certificate's SHA-256 fingerprint ("sha256:HEX"), its subject as
-	// /v1/whoami shows it ("CN=partner-a,O=..."), or its common name
-	// ("partner-a"). The local operator (pec sign --config) may use every
-	// profile.
+	// /v1/whoami shows it ("CN=partner-a,O=..."), or a name ("partner-a"):
+	// a certificate's common name, or a partner of the directory (see
+	// Options.Authorizer: the node's policy decides, these are its rules
+	// for the profile). The local operator (pec sign --config) may use
+	// every profile.
 	AllowedClients []string  `yaml:"allowed_clients"`
 	PDF            PDFConfig `yaml:"pdf"`
 }
@@ -108,7 +111,7 @@ func (c Config) Validate() error {
 			fault("%s.digest: %q is not one of sha256, sha384, sha512", at, p.Digest)
 		}
 		for j, a := range p.AllowedClients {
-			if _, err := parseAllowed(a); err != nil {
+			if _, err := ParseClientRule(a); err != nil {
 				fault("%s.allowed_clients[%d]: %v", at, j, err)
 			}
 		}
@@ -158,14 +161,19 @@ func (c Config) maxBatch() int {
 	return c.MaxBatch
 }
 
-// clientMatcher is one entry of allowed_clients.
-type clientMatcher struct {
-	fingerprint []byte // SHA-256 of the certificate
-	subject     string
-	commonName  string
+// ClientRule is one entry of allowed_clients: a certificate's SHA-256
+// fingerprint, its subject, or a name (a common name, or a directory
+// partner's id, which the node's policy matches).
+type ClientRule struct {
+	Fingerprint []byte // SHA-256 of the certificate
+	Subject     string // RFC 4514, as crypto/x509 prints it
+	Name        string // a common name or a partner id
 }
 
-func parseAllowed(s string) (clientMatcher, error) {
+// ParseClientRule reads one entry of allowed_clients: "sha256:HEX" (or 64
+// hexadecimal digits) is a fingerprint, text holding "=" a subject, any
+// other text a name.
+func ParseClientRule(s string) (ClientRule, error) {
 	hexFP, isFP := strings.CutPrefix(strings.TrimSpace(s), "sha256:")
 	if !isFP && len(s) == 64 {
 		hexFP, isFP = s, true
@@ -175,15 +183,28 @@ func parseAllowed(s string) (clientMatcher, error) {
 	}
 	switch {
 	case s == "":
-		return clientMatcher{}, errors.New("empty")
+		return ClientRule{}, errors.New("empty")
 	case isFP:
 		fp, err := hex.DecodeString(strings.ReplaceAll(hexFP, ":", ""))
 		if err != nil || len(fp) != 32 {
-			return clientMatcher{}, fmt.Errorf("%q is not a SHA-256 fingerprint in hexadecimal", s)
+			return ClientRule{}, fmt.Errorf("%q is not a SHA-256 fingerprint in hexadecimal", s)
 		}
-		return clientMatcher{fingerprint: fp}, nil
+		return ClientRule{Fingerprint: fp}, nil
 	case strings.Contains(s, "="):
-		return clientMatcher{subject: s}, nil
+		return ClientRule{Subject: s}, nil
 	}
-	return clientMatcher{commonName: s}, nil
+	return ClientRule{Name: s}, nil
+}
+
+// MatchesCertificate reports whether the rule names the certificate with
+// this SHA-256 fingerprint, subject and common name (a name rule matches
+// the common name).
+func (r ClientRule) MatchesCertificate(fingerprint [32]byte, subject, commonName string) bool {
+	switch {
+	case r.Fingerprint != nil:
+		return bytes.Equal(r.Fingerprint, fingerprint[:])
+	case r.Subject != "":
+		return r.Subject == subject
+	}
+	return r.Name != "" && r.Name == commonName
 }

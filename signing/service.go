@@ -1,7 +1,6 @@
 package signing
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -39,6 +38,53 @@ type Options struct {
 	// Evidence records every operation (signature.created,
 	// signature.refused) before its result is released; required.
 	Evidence evidence.Appender
+	// Authorizer decides which API clients may use which profile: the
+	// node's policy (package middleoffice), which takes the profiles'
+	// allowed_clients among its rules. nil: allowed_clients alone
+	// (NewAllowedClients).
+	Authorizer Authorizer
+}
+
+// Authorizer decides whether an API client may use a signature profile.
+type Authorizer interface {
+	// AuthorizeSign returns nil when the holder of cert (verified by
+	// mutual TLS) may sign with the profile called profile, and an error
+	// saying why not otherwise; the error's text goes into the evidence of
+	// the refusal, never to the client. It is safe for concurrent use.
+	AuthorizeSign(ctx context.Context, cert *x509.Certificate, profile string) error
+}
+
+// AllowedClients is the Authorizer of the profiles' allowed_clients alone,
+// matched against the certificate (a name rule: its common name): the
+// rules of a Service that is given no policy.
+type AllowedClients map[string][]ClientRule
+
+// NewAllowedClients collects the allowed_clients of each profile of cfg
+// (which Validate has checked).
+func NewAllowedClients(cfg Config) AllowedClients {
+	a := AllowedClients{}
+	for _, p := range cfg.Profiles {
+		rules := []ClientRule{}
+		for _, e := range p.AllowedClients {
+			if r, err := ParseClientRule(e); err == nil {
+				rules = append(rules, r)
+			}
+		}
+		a[p.Name] = rules
+	}
+	return a
+}
+
+// AuthorizeSign implements Authorizer.
+func (a AllowedClients) AuthorizeSign(_ context.Context, cert *x509.Certificate, profile string) error {
+	fp := sha256.Sum256(cert.Raw)
+	subject := cert.Subject.String()
+	for _, r := range a[profile] {
+		if r.MatchesCertificate(fp, subject, cert.Subject.CommonName) {
+			return nil
+		}
+	}
+	return errors.New("client not in allowed_clients")
 }
 
 // Service makes signatures with the configured profiles: it checks that
@@ -46,6 +92,7 @@ type Options struct {
 // returning the signature. It is safe for concurrent use.
 type Service struct {
 	profiles map[string]*Profile
+	authz    Authorizer
 	evidence evidence.Appender
 	now      func() time.Time
 	log      *slog.Logger
@@ -65,7 +112,6 @@ type Profile struct {
 	signer    *Signer
 	pdf       PDFOptions
 	actor     evidence.Actor // the signer, in the evidence
-	allowed   []clientMatcher
 	m         *profileMetrics
 }
 
@@ -83,8 +129,8 @@ type Client struct {
 // identity is what a request needs of its client, computed once.
 type identity struct {
 	local       bool
+	cert        *x509.Certificate
 	subject     string
-	commonName  string
 	fingerprint [32]byte
 	actor       evidence.Actor // role "client"
 }
@@ -104,8 +150,8 @@ func (s *Service) identify(c Client) *identity {
 		return id.(*identity)
 	}
 	id := &identity{
+		cert:        c.Certificate,
 		subject:     c.Certificate.Subject.String(),
-		commonName:  c.Certificate.Subject.CommonName,
 		fingerprint: sha256.Sum256(c.Certificate.Raw),
 	}
 	id.actor = evidence.Actor{Role: "client", Fingerprint: id.fingerprint, Subject: id.subject}
@@ -119,23 +165,6 @@ func (s *Service) identify(c Client) *identity {
 
 const maxCachedIdentities = 4096
 
-func (p *Profile) allows(id *identity) bool {
-	if id.local {
-		return true
-	}
-	for _, m := range p.allowed {
-		switch {
-		case m.fingerprint != nil && bytes.Equal(m.fingerprint, id.fingerprint[:]):
-			return true
-		case m.subject != "" && m.subject == id.subject:
-			return true
-		case m.commonName != "" && m.commonName == id.commonName:
-			return true
-		}
-	}
-	return false
-}
-
 // Load builds the service from the signing section: each profile's key
 // from keys, its certificate chain from its cert_file, checked to match
 // (see NewSigner).
@@ -148,6 +177,7 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 	}
 	s := &Service{
 		profiles: map[string]*Profile{},
+		authz:    opts.Authorizer,
 		evidence: opts.Evidence,
 		now:      opts.Now,
 		log:      opts.Logger,
@@ -160,6 +190,9 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.authz == nil {
+		s.authz = NewAllowedClients(cfg)
 	}
 	for i, pc := range cfg.Profiles {
 		at := fmt.Sprintf("signing.profiles[%d] (%s)", i, pc.Name)
@@ -185,10 +218,6 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 		}
 		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format)),
 			actor: evidence.ActorFromCertificate("signer", signer.Certificate())}
-		for _, a := range pc.AllowedClients {
-			m, _ := parseAllowed(a)
-			p.allowed = append(p.allowed, m)
-		}
 		p.pdf = PDFOptions{Visible: pc.PDF.Visible, Page: pc.PDF.Page, Reason: pc.PDF.Reason, Location: pc.PDF.Location}
 		if len(pc.PDF.Rect) == 4 {
 			p.pdf.Rect = [4]float64(pc.PDF.Rect)
@@ -281,25 +310,40 @@ type BatchResult struct {
 	Signatures []*Signature
 }
 
-// profileFor finds the profile and checks the client may use it. A refusal
-// is recorded as evidence.
+// profileFor finds the profile and asks the authorizer whether the client
+// may use it (the local operator may use every profile). A refusal is
+// recorded as evidence, with the authorizer's reason.
 func (s *Service) profileFor(ctx context.Context, id *identity, name string) (*Profile, error) {
 	p := s.profiles[name]
 	if p == nil {
 		s.metrics.unknown.Inc()
 		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, name)
 	}
-	if !p.allows(id) {
+	if id.local {
+		return p, nil
+	}
+	if why := s.authz.AuthorizeSign(ctx, id.cert, name); why != nil {
 		p.m.refused.Inc()
 		rec := &evidence.Record{Type: evidence.SignatureRefused, Time: s.now().UTC(), Actors: []evidence.Actor{id.actor, p.actor},
-			Attributes: []evidence.Attribute{{Key: "profile", Value: name}, {Key: "reason", Value: "client not in allowed_clients"}}}
+			Attributes: []evidence.Attribute{{Key: "profile", Value: name}, {Key: "reason", Value: reasonText(why)}}}
 		if _, err := s.evidence.Append(ctx, rec); err != nil {
 			s.log.ErrorContext(ctx, "signing: record refusal", "err", err)
 		}
 		s.log.WarnContext(ctx, "signing: client refused", "profile", name, "client", id.subject)
-		return nil, fmt.Errorf("%w %q", ErrNotAllowed, name)
+		return nil, fmt.Errorf("%w %q: %w", ErrNotAllowed, name, why)
 	}
 	return p, nil
+}
+
+// reasonText bounds the authorizer's reason to what a record attribute
+// holds.
+func reasonText(err error) string {
+	const limit = 1024
+	s := err.Error()
+	if len(s) > limit {
+		s = s[:limit]
+	}
+	return s
 }
 
 // Sign makes one signature with a profile: CAdES attached or detached, of

@@ -14,6 +14,7 @@ import (
 
 	"pec/certvalidation"
 	"pec/hsm"
+	"pec/middleoffice"
 	"pec/proof"
 	"pec/signing"
 	"pec/tsa"
@@ -30,6 +31,11 @@ type File struct {
 	TSA     tsa.Config     `yaml:"tsa"`
 	Proof   proof.Config   `yaml:"proof"`   // absent: no evidence log
 	Signing signing.Config `yaml:"signing"` // absent: no signature profiles
+
+	// Directory is the partners, their roles and the routing rules: the
+	// base that the administration API's changes (kept in its file) win
+	// over.
+	Directory middleoffice.Config `yaml:"directory"`
 
 	// CertValidation decides on certificates: the API's clients, POST
 	// /v1/validations, signers.
@@ -150,7 +156,7 @@ func (f *File) Validate() error {
 		errs = append(errs, errors.New("tls.client_roots: required: the API accepts only mutual TLS"))
 	}
 	errs = append(errs, f.HSM.Validate(), f.TSA.Validate(), f.Signing.Validate())
-	errs = append(errs, f.CertValidation.Validate())
+	errs = append(errs, f.CertValidation.Validate(), f.Directory.Validate())
 	if f.Proof.Configured() {
 		errs = append(errs, f.Proof.Validate())
 	}
@@ -170,6 +176,10 @@ func (f *File) resolvePaths(dir string) {
 	}
 	f.resolveSigningPaths(dir)
 	f.CertValidation.ResolvePaths(dir)
+	f.Directory.ResolvePaths(dir)
+	if f.Directory.File == "" && f.DataDir != "" {
+		f.Directory.File = filepath.Join(f.DataDir, "directory.json")
+	}
 	if f.Proof.CheckpointFile != "" && !filepath.IsAbs(f.Proof.CheckpointFile) {
 		f.Proof.CheckpointFile = filepath.Join(dir, f.Proof.CheckpointFile)
 	}

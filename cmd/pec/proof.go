@@ -638,8 +638,9 @@ func proofReader(cfg *File, l *proof.Log) (*gateway.ProofReader, error) {
 		return nil, err
 	}
 	return &gateway.ProofReader{
-		Log:     l,
-		Export:  proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain},
-		Auditor: cfg.Proof.IsAuditor,
+		Log:    l,
+		Export: proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain},
+		// Who reads what is the policy's (openDirectory): proof.auditors
+		// are among its rules.
 	}, nil
 }

@@ -25,6 +25,8 @@ import (
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/middleoffice"
+	"pec/proof"
 	"pec/tsa"
 )
 
@@ -185,7 +187,13 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, plog, log, reg); err != nil {
+	// One policy for every decision: the directory (pec.yaml's base and
+	// the changes of the administration API), the profiles'
+	// allowed_clients, proof.auditors.
+	if gopts.Policy, err = openDirectory(ctx, cfg, plog, log, &n); err != nil {
+		return err
+	}
+	if gopts.Signing, err = openSigning(ctx, cfg, keys, authority, plog, gopts.Policy, log, reg); err != nil {
 		return err
 	}
 	if gopts.Verifier, err = openVerifier(cfg); err != nil {
@@ -270,6 +278,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "PEC is serving (config %s):\n%s\n", cfg.path, strings.Join(lines, "\n"))
 	if _, err := os.Stat(clients); err == nil {
 		fmt.Fprintf(stdout, "  client certificates for the API: %s/NAME.pem and NAME.key (NAME: partner-a, partner-b, auditor, admin)\n", clients)
+		if cfg.Listen.API != "" {
+			fmt.Fprintf(stdout, "  partners: pec partner list --api https://%s --cert %s/admin.pem --key %s/admin.key --roots %s\n", cfg.Listen.API, clients, clients, filepath.Join(filepath.Dir(cfg.path), "pki", "root-ca.pem"))
+		}
 		fmt.Fprintf(stdout, "  root CA: %s\n", cfg.TLS.ClientRoots)
 	}
 	fmt.Fprintln(stdout, "Stop with Ctrl-C or SIGTERM.")
@@ -369,4 +380,28 @@ func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tl
 	}
 	api, err = gateway.ServerTLSConfig(chain, key, pool)
 	return server, api, err
+}
+
+// openDirectory opens the directory (pec.yaml's directory section, then the
+// changes kept in directory.file, which win) and the policy over it, with
+// the signing profiles' allowed_clients and proof.auditors as rules. The
+// directory's changes are evidence: without an evidence log it takes none.
+func openDirectory(ctx context.Context, cfg *File, plog *proof.Log, log *slog.Logger, n *node) (*middleoffice.Policy, error) {
+	store, err := middleoffice.OpenFile(cfg.Directory.File)
+	if err != nil {
+		return nil, fmt.Errorf("directory.file: %w", err)
+	}
+	n.onClose(store.Close)
+	opts := middleoffice.Options{Logger: log}
+	if plog != nil {
+		opts.Evidence = plog
+	}
+	dir, err := middleoffice.Open(ctx, cfg.Directory, store, opts)
+	if err != nil {
+		return nil, failure(err)
+	}
+	return middleoffice.NewPolicy(dir, middleoffice.Rules{
+		SignProfiles: middleoffice.SignRules(cfg.Signing),
+		Auditors:     cfg.Proof.Auditors,
+	})
 }

@@ -157,7 +157,7 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ga
 	if err != nil {
 		return nil, failure(fmt.Errorf("the node's evidence log: %w (if pec serve runs on this node, sign through it with --api)", err))
 	}
-	svc, err := openSigning(ctx, cfg, keys, authority, plog, log, nil)
+	svc, err := openSigning(ctx, cfg, keys, authority, plog, nil, log, nil)
 	if err != nil {
 		return nil, failure(err)
 	}

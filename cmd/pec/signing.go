@@ -37,9 +37,11 @@ func (f *File) resolveSigningPaths(dir string) {
 // openSigning builds the signature service of the signing section: the
 // profiles' HSM keys and certificates, the TSA of the signature timestamps
 // (this node's authority in-process, or signing.tsa_url), and the evidence
-// log that records every operation. It returns nil when no profile is
-// configured.
-func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer) (*signing.Service, error) {
+// log that records every operation, and the authorizer the profiles ask
+// (the node's policy; nil: their allowed_clients alone, for the local
+// operator of pec sign --config, who may use every profile anyway). It
+// returns nil when no profile is configured.
+func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa.Authority, plog *proof.Log, authz signing.Authorizer, log *slog.Logger, reg prometheus.Registerer) (*signing.Service, error) {
 	if len(cfg.Signing.Profiles) == 0 {
 		return nil, nil
 	}
@@ -54,7 +56,7 @@ func openSigning(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *t
 		ts = signing.LocalTSA{Authority: authority}
 	}
 	return signing.Load(ctx, cfg.Signing, keys, signing.Options{
-		Logger: log, Registry: reg, Timestamper: ts, Evidence: plog,
+		Logger: log, Registry: reg, Timestamper: ts, Evidence: plog, Authorizer: authz,
 	})
 }
 
