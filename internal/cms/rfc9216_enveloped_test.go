@@ -1,0 +1,81 @@
+package cms_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"pec/internal/cms"
+)
+
+const rfc9216 = "../../../shared/testdata/cms-rfc9216"
+
+// rfc9216Key reads the certificate and PKCS #8 key of an RFC 9216 party.
+func rfc9216Key(t testing.TB, cert, key string) cms.RecipientKey {
+	t.Helper()
+	c, err := x509.ParseCertificate(pemFile(t, filepath.Join(rfc9216, "certs-and-keys", cert)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(pemFile(t, filepath.Join(rfc9216, "certs-and-keys", key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cms.RecipientKey{Cert: c, Key: k}
+}
+
+func pemFile(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := pem.Decode(b)
+	if p == nil {
+		t.Fatalf("%s: no PEM", name)
+	}
+	return p.Bytes
+}
+
+// TestRFC9216Decrypt opens every encrypted sample of RFC 9216 with the
+// keys of its recipients.
+func TestRFC9216Decrypt(t *testing.T) {
+	bob := rfc9216Key(t, "lamps-bob.encrypt.crt", "lamps-bob.decrypt.p8.pem")
+	dana := rfc9216Key(t, "lamps-dana.encrypt.crt", "lamps-dana.decrypt.p8.pem")
+	const content = "This is some sample content."
+	for _, tc := range []struct {
+		file, who string
+		key       cms.RecipientKey
+		alg       string
+		auth      bool
+	}{
+		{"encryptedForBobRSAOaep.p7m", "bob", bob, "AES-128-CBC", false},
+		{"encryptedForBobAndDana.p7m", "bob", bob, "AES-128-CBC", false},
+		{"encryptedForBobAndDana.p7m", "dana", dana, "AES-128-CBC", false},
+		{"authEnvelopedForBobChaCha20Poly1305.p7m", "bob", bob, "ChaCha20-Poly1305", true},
+		{"authEnvelopedForDanaX25519HKDF.p7m", "dana", dana, "AES-128-GCM", true},
+	} {
+		t.Run(tc.file+"/"+tc.who, func(t *testing.T) {
+			in, err := os.ReadFile(filepath.Join(rfc9216, "binary-files", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pt, env, err := cms.Decrypt(in, tc.key, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(pt) != content || env.Algorithm != tc.alg || env.Authenticated != tc.auth || !env.ContentType.Equal(cms.OIDData) || env.Size != int64(len(content)) {
+				t.Fatalf("got %q, %+v", pt, env)
+			}
+		})
+	}
+	t.Run("wrong recipient", func(t *testing.T) {
+		in, _ := os.ReadFile(filepath.Join(rfc9216, "binary-files", "encryptedForBobRSAOaep.p7m"))
+		if _, _, err := cms.Decrypt(in, dana, nil); !errors.Is(err, cms.ErrNoRecipient) {
+			t.Fatalf("%v, want ErrNoRecipient", err)
+		}
+	})
+}
