@@ -72,6 +72,24 @@ func TestRFC9216Decrypt(t *testing.T) {
 			}
 		})
 	}
+	// The KEK of encryptedKekri.p7m is not in the testdata: the sample
+	// parses, its KEKRecipientInfo is found by its key identifier, and a
+	// wrong KEK fails the AES key wrap's integrity check.
+	t.Run("encryptedKekri.p7m", func(t *testing.T) {
+		in, err := os.ReadFile(filepath.Join(rfc9216, "binary-files", "encryptedKekri.p7m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := cms.Decrypt(in, cms.RecipientKey{KEKID: []byte("keyid"), KEK: make([]byte, 32)}, nil); !errors.Is(err, cms.ErrDecryption) {
+			t.Fatalf("%v, want ErrDecryption", err)
+		}
+		if _, _, err := cms.Decrypt(in, cms.RecipientKey{KEKID: []byte("other"), KEK: make([]byte, 32)}, nil); !errors.Is(err, cms.ErrNoRecipient) {
+			t.Fatalf("%v, want ErrNoRecipient", err)
+		}
+		if _, _, err := cms.Decrypt(in, cms.RecipientKey{KEKID: []byte("keyid"), KEK: make([]byte, 16)}, nil); !errors.Is(err, cms.ErrUnsupported) {
+			t.Fatalf("%v, want ErrUnsupported (a 128-bit KEK for aes256-wrap)", err)
+		}
+	})
 	t.Run("wrong recipient", func(t *testing.T) {
 		in, _ := os.ReadFile(filepath.Join(rfc9216, "binary-files", "encryptedForBobRSAOaep.p7m"))
 		if _, _, err := cms.Decrypt(in, dana, nil); !errors.Is(err, cms.ErrNoRecipient) {
