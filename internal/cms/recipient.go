@@ -6,6 +6,8 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -379,6 +381,9 @@ func openKTRI(ri cryptobyte.String, k *RecipientKey, o openOptions) ([]byte, boo
 			return nil, true, err
 		}
 		cek, err := dec.Decrypt(rnd, ek, opts)
+		if err != nil && !errors.Is(err, rsa.ErrDecryption) {
+			return nil, true, fmt.Errorf("key transport: %w", err) // the key's own: an HSM unavailable
+		}
 		if err != nil || len(cek) != o.keyLen {
 			return nil, true, decryptionFailed()
 		}
@@ -387,19 +392,42 @@ func openKTRI(ri cryptobyte.String, k *RecipientKey, o openOptions) ([]byte, boo
 		if !NullOrAbsent(params) {
 			return nil, true, unsupported("rsaEncryption with parameters")
 		}
-		// RFC 3218 section 2.3.2, RFC 8017 section 7.2.2 note: a bad
-		// padding or length gives a random key, which then fails as a
-		// wrong key would, and not before.
-		cek, err := dec.Decrypt(rnd, ek, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: o.keyLen})
-		if err != nil || len(cek) != o.keyLen {
-			cek = make([]byte, o.keyLen)
-			if _, err := io.ReadFull(randOr(rnd), cek); err != nil {
-				return nil, true, err
-			}
-		}
-		return cek, true, nil
+		cek, err := pkcs1v15CEK(dec, rnd, ek, o.keyLen)
+		return cek, true, err
 	}
 	return nil, true, unsupported("key transport algorithm %v", oid)
+}
+
+// fallbackSecret keys the substitute content-encryption keys of
+// pkcs1v15CEK: one per process.
+var fallbackSecret = func() []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// pkcs1v15CEK decrypts an RSAES-PKCS1-v1_5 encryptedKey. A bad padding or
+// a key of the wrong length gives a substitute key, computed before the
+// outcome is known, that then fails as a wrong key would, and not before (RFC 3218 section
+// 2.3.2, RFC 8017 section 7.2.2): there is no padding oracle. The
+// substitute is HMAC-SHA256(fallbackSecret, encryptedKey), not a fresh
+// random key, so that the same encryptedKey sent twice fails the same way
+// twice and a valid padding cannot be told from an invalid one by trying
+// again ("implicit rejection", as in draft-irtf-cfrg-rsa-guidance).
+func pkcs1v15CEK(dec crypto.Decrypter, rnd io.Reader, ek []byte, keyLen int) ([]byte, error) {
+	mac := hmac.New(sha256.New, fallbackSecret)
+	mac.Write(ek)
+	cek := mac.Sum(nil)[:keyLen]
+	pt, err := dec.Decrypt(rnd, ek, &rsa.PKCS1v15DecryptOptions{})
+	if err != nil && !errors.Is(err, rsa.ErrDecryption) {
+		return nil, fmt.Errorf("key transport: %w", err) // the key's own: an HSM unavailable
+	}
+	if err == nil && len(pt) == keyLen {
+		cek = pt
+	}
+	return cek, nil
 }
 
 // openKARI reads a KeyAgreeRecipientInfo (RFC 5652 section 6.2.2) with an
@@ -505,7 +533,11 @@ func openKARI(ri cryptobyte.String, k *RecipientKey, o openOptions) ([]byte, boo
 	}
 	z, err := ag.ECDH(peer)
 	if err != nil {
-		return nil, true, fmt.Errorf("key agreement: %w", err)
+		if _, software := ag.(*ecdh.PrivateKey); software {
+			// A low-order X25519 point, the only failure of crypto/ecdh here.
+			return nil, true, malformed("the originator's public key: %v", err)
+		}
+		return nil, true, fmt.Errorf("key agreement: %w", err) // the key's own: an HSM unavailable
 	}
 	kek, err := deriveKEK(scheme, z, sharedInfo(wrapAlg, ukm, kekLen), kekLen)
 	if err != nil {
