@@ -40,7 +40,7 @@ func fuzzKeys(t testing.TB) (keys []cms.RecipientKey, recipients []cms.Recipient
 	}
 	p256 := &x509.Certificate{
 		PublicKey: &ec.PublicKey, PublicKeyAlgorithm: x509.ECDSA, SerialNumber: big.NewInt(7),
-		RawIssuer: []byte{0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x04, 'f', 'u', 'z', 'z'},
+		RawIssuer:    []byte{0x30, 0x0f, 0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x04, 'f', 'u', 'z', 'z'},
 		SubjectKeyId: []byte("fuzz p256"),
 	}
 	kek := bytes.Repeat([]byte{0x17}, 32)
