@@ -3,6 +3,8 @@ package cms_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -441,5 +443,49 @@ func TestEnvelopeSourceChanged(t *testing.T) {
 	r := &changingReader{env: env, ct: ct.off, at: ct.end - 10}
 	if _, err := cms.DecryptTo(io.Discard, r, int64(len(env)), p.rkey(), nil); !errors.Is(err, cms.ErrMalformed) {
 		t.Fatalf("%v, want ErrMalformed (changed between the passes)", err)
+	}
+}
+
+// TestEnvelopeCBCPadding: a CBC plaintext whose padding is wrong (RFC
+// 5652 section 6.3) is ErrDecryption, and in memory nothing is released.
+// The content-encryption key and IV come from a counting Rand, so that
+// the test can write ciphertexts of its own into the envelope.
+func TestEnvelopeCBCPadding(t *testing.T) {
+	kek := randomBytes(32)
+	rs := []cms.Recipient{{KEKID: []byte("k"), KEK: kek}}
+	key := cms.RecipientKey{KEKID: []byte("k"), KEK: kek}
+	pt := randomBytes(20) // two blocks once padded
+	env, err := cms.Encrypt(pt, rs, &cms.EnvelopeOptions{Content: cms.AES256CBC, Rand: &counting{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cek, iv := make([]byte, 32), make([]byte, 16)
+	(&counting{}).Read(cek)
+	(&counting{c: 32}).Read(iv)
+	_, ct, _ := fields(t, env)
+	block, _ := aes.NewCipher(cek)
+	with := func(last []byte) []byte {
+		p := append(bytes.Clone(pt[:16]), last...)
+		c := make([]byte, 32)
+		cipher.NewCBCEncrypter(block, iv).CryptBlocks(c, p)
+		bad := bytes.Clone(env)
+		copy(bad[ct.off:ct.end], c)
+		return bad
+	}
+	good := append(bytes.Clone(pt[16:]), bytes.Repeat([]byte{12}, 12)...)
+	if got, _, err := cms.Decrypt(with(good), key, nil); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("the test's own ciphertext: %v", err)
+	}
+	for name, last := range map[string][]byte{
+		"pad 0":              append(bytes.Clone(pt[16:]), append(bytes.Repeat([]byte{12}, 11), 0)...),
+		"pad 17":             append(bytes.Clone(pt[16:]), append(bytes.Repeat([]byte{12}, 11), 17)...),
+		"pad bytes differ":   append(bytes.Clone(pt[16:]), append(append(bytes.Repeat([]byte{12}, 5), 11), bytes.Repeat([]byte{12}, 6)...)...),
+		"first pad byte off": append(bytes.Clone(pt[16:]), append([]byte{13}, bytes.Repeat([]byte{12}, 11)...)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got, _, err := cms.Decrypt(with(last), key, nil); !errors.Is(err, cms.ErrDecryption) || got != nil {
+				t.Fatalf("%q, %v; want ErrDecryption", got, err)
+			}
+		})
 	}
 }
