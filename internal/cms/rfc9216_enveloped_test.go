@@ -1,6 +1,7 @@
 package cms_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -69,6 +70,19 @@ func TestRFC9216Decrypt(t *testing.T) {
 			}
 			if string(pt) != content || env.Algorithm != tc.alg || env.Authenticated != tc.auth || !env.ContentType.Equal(cms.OIDData) || env.Size != int64(len(content)) {
 				t.Fatalf("got %q, %+v", pt, env)
+			}
+			if !tc.auth {
+				return
+			}
+			// Any byte flipped: the content or an error, never other
+			// bytes; the last one (the tag) is an error.
+			for i := range in {
+				bad := bytes.Clone(in)
+				bad[i] ^= 0x80
+				got, _, err := cms.Decrypt(bad, tc.key, nil)
+				if err == nil && string(got) != content || i == len(in)-1 && !errors.Is(err, cms.ErrDecryption) {
+					t.Fatalf("byte %d flipped: %q, %v", i, got, err)
+				}
 			}
 		})
 	}
