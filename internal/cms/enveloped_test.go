@@ -489,3 +489,52 @@ func TestEnvelopeCBCPadding(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvelopeBeyond4GiB: the lengths of an envelope larger than 4 GiB are
+// written with five length octets, and Len says the whole size.
+func TestEnvelopeBeyond4GiB(t *testing.T) {
+	const size = 5 << 30
+	var head bytes.Buffer
+	w, err := cms.NewEnvelopeWriter(&head, size, []cms.Recipient{{KEKID: []byte("k"), KEK: randomBytes(16)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := head.Bytes()
+	if h[0] != 0x30 || h[1] != 0x85 {
+		t.Fatalf("header % x", h[:8])
+	}
+	var n int64
+	for _, c := range h[2:7] {
+		n = n<<8 | int64(c)
+	}
+	if n+7 != w.Len() || w.Len() != int64(head.Len())+size+18 {
+		t.Fatalf("outer length %d, Len %d, header %d", n, w.Len(), head.Len())
+	}
+	// The [0] IMPLICIT encryptedContent closes the header: 0x80 and the size.
+	if !bytes.HasSuffix(h, []byte{0x80, 0x85, 0x01, 0x40, 0x00, 0x00, 0x00}) {
+		t.Fatalf("encryptedContent header % x, want 80 85 01 40 00 00 00", h[len(h)-7:])
+	}
+	if _, err := cms.NewEnvelopeWriter(io.Discard, 65<<30, []cms.Recipient{{KEKID: []byte("k"), KEK: randomBytes(16)}}, nil); err == nil {
+		t.Fatal("a GCM envelope of 65 GiB (beyond SP 800-38D's bound)")
+	}
+}
+
+// TestEnvelopeAttemptsBounded: each RecipientInfo tried costs a
+// private-key operation; more than 8 naming one key are refused.
+func TestEnvelopeAttemptsBounded(t *testing.T) {
+	p := newParty(t, "p256", 0)
+	for _, n := range []int{8, 9} {
+		rs := make([]cms.Recipient, n)
+		for i := range rs {
+			rs[i] = p.recipient()
+		}
+		env, err := cms.Encrypt([]byte("x"), rs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = cms.Decrypt(env, p.rkey(), nil)
+		if n == 8 && err != nil || n == 9 && !errors.Is(err, cms.ErrMalformed) {
+			t.Fatalf("%d RecipientInfos for one key: %v", n, err)
+		}
+	}
+}

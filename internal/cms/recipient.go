@@ -87,12 +87,12 @@ func (r Recipient) info(cek []byte, rnd io.Reader) ([]byte, int, error) {
 		if err != nil {
 			return nil, 0, unsupported("certificate %q: %v", c.Subject, err)
 		}
-		return kariInfo(r, ek, cek)
+		return kariInfo(r, ek, cek, rnd)
 	}
 	// crypto/x509 leaves PublicKey nil for X25519 certificates (RFC 8410).
 	if k, err := x509.ParsePKIXPublicKey(c.RawSubjectPublicKeyInfo); err == nil {
 		if ek, ok := k.(*ecdh.PublicKey); ok {
-			return kariInfo(r, ek, cek)
+			return kariInfo(r, ek, cek, rnd)
 		}
 	}
 	return nil, 0, unsupported("certificate %q: a %v key can neither transport nor agree keys here", c.Subject, c.PublicKeyAlgorithm)
@@ -134,7 +134,7 @@ func ktriInfo(r Recipient, pub *rsa.PublicKey, cek []byte, rnd io.Reader) ([]byt
 //	  ukm [1] EXPLICIT UserKeyingMaterial OPTIONAL,
 //	  keyEncryptionAlgorithm KeyEncryptionAlgorithmIdentifier,
 //	  recipientEncryptedKeys RecipientEncryptedKeys }
-func kariInfo(r Recipient, pub *ecdh.PublicKey, cek []byte) ([]byte, int, error) {
+func kariInfo(r Recipient, pub *ecdh.PublicKey, cek []byte, rnd io.Reader) ([]byte, int, error) {
 	c := r.Cert
 	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageKeyAgreement == 0 {
 		return nil, 0, unsupported("certificate %q: its key usage does not allow keyAgreement", c.Subject)
@@ -156,7 +156,7 @@ func kariInfo(r Recipient, pub *ecdh.PublicKey, cek []byte) ([]byte, int, error)
 		return nil, 0, unsupported("certificate %q: curve %v", c.Subject, curve)
 	}
 	ks, _ := kdfPolicy(scheme)
-	eph, err := curve.GenerateKey(nil) // crypto/ecdh draws from crypto/rand
+	eph, err := curve.GenerateKey(rnd)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -252,6 +252,10 @@ type openOptions struct {
 	rand   io.Reader
 }
 
+// maxAttempts bounds the RecipientInfos tried for one key: each costs a
+// private-key operation.
+const maxAttempts = 8
+
 // openRecipientInfos finds among ris (the DER content of the
 // RecipientInfos SET) those that k opens and returns the
 // content-encryption key. A RecipientInfo for k that does not open is
@@ -289,7 +293,9 @@ func openRecipientInfos(ris cryptobyte.String, k *RecipientKey, o openOptions) (
 		if !match {
 			continue
 		}
-		found++
+		if found++; found > maxAttempts {
+			return nil, malformed("more than %d RecipientInfos name this key", maxAttempts)
+		}
 		if err == nil {
 			return cek, nil
 		}
