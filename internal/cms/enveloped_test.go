@@ -520,9 +520,11 @@ func TestEnvelopeBeyond4GiB(t *testing.T) {
 }
 
 // TestEnvelopeAttemptsBounded: each RecipientInfo tried costs a
-// private-key operation; more than 8 naming one key are refused.
+// private-key operation; more than 8 that name one key and fail are
+// refused without trying the rest.
 func TestEnvelopeAttemptsBounded(t *testing.T) {
-	p := newParty(t, "p256", 0)
+	p, other := newParty(t, "p256", 0), newParty(t, "p256", 0)
+	wrong := cms.RecipientKey{Cert: p.cert, Key: other.key} // names p, but another key
 	for _, n := range []int{8, 9} {
 		rs := make([]cms.Recipient, n)
 		for i := range rs {
@@ -532,9 +534,12 @@ func TestEnvelopeAttemptsBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = cms.Decrypt(env, p.rkey(), nil)
-		if n == 8 && err != nil || n == 9 && !errors.Is(err, cms.ErrMalformed) {
-			t.Fatalf("%d RecipientInfos for one key: %v", n, err)
+		if _, _, err := cms.Decrypt(env, p.rkey(), nil); err != nil {
+			t.Fatalf("%d RecipientInfos, the right key: %v", n, err)
+		}
+		_, _, err = cms.Decrypt(env, wrong, nil)
+		if n == 8 && !errors.Is(err, cms.ErrDecryption) || n == 9 && !errors.Is(err, cms.ErrMalformed) {
+			t.Fatalf("%d RecipientInfos, the wrong key: %v", n, err)
 		}
 	}
 }
