@@ -1,0 +1,5 @@
+//go:build race
+
+package cms_test
+
+const raceEnabled = true
