@@ -37,10 +37,10 @@ echo "== go vet"
 go vet ./...
 
 # The concurrent packages run under the race detector; the rest plainly.
-race_pkgs=(./hsm/... ./certvalidation/... ./tsa/... ./gateway/... ./proof/... ./signing/...)
+race_pkgs=(./hsm/... ./certvalidation/... ./tsa/... ./gateway/... ./proof/... ./signing/... ./middleoffice/... ./evidence/...)
 echo "== go test -race ${race_pkgs[*]}"
 go test -race -count=1 "${race_pkgs[@]}"
 
-others=$(go list ./... | grep -v -E '^pec/(hsm|certvalidation|tsa|gateway|proof|signing)(/|$)')
+others=$(go list ./... | grep -v -E '^pec/(hsm|certvalidation|tsa|gateway|proof|signing|middleoffice|evidence)(/|$)')
 echo "== go test (the other packages)"
 go test -count=1 $others
