@@ -9,7 +9,12 @@
 // certificate (RFC 3161), signing CAdES and PAdES.
 //
 // It also holds the algorithm identifiers and a few DER writers that both
-// packages use to make signatures.
+// packages use to make signatures, and the envelopes of the exchange:
+// EnvelopedData (RFC 5652 section 6) and AuthEnvelopedData (RFC 5083,
+// AES-GCM per RFC 5084), written and read as streams in constant memory, to
+// recipients by RSA-OAEP or PKCS #1 v1.5 key transport, ECDH key agreement
+// (RFC 5753) and X25519 (RFC 8418), or a key-encryption key, under one
+// policy (envpolicy.go).
 //
 // It imports nothing of ours. Its errors carry no package prefix, and
 // their kinds (ErrMalformed, ErrUnsupported, ...) are for errors.Is:
