@@ -92,6 +92,9 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		SilenceUsage:  true,
 		Args:          args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			// A bare pec lists its commands, on stderr: it is still a
+			// usage mistake (exit 2).
+			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
 			return &exitError{code: exitUsage, err: usageMistake{errors.New("a command is required (pec --help lists them)")}}
 		},
 	}
@@ -106,6 +109,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newProofCommand())
 	root.AddCommand(newSignCommand(), newVerifyCommand())
 	root.AddCommand(newPartnerCommand())
+	root.AddCommand(newVersionCommand())
 	return root
 }
 
