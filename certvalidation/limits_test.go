@@ -109,7 +109,7 @@ func deepChain(wrongGuess bool) func(t *testing.T, within bool) (*certvalidation
 			cfg.Limits.MaxDepth = 16
 		}
 		rep, err, _ := validateOffline(t, cfg, leaf.Cert, []*x509.Certificate{root.Cert}, inters)
-		if wrongGuess && !within && !strings.Contains(rep.Detail, "the closest candidate path failed: certvalidation: bad_signature") {
+		if wrongGuess && !within && !strings.Contains(rep.Detail, "the closest candidate path failed: bad_signature: signature by") {
 			t.Errorf("the closest candidate is not reported: %s", rep.Detail)
 		}
 		return rep, err

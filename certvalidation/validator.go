@@ -503,7 +503,7 @@ func (r *run) validate(ctx context.Context, leafCert *x509.Certificate) (*Report
 		out = best
 		verr = &Error{Cert: leafCert, Reason: ReasonLimitExceeded, Detail: "path building stopped: " + cut}
 		if best != nil {
-			verr.Detail += "; the closest candidate path failed: " + best.err.Error()
+			verr.Detail += fmt.Sprintf("; the closest candidate path failed: %s: %s", best.err.Reason, best.err.Detail)
 		}
 	case best != nil:
 		out = best
