@@ -160,6 +160,7 @@ type builder struct {
 	steps    int
 	deadEnds []string
 	limit    string // set when a bound stopped the search
+	depthCut string // set when a path was not followed for Limits.MaxDepth
 }
 
 // build calls yield with each path (leaf first, anchor last) until yield
@@ -184,7 +185,7 @@ func (b *builder) extend(path []*certInfo, yield func([]*certInfo) bool) bool {
 		}
 		found = true
 		if b.paths >= b.maxPaths {
-			b.limit = fmt.Sprintf("more than %d candidate paths", b.maxPaths)
+			b.limit = fmt.Sprintf("limits.max_candidates: more than %d candidate paths", b.maxPaths)
 			return false
 		}
 		b.paths++
@@ -199,12 +200,16 @@ func (b *builder) extend(path []*certInfo, yield func([]*certInfo) bool) bool {
 			}
 			found = true
 			if len(path)+2 > b.maxDepth {
-				b.deadEnds = append(b.deadEnds, fmt.Sprintf("path through %q longer than %d certificates", ic.c.Subject.String(), b.maxDepth))
+				cut := fmt.Sprintf("limits.max_depth: path through %q longer than %d certificates", ic.c.Subject.String(), b.maxDepth)
+				b.deadEnds = append(b.deadEnds, cut)
+				if b.depthCut == "" {
+					b.depthCut = cut
+				}
 				continue
 			}
 			b.steps++
 			if b.steps > b.maxSteps {
-				b.limit = fmt.Sprintf("more than %d path-building steps", b.maxSteps)
+				b.limit = fmt.Sprintf("limits.max_candidates: more than %d path-building steps (64 a candidate path)", b.maxSteps)
 				return false
 			}
 			if !b.extend(append(path[:len(path):len(path)], ic), yield) {

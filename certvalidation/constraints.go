@@ -132,7 +132,7 @@ func uncomparableName(n generalName) string {
 func (s *ncState) count() error {
 	s.comparisons++
 	if s.max > 0 && s.comparisons > s.max {
-		return errLimit{fmt.Sprintf("more than %d name constraint comparisons", s.max)}
+		return errLimit{fmt.Sprintf("limits.max_name_comparisons: more than %d name constraint comparisons", s.max)}
 	}
 	return nil
 }

@@ -294,7 +294,7 @@ func (r *run) fetchCRLs(ctx context.Context, cert *certInfo) []string {
 		}
 		r.v.m.lookup("crl", false)
 		if !r.takeFetch() {
-			problems = append(problems, "fetch budget exhausted before "+u)
+			problems = append(problems, "limits.max_fetches: fetch budget exhausted before "+u)
 			continue
 		}
 		body, err := r.v.fetch.get(ctx, "crl", u, r.v.s.maxCRLBytes)

@@ -101,5 +101,11 @@
 //
 // [Limits] bound the work one chain can cause: path depth, candidate paths,
 // path-building steps, name-constraint comparisons, policy-graph size,
-// fetches per validation; fetched data is bounded in size.
+// fetches per validation; fetched data is bounded in size. A chain that
+// reaches a bound before any path is valid fails closed, as
+// [ReasonLimitExceeded] with the bound named in the detail
+// ("limits.max_candidates: ..."), whatever the candidates tried before
+// gave: a path beyond the bound might have been valid. (Under
+// RevocationPrefer, revocation data not fetched for want of budget is a
+// warning, as any missing data is.)
 package certvalidation

@@ -20,7 +20,7 @@ const (
 	ReasonNameConstraints      Reason = "name_constraints"           // section 6.1.3 (b), (c)
 	ReasonPolicy               Reason = "policy"                     // section 6.1.3 (f), 6.1.4 (a), 6.1.5 (g)
 	ReasonNotCA                Reason = "not_ca"                     // section 6.1.4 (k)
-	ReasonPathLength           Reason = "path_length"                // section 6.1.4 (l), or Limits.MaxDepth
+	ReasonPathLength           Reason = "path_length"                // section 6.1.4 (l)
 	ReasonKeyUsage             Reason = "key_usage"                  // section 6.1.4 (n), or the purpose's key usage
 	ReasonCriticalExtension    Reason = "unknown_critical_extension" // section 6.1.4 (o), 6.1.5 (f)
 	ReasonExtKeyUsage          Reason = "ext_key_usage"              // the purpose's extended key usage
@@ -28,7 +28,7 @@ const (
 	ReasonNameMismatch         Reason = "name_mismatch"              // Options.Host or Options.Email not in the certificate
 	ReasonRevoked              Reason = "revoked"                    // a CRL or OCSP response says so
 	ReasonRevocationUnknown    Reason = "revocation_unknown"         // no usable revocation data, under RevocationRequire
-	ReasonLimitExceeded        Reason = "limit_exceeded"             // the work one validation may cause (Limits)
+	ReasonLimitExceeded        Reason = "limit_exceeded"             // the work one validation may cause (Limits); the detail names the bound
 	ReasonUnsupportedAlgorithm Reason = "unsupported_algorithm"      // a signature or key this package cannot check
 	// ReasonMalformedCertificate: a certificate of the path that parses but
 	// breaks the certificate profile of RFC 5280 section 4: a name that is

@@ -324,7 +324,7 @@ func (r *run) fetchOCSP(ctx context.Context, path []*certInfo, j int, keys []any
 			continue
 		}
 		if !r.takeFetch() {
-			problems = append(problems, "fetch budget exhausted before "+u)
+			problems = append(problems, "limits.max_fetches: fetch budget exhausted before "+u)
 			break
 		}
 		key := hex.EncodeToString(hashOf(crypto.SHA256, []byte(ocspCacheKey(cert, issuer))))
@@ -487,6 +487,7 @@ func (r *run) checkRevocation(ctx context.Context, out *pathOutcome, keys []any)
 	var unknown *Error
 	for j := 0; j < n; j++ {
 		cert := path[j]
+		refused := r.refused
 		res := r.certStatus(ctx, path, j, keys)
 		out.evidence = append(out.evidence, res.evidence...)
 		switch res.status {
@@ -513,6 +514,10 @@ func (r *run) checkRevocation(ctx context.Context, out *pathOutcome, keys []any)
 				out.checks = append(out.checks, Check{Name: "revocation", Cert: j, Status: StatusFailed, Detail: res.reason})
 				if unknown == nil {
 					unknown = &Error{Cert: cert.c, Depth: j, Reason: ReasonRevocationUnknown, Detail: "revocation status unknown: " + res.reason}
+					if r.refused > refused {
+						// Not the responders' failure: the bound's.
+						unknown.Reason = ReasonLimitExceeded
+					}
 				}
 				continue
 			}

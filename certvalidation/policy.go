@@ -101,7 +101,7 @@ func (g *policyGraph) processCert(policies []string, anyAllowed bool) error {
 		}
 	}
 	if g.max > 0 && len(cur) > g.max {
-		return errLimit{fmt.Sprintf("more than %d certificate policies at one depth", g.max)}
+		return errLimit{fmt.Sprintf("policy graph bound: more than %d certificate policies at one depth", g.max)}
 	}
 	g.levels = append(g.levels, cur)
 	// (d)(3): prune the nodes left without children.

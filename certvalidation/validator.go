@@ -1,6 +1,7 @@
 package certvalidation
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -376,6 +377,7 @@ type run struct {
 	signers     map[signerKey]*signerResult
 	reqCRLs     []*crlRecord
 	fetchesLeft int
+	refused     int // fetches refused for want of budget (Limits.MaxFetches)
 	offline     bool
 	warnings    []string
 	depth       int // nesting of CRL-issuer validations
@@ -401,7 +403,11 @@ func (r *run) warn(format string, args ...any) {
 
 // takeFetch consumes one fetch of the validation's budget.
 func (r *run) takeFetch() bool {
-	if r.offline || r.fetchesLeft <= 0 {
+	if r.offline {
+		return false
+	}
+	if r.fetchesLeft <= 0 {
+		r.refused++
 		return false
 	}
 	r.fetchesLeft--
@@ -425,8 +431,10 @@ func (r *run) validate(ctx context.Context, leafCert *x509.Certificate) (*Report
 	leaf := r.info(leafCert)
 	r.pool = newCertSet()
 	given := r.opts.Intermediates
+	truncated := ""
 	if len(given) > maxGivenIntermediates {
-		r.warn("only the first %d of %d intermediate certificates were considered", maxGivenIntermediates, len(given))
+		truncated = fmt.Sprintf("intermediates bound: only the first %d of %d intermediate certificates were considered", maxGivenIntermediates, len(given))
+		r.warn("%s", truncated)
 		given = given[:maxGivenIntermediates]
 	}
 	for _, c := range given {
@@ -445,6 +453,7 @@ func (r *run) validate(ctx context.Context, leafCert *x509.Certificate) (*Report
 
 	var best *pathOutcome
 	var accepted *pathOutcome
+	var limited *pathOutcome // the first candidate stopped by a bound
 	b := r.newBuilder(r.anchors)
 	tryPaths := func() {
 		b.build(leaf, func(path []*certInfo) bool {
@@ -457,6 +466,9 @@ func (r *run) validate(ctx context.Context, leafCert *x509.Certificate) (*Report
 			if out.err == nil {
 				accepted = out
 				return false
+			}
+			if out.err.Reason == ReasonLimitExceeded && limited == nil {
+				limited = out
 			}
 			if best == nil || closer(out, best) {
 				best = out
@@ -474,16 +486,28 @@ func (r *run) validate(ctx context.Context, leafCert *x509.Certificate) (*Report
 		}
 	}
 
+	// A bound that stopped the search, or the check of a candidate, leaves
+	// the verdict open whatever the other candidates gave: the failure is
+	// limit_exceeded, naming the bound, never the failure of a path that
+	// was only a guess.
+	cut := cmp.Or(b.limit, b.depthCut, truncated)
 	var out *pathOutcome
 	var verr *Error
 	switch {
 	case accepted != nil:
 		out = accepted
+	case limited != nil:
+		out = limited
+		verr = limited.err
+	case cut != "":
+		out = best
+		verr = &Error{Cert: leafCert, Reason: ReasonLimitExceeded, Detail: "path building stopped: " + cut}
+		if best != nil {
+			verr.Detail += fmt.Sprintf("; the closest candidate path failed: %s: %s", best.err.Reason, best.err.Detail)
+		}
 	case best != nil:
 		out = best
 		verr = best.err
-	case b.limit != "":
-		verr = &Error{Reason: ReasonLimitExceeded, Detail: "path building stopped: " + b.limit}
 	default:
 		detail := "no path to a trust anchor"
 		if len(b.deadEnds) > 0 {
@@ -574,7 +598,13 @@ func (r *run) fetchIssuers(ctx context.Context, leaf *certInfo) bool {
 		var next []*certInfo
 		for _, ci := range frontier {
 			for _, u := range ci.c.IssuingCertificateURL {
-				if !fetchableURL(u) || !r.takeFetch() {
+				if !fetchableURL(u) {
+					continue
+				}
+				if !r.takeFetch() {
+					if !r.offline {
+						r.warn("caIssuers %s: limits.max_fetches: fetch budget exhausted", u)
+					}
 					continue
 				}
 				body, err := r.v.fetch.get(ctx, "aia", u, r.v.s.maxResponseBytes)

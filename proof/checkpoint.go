@@ -113,8 +113,9 @@ func (s *NoteSigner) Verifier() *NoteVerifier {
 	return v
 }
 
-// Sign returns the signed note of text, which must end in a newline and
-// hold no control character but newlines.
+// Sign returns the signed note of text, which must end in a newline,
+// hold no control character but newlines, and leave the signed note
+// within the 64 KiB that Open accepts.
 func (s *NoteSigner) Sign(text []byte) ([]byte, error) {
 	if err := checkNoteText(text); err != nil {
 		return nil, err
@@ -134,6 +135,9 @@ func (s *NoteSigner) Sign(text []byte) ([]byte, error) {
 	b.WriteByte(' ')
 	b.WriteString(base64.StdEncoding.EncodeToString(blob))
 	b.WriteByte('\n')
+	if b.Len() > maxNoteSize {
+		return nil, fmt.Errorf("%w: the signed note is over %d bytes, which Open refuses", ErrMalformedNote, maxNoteSize)
+	}
 	return b.Bytes(), nil
 }
 
