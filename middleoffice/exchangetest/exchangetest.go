@@ -246,10 +246,14 @@ func testGuard(t *testing.T, s middleoffice.ExchangeStore) {
 		t.Errorf("a step of no exchange: %v, want ErrExchangeNotFound", err)
 	}
 	for name, st := range map[string]*middleoffice.Step{
-		"no evidence":     {Exchange: "x1", From: []middleoffice.State{middleoffice.StateAccepted}},
-		"no states":       Step("x1", "ev", evidence.Retrieved, nil, ""),
-		"bad id":          Step("../x1", "ev", evidence.Retrieved, []middleoffice.State{middleoffice.StateAccepted}, ""),
-		"create, settled": func() *middleoffice.Step { s := CreateStep(NewExchange("x5", "a", "b", "")); s.Create.State = middleoffice.StateAccepted; return s }(),
+		"no evidence": {Exchange: "x1", From: []middleoffice.State{middleoffice.StateAccepted}},
+		"no states":   Step("x1", "ev", evidence.Retrieved, nil, ""),
+		"bad id":      Step("../x1", "ev", evidence.Retrieved, []middleoffice.State{middleoffice.StateAccepted}, ""),
+		"create, settled": func() *middleoffice.Step {
+			s := CreateStep(NewExchange("x5", "a", "b", ""))
+			s.Create.State = middleoffice.StateAccepted
+			return s
+		}(),
 	} {
 		if err := s.Prepare(ctx, st); err == nil {
 			t.Errorf("%s: prepared", name)
