@@ -362,17 +362,31 @@ func (x *Exchanges) checkAck(ctx context.Context, recipient *Principal, signed, 
 	if !rep.Passed() {
 		return &AckError{Reason: fmt.Sprintf("the signed acknowledgment does not verify: %s %s %s", rep.Indication, rep.SubIndication, rep.Detail)}
 	}
-	fps := recipient.Fingerprints()
 	for _, s := range rep.Signatures {
 		if s.Signer == nil {
 			return &AckError{Reason: "the signed acknowledgment names no signer certificate"}
 		}
-		fp, _ := hex.DecodeString(s.Signer.FingerprintSHA256)
-		if s.Signer.Subject != recipient.Subject && !slices.ContainsFunc(fps, func(f [32]byte) bool { return bytes.Equal(f[:], fp) }) {
+		if !signedByPartner(recipient, s.Signer) {
 			return &AckError{Reason: fmt.Sprintf("the signed acknowledgment is signed by %q, not by the recipient", s.Signer.Subject)}
 		}
 	}
 	return nil
+}
+
+// signedByPartner reports whether a signer certificate is the principal's
+// own, or one its partner's certificate rules name (by fingerprint, or by
+// subject and issuer): the same rules that authenticate it.
+func signedByPartner(p *Principal, c *signing.Certificate) bool {
+	fp, _ := hex.DecodeString(c.FingerprintSHA256)
+	if c.Subject == p.Subject && c.Issuer == p.Issuer || slices.ContainsFunc(p.Fingerprints(), func(f [32]byte) bool { return bytes.Equal(f[:], fp) }) {
+		return true
+	}
+	for _, r := range p.Partner.Certificates {
+		if r.Fingerprint == "" && r.Subject == c.Subject && (r.Issuer == "" || r.Issuer == c.Issuer) {
+			return true
+		}
+	}
+	return false
 }
 
 // Status returns an exchange and its events (each with its evidence id)

@@ -18,6 +18,10 @@ import (
 // on the embedded store, the next start) takes it again.
 const jobLease = 5 * time.Minute
 
+// jobTimeout bounds one attempt of a job (a TSA or an HSM that hangs),
+// well within its lease.
+const jobTimeout = time.Minute
+
 // sealName is the payload of an exchange's seal.
 const sealName = "seal.p7m"
 
@@ -29,7 +33,7 @@ const sealName = "seal.p7m"
 // ctx ends, jobs in flight finish their step or are handed back to the
 // queue; Run returns once every worker stopped.
 func (x *Exchanges) Run(ctx context.Context) error {
-	if _, err := x.Recover(ctx, time.Now().Add(time.Hour)); err != nil && ctx.Err() == nil {
+	if _, err := x.Recover(ctx, x.now().Add(time.Hour)); err != nil && ctx.Err() == nil {
 		x.log.ErrorContext(ctx, "exchange: recovery of prepared steps", "err", err)
 	}
 	var wg sync.WaitGroup
@@ -108,7 +112,9 @@ func (x *Exchanges) Work(ctx context.Context) (bool, error) {
 	if err != nil || job == nil {
 		return false, err
 	}
-	err = x.process(ctx, job)
+	jctx, cancel := context.WithTimeout(ctx, jobTimeout)
+	err = x.process(jctx, job)
+	cancel()
 	if err == nil {
 		x.metrics.jobs.WithLabelValues("done").Inc()
 		return true, nil

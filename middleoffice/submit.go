@@ -188,7 +188,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 	if err := x.checkLimits(m); err != nil {
 		return nil, s.reject(ctx, ReasonTooLarge, err.Error(), nil)
 	}
-	if m.IdempotencyKey != "" && sender.ID() != "" {
+	if m.IdempotencyKey != "" && sender.ID() != "" && !sender.Disabled() {
 		if prev, err := s.replay(ctx); prev != nil || err != nil {
 			return prev, err
 		}
