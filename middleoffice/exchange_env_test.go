@@ -238,12 +238,15 @@ func (e *exchangeEnv) records(subject string) []*evidence.Record {
 	t := e.t
 	t.Helper()
 	var out []*evidence.Record
+	seen := map[string]bool{}
 	add := func(data []byte) {
 		r, err := evidence.UnmarshalRecord(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Subject == subject {
+		// A record sealed between the two reads is in both.
+		if r.Subject == subject && !seen[r.ID] {
+			seen[r.ID] = true
 			out = append(out, r)
 		}
 	}

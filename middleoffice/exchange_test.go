@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -626,5 +628,66 @@ func TestSubmitStreams(t *testing.T) {
 	}
 	if hex.EncodeToString(got.Sum(nil)) != m.Documents[0].SHA256 {
 		t.Error("the large document decrypts to other bytes")
+	}
+}
+
+// TestConcurrentSubmissions: submissions from several goroutines while
+// Run's workers deliver: each exchange is delivered exactly once, with
+// one record per step; retries with the same key race into one exchange.
+func TestConcurrentSubmissions(t *testing.T) {
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{Workers: 4, PollInterval: 20 * time.Millisecond})
+	ctx := t.Context()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- e.x.Run(runCtx) }()
+	a := e.partners["a"].principal
+	const n = 24
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			doc := newDocument("d.pdf", []byte("%PDF dossier "+strconv.Itoa(i/2)))
+			m := manifest("b", doc)
+			m.IdempotencyKey = "key-" + strconv.Itoa(i/2) // two submissions per key
+			m.Reference = "REF-" + strconv.Itoa(i/2)
+			s, err := e.x.Submit(ctx, a, m, sources(doc))
+			if err != nil {
+				t.Errorf("submission %d: %v", i, err)
+				return
+			}
+			ids[i] = s.Exchange
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := e.x.Inbox(ctx, e.partners["b"].principal, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == n/2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d exchanges in the inbox, want %d", len(list), n/2)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	<-done
+	for i := 0; i < n; i += 2 {
+		if ids[i] != ids[i+1] {
+			t.Errorf("one key, two exchanges: %s and %s", ids[i], ids[i+1])
+		}
+		var types []evidence.EventType
+		for _, r := range e.records(ids[i]) {
+			types = append(types, r.Type)
+		}
+		if !slices.Equal(types, []evidence.EventType{evidence.SubmissionAccepted, evidence.Delivered}) {
+			t.Errorf("exchange %s: records %v", ids[i], types)
+		}
+		if st, err := e.x.Status(ctx, a, ids[i]); err != nil || !slices.Equal(eventTypes(st), types) {
+			t.Errorf("exchange %s: status %v, %v", ids[i], err, st)
+		}
 	}
 }
