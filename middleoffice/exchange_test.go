@@ -691,3 +691,23 @@ func TestConcurrentSubmissions(t *testing.T) {
 		}
 	}
 }
+
+// TestRefuseManifest: a manifest that does not decode is refused with
+// evidence naming the bytes received.
+func TestRefuseManifest(t *testing.T) {
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{})
+	raw := []byte(`{"recipient": "b", "documents": "none"}`)
+	_, derr := middleoffice.DecodeManifest(raw)
+	err := e.x.RefuseManifest(t.Context(), e.partners["a"].principal, raw, derr)
+	re, ok := errors.AsType[*middleoffice.RejectedError](err)
+	if !ok || re.Reason != middleoffice.ReasonInvalidManifest {
+		t.Fatalf("RefuseManifest = %v", err)
+	}
+	if _, ok := errors.AsType[*middleoffice.ManifestError](err); !ok {
+		t.Error("the cause is not kept")
+	}
+	sum := sha256.Sum256(raw)
+	if r := e.record(re.EvidenceID); r.Type != evidence.SubmissionRejected || digest(r, "manifest-received") != hex.EncodeToString(sum[:]) {
+		t.Errorf("record %+v", r)
+	}
+}

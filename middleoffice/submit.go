@@ -433,6 +433,27 @@ func docDigest(i int, h hash.Hash) evidence.Digest {
 	return evidence.Digest{Name: "document/" + strconv.Itoa(i), Algorithm: "sha256", Value: h.Sum(nil)}
 }
 
+// RefuseManifest records the refusal of a submission whose manifest did
+// not decode (DecodeManifest's *ManifestError, cause) and returns it as a
+// *RejectedError (ReasonInvalidManifest): the edge calls it so that a
+// malformed submission is evidence too. The record names the SHA-256 of
+// the bytes received ("manifest-received").
+func (x *Exchanges) RefuseManifest(ctx context.Context, sender *Principal, raw []byte, cause error) error {
+	if sender == nil || sender.Certificate == nil {
+		return errors.New("middleoffice: a submission needs the sender's principal")
+	}
+	now := x.now().UTC()
+	s := &submission{x: x, id: evidence.NewID(now), sender: sender, now: now}
+	sum := sha256.Sum256(raw)
+	detail := "invalid manifest"
+	if cause != nil {
+		detail = cause.Error()
+	}
+	err := s.reject(ctx, ReasonInvalidManifest, detail, cause, evidence.Digest{Name: "manifest-received", Algorithm: "sha256", Value: sum[:]})
+	x.metrics.submissions.WithLabelValues("rejected").Inc()
+	return err
+}
+
 // reject records the refusal as submission.rejected and returns it as a
 // *RejectedError; when the record cannot be made, the refusal is not
 // answered and the log's error is returned (evidence.ErrUnavailable:
