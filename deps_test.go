@@ -47,6 +47,8 @@ var allowedImports = map[string][]string{
 	"pec/internal/certtest":    {},
 	// The conformance suite of proof.Store.
 	"pec/proof/prooftest": {"pec/evidence", "pec/proof"},
+	// The conformance suite of middleoffice.ExchangeStore.
+	"pec/middleoffice/exchangetest": {"pec/evidence", "pec/middleoffice"},
 	// Benchmarks drive the production path from outside, like cmd/pec.
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
 	// edgeload runs the real pec binary; it shares only the API's wire types.
@@ -61,7 +63,7 @@ var capabilities = []string{"pec/evidence", "pec/internal/filelock", "pec/intern
 var testExtra = map[string][]string{}
 
 // testOnly packages serve tests: no production code may import them.
-var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/proof/prooftest"}
+var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/proof/prooftest", "pec/middleoffice/exchangetest"}
 
 func TestDependencyDirection(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "./...").Output()

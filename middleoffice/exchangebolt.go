@@ -1,0 +1,590 @@
+package middleoffice
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltExchangeStore is the embedded ExchangeStore: one bbolt file,
+// DATA_DIR/exchanges.db, whose every transaction is fsynced when it
+// commits, and the payloads as files under DATA_DIR/payloads/<id>/,
+// written to a temporary name, fsynced, renamed into place and their
+// directory fsynced before Commit returns. The bbolt file's lock keeps a
+// second process out: the embedded store serves one node, so opening it
+// gives back the jobs a previous process held when it stopped.
+type BoltExchangeStore struct {
+	db       *bolt.DB
+	payloads string
+}
+
+var (
+	bucketExchanges = []byte("exchanges")   // id → Exchange (JSON)
+	bucketIdem      = []byte("idempotency") // sender \0 key → id
+	bucketInbox     = []byte("inbox")       // recipient \0 id → empty
+	bucketOutbox    = []byte("outbox")      // exchange id → Step (JSON)
+	bucketJobs      = []byte("jobs")        // due (8 bytes, UnixNano) || job id → Job (JSON)
+	bucketJobIDs    = []byte("job-ids")     // job id → its key in jobs
+)
+
+// OpenBoltExchanges opens (or creates) the embedded exchange store of the
+// data directory dir. It waits 5 s at most for the lock of another process.
+func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
+	payloads := filepath.Join(dir, "payloads")
+	if err := os.MkdirAll(payloads, 0o700); err != nil {
+		return nil, fmt.Errorf("middleoffice: exchange store: %w", err)
+	}
+	path := filepath.Join(dir, "exchanges.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("middleoffice: exchange store %s is in use by another process (a running pec serve?)", path)
+		}
+		return nil, fmt.Errorf("middleoffice: open exchange store %s: %w", path, err)
+	}
+	s := &BoltExchangeStore{db: db, payloads: payloads}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// The jobs the previous process held are due again.
+		jobs := tx.Bucket(bucketJobs)
+		var held []*Job
+		err := jobs.ForEach(func(_, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			if !j.HeldUntil.IsZero() {
+				held = append(held, &j)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, j := range held {
+			j.HeldUntil = time.Time{}
+			if err := putJob(tx, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("middleoffice: open exchange store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close implements ExchangeStore.
+func (s *BoltExchangeStore) Close() error { return s.db.Close() }
+
+var exchangeIDSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// validExchangeID: exchange ids name directories, so only these.
+func validExchangeID(id string) bool { return exchangeIDSyntax.MatchString(id) }
+
+var payloadNameSyntax = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,63}$`)
+
+func getExchange(tx *bolt.Tx, id string) (*Exchange, error) {
+	v := tx.Bucket(bucketExchanges).Get([]byte(id))
+	if v == nil {
+		return nil, ErrExchangeNotFound
+	}
+	var e Exchange
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil, fmt.Errorf("middleoffice: exchange store: exchange %s: %w", id, err)
+	}
+	return &e, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, data)
+}
+
+func idemKey(sender, key string) []byte { return []byte(sender + "\x00" + key) }
+func inboxKey(recipient, id string) []byte {
+	return []byte(recipient + "\x00" + id)
+}
+
+func jobKey(j *Job) []byte {
+	due := j.NotBefore
+	if j.HeldUntil.After(due) {
+		due = j.HeldUntil
+	}
+	return append(binary.BigEndian.AppendUint64(nil, uint64(max(due.UnixNano(), 0))), j.ID...)
+}
+
+// putJob writes j under its due key, replacing its previous entry.
+func putJob(tx *bolt.Tx, j *Job) error {
+	jobs, ids := tx.Bucket(bucketJobs), tx.Bucket(bucketJobIDs)
+	if old := ids.Get([]byte(j.ID)); old != nil {
+		if err := jobs.Delete(bytes.Clone(old)); err != nil {
+			return err
+		}
+	}
+	k := jobKey(j)
+	if err := putJSON(jobs, k, j); err != nil {
+		return err
+	}
+	return ids.Put([]byte(j.ID), k)
+}
+
+func deleteJob(tx *bolt.Tx, id string) error {
+	ids := tx.Bucket(bucketJobIDs)
+	k := ids.Get([]byte(id))
+	if k == nil {
+		return nil
+	}
+	if err := tx.Bucket(bucketJobs).Delete(bytes.Clone(k)); err != nil {
+		return err
+	}
+	return ids.Delete([]byte(id))
+}
+
+func hasEvent(e *Exchange, evidenceID string) bool {
+	return slices.ContainsFunc(e.Events, func(ev Event) bool { return ev.EvidenceID == evidenceID })
+}
+
+func checkStep(st *Step) error {
+	switch {
+	case st == nil:
+		return errors.New("middleoffice: no step")
+	case !validExchangeID(st.Exchange):
+		return fmt.Errorf("middleoffice: a step of exchange %q: not an exchange id", st.Exchange)
+	case st.Event.EvidenceID == "" || len(st.Record) == 0:
+		return errors.New("middleoffice: a step without its evidence")
+	case st.Create != nil && (st.Create.ID != st.Exchange || st.Create.State != StatePending || st.To == ""):
+		return errors.New("middleoffice: a created exchange is pending, with its step's id and a state to go to")
+	case st.Create == nil && len(st.From) == 0:
+		return errors.New("middleoffice: a step names the states it applies to")
+	}
+	return nil
+}
+
+// Prepare implements ExchangeStore.
+func (s *BoltExchangeStore) Prepare(ctx context.Context, st *Step) error {
+	if err := checkStep(st); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		ob := tx.Bucket(bucketOutbox)
+		if ob.Get([]byte(st.Exchange)) != nil {
+			return ErrStepPending
+		}
+		if c := st.Create; c != nil {
+			if tx.Bucket(bucketExchanges).Get([]byte(c.ID)) != nil {
+				return ErrExchangeExists
+			}
+			if key := c.Manifest.IdempotencyKey; key != "" {
+				idem := tx.Bucket(bucketIdem)
+				if v := idem.Get(idemKey(c.Sender, key)); v != nil {
+					return &KeyTakenError{Exchange: string(v)}
+				}
+				if err := idem.Put(idemKey(c.Sender, key), []byte(c.ID)); err != nil {
+					return err
+				}
+			}
+			if err := putJSON(tx.Bucket(bucketExchanges), []byte(c.ID), c); err != nil {
+				return err
+			}
+		} else {
+			e, err := getExchange(tx, st.Exchange)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(st.From, e.State) {
+				return fmt.Errorf("%w: it is %s", ErrStateChanged, e.State)
+			}
+		}
+		return putJSON(ob, []byte(st.Exchange), st)
+	})
+}
+
+// preparedStep reads the outbox entry of exchange for evidenceID: nil
+// with ErrStepCommitted or ErrStepNotFound when it is not there.
+func preparedStep(tx *bolt.Tx, exchange, evidenceID string) (*Step, error) {
+	v := tx.Bucket(bucketOutbox).Get([]byte(exchange))
+	var st Step
+	if v != nil {
+		if err := json.Unmarshal(v, &st); err != nil {
+			return nil, fmt.Errorf("middleoffice: exchange store: outbox %s: %w", exchange, err)
+		}
+		if st.Event.EvidenceID == evidenceID {
+			return &st, nil
+		}
+	}
+	if e, err := getExchange(tx, exchange); err == nil && hasEvent(e, evidenceID) {
+		return nil, ErrStepCommitted
+	}
+	return nil, ErrStepNotFound
+}
+
+// Commit implements ExchangeStore.
+func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		st, err := preparedStep(tx, exchange, evidenceID)
+		if err != nil {
+			return err
+		}
+		e, err := getExchange(tx, exchange)
+		if err != nil {
+			return err
+		}
+		wasInbox := e.State.InInbox()
+		if st.To != "" {
+			e.State = st.To
+		}
+		e.Events = append(e.Events, st.Event)
+		e.UpdatedAt = st.Event.Time
+		if st.Seal != nil {
+			e.Seal = st.Seal
+		}
+		if st.Acknowledgment != nil {
+			e.Acknowledgment = st.Acknowledgment
+		}
+		if err := putJSON(tx.Bucket(bucketExchanges), []byte(e.ID), e); err != nil {
+			return err
+		}
+		if in := e.State.InInbox(); in != wasInbox {
+			inbox := tx.Bucket(bucketInbox)
+			if in {
+				err = inbox.Put(inboxKey(e.Recipient, e.ID), nil)
+			} else {
+				err = inbox.Delete(inboxKey(e.Recipient, e.ID))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if st.Enqueue != nil {
+			j := *st.Enqueue
+			j.HeldUntil = time.Time{}
+			if err := putJob(tx, &j); err != nil {
+				return err
+			}
+		}
+		if st.Finish != "" {
+			if err := deleteJob(tx, st.Finish); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketOutbox).Delete([]byte(exchange))
+	})
+	if errors.Is(err, ErrStepCommitted) {
+		return nil
+	}
+	return err
+}
+
+// Abort implements ExchangeStore.
+func (s *BoltExchangeStore) Abort(ctx context.Context, exchange, evidenceID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		st, err := preparedStep(tx, exchange, evidenceID)
+		if err != nil {
+			return err
+		}
+		if c := st.Create; c != nil {
+			if key := c.Manifest.IdempotencyKey; key != "" {
+				idem := tx.Bucket(bucketIdem)
+				if string(idem.Get(idemKey(c.Sender, key))) == c.ID {
+					if err := idem.Delete(idemKey(c.Sender, key)); err != nil {
+						return err
+					}
+				}
+			}
+			if err := tx.Bucket(bucketExchanges).Delete([]byte(c.ID)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketOutbox).Delete([]byte(exchange))
+	})
+}
+
+// Prepared implements ExchangeStore.
+func (s *BoltExchangeStore) Prepared(_ context.Context, exchange string) (*Step, error) {
+	var st *Step
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketOutbox).Get([]byte(exchange))
+		if v == nil {
+			return ErrStepNotFound
+		}
+		st = new(Step)
+		return json.Unmarshal(v, st)
+	})
+	return st, err
+}
+
+// PreparedBefore implements ExchangeStore.
+func (s *BoltExchangeStore) PreparedBefore(_ context.Context, t time.Time, limit int) ([]*Step, error) {
+	var out []*Step
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).ForEach(func(_, v []byte) error {
+			var st Step
+			if err := json.Unmarshal(v, &st); err != nil {
+				return err
+			}
+			if st.Prepared.Before(t) {
+				out = append(out, &st)
+			}
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *Step) int { return a.Prepared.Compare(b.Prepared) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, err
+}
+
+// Exchange implements ExchangeStore.
+func (s *BoltExchangeStore) Exchange(_ context.Context, id string) (*Exchange, error) {
+	var e *Exchange
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		e, err = getExchange(tx, id)
+		return err
+	})
+	return e, err
+}
+
+// ByIdempotencyKey implements ExchangeStore.
+func (s *BoltExchangeStore) ByIdempotencyKey(_ context.Context, sender, key string) (string, error) {
+	var id string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketIdem).Get(idemKey(sender, key))
+		if v == nil {
+			return ErrExchangeNotFound
+		}
+		id = string(v)
+		return nil
+	})
+	return id, err
+}
+
+// Inbox implements ExchangeStore.
+func (s *BoltExchangeStore) Inbox(_ context.Context, recipient, after string, limit int) ([]*Exchange, error) {
+	var out []*Exchange
+	prefix := []byte(recipient + "\x00")
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketInbox).Cursor()
+		k, _ := c.Seek(inboxKey(recipient, after))
+		if after != "" && bytes.Equal(k, inboxKey(recipient, after)) {
+			k, _ = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Next() {
+			e, err := getExchange(tx, string(k[len(prefix):]))
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Claim implements ExchangeStore.
+func (s *BoltExchangeStore) Claim(ctx context.Context, now time.Time, lease time.Duration) (*Job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var job *Job
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketJobs).Cursor().First()
+		if k == nil || len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+			return nil
+		}
+		var j Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		j.HeldUntil = now.Add(lease)
+		if err := putJob(tx, &j); err != nil {
+			return err
+		}
+		job = &j
+		return nil
+	})
+	return job, err
+}
+
+// Release implements ExchangeStore.
+func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore time.Time, lastErr string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		k := tx.Bucket(bucketJobIDs).Get([]byte(job.ID))
+		if k == nil {
+			return nil
+		}
+		var j Job
+		if err := json.Unmarshal(tx.Bucket(bucketJobs).Get(k), &j); err != nil {
+			return err
+		}
+		j.Attempts++
+		j.LastError, j.NotBefore, j.HeldUntil = lastErr, notBefore, time.Time{}
+		return putJob(tx, &j)
+	})
+}
+
+// Jobs implements ExchangeStore.
+func (s *BoltExchangeStore) Jobs(context.Context) ([]*Job, error) {
+	var out []*Job
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(_, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			out = append(out, &j)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *BoltExchangeStore) payloadPath(exchange, name string) (string, error) {
+	if !validExchangeID(exchange) || !payloadNameSyntax.MatchString(name) || name != filepath.Base(name) {
+		return "", fmt.Errorf("middleoffice: payload %q of exchange %q: not a payload name", name, exchange)
+	}
+	return filepath.Join(s.payloads, exchange, name), nil
+}
+
+// CreatePayload implements ExchangeStore.
+func (s *BoltExchangeStore) CreatePayload(ctx context.Context, exchange, name string) (PayloadWriter, error) {
+	path, err := s.payloadPath(exchange, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	created := false
+	if err := os.Mkdir(dir, 0o700); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	return &filePayloadWriter{f: f, path: path, syncParent: created}, nil
+}
+
+type filePayloadWriter struct {
+	f          *os.File
+	path       string
+	syncParent bool
+	done       bool
+}
+
+func (w *filePayloadWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
+
+func (w *filePayloadWriter) Commit() error {
+	if w.done {
+		return errors.New("middleoffice: payload committed or aborted already")
+	}
+	w.done = true
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(w.f.Name(), w.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(w.path))
+	}
+	if err == nil && w.syncParent {
+		err = syncDir(filepath.Dir(filepath.Dir(w.path)))
+	}
+	if err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("middleoffice: payload %s: %w", filepath.Base(w.path), err)
+	}
+	return nil
+}
+
+func (w *filePayloadWriter) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	return os.Remove(w.f.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+type filePayload struct {
+	*os.File
+	size int64
+}
+
+func (p filePayload) Size() int64 { return p.size }
+
+// OpenPayload implements ExchangeStore.
+func (s *BoltExchangeStore) OpenPayload(_ context.Context, exchange, name string) (Payload, error) {
+	path, err := s.payloadPath(exchange, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s of exchange %s", ErrPayloadNotFound, name, exchange)
+	} else if err != nil {
+		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	return filePayload{File: f, size: fi.Size()}, nil
+}
+
+// RemovePayloads implements ExchangeStore.
+func (s *BoltExchangeStore) RemovePayloads(_ context.Context, exchange string) error {
+	if !validExchangeID(exchange) {
+		return fmt.Errorf("middleoffice: %q is not an exchange id", exchange)
+	}
+	return os.RemoveAll(filepath.Join(s.payloads, exchange))
+}
