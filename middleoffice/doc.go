@@ -19,6 +19,16 @@
 // through an [evidence.Appender] before the change is stored and applied,
 // its id returned.
 //
-// The routing of tele-dossiers, the delivery channels (pull, webhook, mail)
-// and tracking come next.
+// On them, [Exchanges] runs the exchange itself: a partner submits a
+// tele-dossier ([Exchanges.Submit]: the manifest checked, the routing rule
+// asked of the policy, each document hashed against its declared digest and
+// encrypted for the recipient as it streams in, CMS AuthEnvelopedData); the
+// answer is the acknowledgment of receipt, the submission.accepted record
+// individually signed (CAdES) and covered by the log; an idempotency key
+// returns the same exchange on a retry; refusals are submission.rejected
+// evidence. A durable queue seals and delivers (the pull channel: [Exchanges.Inbox],
+// [Exchanges.Fetch], [Exchanges.Ack]); every step commits with its evidence
+// through an outbox in the [ExchangeStore], so that a crash never leaves a
+// step without its record or a record without its step. The HTTP API, the
+// webhook and mail channels, expiry and notifications come next.
 package middleoffice
