@@ -162,8 +162,8 @@ func (a *adminAPI) sign(client string) int {
 
 func wantAdminProblem(t *testing.T, resp *http.Response, body []byte, status int, detail string) {
 	t.Helper()
-	var p api.Problem
-	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || !strings.Contains(p.Detail, detail) {
+	p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, "")
+	if resp.StatusCode != status || !strings.Contains(p.Detail, detail) {
 		t.Fatalf("%s %q %s; want %d with %q", resp.Status, resp.Header.Get("Content-Type"), body, status, detail)
 	}
 }

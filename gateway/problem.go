@@ -91,7 +91,9 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 			t = api.TypeMalformedRequest // the body is not a partner at all
 		}
 		p := api.NewProblem(t, strings.Join(ie.Faults, "; "))
-		p.Errors = fieldErrors(ie.Faults)
+		if t == api.TypeInvalidRequest {
+			p.Errors = fieldErrors(ie.Faults)
+		}
 		return p, 0
 	}
 	if re, ok := errors.AsType[*signing.RequestError](err); ok {

@@ -289,11 +289,18 @@ func TestSigningAPI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(a.evidence.Records())
 			st, ct, body := a.post(t, tc.client, "", tc.path, tc.body)
-			var p api.Problem
-			if err := json.Unmarshal(body, &p); err != nil {
-				t.Fatalf("HTTP %d, not a problem: %.200s", st, body)
+			// The type each kind of mistake is documented with.
+			want := map[int]api.ProblemType{403: api.TypeNotAllowed, 404: api.TypeUnknownProfile, 413: api.TypePayloadTooLarge}[tc.status]
+			switch {
+			case strings.Contains(tc.detail, "JSON") || tc.detail == "unknown field":
+				want = api.TypeMalformedRequest
+			case tc.detail == "give the signed data":
+				want = api.TypeDataRequired
+			case want == "":
+				want = api.TypeInvalidRequest
 			}
-			if st != tc.status || p.Status != tc.status || ct != "application/problem+json" || !strings.Contains(p.Detail, tc.detail) {
+			p := wantTypedProblem(t, st, http.Header{"Content-Type": {ct}}, body, want)
+			if st != tc.status || !strings.Contains(p.Detail, tc.detail) {
 				t.Errorf("HTTP %d %s %+v, want %d with %q", st, ct, p, tc.status, tc.detail)
 			}
 			for _, r := range a.evidence.Records()[before:] {

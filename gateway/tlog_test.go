@@ -129,8 +129,8 @@ func get(t *testing.T, url string) (*http.Response, []byte) {
 func wantProblem(t *testing.T, url string, status int) {
 	t.Helper()
 	resp, body := get(t, url)
-	var p api.Problem
-	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || p.Status != status || p.Detail == "" {
+	p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, "")
+	if resp.StatusCode != status || p.Detail == "" {
 		t.Errorf("GET %s: %s %q %s; want a %d problem", url, resp.Status, resp.Header.Get("Content-Type"), body, status)
 	}
 }

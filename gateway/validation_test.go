@@ -158,8 +158,7 @@ func TestValidationsAPI(t *testing.T) {
 				t.Fatalf("HTTP %d, want %d: %s", resp.StatusCode, tc.status, body)
 			}
 			if tc.status != 200 {
-				var p api.Problem
-				if err := json.Unmarshal(body, &p); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" || p.Status != tc.status || p.Detail == "" {
+				if p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, ""); p.Detail == "" {
 					t.Fatalf("not a problem: %q %s", resp.Header.Get("Content-Type"), body)
 				}
 				return
