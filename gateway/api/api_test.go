@@ -90,4 +90,3 @@ func FuzzAnswerError(f *testing.F) {
 		}
 	})
 }
-
