@@ -31,7 +31,11 @@ var allowedImports = map[string][]string{
 	"pec/internal/filelock": {},
 	"pec/middleoffice":      capabilities,
 	// The edges adapt HTTP to plain calls; they may skip the middle office.
-	"pec/gateway":     append([]string{"pec/middleoffice"}, capabilities...),
+	"pec/gateway": append([]string{"pec/gateway/api", "pec/middleoffice"}, capabilities...),
+	// api is the wire: the types the gateway serves and its typed Go
+	// client, which the CLI uses; it names the services' own types
+	// (partners, reports) and never imports the server.
+	"pec/gateway/api": append([]string{"pec/middleoffice"}, capabilities...),
 	"pec/frontoffice": append([]string{"pec/middleoffice"}, capabilities...),
 	// configs is the embedded pec.yaml: imported by cmd/pec only.
 	"pec/configs": {},
@@ -52,8 +56,8 @@ var allowedImports = map[string][]string{
 	// Benchmarks drive the production path from outside, like cmd/pec.
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
 	// edgeload runs the real pec binary; it shares only the API's wire types.
-	"pec/bench/edgeload": {"pec/gateway"},
-	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
+	"pec/bench/edgeload": {"pec/gateway/api"},
+	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
 }
 
 var capabilities = []string{"pec/evidence", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}

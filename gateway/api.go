@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"errors"
-	"log/slog"
 	"net/http"
 
 	"pec/certvalidation"
+	"pec/gateway/api"
 	"pec/middleoffice"
 )
 
@@ -17,24 +17,25 @@ import (
 //
 // The certificate's principal is resolved then (once per connection, see
 // middleoffice.Directory.Resolve): a disabled partner is refused with 403.
-func requireClientCert(next http.Handler, v *certvalidation.Validator, pol *middleoffice.Policy, log *slog.Logger) http.Handler {
+func requireClientCert(next http.Handler, v *certvalidation.Validator, pol *middleoffice.Policy, e *edge) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || (v == nil && len(r.TLS.VerifiedChains) == 0) {
-			writeProblem(w, http.StatusUnauthorized, "a client certificate is required (mutual TLS)")
+			writeProblem(w, api.NewProblem(api.TypeClientCertificateRequired, "a client certificate is required (mutual TLS)"))
 			return
 		}
 		if v != nil {
 			if _, err := validateClient(r.Context(), v, r.TLS.PeerCertificates); err != nil {
-				log.InfoContext(r.Context(), "client certificate refused", "subject", r.TLS.PeerCertificates[0].Subject.String(), "err", err)
+				e.log.InfoContext(r.Context(), "client certificate refused", "subject", r.TLS.PeerCertificates[0].Subject.String(), "err", err)
 				detail := "the client certificate is not valid"
-				if e, ok := errors.AsType[*certvalidation.Error](err); ok {
-					detail += " (" + string(e.Reason) + ")"
+				if ce, ok := errors.AsType[*certvalidation.Error](err); ok {
+					detail += " (" + string(ce.Reason) + ")"
 				}
-				writeProblem(w, http.StatusUnauthorized, detail)
+				writeProblem(w, api.NewProblem(api.TypeClientCertificateInvalid, detail))
 				return
 			}
 		}
-		if refuseDisabled(w, pol, r.TLS.PeerCertificates[0]) {
+		if pr := pol.Directory().Resolve(r.TLS.PeerCertificates[0]); pr.Disabled() {
+			writeProblem(w, api.NewProblem(api.TypePartnerDisabled, "the partner "+pr.ID()+" is disabled"))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -19,6 +19,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/internal/devpki"
 	"pec/middleoffice"
 	"pec/signing"
@@ -143,10 +144,10 @@ func (a *adminAPI) do(client, method, path, contentType string, body any) (*http
 	return resp, data
 }
 
-func (a *adminAPI) whoami(client string) gateway.Identity {
+func (a *adminAPI) whoami(client string) api.Identity {
 	a.t.Helper()
 	resp, body := a.do(client, "GET", "/v1/whoami", "", nil)
-	var id gateway.Identity
+	var id api.Identity
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &id) != nil {
 		a.t.Fatalf("whoami as %s: %s %s", client, resp.Status, body)
 	}
@@ -155,14 +156,14 @@ func (a *adminAPI) whoami(client string) gateway.Identity {
 
 func (a *adminAPI) sign(client string) int {
 	a.t.Helper()
-	resp, _ := a.do(client, "POST", "/v1/signatures", "application/json", gateway.SignatureRequest{Profile: "default", Document: []byte("x")})
+	resp, _ := a.do(client, "POST", "/v1/signatures", "application/json", api.SignatureRequest{Profile: "default", Document: []byte("x")})
 	return resp.StatusCode
 }
 
 func wantAdminProblem(t *testing.T, resp *http.Response, body []byte, status int, detail string) {
 	t.Helper()
-	var p gateway.Problem
-	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || !strings.Contains(p.Detail, detail) {
+	p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, "")
+	if resp.StatusCode != status || !strings.Contains(p.Detail, detail) {
 		t.Fatalf("%s %q %s; want %d with %q", resp.Status, resp.Header.Get("Content-Type"), body, status, detail)
 	}
 }
@@ -200,7 +201,7 @@ func TestPartnersAPI(t *testing.T) {
 	if id := a.whoami("partner-c"); id.Partner != "" {
 		t.Fatalf("partner-c before it is added: %+v", id)
 	}
-	resp, body := a.do("partner-c", "POST", "/v1/signatures", "application/json", gateway.SignatureRequest{Profile: "default", Document: []byte("x")})
+	resp, body := a.do("partner-c", "POST", "/v1/signatures", "application/json", api.SignatureRequest{Profile: "default", Document: []byte("x")})
 	wantAdminProblem(t, resp, body, http.StatusForbidden, `no rule grants the signature profile "default"`)
 
 	var added middleoffice.Partner
@@ -274,7 +275,7 @@ func TestPartnersAPI(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &p) != nil || p.Name != "Partner C, replaced" {
 			t.Fatalf("GET: %s %s", resp.Status, body)
 		}
-		var list gateway.PartnerList
+		var list api.PartnerList
 		resp, body = a.do("admin", "GET", "/v1/partners", "", nil)
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &list) != nil || len(list.Partners) != 4 || list.Partners[3].ID != "partner-c" {
 			t.Fatalf("list: %s %s", resp.Status, body)

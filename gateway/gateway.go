@@ -1,19 +1,36 @@
-// Package gateway is PEC's HTTP edge: it turns HTTP requests into calls of the
-// capability packages and their results and errors into protocol answers.
+// Package gateway is PEC's HTTP edge: it turns HTTP requests into calls of
+// the services (middleoffice, signing, certvalidation, tsa) and their
+// results and errors into protocol answers. The wire types are package
+// [pec/gateway/api], which the typed Go client of the CLI shares.
 //
 //   - The tsa listener serves RFC 3161 section 3.4 "Time-Stamp Protocol via
 //     HTTP": POST application/timestamp-query, answered with
-//     application/timestamp-reply.
+//     application/timestamp-reply, and the published evidence log.
 //   - The api listener serves the JSON API under /v1 to clients that
 //     authenticate with a certificate (mutual TLS, RFC 8446 section 4.4.2).
-//     Errors are RFC 9457 problem details.
-//   - Both serve /healthz, /readyz and /metrics (Prometheus text format).
+//   - The ops listener serves the operators: /metrics (Prometheus text
+//     format), /readyz with every check and its reason, /healthz. It is
+//     meant for a loopback or management address, never for partners.
+//   - The partner-facing listeners keep /healthz and a plain /readyz
+//     (ready or not, no details) for load balancers.
 //
-// Only this package translates errors for HTTP clients; internal error text
-// is logged once here and never sent.
+// Every error of the JSON API and of the published log is an RFC 9457
+// problem whose type (api.ProblemType) names one reason, decided in one
+// place (problem.go); a wrong method is 405 with Allow. The time-stamp
+// routes answer TimeStampResp rejections instead, as RFC 3161 clients
+// expect. Internal error text is logged once here and never sent.
+//
+// Each partner-facing listener serves at most Options.MaxInFlight
+// requests at once; one more is answered at once with 503 and Retry-After
+// (RFC 3161 systemFailure on the time-stamp routes), never queued.
+//
+// Handlers stay thin: who may do what, proof reads and directory changes
+// are methods of middleoffice (Proofs.Bundle, Admin), which the portals
+// call too.
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -26,7 +43,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"pec/certvalidation"
+	"pec/gateway/api"
 	"pec/middleoffice"
+	"pec/proof"
 	"pec/signing"
 	"pec/tsa"
 )
@@ -44,11 +63,15 @@ type TSAResponder interface {
 	RespondWith(ctx context.Context, req []byte, opts tsa.RespondOptions) (resp []byte, evidenceID string, err error)
 }
 
+// DefaultMaxInFlight is the in-flight bound of a listener when
+// Options.MaxInFlight is 0.
+const DefaultMaxInFlight = 1024
+
 // Options hold optional collaborators; the zero value suits tests.
 type Options struct {
 	Logger   *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: no gateway metrics
-	Gatherer prometheus.Gatherer   // nil: no /metrics
+	Gatherer prometheus.Gatherer   // nil: no /metrics on the ops listener
 	Ready    []ReadinessCheck      // what /readyz checks
 
 	// The signature API (POST /v1/signatures, /v1/signatures/batch,
@@ -61,7 +84,9 @@ type Options struct {
 	// ValidateClientCertificates for the handshake).
 	Validator *certvalidation.Validator
 
-	// Proofs serves GET /v1/proofs/{id}; nil: no proof endpoint.
+	// Proofs is the evidence log: GET /v1/proofs/{id} on the api listener
+	// (through middleoffice.Proofs, with Policy), the published log on the
+	// tsa listener; nil: neither.
 	Proofs *ProofReader
 
 	// Policy decides who may do what (proof reads, partner
@@ -70,6 +95,19 @@ type Options struct {
 	// certificates resolve to. The partner administration API (/v1/partners)
 	// is served with it. nil: an empty directory, no administration API.
 	Policy *middleoffice.Policy
+
+	// MaxInFlight bounds the requests one partner-facing listener serves
+	// at once (listen.max_in_flight); more are answered 503 with
+	// Retry-After. 0: DefaultMaxInFlight; negative: no bound.
+	MaxInFlight int
+}
+
+// ProofReader is the evidence log a node serves, and what every bundle
+// carries: the certificates, and the validator that gathers their
+// revocation data (ExportOptions.Validator).
+type ProofReader struct {
+	Log    *proof.Log
+	Export proof.ExportOptions
 }
 
 func (o Options) logger() *slog.Logger {
@@ -79,22 +117,51 @@ func (o Options) logger() *slog.Logger {
 	return o.Logger
 }
 
-// NewTSAHandler serves the tsa listener: POST /tsa plus the operator
-// endpoints. maxBody bounds a request (tsa.Config.MaxRequestBytes).
+func (o Options) log() *proof.Log {
+	if o.Proofs == nil {
+		return nil
+	}
+	return o.Proofs.Log
+}
+
+// edge is what every handler of a listener shares: the logger, and the
+// failure log that keeps an outage from writing a line a request.
+type edge struct {
+	log      *slog.Logger
+	failures *failureLog
+}
+
+func newEdge(opts Options) *edge {
+	return &edge{log: opts.logger(), failures: newFailureLog(opts.logger())}
+}
+
+// handle serves f, answering its error with writeError.
+func (e *edge) handle(op operation, f func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := f(w, r); err != nil {
+			e.writeError(w, r, op, err)
+		}
+	})
+}
+
+// NewTSAHandler serves the tsa listener: POST /tsa, the published log
+// (with opts.Proofs: no client certificate), /healthz and a plain /readyz.
+// maxBody bounds a request (tsa.Config.MaxRequestBytes).
 func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
+	e := newEdge(opts)
 	mux := http.NewServeMux()
 	m := newMetrics(opts.Registry, "tsa")
-	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: opts.logger(), failures: newFailureLog(opts.logger())}))
-	registerTlog(mux, m, opts) // the published log, with opts.Proofs: no client certificate
-	registerOps(mux, opts.Ready, opts.Gatherer)
-	return mux
+	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: e.log, failures: e.failures}))
+	registerTlog(mux, m, e, opts.log())
+	registerProbes(mux, opts.Ready)
+	return limitInFlight(problemRoutes(mux), opts.MaxInFlight, m)
 }
 
 // NewAPIHandler serves the api listener. Every /v1 route requires a client
 // certificate verified by the TLS layer (see ServerTLSConfig); a request
 // without one is refused with 401 whatever the TLS settings.
 func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
-	log := opts.logger()
+	e := newEdge(opts)
 	pol := opts.policy()
 	m := newMetrics(opts.Registry, "api")
 	v1 := http.NewServeMux()
@@ -103,26 +170,72 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openAPI)
 	})
-	v1.Handle("POST /v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: log, failures: newFailureLog(log)}))
-	registerSigning(v1, m, opts)
-	registerProofs(v1, m, pol, opts)
+	// Any method: a wrong one is a TimeStampResp rejection too (405).
+	v1.Handle("/v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: e.log, failures: e.failures}))
+	registerSigning(v1, m, e, opts)
+	if l := opts.log(); l != nil {
+		registerProofs(v1, m, e, pol, middleoffice.NewProofs(l, pol, opts.Proofs.Export))
+	}
 	if opts.Policy != nil {
-		registerPartners(v1, m, opts.Policy, log)
+		registerPartners(v1, m, e, pol, middleoffice.NewAdmin(opts.Policy))
 	}
 	if opts.Validator != nil {
-		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", &validationEndpoint{v: opts.Validator, log: log}))
+		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", e.handle(operation{name: "certvalidation"}, (&validationEndpoint{v: opts.Validator}).serve)))
 	}
-	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "no such API route: "+r.URL.Path)
-	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", requireClientCert(v1, opts.Validator, pol, log))
-	registerOps(mux, opts.Ready, opts.Gatherer)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "no such route: "+r.URL.Path)
+	mux.Handle("/v1/", requireClientCert(problemRoutes(v1), opts.Validator, pol, e))
+	registerProbes(mux, opts.Ready)
+	return limitInFlight(problemRoutes(mux), opts.MaxInFlight, m)
+}
+
+// problemRoutes serves mux, answering the requests it routes nowhere with
+// problems: 404 (not-found) when no route has the path, 405
+// (method-not-allowed, with Allow) when routes have it for other methods.
+func problemRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r) // sets the path values
+			return
+		}
+		// The mux's own answer: 404, 405 with Allow, or a redirect to the
+		// canonical path.
+		rec := &recorder{header: http.Header{}}
+		mux.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusNotFound:
+			writeProblem(w, api.NewProblem(api.TypeNotFound, "no such route: "+quote(r.URL.Path)))
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			writeProblem(w, api.NewProblem(api.TypeMethodNotAllowed, r.Method+" is not served here; use "+rec.header.Get("Allow")))
+		default:
+			for k, v := range rec.header {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.status)
+			_, _ = w.Write(rec.body.Bytes())
+		}
 	})
-	return mux
+}
+
+// recorder keeps the answer of the mux's internal handlers.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
 }
 
 // ServerTLSConfig is the TLS configuration of a listener whose key is held by

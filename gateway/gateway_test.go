@@ -29,6 +29,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/hsm"
 	"pec/internal/devpki"
 	"pec/tsa"
@@ -195,35 +196,65 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return sum
 }
 
+// TestReadyz: the ops listener's /readyz names every check and why it
+// fails; the partner-facing listeners' /readyz says ready or not, nothing
+// more; /metrics is on the ops listener only.
 func TestReadyz(t *testing.T) {
 	t.Parallel()
 	failing := errors.New("clock offset 3s exceeds accuracy 1s")
 	var fail bool
-	h := gateway.NewTSAHandler(nil, 1024, gateway.Options{Ready: []gateway.ReadinessCheck{{Name: "tsa", Check: func() error {
+	reg := prometheus.NewRegistry()
+	opts := gateway.Options{Registry: reg, Gatherer: reg, Ready: []gateway.ReadinessCheck{{Name: "tsa", Check: func() error {
 		if fail {
 			return failing
 		}
 		return nil
-	}}}})
-	get := func(path string) (*httptest.ResponseRecorder, map[string]any) {
+	}}}}
+	ops := gateway.NewOpsHandler(opts)
+	partnerFacing := map[string]http.Handler{"tsa": gateway.NewTSAHandler(nil, 1024, opts), "api": gateway.NewAPIHandler(nil, 1024, opts)}
+	get := func(h http.Handler, path string) (*httptest.ResponseRecorder, api.Readiness) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
-		var body map[string]any
+		var body api.Readiness
 		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 			t.Fatalf("%s: not JSON: %q", path, rec.Body.String())
 		}
 		return rec, body
 	}
-	if rec, _ := get("/healthz"); rec.Code != 200 {
-		t.Errorf("/healthz %d", rec.Code)
+	for name, h := range map[string]http.Handler{"ops": ops, "tsa": partnerFacing["tsa"], "api": partnerFacing["api"]} {
+		if rec, _ := get(h, "/healthz"); rec.Code != 200 {
+			t.Errorf("%s: /healthz %d", name, rec.Code)
+		}
+		if rec, body := get(h, "/readyz"); rec.Code != 200 || body.Status != "ready" {
+			t.Errorf("%s: /readyz %d %+v", name, rec.Code, body)
+		}
 	}
-	if rec, body := get("/readyz"); rec.Code != 200 || body["status"] != "ready" {
-		t.Errorf("/readyz %d %v", rec.Code, body)
+	if _, body := get(ops, "/readyz"); len(body.Checks) != 1 || body.Checks[0].Name != "tsa" || body.Checks[0].Status != "ok" {
+		t.Errorf("ops /readyz: %+v", body)
 	}
 	fail = true
-	rec, body := get("/readyz")
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), failing.Error()) {
-		t.Errorf("/readyz while failing: %d %v", rec.Code, body)
+	rec, body := get(ops, "/readyz")
+	if rec.Code != http.StatusServiceUnavailable || len(body.Checks) != 1 || body.Checks[0].Reason != failing.Error() {
+		t.Errorf("ops /readyz while failing: %d %+v", rec.Code, body)
+	}
+	for name, h := range partnerFacing {
+		rec, body := get(h, "/readyz")
+		if rec.Code != http.StatusServiceUnavailable || body.Status != "not ready" || strings.Contains(rec.Body.String(), "clock") || strings.Contains(rec.Body.String(), "tsa") {
+			t.Errorf("%s /readyz while failing: %d %s; want 503 without the details", name, rec.Code, rec.Body.String())
+		}
+	}
+
+	rec = httptest.NewRecorder()
+	ops.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "# TYPE") {
+		t.Errorf("ops /metrics: %d %.200s", rec.Code, rec.Body.String())
+	}
+	for name, h := range partnerFacing {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "# TYPE") {
+			t.Errorf("%s serves /metrics: %d %.200s", name, rec.Code, rec.Body.String())
+		}
 	}
 }
 
@@ -275,7 +306,7 @@ func TestAPIMutualTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var id gateway.Identity
+		var id api.Identity
 		if err := json.NewDecoder(resp.Body).Decode(&id); err != nil {
 			t.Fatal(err)
 		}
@@ -300,11 +331,11 @@ func TestAPIMutualTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var pr gateway.Problem
+		var pr api.Problem
 		if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
 			t.Fatal(err)
 		}
-		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || pr.Status != 404 {
+		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || pr.Status != 404 || pr.Type != api.TypeNotFound {
 			t.Errorf("%s %q %+v", resp.Status, resp.Header.Get("Content-Type"), pr)
 		}
 	})
@@ -313,9 +344,13 @@ func TestAPIMutualTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != http.StatusNotFound {
-			t.Errorf("%s", resp.Status)
+		defer resp.Body.Close()
+		var pr api.Problem
+		if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusMethodNotAllowed || pr.Type != api.TypeMethodNotAllowed || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+			t.Errorf("%s Allow %q %+v", resp.Status, resp.Header.Get("Allow"), pr)
 		}
 	})
 }

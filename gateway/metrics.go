@@ -13,7 +13,9 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec   // listener, route, code
 	seconds  *prometheus.HistogramVec // listener, route
-	listener string
+	// overloaded counts the requests refused for the in-flight bound.
+	overloaded *prometheus.CounterVec // listener
+	listener   string
 }
 
 // newMetrics registers the HTTP metrics of one listener. Several listeners
@@ -30,12 +32,17 @@ func newMetrics(reg prometheus.Registerer, listener string) *metrics {
 			Help:    "Time to answer an HTTP request, by listener and route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"listener", "route"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pec_http_overloaded_total",
+			Help: "HTTP requests refused with 503 because the listener served its max_in_flight already.",
+		}, []string{"listener"}),
 	}
 	if reg == nil {
 		return m
 	}
 	m.requests = promreg.Register(reg, m.requests)
 	m.seconds = promreg.Register(reg, m.seconds)
+	m.overloaded = promreg.Register(reg, m.overloaded)
 	return m
 }
 

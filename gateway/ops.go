@@ -3,8 +3,9 @@ package gateway
 import (
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"pec/gateway/api"
 )
 
 // ReadinessCheck names one condition of /readyz: Check returns nil when the
@@ -14,37 +15,54 @@ type ReadinessCheck struct {
 	Check func() error
 }
 
-// registerOps adds the operator endpoints to mux: /healthz (the process
-// answers), /readyz (every check passes; 503 with the failing checks
-// otherwise, so a load balancer stops sending traffic) and /metrics.
-func registerOps(mux *http.ServeMux, checks []ReadinessCheck, gatherer prometheus.Gatherer) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+// readiness runs the checks: the answer with every check and its reason,
+// and its status (503 when one fails, so that a load balancer stops
+// sending traffic).
+func readiness(checks []ReadinessCheck) (api.Readiness, int) {
+	body := api.Readiness{Status: "ready", Checks: []api.Check{}}
+	status := http.StatusOK
+	for _, c := range checks {
+		res := api.Check{Name: c.Name, Status: "ok"}
+		if err := c.Check(); err != nil {
+			// Readiness reasons are operator-facing facts (clock offset,
+			// unreachable source), never secrets; they are served on the
+			// ops listener only.
+			res.Status, res.Reason = "failing", err.Error()
+			body.Status, status = "not ready", http.StatusServiceUnavailable
+		}
+		body.Checks = append(body.Checks, res)
+	}
+	return body, status
+}
+
+// registerProbes adds the probes of a partner-facing listener: /healthz
+// (the process answers) and a plain /readyz (the status alone: which check
+// fails, and why, is for the ops listener).
+func registerProbes(mux *http.ServeMux, checks []ReadinessCheck) {
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		type result struct {
-			Name   string `json:"name"`
-			Status string `json:"status"`
-			Reason string `json:"reason,omitempty"`
-		}
-		body := struct {
-			Status string   `json:"status"`
-			Checks []result `json:"checks"`
-		}{Status: "ready", Checks: []result{}}
-		status := http.StatusOK
-		for _, c := range checks {
-			res := result{Name: c.Name, Status: "ok"}
-			if err := c.Check(); err != nil {
-				// Readiness reasons are operator-facing facts (clock offset,
-				// unreachable source), never secrets.
-				res.Status, res.Reason = "failing", err.Error()
-				body.Status, status = "not ready", http.StatusServiceUnavailable
-			}
-			body.Checks = append(body.Checks, res)
-		}
+		body, status := readiness(checks)
+		writeJSON(w, status, api.Readiness{Status: body.Status})
+	})
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// NewOpsHandler serves the ops listener: /healthz, /readyz with every
+// check and its reason, and /metrics from opts.Gatherer. It has no
+// in-flight bound, so that operators see a node that refuses partners
+// for overload.
+func NewOpsHandler(opts Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		body, status := readiness(opts.Ready)
 		writeJSON(w, status, body)
 	})
-	if gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if opts.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}
+	return problemRoutes(mux)
 }

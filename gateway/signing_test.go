@@ -23,6 +23,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/internal/devpki"
 	"pec/signing"
 	"pec/tsa"
@@ -167,11 +168,11 @@ func TestSigningAPI(t *testing.T) {
 	doc := []byte("Extrait n°3 du casier judiciaire")
 
 	t.Run("CAdES attached", func(t *testing.T) {
-		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Document: doc})
+		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", api.SignatureRequest{Profile: "default", Document: doc})
 		if st != 200 {
 			t.Fatalf("HTTP %d: %s", st, body)
 		}
-		var res gateway.SignatureResponse
+		var res api.SignatureResponse
 		if err := json.Unmarshal(body, &res); err != nil {
 			t.Fatal(err)
 		}
@@ -187,12 +188,12 @@ func TestSigningAPI(t *testing.T) {
 			t.Fatalf("%v %+v", err, r)
 		}
 		// The verification endpoint says the same.
-		st, _, body = a.post(t, "partner-b", "", "/v1/verifications", gateway.VerificationRequest{Signature: res.Signature})
+		st, _, body = a.post(t, "partner-b", "", "/v1/verifications", api.VerificationRequest{Signature: res.Signature})
 		if st != 200 || !strings.Contains(string(body), `"indication":"TOTAL-PASSED"`) || !strings.Contains(string(body), `"format":"CAdES-B-T"`) {
 			t.Errorf("HTTP %d: %s", st, body)
 		}
 		tampered := bytes.Replace(res.Signature, doc[:8], []byte("EXTRAIT "), 1)
-		st, _, body = a.post(t, "partner-b", "", "/v1/verifications", gateway.VerificationRequest{Signature: tampered})
+		st, _, body = a.post(t, "partner-b", "", "/v1/verifications", api.VerificationRequest{Signature: tampered})
 		if st != 200 || !strings.Contains(string(body), `"sub_indication":"HASH_FAILURE"`) {
 			t.Errorf("tampered: HTTP %d: %s", st, body)
 		}
@@ -200,24 +201,24 @@ func TestSigningAPI(t *testing.T) {
 
 	t.Run("CAdES of a digest", func(t *testing.T) {
 		sum := sha256.Sum256(doc)
-		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Digest: hex.EncodeToString(sum[:])})
-		var res gateway.SignatureResponse
+		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", api.SignatureRequest{Profile: "default", Digest: hex.EncodeToString(sum[:])})
+		var res api.SignatureResponse
 		if st != 200 || json.Unmarshal(body, &res) != nil || !res.Detached || res.MediaType != "application/pkcs7-signature" {
 			t.Fatalf("HTTP %d: %s", st, body)
 		}
-		st, _, body = a.post(t, "partner-a", "", "/v1/verifications", gateway.VerificationRequest{Signature: res.Signature, Digest: hex.EncodeToString(sum[:])})
+		st, _, body = a.post(t, "partner-a", "", "/v1/verifications", api.VerificationRequest{Signature: res.Signature, Digest: hex.EncodeToString(sum[:])})
 		if st != 200 || !strings.Contains(string(body), `"indication":"TOTAL-PASSED"`) {
 			t.Errorf("hash-only verification: HTTP %d: %s", st, body)
 		}
-		st, _, body = a.post(t, "partner-a", "", "/v1/verifications", gateway.VerificationRequest{Signature: res.Signature, Data: doc})
+		st, _, body = a.post(t, "partner-a", "", "/v1/verifications", api.VerificationRequest{Signature: res.Signature, Data: doc})
 		if st != 200 || !strings.Contains(string(body), `"indication":"TOTAL-PASSED"`) {
 			t.Errorf("verification with data: HTTP %d: %s", st, body)
 		}
 	})
 
 	t.Run("PAdES", func(t *testing.T) {
-		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", gateway.SignatureRequest{Profile: "pdf", Document: testPDF()})
-		var res gateway.SignatureResponse
+		st, _, body := a.post(t, "partner-a", "", "/v1/signatures", api.SignatureRequest{Profile: "pdf", Document: testPDF()})
+		var res api.SignatureResponse
 		if st != 200 || json.Unmarshal(body, &res) != nil || res.MediaType != "application/pdf" || !bytes.HasPrefix(res.Signature, []byte("%PDF-")) {
 			t.Fatalf("HTTP %d: %.300s", st, body)
 		}
@@ -228,7 +229,7 @@ func TestSigningAPI(t *testing.T) {
 	})
 
 	t.Run("batch", func(t *testing.T) {
-		var req gateway.BatchRequest
+		var req api.BatchRequest
 		req.Profile = "default"
 		var docs [][]byte
 		for i := range 12 {
@@ -238,7 +239,7 @@ func TestSigningAPI(t *testing.T) {
 			req.Digests = append(req.Digests, hex.EncodeToString(sum[:]))
 		}
 		st, _, body := a.post(t, "partner-a", "", "/v1/signatures/batch", req)
-		var res gateway.BatchResponse
+		var res api.BatchResponse
 		if st != 200 || json.Unmarshal(body, &res) != nil || len(res.Signatures) != 12 {
 			t.Fatalf("HTTP %d: %.300s", st, body)
 		}
@@ -264,35 +265,42 @@ func TestSigningAPI(t *testing.T) {
 		status int
 		detail string
 	}{
-		{"client not allowed", "partner-b", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Document: doc}, 403, "may not use"},
-		{"client not allowed, PDF", "partner-b", "/v1/signatures", gateway.SignatureRequest{Profile: "pdf", Document: testPDF()}, 403, "may not use"},
-		{"client not allowed, batch", "partner-b", "/v1/signatures/batch", gateway.BatchRequest{Profile: "default", Digests: []string{hex.EncodeToString(sum[:])}}, 403, "may not use"},
-		{"unknown profile", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "nosuch", Document: doc}, 404, "no such signature profile"},
+		{"client not allowed", "partner-b", "/v1/signatures", api.SignatureRequest{Profile: "default", Document: doc}, 403, "may not use"},
+		{"client not allowed, PDF", "partner-b", "/v1/signatures", api.SignatureRequest{Profile: "pdf", Document: testPDF()}, 403, "may not use"},
+		{"client not allowed, batch", "partner-b", "/v1/signatures/batch", api.BatchRequest{Profile: "default", Digests: []string{hex.EncodeToString(sum[:])}}, 403, "may not use"},
+		{"unknown profile", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "nosuch", Document: doc}, 404, "no such signature profile"},
 		{"not JSON", "partner-a", "/v1/signatures", "profile=default", 400, "malformed JSON"},
 		{"unknown field", "partner-a", "/v1/signatures", `{"profile":"default","document":"eA==","colour":"blue"}`, 400, "unknown field"},
 		{"trailing data", "partner-a", "/v1/signatures", `{"profile":"default","document":"eA=="} {}`, 400, "after the JSON"},
 		{"bad base64", "partner-a", "/v1/signatures", `{"profile":"default","document":"%%%"}`, 400, "malformed JSON"},
-		{"digest not hex", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Digest: "xyz"}, 400, "not hexadecimal"},
-		{"digest too short", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Digest: "abcd"}, 400, "digest has 32 bytes, not 2"},
-		{"document and digest", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Document: doc, Digest: hex.EncodeToString(sum[:])}, 400, "one of them"},
-		{"not a PDF", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "pdf", Document: doc}, 400, "not a readable PDF"},
-		{"truncated PDF", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "pdf", Document: testPDF()[:300]}, 400, "not a readable PDF"},
-		{"too large", "partner-a", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Document: make([]byte, 200<<10)}, 413, "larger than"},
-		{"empty batch", "partner-a", "/v1/signatures/batch", gateway.BatchRequest{Profile: "default"}, 400, "1 to 20 digests"},
-		{"batch too large", "partner-a", "/v1/signatures/batch", gateway.BatchRequest{Profile: "default", Digests: make([]string, 21)}, 400, "1 to 20"},
-		{"verify without signature", "partner-a", "/v1/verifications", gateway.VerificationRequest{}, 400, "signature: required"},
-		{"verify detached without data", "partner-a", "/v1/verifications", gateway.VerificationRequest{Signature: a.detached(t, doc)}, 400, "give the signed data"},
-		{"verify PDF with data", "partner-a", "/v1/verifications", gateway.VerificationRequest{Signature: testPDF(), Data: doc}, 400, "give no separate data"},
-		{"verify with a bad digest", "partner-a", "/v1/verifications", gateway.VerificationRequest{Signature: a.detached(t, doc), Digest: "00", DigestAlgorithm: "md5"}, 400, "digest_algorithm"},
+		{"digest not hex", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "default", Digest: "xyz"}, 400, "not hexadecimal"},
+		{"digest too short", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "default", Digest: "abcd"}, 400, "digest has 32 bytes, not 2"},
+		{"document and digest", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "default", Document: doc, Digest: hex.EncodeToString(sum[:])}, 400, "one of them"},
+		{"not a PDF", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "pdf", Document: doc}, 400, "not a readable PDF"},
+		{"truncated PDF", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "pdf", Document: testPDF()[:300]}, 400, "not a readable PDF"},
+		{"too large", "partner-a", "/v1/signatures", api.SignatureRequest{Profile: "default", Document: make([]byte, 200<<10)}, 413, "larger than"},
+		{"empty batch", "partner-a", "/v1/signatures/batch", api.BatchRequest{Profile: "default"}, 400, "1 to 20 digests"},
+		{"batch too large", "partner-a", "/v1/signatures/batch", api.BatchRequest{Profile: "default", Digests: make([]string, 21)}, 400, "1 to 20"},
+		{"verify without signature", "partner-a", "/v1/verifications", api.VerificationRequest{}, 400, "signature: required"},
+		{"verify detached without data", "partner-a", "/v1/verifications", api.VerificationRequest{Signature: a.detached(t, doc)}, 400, "give the signed data"},
+		{"verify PDF with data", "partner-a", "/v1/verifications", api.VerificationRequest{Signature: testPDF(), Data: doc}, 400, "give no separate data"},
+		{"verify with a bad digest", "partner-a", "/v1/verifications", api.VerificationRequest{Signature: a.detached(t, doc), Digest: "00", DigestAlgorithm: "md5"}, 400, "digest_algorithm"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(a.evidence.Records())
 			st, ct, body := a.post(t, tc.client, "", tc.path, tc.body)
-			var p gateway.Problem
-			if err := json.Unmarshal(body, &p); err != nil {
-				t.Fatalf("HTTP %d, not a problem: %.200s", st, body)
+			// The type each kind of mistake is documented with.
+			want := map[int]api.ProblemType{403: api.TypeNotAllowed, 404: api.TypeUnknownProfile, 413: api.TypePayloadTooLarge}[tc.status]
+			switch {
+			case strings.Contains(tc.detail, "JSON") || tc.detail == "unknown field":
+				want = api.TypeMalformedRequest
+			case tc.detail == "give the signed data":
+				want = api.TypeDataRequired
+			case want == "":
+				want = api.TypeInvalidRequest
 			}
-			if st != tc.status || p.Status != tc.status || ct != "application/problem+json" || !strings.Contains(p.Detail, tc.detail) {
+			p := wantTypedProblem(t, st, http.Header{"Content-Type": {ct}}, body, want)
+			if st != tc.status || !strings.Contains(p.Detail, tc.detail) {
 				t.Errorf("HTTP %d %s %+v, want %d with %q", st, ct, p, tc.status, tc.detail)
 			}
 			for _, r := range a.evidence.Records()[before:] {
@@ -315,7 +323,7 @@ func TestSigningAPI(t *testing.T) {
 	})
 
 	t.Run("garbage is a FORMAT_FAILURE report", func(t *testing.T) {
-		st, _, body := a.post(t, "partner-a", "", "/v1/verifications", gateway.VerificationRequest{Signature: []byte("garbage")})
+		st, _, body := a.post(t, "partner-a", "", "/v1/verifications", api.VerificationRequest{Signature: []byte("garbage")})
 		if st != 200 || !strings.Contains(string(body), `"sub_indication":"FORMAT_FAILURE"`) {
 			t.Errorf("HTTP %d: %s", st, body)
 		}
@@ -324,7 +332,7 @@ func TestSigningAPI(t *testing.T) {
 	// Our own failure (the TSA): 503 without the internal text, nothing
 	// signed.
 	t.Run("TSA down", func(t *testing.T) {
-		st, _, body := a.post(t, "broken", a.brokenURL, "/v1/signatures", gateway.SignatureRequest{Profile: "broken", Document: doc})
+		st, _, body := a.post(t, "broken", a.brokenURL, "/v1/signatures", api.SignatureRequest{Profile: "broken", Document: doc})
 		if st != http.StatusServiceUnavailable || strings.Contains(string(body), "disk full") || strings.Contains(string(body), "/var/lib") {
 			t.Errorf("HTTP %d: %s", st, body)
 		}
@@ -334,8 +342,8 @@ func TestSigningAPI(t *testing.T) {
 // detached returns a detached signature of doc by the "default" profile.
 func (a *signingAPI) detached(t *testing.T, doc []byte) []byte {
 	t.Helper()
-	st, _, body := a.post(t, "partner-a", "", "/v1/signatures", gateway.SignatureRequest{Profile: "default", Document: doc, Detached: true})
-	var res gateway.SignatureResponse
+	st, _, body := a.post(t, "partner-a", "", "/v1/signatures", api.SignatureRequest{Profile: "default", Document: doc, Detached: true})
+	var res api.SignatureResponse
 	if st != 200 || json.Unmarshal(body, &res) != nil {
 		t.Fatalf("HTTP %d: %s", st, body)
 	}

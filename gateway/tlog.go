@@ -3,10 +3,12 @@ package gateway
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"pec/gateway/api"
 	"pec/proof"
 )
 
@@ -28,19 +30,19 @@ import (
 
 // tlogPublisher serves the published log from the node's evidence log.
 type tlogPublisher struct {
-	log  *proof.Log
-	opts Options
+	log *proof.Log
 }
 
-func registerTlog(mux *http.ServeMux, m *metrics, opts Options) {
-	if opts.Proofs == nil || opts.Proofs.Log == nil {
+func registerTlog(mux *http.ServeMux, m *metrics, e *edge, log *proof.Log) {
+	if log == nil {
 		return
 	}
-	p := &tlogPublisher{log: opts.Proofs.Log, opts: opts}
-	mux.Handle("GET /checkpoint", m.instrument("/checkpoint", http.HandlerFunc(p.checkpoint)))
-	mux.Handle("GET /checkpoints/{name}", m.instrument("/checkpoints/{size}", http.HandlerFunc(p.checkpointAt)))
-	mux.Handle("GET /tile/", m.instrument("/tile/", http.HandlerFunc(p.tile)))
-	mux.Handle("GET /proof/consistency", m.instrument("/proof/consistency", http.HandlerFunc(p.consistency)))
+	p := &tlogPublisher{log: log}
+	op := operation{name: "tlog"}
+	mux.Handle("GET /checkpoint", m.instrument("/checkpoint", e.handle(op, p.checkpoint)))
+	mux.Handle("GET /checkpoints/{name}", m.instrument("/checkpoints/{size}", e.handle(op, p.checkpointAt)))
+	mux.Handle("GET /tile/", m.instrument("/tile/", e.handle(op, p.tile)))
+	mux.Handle("GET /proof/consistency", m.instrument("/proof/consistency", e.handle(op, p.consistency)))
 }
 
 // Cache lifetimes: the newest checkpoint changes at every seal (at most
@@ -60,36 +62,35 @@ func publicHeaders(w http.ResponseWriter, contentType, cache string) {
 	h.Set("Access-Control-Allow-Origin", "*")
 }
 
-// latest is the newest sealed head, or nil after answering 404 for an
-// empty log.
-func (p *tlogPublisher) latest(w http.ResponseWriter) *proof.Head {
+// latest is the newest sealed head; an empty log is not-found.
+func (p *tlogPublisher) latest() (*proof.Head, error) {
 	h := p.log.Latest()
 	if h == nil {
-		writeProblem(w, http.StatusNotFound, "the evidence log is empty: no checkpoint yet")
+		return nil, refuse(api.TypeNotFound, "the evidence log is empty: no checkpoint yet")
 	}
-	return h
+	return h, nil
 }
 
-func (p *tlogPublisher) checkpoint(w http.ResponseWriter, r *http.Request) {
-	h := p.latest(w)
-	if h == nil {
-		return
+func (p *tlogPublisher) checkpoint(w http.ResponseWriter, r *http.Request) error {
+	h, err := p.latest()
+	if err != nil {
+		return err
 	}
 	publicHeaders(w, "text/plain; charset=utf-8", cacheMutable)
 	_, _ = w.Write(h.Checkpoint)
+	return nil
 }
 
-func (p *tlogPublisher) checkpointAt(w http.ResponseWriter, r *http.Request) {
+func (p *tlogPublisher) checkpointAt(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	digits, token := strings.CutSuffix(name, ".tst")
 	size, ok := parseSize(digits)
 	if !ok {
-		writeProblem(w, http.StatusBadRequest, "not a tree size: /checkpoints/{size} or /checkpoints/{size}.tst, size in decimal")
-		return
+		return refuse(api.TypeMalformedRequest, "not a tree size: /checkpoints/{size} or /checkpoints/{size}.tst, size in decimal")
 	}
-	latest := p.latest(w)
-	if latest == nil {
-		return
+	latest, err := p.latest()
+	if err != nil {
+		return err
 	}
 	var head *proof.Head
 	if size == latest.Size {
@@ -98,100 +99,80 @@ func (p *tlogPublisher) checkpointAt(w http.ResponseWriter, r *http.Request) {
 		var err error
 		head, err = p.log.Store().HeadAt(r.Context(), size)
 		if err != nil && !errors.Is(err, proof.ErrNotFound) {
-			p.opts.logger().ErrorContext(r.Context(), "tlog: read tree head", "size", size, "err", err)
-			writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
-			return
+			return fmt.Errorf("read tree head %d: %w", size, err)
 		}
 	}
 	if head == nil {
-		writeProblem(w, http.StatusNotFound, "no checkpoint of size "+digits+": checkpoints are made per sealed batch, up to the newest, "+strconv.FormatUint(latest.Size, 10))
-		return
+		return refuse(api.TypeNotFound, "no checkpoint of size "+digits+": checkpoints are made per sealed batch, up to the newest, "+strconv.FormatUint(latest.Size, 10))
 	}
 	if token {
 		publicHeaders(w, "application/octet-stream", cacheImmutable)
 		_, _ = w.Write(head.Token)
-		return
+		return nil
 	}
 	publicHeaders(w, "text/plain; charset=utf-8", cacheImmutable)
 	_, _ = w.Write(head.Checkpoint)
+	return nil
 }
 
-func (p *tlogPublisher) tile(w http.ResponseWriter, r *http.Request) {
+func (p *tlogPublisher) tile(w http.ResponseWriter, r *http.Request) error {
 	t, err := proof.ParseTilePath(strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, proof.ErrEntryBundle) {
-		writeProblem(w, http.StatusNotFound, "entry bundles are not published: the records name who exchanged with whom; only hash tiles are")
-		return
+		return refuse(api.TypeNotFound, "entry bundles are not published: the records name who exchanged with whom; only hash tiles are")
 	}
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "not a hash tile path of c2sp.org/tlog-tiles: /tile/<L>/<N>[.p/<W>]")
-		return
+		return refuse(api.TypeMalformedRequest, "not a hash tile path of c2sp.org/tlog-tiles: /tile/<L>/<N>[.p/<W>]")
 	}
-	latest := p.latest(w)
-	if latest == nil {
-		return
+	latest, err := p.latest()
+	if err != nil {
+		return err
 	}
 	if !t.In(latest.Size) {
-		writeProblem(w, http.StatusNotFound, "no tile "+t.Path()+" in the tree of the newest checkpoint, size "+strconv.FormatUint(latest.Size, 10))
-		return
+		return refuse(api.TypeNotFound, "no tile "+t.Path()+" in the tree of the newest checkpoint, size "+strconv.FormatUint(latest.Size, 10))
 	}
 	data, err := proof.ReadTile(r.Context(), p.log.Store(), t, latest.Size)
 	if err != nil {
 		// The tree holds it: the store is at fault, not the client.
-		p.opts.logger().ErrorContext(r.Context(), "tlog: read tile", "tile", t.Path(), "err", err)
-		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
-		return
+		return fmt.Errorf("read tile %s: %w", t.Path(), err)
 	}
 	publicHeaders(w, "application/octet-stream", cacheImmutable)
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	_, _ = w.Write(data)
+	return nil
 }
 
-// ConsistencyProof is the body of GET /proof/consistency: the RFC 9162
-// section 2.1.4 proof that the tree of size New extends the tree of size
-// Old, hashes in base64. A verifier checks it against the roots of two
-// checkpoints it has verified, never against anything the server says.
-type ConsistencyProof struct {
-	Old   uint64   `json:"old"`
-	New   uint64   `json:"new"`
-	Proof []string `json:"proof"`
-}
-
-func (p *tlogPublisher) consistency(w http.ResponseWriter, r *http.Request) {
+// consistency answers GET /proof/consistency with an api.ConsistencyProof.
+func (p *tlogPublisher) consistency(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	if len(q) != 2 || len(q["old"]) != 1 || len(q["new"]) != 1 {
-		writeProblem(w, http.StatusBadRequest, "use ?old=SIZE&new=SIZE, once each")
-		return
+		return refuse(api.TypeMalformedRequest, "use ?old=SIZE&new=SIZE, once each")
 	}
 	oldSize, ok1 := parseSize(q.Get("old"))
 	newSize, ok2 := parseSize(q.Get("new"))
 	if !ok1 || !ok2 {
-		writeProblem(w, http.StatusBadRequest, "old and new are tree sizes, in decimal")
-		return
+		return refuse(api.TypeMalformedRequest, "old and new are tree sizes, in decimal")
 	}
 	if oldSize > newSize {
-		writeProblem(w, http.StatusBadRequest, "old is larger than new")
-		return
+		return refuse(api.TypeMalformedRequest, "old is larger than new")
 	}
-	latest := p.latest(w)
-	if latest == nil {
-		return
+	latest, err := p.latest()
+	if err != nil {
+		return err
 	}
 	if newSize > latest.Size {
-		writeProblem(w, http.StatusNotFound, "no tree of size "+strconv.FormatUint(newSize, 10)+": the newest checkpoint is of size "+strconv.FormatUint(latest.Size, 10))
-		return
+		return refuse(api.TypeNotFound, "no tree of size "+strconv.FormatUint(newSize, 10)+": the newest checkpoint is of size "+strconv.FormatUint(latest.Size, 10))
 	}
 	hashes, err := proof.ConsistencyProof(r.Context(), p.log.Store(), oldSize, newSize)
 	if err != nil {
-		p.opts.logger().ErrorContext(r.Context(), "tlog: consistency proof", "old", oldSize, "new", newSize, "err", err)
-		writeProblem(w, http.StatusInternalServerError, "the evidence log is not available")
-		return
+		return fmt.Errorf("consistency proof %d..%d: %w", oldSize, newSize, err)
 	}
-	body := ConsistencyProof{Old: oldSize, New: newSize, Proof: make([]string, len(hashes))}
+	body := api.ConsistencyProof{Old: oldSize, New: newSize, Proof: make([]string, len(hashes))}
 	for i, h := range hashes {
 		body.Proof[i] = base64.StdEncoding.EncodeToString(h)
 	}
 	publicHeaders(w, "application/json", cacheImmutable)
 	writeJSON(w, http.StatusOK, body)
+	return nil
 }
 
 // parseSize reads a tree size: decimal, no sign, no leading zero.

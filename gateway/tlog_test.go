@@ -22,6 +22,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/proof"
 	"pec/tsa"
 )
@@ -128,8 +129,8 @@ func get(t *testing.T, url string) (*http.Response, []byte) {
 func wantProblem(t *testing.T, url string, status int) {
 	t.Helper()
 	resp, body := get(t, url)
-	var p gateway.Problem
-	if resp.StatusCode != status || resp.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &p) != nil || p.Status != status || p.Detail == "" {
+	p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, "")
+	if resp.StatusCode != status || p.Detail == "" {
 		t.Errorf("GET %s: %s %q %s; want a %d problem", url, resp.Status, resp.Header.Get("Content-Type"), body, status)
 	}
 }
@@ -167,7 +168,7 @@ func fetchConsistency(t *testing.T, base string, oldSize, newSize uint64) [][]by
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("consistency %d→%d: %s %s", oldSize, newSize, resp.Status, body)
 	}
-	var cp gateway.ConsistencyProof
+	var cp api.ConsistencyProof
 	if err := json.Unmarshal(body, &cp); err != nil || cp.Old != oldSize || cp.New != newSize {
 		t.Fatalf("consistency %d→%d: %s (%v)", oldSize, newSize, body, err)
 	}

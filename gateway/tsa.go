@@ -10,13 +10,14 @@ import (
 	"sync"
 
 	"pec/evidence"
+	"pec/gateway/api"
 	"pec/tsa"
 )
 
 // Media types of RFC 3161 section 3.4.
 const (
-	timestampQuery = "application/timestamp-query"
-	timestampReply = "application/timestamp-reply"
+	timestampQuery = api.MediaTimestampQuery
+	timestampReply = api.MediaTimestampReply
 )
 
 // tsaEndpoint answers RFC 3161 over HTTP. Every answer is a TimeStampResp,
@@ -83,20 +84,20 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "1")
 		}
 		e.failures.error(r.Context(), "tsa: respond", err)
-		e.writeReply(w, status, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
+		writeReply(w, status, tsa.Reject(tsa.FailSystemFailure, "internal failure"))
 		return
 	}
 	if id != "" {
-		w.Header()["Pec-Evidence-Id"] = []string{id}
+		w.Header()["Pec-Evidence-Id"] = []string{id} // api.EvidenceHeader, canonical
 	}
-	e.writeReply(w, http.StatusOK, resp)
+	writeReply(w, http.StatusOK, resp)
 }
 
 func (e *tsaEndpoint) reject(w http.ResponseWriter, status int, text string) {
-	e.writeReply(w, status, tsa.Reject(tsa.FailBadRequest, text))
+	writeReply(w, status, tsa.Reject(tsa.FailBadRequest, text))
 }
 
-func (e *tsaEndpoint) writeReply(w http.ResponseWriter, status int, body []byte) {
+func writeReply(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = []string{timestampReply}
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}

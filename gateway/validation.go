@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"pec/certvalidation"
+	"pec/gateway/api"
 )
 
 // Client certificates and the validation API rest on package
@@ -57,27 +58,6 @@ func validateClient(ctx context.Context, v *certvalidation.Validator, chain []*x
 	})
 }
 
-// ValidationRequest is the body of POST /v1/validations. Certificates and
-// revocation data travel in base64 (encoding/json's []byte), each DER or
-// PEM.
-type ValidationRequest struct {
-	Certificate   []byte   `json:"certificate"`
-	Intermediates [][]byte `json:"intermediates,omitempty"`
-	// Purpose selects the node's trust anchors and revocation policy, and
-	// the key usage checked: any, serverAuth, clientAuth, emailProtection,
-	// timeStamping, documentSigning. Default: any.
-	Purpose string `json:"purpose,omitempty"`
-	// At is the validation time (RFC 3339); default: now.
-	At    *time.Time `json:"at,omitempty"`
-	Host  string     `json:"host,omitempty"`
-	Email string     `json:"email,omitempty"`
-	// Revocation may make the node's policy for the purpose stricter, never
-	// weaker: none, prefer, require.
-	Revocation    string   `json:"revocation,omitempty"`
-	CRLs          [][]byte `json:"crls,omitempty"`
-	OCSPResponses [][]byte `json:"ocsp_responses,omitempty"`
-}
-
 // validationTimeout bounds one POST /v1/validations: what fetching
 // revocation data may take (each fetch has its own bound too).
 const validationTimeout = 20 * time.Second
@@ -86,32 +66,28 @@ const validationTimeout = 20 * time.Second
 const maxValidationRequest = 4 << 20
 
 type validationEndpoint struct {
-	v   *certvalidation.Validator
-	log *slog.Logger
+	v *certvalidation.Validator
 }
 
-// ServeHTTP answers POST /v1/validations: 200 with the report (valid or
-// not) when the request could be processed, a problem otherwise.
-func (e *validationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var req ValidationRequest
-	if !decodeJSON(w, r, maxValidationRequest, &req) {
-		return
+// serve answers POST /v1/validations: 200 with the report (valid or not)
+// when the request could be processed, a problem otherwise.
+func (e *validationEndpoint) serve(w http.ResponseWriter, r *http.Request) error {
+	var req api.ValidationRequest
+	if err := decodeJSON(w, r, maxValidationRequest, &req); err != nil {
+		return err
 	}
 	if len(req.Certificate) == 0 {
-		writeProblem(w, http.StatusBadRequest, "certificate: required")
-		return
+		return invalidField("/certificate", "required")
 	}
 	certs, err := certvalidation.ParseCertificates(req.Certificate)
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "certificate: not a DER or PEM certificate")
-		return
+		return invalidField("/certificate", "not a DER or PEM certificate")
 	}
 	opts := certvalidation.Options{Intermediates: certs[1:], Host: req.Host, Email: req.Email}
 	for i, der := range req.Intermediates {
 		more, err := certvalidation.ParseCertificates(der)
 		if err != nil {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("intermediates[%d]: not a DER or PEM certificate", i))
-			return
+			return invalidField(fmt.Sprintf("/intermediates/%d", i), "not a DER or PEM certificate")
 		}
 		opts.Intermediates = append(opts.Intermediates, more...)
 	}
@@ -119,15 +95,13 @@ func (e *validationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Purpose = string(certvalidation.PurposeAny)
 	}
 	if opts.Purpose, err = certvalidation.ParsePurpose(req.Purpose); err != nil {
-		writeProblem(w, http.StatusBadRequest, "purpose: "+err.Error())
-		return
+		return invalidField("/purpose", err.Error())
 	}
 	opts.Revocation = e.v.RevocationPolicy(opts.Purpose)
 	if req.Revocation != "" {
 		p, err := certvalidation.ParseRevocationPolicy(req.Revocation)
 		if err != nil {
-			writeProblem(w, http.StatusBadRequest, "revocation: "+err.Error())
-			return
+			return invalidField("/revocation", err.Error())
 		}
 		opts.Revocation = opts.Revocation.Stricter(p)
 	}
@@ -135,14 +109,12 @@ func (e *validationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		opts.At = *req.At
 	}
 	if req.Host != "" && !certvalidation.ValidHost(req.Host) {
-		writeProblem(w, http.StatusBadRequest, "host: not a DNS name or an IP address")
-		return
+		return invalidField("/host", "not a DNS name or an IP address")
 	}
 	for i, der := range req.CRLs {
 		crls, err := certvalidation.ParseCRLs(der)
 		if err != nil {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("crls[%d]: not a DER or PEM CRL", i))
-			return
+			return invalidField(fmt.Sprintf("/crls/%d", i), "not a DER or PEM CRL")
 		}
 		opts.CRLs = append(opts.CRLs, crls...)
 	}
@@ -153,15 +125,10 @@ func (e *validationEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rep != nil {
 		// Valid or not, the report is the answer.
 		writeJSON(w, http.StatusOK, rep)
-		return
+		return nil
 	}
-	switch {
-	case errors.Is(err, certvalidation.ErrNoTrustAnchors):
-		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("purpose: this node has no trust anchors for %s", opts.Purpose))
-	case errors.Is(err, certvalidation.ErrBadOptions):
-		writeProblem(w, http.StatusBadRequest, "the request cannot be validated as given")
-	default:
-		e.log.ErrorContext(r.Context(), "certvalidation", "err", err)
-		writeProblem(w, http.StatusInternalServerError, "internal failure")
+	if errors.Is(err, certvalidation.ErrNoTrustAnchors) {
+		return refuse(api.TypeNoTrustAnchors, fmt.Sprintf("purpose: this node has no trust anchors for %s", opts.Purpose))
 	}
+	return err
 }

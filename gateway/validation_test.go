@@ -17,6 +17,7 @@ import (
 
 	"pec/certvalidation"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/internal/certtest"
 	"pec/internal/interop"
 )
@@ -132,21 +133,21 @@ func TestValidationsAPI(t *testing.T) {
 		reason     string
 		revocation string
 	}{
-		{"valid, DER", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "clientAuth"}, 200, true, "", "none"},
-		{"valid, PEM with its chain", gateway.ValidationRequest{Certificate: certtest.PEM(partner.Cert, inter.Cert)}, 200, true, "", "none"},
-		{"invalid: expired", gateway.ValidationRequest{Certificate: expired.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}}, 200, false, "expired", "none"},
-		{"invalid: wrong purpose", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "documentSigning"}, 200, false, "ext_key_usage", "prefer"},
-		{"invalid at a past time", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, At: ptr(time.Now().Add(-30 * 24 * time.Hour))}, 200, false, "not_yet_valid", "none"},
-		{"revocation can only be made stricter", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "documentSigning", Revocation: "none"}, 200, false, "ext_key_usage", "prefer"},
-		{"stricter revocation", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Revocation: "require"}, 200, false, "revocation_unknown", "require"},
-		{"no certificate", gateway.ValidationRequest{}, 400, false, "", ""},
-		{"not a certificate", gateway.ValidationRequest{Certificate: []byte("hello")}, 400, false, "", ""},
-		{"bad intermediate", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{{0x30, 0x00}}}, 400, false, "", ""},
-		{"unknown purpose", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Purpose: "codeSigning"}, 400, false, "", ""},
-		{"no anchors for the purpose", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Purpose: "timeStamping"}, 400, false, "", ""},
-		{"bad revocation policy", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Revocation: "sometimes"}, 400, false, "", ""},
-		{"bad host", gateway.ValidationRequest{Certificate: partner.Cert.Raw, Host: "not a host"}, 400, false, "", ""},
-		{"bad CRL", gateway.ValidationRequest{Certificate: partner.Cert.Raw, CRLs: [][]byte{[]byte("x")}}, 400, false, "", ""},
+		{"valid, DER", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "clientAuth"}, 200, true, "", "none"},
+		{"valid, PEM with its chain", api.ValidationRequest{Certificate: certtest.PEM(partner.Cert, inter.Cert)}, 200, true, "", "none"},
+		{"invalid: expired", api.ValidationRequest{Certificate: expired.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}}, 200, false, "expired", "none"},
+		{"invalid: wrong purpose", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "documentSigning"}, 200, false, "ext_key_usage", "prefer"},
+		{"invalid at a past time", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, At: ptr(time.Now().Add(-30 * 24 * time.Hour))}, 200, false, "not_yet_valid", "none"},
+		{"revocation can only be made stricter", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Purpose: "documentSigning", Revocation: "none"}, 200, false, "ext_key_usage", "prefer"},
+		{"stricter revocation", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{inter.Cert.Raw}, Revocation: "require"}, 200, false, "revocation_unknown", "require"},
+		{"no certificate", api.ValidationRequest{}, 400, false, "", ""},
+		{"not a certificate", api.ValidationRequest{Certificate: []byte("hello")}, 400, false, "", ""},
+		{"bad intermediate", api.ValidationRequest{Certificate: partner.Cert.Raw, Intermediates: [][]byte{{0x30, 0x00}}}, 400, false, "", ""},
+		{"unknown purpose", api.ValidationRequest{Certificate: partner.Cert.Raw, Purpose: "codeSigning"}, 400, false, "", ""},
+		{"no anchors for the purpose", api.ValidationRequest{Certificate: partner.Cert.Raw, Purpose: "timeStamping"}, 400, false, "", ""},
+		{"bad revocation policy", api.ValidationRequest{Certificate: partner.Cert.Raw, Revocation: "sometimes"}, 400, false, "", ""},
+		{"bad host", api.ValidationRequest{Certificate: partner.Cert.Raw, Host: "not a host"}, 400, false, "", ""},
+		{"bad CRL", api.ValidationRequest{Certificate: partner.Cert.Raw, CRLs: [][]byte{[]byte("x")}}, 400, false, "", ""},
 		{"malformed JSON", `{"certificate": `, 400, false, "", ""},
 		{"unknown field", `{"certificat": "AAAA"}`, 400, false, "", ""},
 	}
@@ -157,8 +158,7 @@ func TestValidationsAPI(t *testing.T) {
 				t.Fatalf("HTTP %d, want %d: %s", resp.StatusCode, tc.status, body)
 			}
 			if tc.status != 200 {
-				var p gateway.Problem
-				if err := json.Unmarshal(body, &p); err != nil || resp.Header.Get("Content-Type") != "application/problem+json" || p.Status != tc.status || p.Detail == "" {
+				if p := wantTypedProblem(t, resp.StatusCode, resp.Header, body, ""); p.Detail == "" {
 					t.Fatalf("not a problem: %q %s", resp.Header.Get("Content-Type"), body)
 				}
 				return
@@ -186,7 +186,7 @@ func TestValidationsAPI(t *testing.T) {
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
-		resp, _ := postJSON(t, c, url, gateway.ValidationRequest{Certificate: make([]byte, 5<<20)})
+		resp, _ := postJSON(t, c, url, api.ValidationRequest{Certificate: make([]byte, 5<<20)})
 		if resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("HTTP %d", resp.StatusCode)
 		}

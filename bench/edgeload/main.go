@@ -62,7 +62,7 @@ import (
 	"github.com/miekg/pkcs11"
 	"go.yaml.in/yaml/v3"
 
-	"pec/gateway"
+	"pec/gateway/api"
 )
 
 // sealDelayMetric is the node's gauge of the longest delay between a
@@ -659,7 +659,7 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(pec, "serve", "--config", cfgPath, "--listen", "tsa=127.0.0.1:0", "--listen", "api=127.0.0.1:0")
+	cmd := exec.Command(pec, "serve", "--config", cfgPath, "--listen", "tsa=127.0.0.1:0", "--listen", "api=127.0.0.1:0", "--listen", "ops=127.0.0.1:0")
 	// The node sets SOFTHSM2_CONF from its own configuration.
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "SOFTHSM2_CONF=") })
 	cmd.Stderr = logf
@@ -673,11 +673,11 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 		return nil, err
 	}
 	n := &node{cmd: cmd, logFile: logFile, done: make(chan error, 1)}
-	urls := make(chan [2]string, 1)
+	urls := make(chan [3]string, 1)
 	go func() {
 		// "PEC is serving" is followed by one line per listener:
-		// "  tsa  http://127.0.0.1:PORT/tsa".
-		var tsaURL, apiURL string
+		// "  tsa  http://127.0.0.1:PORT/tsa", "  ops  http://127.0.0.1:PORT/metrics".
+		var tsaURL, apiURL, opsURL string
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
@@ -687,8 +687,11 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 			if len(f) == 2 && f[0] == "api" {
 				apiURL = f[1]
 			}
+			if len(f) == 2 && f[0] == "ops" {
+				opsURL = f[1]
+			}
 			if strings.HasPrefix(sc.Text(), "Stop with") {
-				urls <- [2]string{tsaURL, apiURL}
+				urls <- [3]string{tsaURL, apiURL, opsURL}
 			}
 		}
 		io.Copy(io.Discard, stdout)
@@ -703,10 +706,11 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 	}
 	select {
 	case u := <-urls:
-		if u[0] == "" || u[1] == "" {
-			return fail(fmt.Errorf("no tsa or api URL in the serving lines (%q, %q)", u[0], u[1]))
+		if u[0] == "" || u[1] == "" || u[2] == "" {
+			return fail(fmt.Errorf("no tsa, api or ops URL in the serving lines (%q, %q, %q)", u[0], u[1], u[2]))
 		}
-		n.tsaURL, n.apiURL = u[0], u[1]
+		// /metrics is on the operations listener only.
+		n.tsaURL, n.apiURL, n.metricsURL = u[0], u[1], u[2]
 	case err := <-n.done:
 		n.done <- err
 		return fail(fmt.Errorf("exited before serving: %v", err))
@@ -716,7 +720,6 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 		return fail(ctx.Err())
 	}
 	base := strings.TrimSuffix(n.tsaURL, "/tsa")
-	n.metricsURL = base + "/metrics"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
@@ -928,7 +931,7 @@ func newSignScenario(url, profile string, timestamp bool, tlsCfg *tls.Config) *s
 	doc := make([]byte, documentSize)
 	for range 1024 {
 		crand.Read(doc)
-		body, err := json.Marshal(gateway.SignatureRequest{Profile: profile, Document: doc, Detached: true})
+		body, err := json.Marshal(api.SignatureRequest{Profile: profile, Document: doc, Detached: true})
 		if err != nil {
 			panic(err) // a struct of strings, bytes and bools always encodes
 		}
@@ -953,7 +956,7 @@ func (s *signScenario) newWorker(id int) (func(context.Context, bool) error, fun
 		if err != nil || !full {
 			return err
 		}
-		var resp gateway.SignatureResponse
+		var resp api.SignatureResponse
 		if err := json.Unmarshal(body, &resp); err != nil {
 			return fmt.Errorf("sign: reply: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"pec/certvalidation"
+	"pec/gateway"
 	"pec/hsm"
 	"pec/middleoffice"
 	"pec/proof"
@@ -56,6 +57,12 @@ type ListenConfig struct {
 	API  string `yaml:"api"`
 	Web  string `yaml:"web"`
 	SMTP string `yaml:"smtp"`
+	// Ops serves the operators: /metrics, /readyz with its details,
+	// /healthz; plain HTTP, for a loopback or management address.
+	Ops string `yaml:"ops"`
+	// MaxInFlight bounds the requests each partner-facing listener serves
+	// at once; more are answered 503 with Retry-After. 0: 1024.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // TLSConfig is the tls section: the API's server certificate, its HSM key,
@@ -68,7 +75,7 @@ type TLSConfig struct {
 }
 
 // serviceNames are the NAMEs of `pec serve --listen NAME=HOST:PORT`.
-var serviceNames = []string{"tsa", "api", "web", "smtp"}
+var serviceNames = []string{"tsa", "api", "ops", "web", "smtp"}
 
 func (l *ListenConfig) addr(name string) *string {
 	switch name {
@@ -80,6 +87,8 @@ func (l *ListenConfig) addr(name string) *string {
 		return &l.Web
 	case "smtp":
 		return &l.SMTP
+	case "ops":
+		return &l.Ops
 	}
 	return nil
 }
@@ -143,6 +152,9 @@ func (f *File) Validate() error {
 				errs = append(errs, fmt.Errorf("listen.%s: %q is not HOST:PORT", name, a))
 			}
 		}
+	}
+	if f.Listen.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("listen.max_in_flight: %d: must be positive (0: the default, %d)", f.Listen.MaxInFlight, gateway.DefaultMaxInFlight))
 	}
 	if f.Listen.API != "" || f.TLS.TSATLS {
 		if f.TLS.CertFile == "" {

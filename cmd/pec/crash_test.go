@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/digitorus/timestamp"
 
-	"pec/gateway"
+	"pec/gateway/api"
 	"pec/proof"
 	"pec/tsa"
 )
@@ -43,15 +42,15 @@ func TestServeKill9UnderLoad(t *testing.T) {
 	}
 	config := filepath.Join(dir, "pec.yaml")
 	clients := filepath.Join(dir, "pki", "clients")
-	client, err := apiClient(filepath.Join(clients, "partner-a.pem"), filepath.Join(clients, "partner-a.key"), []string{filepath.Join(dir, "pki", "root-ca.pem")}, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	evidence := map[string]string{} // evidence id -> what the client received
 	serials := map[string]bool{}
 	for round := range 10 {
 		node := startNode(t, config)
+		client, err := apiClient("https://"+node.api, filepath.Join(clients, "partner-a.pem"), filepath.Join(clients, "partner-a.key"), []string{filepath.Join(dir, "pki", "root-ca.pem")}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
 		target := 150 + 40*round
 		var wg sync.WaitGroup
 		var got int
@@ -150,7 +149,7 @@ func startNode(t *testing.T, config string) *testNode {
 		t.Fatal(err)
 	}
 	n := &testNode{tsa: fmt.Sprintf("127.0.0.1:%d", tsaPort), api: fmt.Sprintf("127.0.0.1:%d", apiPort), done: make(chan struct{})}
-	n.cmd = exec.Command(os.Args[0], "serve", "--config", config, "--listen", "tsa="+n.tsa, "--listen", "api="+n.api)
+	n.cmd = exec.Command(os.Args[0], "serve", "--config", config, "--listen", "tsa="+n.tsa, "--listen", "api="+n.api, "--listen", "ops=127.0.0.1:0")
 	n.cmd.Env = append(os.Environ(), childEnv+"=1")
 	n.cmd.Stderr = &n.stderr
 	if err := n.cmd.Start(); err != nil {
@@ -238,32 +237,15 @@ func (n *testNode) timestamp() (id, serial string, err error) {
 }
 
 // sign asks for a CAdES signature through the API: its evidence id.
-func (n *testNode) sign(c *http.Client, doc string) (string, error) {
-	body, err := json.Marshal(gateway.SignatureRequest{Profile: "default", Document: []byte(doc), Detached: true})
-	if err != nil {
-		return "", err
-	}
+func (n *testNode) sign(c *api.Client, doc string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+n.api+"/v1/signatures", bytes.NewReader(body))
+	out, err := c.Sign(ctx, api.SignatureRequest{Profile: "default", Document: []byte(doc), Detached: true})
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var out gateway.SignatureResponse
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return "", err
-	}
-	if out.ID == "" || len(out.Signature) == 0 {
-		return "", errors.New("no signature or no evidence id")
+	if out.ID == "" {
+		return "", errors.New("no evidence id")
 	}
 	return out.ID, nil
 }

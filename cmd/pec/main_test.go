@@ -42,7 +42,7 @@ func TestScripts(t *testing.T) {
 		Dir: "testdata",
 		Setup: func(env *testscript.Env) error {
 			// Free loopback ports for the services of `pec serve`.
-			for _, name := range []string{"TSA_PORT", "API_PORT", "TSA2_PORT", "PG_PORT"} {
+			for _, name := range []string{"TSA_PORT", "API_PORT", "OPS_PORT", "TSA2_PORT", "OPS2_PORT", "PG_PORT"} {
 				port, err := freePort()
 				if err != nil {
 					return err

@@ -25,7 +25,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/mod/sumdb/tlog"
 
-	"pec/gateway"
+	"pec/gateway/api"
 	"pec/internal/devpki"
 	"pec/proof"
 	"pec/tsa"
@@ -175,7 +175,9 @@ func runMonitor(ctx context.Context, o monitorOptions, out io.Writer) error {
 
 	m := &monitor{o: o, base: base.String(), logChain: logChain, roots: roots, inter: inter}
 	m.report.URL = m.base
-	m.client = &http.Client{Timeout: o.timeout, Transport: tlsTransport(rootCerts)}
+	if m.client, err = api.NewClient(m.base, &http.Client{Timeout: o.timeout, Transport: tlsTransport(rootCerts)}); err != nil {
+		return usageError("--url %q: %v", o.url, err)
+	}
 	err = m.run(ctx)
 	f, failed := errors.AsType[*monitorFailure](err)
 	if o.asJSON && (err == nil || failed) {
@@ -231,7 +233,7 @@ func tlsTransport(roots []*x509.Certificate) *http.Transport {
 type monitor struct {
 	o        monitorOptions
 	base     string
-	client   *http.Client
+	client   *api.Client // of the published log: no client certificate
 	logChain []*x509.Certificate
 	roots    *x509.CertPool
 	inter    *x509.CertPool
@@ -264,7 +266,7 @@ func (m *monitor) run(ctx context.Context) error {
 		m.report.Previous = prev.head()
 	}
 
-	note, err := m.fetch(ctx, "/checkpoint", maxMonitorNote)
+	note, err := m.fetch("/checkpoint", maxMonitorNote, func(limit int64) ([]byte, error) { return m.client.Checkpoint(ctx, limit) })
 	if err != nil {
 		return err
 	}
@@ -286,7 +288,9 @@ func (m *monitor) run(ctx context.Context) error {
 	}
 	cur := &verified{cp: cp, note: note}
 	m.report.Head = cur.head()
-	if cur.token, err = m.fetch(ctx, "/checkpoints/"+strconv.FormatUint(cp.Size, 10)+".tst", maxMonitorToken); err != nil {
+	if cur.token, err = m.fetch("/checkpoints/"+strconv.FormatUint(cp.Size, 10)+".tst", maxMonitorToken, func(limit int64) ([]byte, error) {
+		return m.client.CheckpointToken(ctx, cp.Size, limit)
+	}); err != nil {
 		return err
 	}
 	if err := m.checkToken(cur); err != nil {
@@ -352,7 +356,9 @@ func (m *monitor) checkToken(cur *verified) error {
 // checkpoints against their verified roots.
 func (m *monitor) checkProof(ctx context.Context, cur, prev *verified) error {
 	m.report.Via = "proof"
-	body, err := m.fetch(ctx, fmt.Sprintf("/proof/consistency?old=%d&new=%d", prev.cp.Size, cur.cp.Size), maxMonitorProof)
+	body, err := m.fetch(fmt.Sprintf("/proof/consistency?old=%d&new=%d", prev.cp.Size, cur.cp.Size), maxMonitorProof, func(limit int64) ([]byte, error) {
+		return m.client.ConsistencyProof(ctx, prev.cp.Size, cur.cp.Size, limit)
+	})
 	if err != nil {
 		return err
 	}
@@ -372,7 +378,7 @@ func (m *monitor) checkProof(ctx context.Context, cur, prev *verified) error {
 // must be the proof between the sizes asked for: at most 128 hashes (a
 // proof has fewer than 2 per level of a 64-bit tree), each 32 bytes.
 func parseConsistencyProof(body []byte, oldSize, newSize uint64) ([][]byte, error) {
-	var cp gateway.ConsistencyProof
+	var cp api.ConsistencyProof
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cp); err != nil {
@@ -453,7 +459,7 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 			return nil, errors.New("entry bundles are not published")
 		}
 		path := proof.Tile{Level: t.L, N: uint64(t.N), Width: t.W}.Path()
-		data, err := f.m.fetch(f.ctx, "/"+path, proof.TileWidth*sha256.Size)
+		data, err := f.m.fetch("/"+path, proof.TileWidth*sha256.Size, func(limit int64) ([]byte, error) { return f.m.client.Tile(f.ctx, path, limit) })
 		if err != nil {
 			f.err = err
 			return nil, err
@@ -468,32 +474,19 @@ func (f *tileFetcher) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 
 func (f *tileFetcher) SaveTiles([]tlog.Tile, [][]byte) {}
 
-// fetch GETs path under the node's URL, reading at most limit bytes. A
-// node that does not answer as it should is "unavailable".
-func (m *monitor) fetch(ctx context.Context, path string, limit int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+path, nil)
-	if err != nil {
-		return nil, monitorFail("unavailable", "GET %s: %w", path, err)
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return nil, monitorFail("unavailable", "%w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, monitorFail("unavailable", "GET %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		detail := ""
-		var p gateway.Problem
-		if json.Unmarshal(body, &p) == nil && p.Detail != "" {
-			detail = ": " + p.Detail
-		}
-		return nil, monitorFail("unavailable", "GET %s: %s%s", path, resp.Status, detail)
-	}
-	if int64(len(body)) > limit {
+// fetch GETs path of the published log through the API client (get),
+// reading at most limit bytes. A node that does not answer as it should
+// is "unavailable"; an answer over the limit is "invalid".
+func (m *monitor) fetch(path string, limit int64, get func(limit int64) ([]byte, error)) ([]byte, error) {
+	body, err := get(limit)
+	switch {
+	case errors.Is(err, api.ErrTooLarge):
 		return nil, monitorFail("invalid", "GET %s: over %d bytes", path, limit)
+	case err != nil:
+		if _, ok := errors.AsType[*api.Error](err); ok {
+			return nil, monitorFail("unavailable", "GET %s: %w", path, err)
+		}
+		return nil, monitorFail("unavailable", "%w", err)
 	}
 	return body, nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"pec/evidence"
 	"pec/gateway"
+	"pec/gateway/api"
 	"pec/internal/devpki"
 	"pec/proof"
 	"pec/tsa"
@@ -238,7 +239,7 @@ func TestMonitorRefusesALyingNode(t *testing.T) {
 		}, nil, "invalid: the time-stamp token of checkpoint 8"},
 		{"consistency proof changed", func(p string, b []byte) []byte {
 			if strings.HasPrefix(p, "/proof/consistency") {
-				var cp gateway.ConsistencyProof
+				var cp api.ConsistencyProof
 				_ = json.Unmarshal(b, &cp)
 				cp.Proof[0] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 				out, _ := json.Marshal(cp)
@@ -260,7 +261,7 @@ func TestMonitorRefusesALyingNode(t *testing.T) {
 		}, nil, "invalid: the consistency proof 3→8"},
 		{"a hash short", func(p string, b []byte) []byte {
 			if strings.HasPrefix(p, "/proof/consistency") {
-				var cp gateway.ConsistencyProof
+				var cp api.ConsistencyProof
 				_ = json.Unmarshal(b, &cp)
 				cp.Proof[0] = "AAAA"
 				out, _ := json.Marshal(cp)

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"pec/certvalidation"
-	"pec/gateway"
+	"pec/gateway/api"
 	"pec/middleoffice"
 )
 
@@ -42,62 +37,11 @@ func (f *apiFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
 }
 
-func (f *apiFlags) client() (*http.Client, error) {
+func (f *apiFlags) client() (*api.Client, error) {
 	if f.api == "" || f.certFile == "" || f.keyFile == "" {
 		return nil, &exitError{code: exitUsage, err: usageMistake{errors.New("--api URL --cert C.pem --key C.key are required")}}
 	}
-	return apiClient(f.certFile, f.keyFile, f.roots, f.timeout)
-}
-
-// callAPI sends a request to a /v1 route (in: nil, raw bytes, or a value
-// sent as JSON) and decodes a 2xx answer into out. A problem answer is an
-// error with the exit status it calls for: 401, 403 and server failures
-// exit 1, the caller's other mistakes (4xx) exit 2.
-func callAPI(ctx context.Context, hc *http.Client, method, u, contentType string, in, out any) (http.Header, error) {
-	var body io.Reader
-	switch v := in.(type) {
-	case nil:
-	case []byte:
-		body = bytes.NewReader(v)
-	default:
-		data, err := json.Marshal(v)
-		if err != nil {
-			return nil, failure(err)
-		}
-		body = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, usageError("--api: %v", err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, failure(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, failure(fmt.Errorf("read the answer: %w", err))
-	}
-	if resp.StatusCode/100 != 2 {
-		var p gateway.Problem
-		detail := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			detail = p.Detail
-		}
-		err := fmt.Errorf("%s: %s", resp.Status, detail)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized {
-			return nil, inputError(err)
-		}
-		return nil, failure(err)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return nil, failure(fmt.Errorf("the answer is not what the API sends: %w", err))
-	}
-	return resp.Header, nil
+	return apiClient(f.api, f.certFile, f.keyFile, f.roots, f.timeout)
 }
 
 func newPartnerCommand() *cobra.Command {
@@ -132,13 +76,13 @@ CHANNEL, STATUS (enabled or disabled) and REVISION (the changes made through the
 says). --json prints the API's answer, {"partners": [...]}, every field included.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			hc, err := conn.client()
+			c, err := conn.client()
 			if err != nil {
 				return err
 			}
-			var list gateway.PartnerList
-			if _, err := callAPI(cmd.Context(), hc, http.MethodGet, apiURL(conn.api, "/v1/partners"), "", nil, &list); err != nil {
-				return err
+			list, err := c.Partners(cmd.Context())
+			if err != nil {
+				return apiError(err)
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -287,24 +231,33 @@ It prints the evidence id of the change.`
 			if update && len(patch) == 0 {
 				return &exitError{code: exitUsage, err: usageMistake{errors.New("nothing to change: give the flags of the fields to change")}}
 			}
-			hc, err := conn.client()
+			c, err := conn.client()
 			if err != nil {
 				return err
 			}
-			var p middleoffice.Partner
+			var p *middleoffice.Partner
 			verb := "updated"
 			if update {
-				data, _ := json.Marshal(patch)
-				_, err = callAPI(cmd.Context(), hc, http.MethodPatch, apiURL(conn.api, "/v1/partners/"+url.PathEscape(id)), "application/merge-patch+json", data, &p)
+				p, err = c.PatchPartner(cmd.Context(), id, patch)
 			} else {
+				// The fields given, as a partner: what the flags leave
+				// out, the node defaults (roles, channel).
 				patch["id"] = id
+				var add middleoffice.Partner
+				data, merr := json.Marshal(patch)
+				if merr == nil {
+					merr = json.Unmarshal(data, &add)
+				}
+				if merr != nil {
+					return inputError(merr)
+				}
 				verb = "added"
-				_, err = callAPI(cmd.Context(), hc, http.MethodPost, apiURL(conn.api, "/v1/partners"), "application/json", patch, &p)
+				p, err = c.AddPartner(cmd.Context(), add)
 			}
 			if err != nil {
-				return err
+				return apiError(err)
 			}
-			return reportChange(cmd, p, verb)
+			return reportChange(cmd, *p, verb)
 		},
 	}
 	fields.register(cmd)
@@ -327,15 +280,15 @@ connection, until enable. It prints the evidence id of the change.`
 		Long:  long,
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			hc, err := conn.client()
+			c, err := conn.client()
 			if err != nil {
 				return err
 			}
-			var p middleoffice.Partner
-			if _, err := callAPI(cmd.Context(), hc, http.MethodPost, apiURL(conn.api, "/v1/partners/"+url.PathEscape(a[0])+"/"+name), "", nil, &p); err != nil {
-				return err
+			p, err := c.SetPartnerDisabled(cmd.Context(), a[0], disable)
+			if err != nil {
+				return apiError(err)
 			}
-			return reportChange(cmd, p, name+"d")
+			return reportChange(cmd, *p, name+"d")
 		},
 	}
 	conn.register(cmd)

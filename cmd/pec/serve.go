@@ -43,7 +43,9 @@ func newServeCommand() *cobra.Command {
 		Long: `serve reads and checks the configuration, opens the keys, and serves until SIGTERM or
 SIGINT, then finishes the requests under way. With --dev --dir DIR it first runs
 'pec init --dir DIR' when DIR holds no pec.yaml. --listen NAME=HOST:PORT (NAME: tsa, api,
-web, smtp) overrides the address of one service.`,
+ops, web, smtp) overrides the address of one service; an empty address turns it off, port 0
+picks a free one (the addresses are printed). ops serves /metrics, /readyz with every check
+and its reason, and /healthz, over plain HTTP: give it a loopback or management address.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			overrides, err := parseListens(listens)
@@ -81,7 +83,7 @@ web, smtp) overrides the address of one service.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
 	cmd.Flags().BoolVar(&dev, "dev", false, "development node: init DIR first if it holds no pec.yaml")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory of the development node (with --dev)")
-	cmd.Flags().StringArrayVar(&listens, "listen", nil, "NAME=HOST:PORT: override the address of service NAME (tsa, api, web, smtp)")
+	cmd.Flags().StringArrayVar(&listens, "listen", nil, "NAME=HOST:PORT: override the address of service NAME (tsa, api, ops, web, smtp)")
 	return cmd
 }
 
@@ -179,6 +181,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		Registry: reg,
 		Gatherer: reg,
 		Ready:    []gateway.ReadinessCheck{{Name: "tsa", Check: authority.Ready}, {Name: "hsm", Check: keys.Ready}},
+		// Each partner-facing listener answers 503 + Retry-After beyond
+		// it, rather than queueing without bound.
+		MaxInFlight: cfg.Listen.MaxInFlight,
 	}
 	if plog != nil {
 		served = authority.WithEvidence(plog)
@@ -211,7 +216,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 
 	var servers []*http.Server
 	var lines []string
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -265,6 +270,14 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	if cfg.Listen.API != "" {
 		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(served, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/"); err != nil {
+			return err
+		}
+	}
+	if cfg.Listen.Ops != "" {
+		// Operators only: metrics and readiness details, never on the
+		// partner-facing listeners (which keep /healthz and a plain
+		// /readyz for load balancers).
+		if err := start("ops", cfg.Listen.Ops, gateway.NewOpsHandler(gopts), nil, "/metrics"); err != nil {
 			return err
 		}
 	}

@@ -30,7 +30,7 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	go func() {
 		exit <- run([]string{"serve", "--dev", "--dir", dir,
 			"--listen", fmt.Sprintf("tsa=127.0.0.1:%d", tsaPort),
-			"--listen", fmt.Sprintf("api=127.0.0.1:%d", apiPort)}, nil, &stdout, &stderr)
+			"--listen", fmt.Sprintf("api=127.0.0.1:%d", apiPort), "--listen", "ops=127.0.0.1:0"}, nil, &stdout, &stderr)
 	}()
 	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", tsaPort)
 	deadline := time.Now().Add(60 * time.Second)

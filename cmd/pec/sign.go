@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,17 +16,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"pec/gateway"
+	"pec/gateway/api"
 	"pec/hsm"
 	"pec/signing"
 )
 
 func newSignCommand() *cobra.Command {
 	var (
-		configPath, api, certFile, keyFile, profile, out string
-		roots                                            []string
-		detached                                         bool
-		timeout                                          time.Duration
+		configPath, apiBase, certFile, keyFile, profile, out string
+		roots                                                []string
+		detached                                             bool
+		timeout                                              time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sign (--config FILE | --api URL --cert C.pem --key C.key [--roots ROOT.pem]) --profile NAME [--detached] IN -o OUT",
@@ -45,9 +43,9 @@ profile, a document the profile cannot sign).`,
 				return &exitError{code: exitUsage, err: usageMistake{errors.New(msg)}}
 			}
 			switch {
-			case (configPath == "") == (api == ""):
+			case (configPath == "") == (apiBase == ""):
 				return mistake("give --config FILE (local keys) or --api URL (a node), one of them")
-			case api != "" && (certFile == "" || keyFile == ""):
+			case apiBase != "" && (certFile == "" || keyFile == ""):
 				return mistake("--api needs the client certificate: --cert C.pem --key C.key")
 			case configPath != "" && (certFile != "" || keyFile != "" || len(roots) > 0):
 				return mistake("--cert, --key and --roots go with --api")
@@ -60,9 +58,9 @@ profile, a document the profile cannot sign).`,
 			if err != nil {
 				return err
 			}
-			var res *gateway.SignatureResponse
-			if api != "" {
-				res, err = signRemote(cmd.Context(), api, certFile, keyFile, roots, timeout, gateway.SignatureRequest{Profile: profile, Document: doc, Detached: detached})
+			var res *api.SignatureResponse
+			if apiBase != "" {
+				res, err = signRemote(cmd.Context(), apiBase, certFile, keyFile, roots, timeout, api.SignatureRequest{Profile: profile, Document: doc, Detached: detached})
 			} else {
 				res, err = signLocal(cmd.Context(), configPath, signing.Request{Profile: profile, Document: doc, Detached: detached})
 			}
@@ -91,7 +89,7 @@ profile, a document the profile cannot sign).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "sign locally with the keys of this pec.yaml")
-	f.StringVar(&api, "api", "", "sign through the API of this node (https://HOST:PORT)")
+	f.StringVar(&apiBase, "api", "", "sign through the API of this node (https://HOST:PORT)")
 	f.StringVar(&certFile, "cert", "", "client certificate for the API (PEM)")
 	f.StringVar(&keyFile, "key", "", "its private key (PEM)")
 	f.StringArrayVar(&roots, "roots", nil, "roots the node's TLS certificate must chain to (PEM; repeatable; default: the system's)")
@@ -121,7 +119,7 @@ func readInput(path string, stdin io.Reader) ([]byte, error) {
 // HSM key, the node's TSA (in-process) or signing.tsa_url, and the node's
 // evidence log, which records the operation and seals it before the
 // command ends (the node must be stopped: pec serve holds the log).
-func signLocal(ctx context.Context, configPath string, req signing.Request) (*gateway.SignatureResponse, error) {
+func signLocal(ctx context.Context, configPath string, req signing.Request) (*api.SignatureResponse, error) {
 	cfg, err := LoadConfig(configPath)
 	if err != nil {
 		return nil, inputError(err)
@@ -168,7 +166,7 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ga
 		}
 		return nil, failure(err)
 	}
-	out := &gateway.SignatureResponse{
+	out := &api.SignatureResponse{
 		ID: res.ID, Profile: res.Profile, Format: string(res.Format), Detached: res.Detached,
 		Signature: res.Signature.DER, SigningTime: res.Signature.SigningTime,
 	}
@@ -178,8 +176,9 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ga
 	return out, nil
 }
 
-// apiClient is an HTTP client with the client certificate of mutual TLS.
-func apiClient(certFile, keyFile string, roots []string, timeout time.Duration) (*http.Client, error) {
+// apiClient is the typed client of the node at base, over mutual TLS with
+// the client certificate of certFile and keyFile.
+func apiClient(base, certFile, keyFile string, roots []string, timeout time.Duration) (*api.Client, error) {
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, inputError(fmt.Errorf("client certificate: %w", err))
@@ -191,67 +190,31 @@ func apiClient(certFile, keyFile string, roots []string, timeout time.Duration) 
 			return nil, err
 		}
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: timeout}, nil
+	c, err := api.NewClient(base, &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: timeout})
+	if err != nil {
+		return nil, usageError("--api: %v", err)
+	}
+	return c, nil
 }
 
-// apiURL is base (https://HOST:PORT, with or without /v1) joined with a
-// /v1 path.
-func apiURL(base, path string) string {
-	base = strings.TrimSuffix(strings.TrimSuffix(base, "/"), "/v1")
-	return base + path
+// apiError gives an error of the API client the exit status it calls
+// for: the caller's mistakes (4xx but 401 and 403) exit 2; refusals (401,
+// 403), the node's failures and a node that does not answer exit 1.
+func apiError(err error) error {
+	if e, ok := errors.AsType[*api.Error](err); ok && e.ClientMistake() {
+		return inputError(e)
+	}
+	return failure(err)
 }
 
-// postJSON sends in to a /v1 route and decodes the answer into out. A
-// problem answer is an error with the exit status it calls for: 403 and
-// server failures exit 1, the caller's mistakes (4xx) exit 2.
-func postJSON(ctx context.Context, hc *http.Client, url string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return failure(err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return usageError("--api: %v", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return failure(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
-	if err != nil {
-		return failure(fmt.Errorf("read the answer: %w", err))
-	}
-	if resp.StatusCode != http.StatusOK {
-		var p gateway.Problem
-		detail := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &p) == nil && p.Detail != "" {
-			detail = p.Detail
-		}
-		err := fmt.Errorf("%s: %s", resp.Status, detail)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized {
-			return inputError(err)
-		}
-		return failure(err)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return failure(fmt.Errorf("the answer is not what the API sends: %w", err))
-	}
-	return nil
-}
-
-func signRemote(ctx context.Context, api, certFile, keyFile string, roots []string, timeout time.Duration, req gateway.SignatureRequest) (*gateway.SignatureResponse, error) {
-	hc, err := apiClient(certFile, keyFile, roots, timeout)
+func signRemote(ctx context.Context, base, certFile, keyFile string, roots []string, timeout time.Duration, req api.SignatureRequest) (*api.SignatureResponse, error) {
+	c, err := apiClient(base, certFile, keyFile, roots, timeout)
 	if err != nil {
 		return nil, err
 	}
-	var res gateway.SignatureResponse
-	if err := postJSON(ctx, hc, apiURL(api, "/v1/signatures"), req, &res); err != nil {
-		return nil, err
+	res, err := c.Sign(ctx, req)
+	if err != nil {
+		return nil, apiError(err)
 	}
-	if len(res.Signature) == 0 {
-		return nil, failure(errors.New("the API answered without a signature"))
-	}
-	return &res, nil
+	return res, nil
 }
