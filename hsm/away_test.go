@@ -210,9 +210,11 @@ func awayAndBack(t *testing.T, how takeAway) {
 	if n := countLines(lines, "token available again"); n != 1 {
 		t.Errorf("%d lines say the token is available again, want 1", n)
 	}
-	// Besides the two: the keys generated, and perhaps one recovery logged
-	// by the first caller to meet the fault. Never one per failure.
-	if len(lines) > 8 {
+	// Besides the two: the token opened, the keys generated, and the
+	// recoveries of the keys' handles by the first callers to meet the
+	// fault (one or two a key, as the goroutines interleave). Never one
+	// per failure: thousands of signatures fail meanwhile.
+	if len(lines) > 12 {
 		t.Errorf("%d log lines for one outage (%d failed signatures):\n%s", len(lines), unavailable.Load(), strings.Join(lines, "\n"))
 	}
 }
