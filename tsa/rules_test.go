@@ -113,6 +113,7 @@ type tokenSpec struct {
 	key          crypto.Signer       // signs
 	sid          *x509.Certificate   // the issuerAndSerialNumber, and the default ESS attribute
 	digest       crypto.Hash         // of the SignerInfo
+	digestParams []byte              // parameters of its AlgorithmIdentifier; nil: absent
 	attrs        [][]byte            // signed attributes besides content-type and message-digest; nil: essV2(sid)
 	contentType  []byte              // value of the content-type attribute; nil: id-ct-TSTInfo
 	noMD         bool                // no message-digest attribute
@@ -175,7 +176,7 @@ func (s tokenSpec) encode(t testing.TB) []byte {
 	if h == crypto.SHA1 {
 		digestOID = cms.OIDSHA1
 	}
-	digestAlg := tlv(tSeq, derOf(t, digestOID))
+	digestAlg := tlv(tSeq, derOf(t, digestOID), s.digestParams)
 	si := tlv(tSeq,
 		tlv(tInteger, []byte{1}),
 		tlv(tSeq, s.sid.RawIssuer, derOf(t, s.sid.SerialNumber)),
@@ -411,6 +412,7 @@ func TestVerifyRules(t *testing.T) {
 	certSignOnly := r.issue(t, &x509.Certificate{KeyUsage: x509.KeyUsageCertSign, ExtraExtensions: tsEKU()})
 	nonRepudiation := r.issue(t, &x509.Certificate{KeyUsage: x509.KeyUsageContentCommitment, ExtraExtensions: tsEKU()})
 	noKeyUsage := r.issue(t, &x509.Certificate{ExtraExtensions: tsEKU()})
+	expired := r.issue(t, &x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, ExtraExtensions: tsEKU(), NotBefore: now.Add(-50 * time.Minute), NotAfter: now.Add(-10 * time.Minute)})
 	later := r.issue(t, &x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, ExtraExtensions: tsEKU(), NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)})
 	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -510,6 +512,8 @@ func TestVerifyRules(t *testing.T) {
 		{name: "valid/genTime with a fraction", in: field(fGenTime, genTime(gt("20060102150405")+".25Z"))},
 		{name: "genTime/without Z", in: field(fGenTime, genTime(gt("20060102150405"))), want: tsa.ErrMalformed, msg: "genTime"},
 		{name: "genTime/with an offset", in: field(fGenTime, genTime(gt("20060102150405")+"+0000")), want: tsa.ErrMalformed, msg: "genTime"},
+		{name: "genTime/empty", in: field(fGenTime, genTime("")), want: tsa.ErrMalformed, msg: "genTime"},
+		{name: "genTime/a digit for the Z", in: field(fGenTime, genTime(gt("20060102150405")+"7")), want: tsa.ErrMalformed, msg: "genTime"},
 		{name: "genTime/without seconds", in: field(fGenTime, genTime(gt("200601021504Z"))), want: tsa.ErrMalformed, msg: "genTime"},
 		{name: "genTime/a letter among the digits", in: field(fGenTime, genTime("2O"+gt("060102150405Z"))), want: tsa.ErrMalformed, msg: "genTime"},
 		{name: "genTime/February 30th", in: field(fGenTime, genTime(now.UTC().Format("2006")+"0230120000Z")), want: tsa.ErrMalformed, msg: "genTime"},
@@ -526,7 +530,7 @@ func TestVerifyRules(t *testing.T) {
 		{name: "accuracy/negative seconds", in: field(fAccuracy, accuracy(tlv(tInteger, []byte{0xff}))), want: tsa.ErrMalformed, msg: "accuracy out of range"},
 		{name: "accuracy/seconds beyond a Duration", in: field(fAccuracy, accuracy(tlv(tInteger, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))), want: tsa.ErrMalformed, msg: "accuracy out of range"},
 		{name: "accuracy/seconds not a minimal INTEGER", in: field(fAccuracy, accuracy(tlv(tInteger, []byte{0, 1}))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
-		{name: "accuracy/millis of three bytes", in: field(fAccuracy, accuracy(tlv(tCtx0Prim, []byte{0, 0, 1}))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
+		{name: "accuracy/millis of three bytes", in: field(fAccuracy, accuracy(tlv(tCtx0Prim, []byte{1, 0, 0}))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
 		{name: "accuracy/millis not minimal", in: field(fAccuracy, accuracy(tlv(tCtx0Prim, []byte{0, 1}))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
 		{name: "accuracy/an extra field", in: field(fAccuracy, accuracy(tlv(tInteger, []byte{1}), tlv(tNull))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
 		{name: "accuracy/micros before millis", in: field(fAccuracy, accuracy(tlv(tCtx1Prim, []byte{1}), tlv(tCtx0Prim, []byte{1}))), want: tsa.ErrMalformed, msg: "not an Accuracy"},
@@ -538,6 +542,7 @@ func TestVerifyRules(t *testing.T) {
 		{name: "valid/no tsa name", in: with(drop(fTSAName))},
 		{name: "tsa name/two GeneralNames", in: field(fTSAName, tlv(tCtx0, tlv(0x82, []byte("a")), tlv(0x82, []byte("b")))), want: tsa.ErrMalformed, msg: "tsa is not a GeneralName"},
 		{name: "tsa name/directoryName not a Name", in: field(fTSAName, tsaName(tlv(0xa4, tlv(tInteger, []byte{1})))), want: tsa.ErrMalformed, msg: "directoryName is not a Name"},
+		{name: "tsa name/directoryName with data after the Name", in: field(fTSAName, tsaName(tlv(0xa4, r.cert.RawSubject, tlv(tNull)))), want: tsa.ErrMalformed, msg: "directoryName is not a Name"},
 		{name: "tsa name/dNSName with a control character", in: with(func(s *tokenSpec) {
 			signedBy(named)(s)
 			s.fields[fTSAName] = tsaName(tlv(0x82, []byte("tsa.example\n")))
@@ -565,7 +570,8 @@ func TestVerifyRules(t *testing.T) {
 		{name: "signature/message-digest of another TSTInfo", in: with(func(s *tokenSpec) { s.md = cms.Digest(crypto.SHA256, []byte("another")) }), want: tsa.ErrBadSignature, msg: "does not match the TSTInfo"},
 		{name: "signature/content-type attribute id-data", in: with(func(s *tokenSpec) { s.contentType = derOf(t, cms.OIDData) }), want: tsa.ErrBadSignature, msg: "is not the eContentType"},
 		{name: "signature/by another key", in: with(func(s *tokenSpec) { s.key = otherKey }), want: tsa.ErrBadSignature},
-		{name: "signature/SHA-1 digest", in: with(func(s *tokenSpec) { s.digest = crypto.SHA1 }), want: tsa.ErrUnsupportedAlgorithm},
+		{name: "signature/SHA-1 digest", in: with(func(s *tokenSpec) { s.digest = crypto.SHA1 }), want: tsa.ErrUnsupportedAlgorithm, msg: "digest algorithm SHA-1 is weak"},
+		{name: "signature/digest algorithm with parameters", in: with(func(s *tokenSpec) { s.digestParams = tlv(tInteger, []byte{1}) }), want: tsa.ErrUnsupportedAlgorithm, msg: "with parameters"},
 		{name: "valid/SHA-384 digest", in: with(func(s *tokenSpec) { s.digest = crypto.SHA384 })},
 
 		// The signer certificate.
@@ -610,6 +616,10 @@ func TestVerifyRules(t *testing.T) {
 		{name: "chain/another root", in: base.encode(t), opts: func(o *tsa.VerifyOptions) { o.Roots = otherRoots }, want: tsa.ErrChain},
 		{name: "chain/a certificate of the same key under another root", in: with(signedBy(foreign)), want: tsa.ErrChain},
 		{name: "chain/verified after the certificate expired", in: base.encode(t), opts: func(o *tsa.VerifyOptions) { o.CurrentTime = r.cert.NotAfter.Add(time.Hour) }, want: tsa.ErrChain},
+		{name: "valid/certificate expired since: the chain at genTime", in: with(func(s *tokenSpec) {
+			signedBy(expired)(s)
+			s.fields[fGenTime] = genTime(expired.NotAfter.Add(-20 * time.Minute).UTC().Format("20060102150405Z"))
+		})},
 		{name: "chain/genTime before the certificate's validity", in: with(signedBy(later)), opts: func(o *tsa.VerifyOptions) { o.CurrentTime = now.Add(2 * time.Hour) }, want: tsa.ErrChain, msg: "is outside its validity"},
 		{name: "chain/genTime after the certificate's validity", in: field(fGenTime, genTime(r.cert.NotAfter.Add(time.Hour).UTC().Format("20060102150405Z"))), opts: func(o *tsa.VerifyOptions) { o.CurrentTime = now }, want: tsa.ErrChain, msg: "is outside its validity"},
 		{name: "chain/key usage keyCertSign only", in: with(signedBy(certSignOnly)), want: tsa.ErrChain, msg: "neither digitalSignature nor nonRepudiation"},
@@ -693,6 +703,7 @@ func TestRequestRules(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		change func(*tokenSpec)
+		opts   tsa.RequestOptions
 		want   error // nil: granted
 	}{
 		{name: "valid/rebuilt unchanged", change: func(*tokenSpec) {}},
@@ -703,6 +714,8 @@ func TestRequestRules(t *testing.T) {
 		{name: "certReq/signing-certificate of another certificate", change: func(s *tokenSpec) { s.attrs = [][]byte{essV2(t, twin)} }, want: tsa.ErrSigningCertificate},
 		{name: "nonce/not echoed", change: func(s *tokenSpec) { s.fields = slices.Delete(s.fields, fNonce, fNonce+1) }, want: tsa.ErrResponseMismatch},
 		{name: "nonce/another", change: func(s *tokenSpec) { s.fields[fNonce] = tlv(tInteger, []byte{0x42}) }, want: tsa.ErrResponseMismatch},
+		{name: "valid/the policy asked for", change: func(*tokenSpec) {}, opts: tsa.RequestOptions{Policy: "2.999.3161.1"}},
+		{name: "policy/another than asked for", change: func(s *tokenSpec) { s.fields[fPolicy] = derOf(t, asn1.ObjectIdentifier{2, 999, 3161, 9}) }, opts: tsa.RequestOptions{Policy: "2.999.3161.1"}, want: tsa.ErrResponseMismatch},
 		{name: "imprint/another", change: func(s *tokenSpec) { s.fields[fImprint] = imprint(t, cms.OIDSHA256, nil, make([]byte, 32)) }, want: tsa.ErrResponseMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -724,7 +737,7 @@ func TestRequestRules(t *testing.T) {
 				w.Write(tlv(tSeq, tlv(tSeq, tlv(tInteger, []byte{0})), s.encode(t)))
 			}))
 			defer srv.Close()
-			_, err := (&tsa.Client{URL: srv.URL}).Request(context.Background(), crypto.SHA256, sum[:], tsa.RequestOptions{})
+			_, err := (&tsa.Client{URL: srv.URL}).Request(context.Background(), crypto.SHA256, sum[:], tc.opts)
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("Request: %v", err)
