@@ -2,6 +2,7 @@ package certvalidation_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -24,6 +25,9 @@ type rulesPKI struct {
 	noCRLSign      *certtest.Issued // a CA whose key usage lacks cRLSign
 	noCRLSignLeaf  *certtest.Issued
 	impostor       *certtest.Issued // another CA under the CA's name
+	twin           *certtest.Issued // another certificate of the CA's name, another key, under the root
+	leafIndirect   *certtest.Issued // names the other CA as its CRL issuer
+	leafTwoDPs     *certtest.Issued // a distribution point of the CA, and one of the other CA
 	other          *certtest.Issued // another CA, another name
 	validator      *certvalidation.Validator
 	leafValidUntil time.Time
@@ -47,6 +51,13 @@ func newRulesPKI(t testing.TB, cfg certvalidation.Config) *rulesPKI {
 	p.noCRLSignLeaf = p.noCRLSign.Issue(t, certtest.LeafTemplate("rules leaf 2"), nil)
 	p.impostor = certtest.Root(t, certtest.CATemplate("Rules CA"), nil)
 	p.other = p.root.Issue(t, certtest.CATemplate("Other CA"), nil)
+	p.twin = p.root.Issue(t, certtest.CATemplate("Rules CA"), nil)
+	ind := certtest.LeafTemplate("rules leaf with an indirect CRL")
+	ind.ExtraExtensions = []pkix.Extension{certtest.CRLIssuerDistributionPoint(p.other.Cert.RawSubject)}
+	p.leafIndirect = p.ca.Issue(t, ind, nil)
+	two := certtest.LeafTemplate("rules leaf with two distribution points")
+	two.ExtraExtensions = []pkix.Extension{certtest.CRLIssuerDistributionPoint(p.other.Cert.RawSubject, rulesDP)}
+	p.leafTwoDPs = p.ca.Issue(t, two, nil)
 	p.leafValidUntil = p.leaf.Cert.NotAfter
 	v, err := certvalidation.New(cfg, certvalidation.Material{Roots: map[certvalidation.Purpose][]*x509.Certificate{
 		certvalidation.PurposeClientAuth: {p.root.Cert},
@@ -65,7 +76,8 @@ type revocationCase struct {
 	leaf   *certtest.Issued // nil: p.leaf
 	crls   [][]byte         // the CA's CRLs; the root's is added
 	ocsp   [][]byte
-	at     time.Time // zero: now
+	inter  []*x509.Certificate // more intermediates
+	at     time.Time           // zero: now
 	want   certvalidation.Reason
 	detail string // in the report's detail
 }
@@ -81,7 +93,7 @@ func (p *rulesPKI) run(t *testing.T, cases []revocationCase) {
 			}
 			rep, err := p.validator.Validate(context.Background(), leaf.Cert, certvalidation.Options{
 				Purpose:       certvalidation.PurposeClientAuth,
-				Intermediates: []*x509.Certificate{p.ca.Cert, p.noCRLSign.Cert},
+				Intermediates: append([]*x509.Certificate{p.ca.Cert, p.noCRLSign.Cert, p.other.Cert}, tc.inter...),
 				CRLs:          append([][]byte{p.rootCRL}, tc.crls...),
 				OCSPResponses: tc.ocsp,
 				Revocation:    certvalidation.RevocationRequire,
@@ -142,6 +154,10 @@ func TestCRLRules(t *testing.T) {
 		{name: "issuer/the CRL of another CA", crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1)})}, want: unknown, detail: "no CRL"},
 		{name: "signature/under the CA's name, by another key", crls: [][]byte{p.impostor.CRLOf(t, certtest.CRLSpec{Number: n(1)})}, want: unknown, detail: "CRL signature does not verify"},
 		{name: "signature/under the CA's name, the CA's key identifier, another key", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Signer: p.impostor.Key})}, want: unknown, detail: "CRL signature does not verify"},
+		{name: "signature/ECDSA with SHA-1", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), SignatureHash: crypto.SHA1})}, want: unknown, detail: "refused as weak"},
+		{name: "valid/signed by another certificate of the CA's name, under the same root", inter: []*x509.Certificate{p.twin.Cert}, crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Signer: p.twin.Key})}},
+		{name: "signature/another key, with another certificate of the CA's name given", inter: []*x509.Certificate{p.twin.Cert}, crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Signer: p.impostor.Key})}, want: unknown, detail: "CRL signature does not verify"},
+		{name: "signature/by another certificate of the CA's name, under no root", inter: []*x509.Certificate{p.impostor.Cert}, crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Signer: p.impostor.Key})}, want: unknown, detail: "is not valid"},
 		{name: "signature/by a CA without cRLSign", leaf: p.noCRLSignLeaf, crls: [][]byte{p.noCRLSign.CRLOf(t, certtest.CRLSpec{Number: n(1)})}, want: unknown, detail: "no cRLSign key usage"},
 
 		// Time (section 6.3.3 (a)).
@@ -154,6 +170,20 @@ func TestCRLRules(t *testing.T) {
 		{name: "scope/only CA certificates, for a leaf", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{OnlyCA: true}.Extension()}})}, want: unknown, detail: "covers only CA certificates"},
 		{name: "scope/only attribute certificates", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{OnlyAttr: true}.Extension()}})}, want: unknown, detail: "only attribute certificates"},
 		{name: "scope/an indirect CRL the certificate does not name", crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()}, Entries: revokedLeaf})}, want: unknown, detail: "no CRL"},
+		{name: "valid/an entry for another issuer's certificate of the same serial", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Entries: []certtest.CRLEntry{{Serial: leafSerial, Extensions: []pkix.Extension{certtest.CertificateIssuer(p.other.Cert.RawSubject)}}}})}},
+		{name: "valid/the indirect CRL of the named CRL issuer", leaf: p.leafIndirect, crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()}})}},
+		{name: "status/listed by the indirect CRL of the named CRL issuer", leaf: p.leafIndirect, crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()},
+			Entries: []certtest.CRLEntry{{Serial: p.leafIndirect.Cert.SerialNumber, Extensions: []pkix.Extension{certtest.CertificateIssuer(ca.Cert.RawSubject)}}}})}, want: revoked},
+		{name: "valid/the indirect CRL lists the serial for its own certificates", leaf: p.leafIndirect, crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()},
+			Entries: []certtest.CRLEntry{{Serial: p.leafIndirect.Cert.SerialNumber}}})}},
+		{name: "scope/a CRL of the named CRL issuer, not indirect", leaf: p.leafIndirect, crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1)})}, want: unknown, detail: "is not an indirect CRL"},
+		{name: "scope/a CRL of the other CA's, for the CA's distribution point", leaf: p.leafTwoDPs, crls: [][]byte{p.other.CRLOf(t, certtest.CRLSpec{Number: n(1)})}, want: unknown, detail: "is not an indirect CRL"},
+		{name: "valid/two distribution points, the CA's CRL", leaf: p.leafTwoDPs, crls: [][]byte{crl(certtest.CRLSpec{Number: n(1)})}},
+		{name: "scope/the CA's own CRL, when the certificate names another CRL issuer", leaf: p.leafIndirect, crls: [][]byte{crl(certtest.CRLSpec{Number: n(1)})}, want: unknown},
+		{name: "valid/a delta CRL of another issuer is not used", leaf: p.leafIndirect, crls: [][]byte{
+			p.other.CRLOf(t, certtest.CRLSpec{Number: n(5), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()}}),
+			crl(certtest.CRLSpec{Number: n(6), DeltaOf: n(5), Extensions: []pkix.Extension{certtest.IDP{Indirect: true}.Extension()}, Entries: []certtest.CRLEntry{{Serial: p.leafIndirect.Cert.SerialNumber}}}),
+		}},
 		{name: "reasons/only keyCompromise", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{OnlySomeReasons: []byte{6, 0x40}}.Extension()}})}, want: unknown, detail: "do not cover every revocation reason"},
 		{name: "reasons/only keyCompromise, listed", crls: [][]byte{crl(certtest.CRLSpec{Number: n(1), Extensions: []pkix.Extension{certtest.IDP{OnlySomeReasons: []byte{6, 0x40}}.Extension()}, Entries: revokedLeaf})}, want: revoked},
 

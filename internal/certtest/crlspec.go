@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
@@ -40,6 +39,8 @@ type CRLSpec struct {
 	// Signer signs instead of the CA's key (an ECDSA key): a CRL under
 	// the CA's name that the CA did not sign.
 	Signer crypto.Signer
+	// SignatureHash is the digest of the ECDSA signature; zero: SHA-256.
+	SignatureHash crypto.Hash
 }
 
 // CRLEntry is one revoked certificate.
@@ -67,6 +68,33 @@ const (
 func ReasonCode(t testing.TB, code int) pkix.Extension {
 	t.Helper()
 	return pkix.Extension{Id: OIDReasonCode, Value: mustMarshal(t, asn1.Enumerated(code))}
+}
+
+// CertificateIssuer is the certificateIssuer entry extension (section
+// 5.3.3) naming issuer (a DER Name): the entry and those after it are
+// about certificates of that issuer.
+func CertificateIssuer(issuer []byte) pkix.Extension {
+	dn := append(appendLen([]byte{0xa4}, len(issuer)), issuer...)
+	return pkix.Extension{Id: OIDCertificateIssuer, Critical: true, Value: append(appendLen([]byte{0x30}, len(dn)), dn...)}
+}
+
+// CRLIssuerDistributionPoint is a CRL distribution points extension
+// (section 4.2.1.13) whose last distribution point names only its
+// cRLIssuer (a DER Name): the CRLs of the certificate are that issuer's
+// indirect CRLs. Each of uris is a distribution point before it, with
+// that fullName and no cRLIssuer (the certificate issuer's CRLs).
+func CRLIssuerDistributionPoint(crlIssuer []byte, uris ...string) pkix.Extension {
+	var dps []byte
+	for _, u := range uris {
+		gn := append(appendLen([]byte{0x86}, len(u)), u...)
+		full := append(appendLen([]byte{0xa0}, len(gn)), gn...)
+		name := append(appendLen([]byte{0xa0}, len(full)), full...)
+		dps = append(append(dps, appendLen([]byte{0x30}, len(name))...), name...)
+	}
+	dn := append(appendLen([]byte{0xa4}, len(crlIssuer)), crlIssuer...)
+	names := append(appendLen([]byte{0xa2}, len(dn)), dn...)
+	dps = append(append(dps, appendLen([]byte{0x30}, len(names))...), names...)
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 31}, Value: append(appendLen([]byte{0x30}, len(dps)), dps...)}
 }
 
 // IDP is an issuing distribution point (RFC 5280 section 5.2.5).
@@ -163,7 +191,11 @@ func (ca *Issued) CRLOf(t testing.TB, spec CRLSpec) []byte {
 		Revoked    []revoked        `asn1:"optional"`
 		Extensions []pkix.Extension `asn1:"tag:0,explicit"`
 	}
-	alg := pkix.AlgorithmIdentifier{Algorithm: oidECDSAWithSHA256}
+	sigHash := spec.SignatureHash
+	if sigHash == 0 {
+		sigHash = crypto.SHA256
+	}
+	alg := pkix.AlgorithmIdentifier{Algorithm: map[crypto.Hash]asn1.ObjectIdentifier{crypto.SHA1: oidECDSAWithSHA1, crypto.SHA256: oidECDSAWithSHA256, crypto.SHA384: oidECDSAWithSHA384}[sigHash]}
 	tbs := tbsCertList{Version: 1, Signature: alg, Issuer: asn1.RawValue{FullBytes: issuer},
 		ThisUpdate: spec.ThisUpdate.UTC(), NextUpdate: spec.NextUpdate.UTC()}
 	if spec.NoNextUpdate {
@@ -191,8 +223,7 @@ func (ca *Issued) CRLOf(t testing.TB, spec CRLSpec) []byte {
 	}
 	tbs.Extensions = append(tbs.Extensions, spec.Extensions...)
 	tbsDER := mustMarshal(t, tbs)
-	digest := sha256.Sum256(tbsDER)
-	sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	sig, err := signer.Sign(rand.Reader, hashOf(sigHash, tbsDER), sigHash)
 	if err != nil {
 		t.Fatal(err)
 	}
