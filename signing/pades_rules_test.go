@@ -35,6 +35,8 @@ type sigPDF struct {
 	byteRange func(a, b, n int) []int
 	raw       string
 	contents  func(digest []byte) []byte
+	hash      crypto.Hash  // of the range; 0: SHA-256
+	decoy     bool         // a /Decoy hexadecimal string after /Contents, which the standard byte range skips instead
 	after     []byte       // appended to the file once signed
 	tamper    func([]byte) // changes the file once signed
 }
@@ -55,16 +57,24 @@ func (p sigPDF) build(t testing.TB) []byte {
 	default:
 		sub = "/SubFilter " + sub
 	}
+	decoy := ""
+	if p.decoy {
+		decoy = " /Decoy <" + strings.Repeat("0", 32) + ">"
+	}
 	const placeholder = "[0 0000000000 0000000000 0000000000 0000000000]"
 	w := newPDFWriter("1.7")
 	w.obj(1, "<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [4 0 R] /SigFlags 3 >> >>")
 	w.obj(2, "<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
 	w.obj(3, "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Annots [4 0 R] >>")
 	w.obj(4, "<< /Type /Annot /Subtype /Widget /FT /Sig /T (Sig1) /V 5 0 R /P 3 0 R /Rect [0 0 0 0] >>")
-	w.obj(5, "<< /Type "+typ+" /Filter /Adobe.PPKLite "+sub+" /ByteRange "+placeholder+" /Contents <"+strings.Repeat("0", 2*sigReserve)+"> /M (D:20260101120000Z) >>")
+	w.obj(5, "<< /Type "+typ+" /Filter /Adobe.PPKLite "+sub+" /ByteRange "+placeholder+" /Contents <"+strings.Repeat("0", 2*sigReserve)+">"+decoy+" /M (D:20260101120000Z) >>")
 	pdf := bytes.Clone(w.xrefTable(6, "/Root 1 0 R"))
 	a := bytes.Index(pdf, []byte("/Contents <")) + len("/Contents ")
 	b := a + 2*sigReserve + 2
+	if p.decoy {
+		a = bytes.Index(pdf, []byte("/Decoy <")) + len("/Decoy ")
+		b = a + 34
+	}
 	n := len(pdf)
 	std := []int{0, a, b, n - b}
 	br := std
@@ -84,7 +94,11 @@ func (p sigPDF) build(t testing.TB) []byte {
 	if p.raw != "" || len(ranges)%2 != 0 {
 		ranges = std
 	}
-	h := crypto.SHA256.New()
+	hash := p.hash
+	if hash == 0 {
+		hash = crypto.SHA256
+	}
+	h := hash.New()
 	for i := 0; i+1 < len(ranges); i += 2 {
 		from, size := ranges[i], ranges[i+1]
 		if from < 0 || size < 0 || from+size > n {
@@ -92,11 +106,16 @@ func (p sigPDF) build(t testing.TB) []byte {
 		}
 		h.Write(pdf[from : from+size])
 	}
-	der := p.contents(h.Sum(nil))
+	var der []byte
+	if p.contents != nil {
+		der = p.contents(h.Sum(nil))
+	}
 	if len(der) > sigReserve {
 		t.Fatalf("the signature (%d bytes) does not fit", len(der))
 	}
-	hex.Encode(pdf[a+1:], der)
+	if !p.decoy {
+		hex.Encode(pdf[a+1:], der)
+	}
 	if p.tamper != nil {
 		p.tamper(pdf)
 	}
@@ -195,6 +214,7 @@ func TestPAdESRules(t *testing.T) {
 		{name: "byte range/second range past the end", pdf: sigPDF{byteRange: func(a, b, n int) []int { return []int{0, a, n + 1, 0} }, contents: sign(s)}, ind: signing.TotalFailed, sub: signing.FormatFailure, detail: "is not [0 a b c]"},
 		{name: "byte range/gap starting before the /Contents string", pdf: sigPDF{byteRange: func(a, b, n int) []int { return []int{0, a - 1, b, n - b} }, contents: sign(s)}, ind: signing.TotalFailed, sub: signing.FormatFailure, detail: "is not the /Contents hexadecimal string"},
 		{name: "byte range/gap ending inside the /Contents string", pdf: sigPDF{byteRange: func(a, b, n int) []int { return []int{0, a, b - 1, n - b + 1} }, contents: sign(s)}, ind: signing.TotalFailed, sub: signing.FormatFailure, detail: "is not the /Contents hexadecimal string"},
+		{name: "byte range/gap another hexadecimal string than /Contents", pdf: sigPDF{decoy: true}, ind: signing.TotalFailed, sub: signing.FormatFailure, detail: "is not this signature's /Contents"},
 		{name: "byte range/the end of the file left out", pdf: sigPDF{byteRange: func(a, b, n int) []int { return []int{0, a, b, n - b - 10} }, contents: sign(s)}, ind: signing.Indeterminate, sub: signing.SigConstraintsFailure, detail: "10 bytes are not covered"},
 		{name: "byte range/bytes appended after signing", pdf: sigPDF{contents: sign(s), after: []byte("% more\n")}, ind: signing.Indeterminate, sub: signing.SigConstraintsFailure, detail: "7 bytes are not covered"},
 
@@ -214,6 +234,11 @@ func TestPAdESRules(t *testing.T) {
 		// The signature over the range.
 		{name: "digest/of other bytes", pdf: sigPDF{contents: func([]byte) []byte { return sign(s)(digest(crypto.SHA256, []byte("other"))) }}, ind: signing.TotalFailed, sub: signing.HashFailure},
 		{name: "digest/a signed byte changed", pdf: sigPDF{contents: sign(s), tamper: func(pdf []byte) { pdf[bytes.Index(pdf, []byte("D:2026"))+2] = '3' }}, ind: signing.TotalFailed, sub: signing.HashFailure},
+		{name: "signature/value altered", pdf: sigPDF{contents: func(d []byte) []byte {
+			der := sign(s)(d)
+			der[len(der)-1] ^= 1
+			return der
+		}}, ind: signing.TotalFailed, sub: signing.SigCryptoFailure},
 		{name: "signing-certificate-v2/of another certificate", pdf: sigPDF{contents: func(d []byte) []byte { return swapDER(t, sign(s)(d), cert.Raw, impostor) }}, ind: signing.Indeterminate, sub: signing.NoSigningCertificateFound},
 		{name: "signature timestamp/of another signature value", pdf: sigPDF{contents: func(d []byte) []byte {
 			der := sign(sT)(d)
@@ -229,6 +254,13 @@ func TestPAdESRules(t *testing.T) {
 		}},
 
 		// Document timestamps.
+		{name: "valid/document timestamp with a SHA-512 imprint", pdf: sigPDF{typ: "/DocTimeStamp", subFilter: "/ETSI.RFC3161", hash: crypto.SHA512, contents: func(d []byte) []byte {
+			res, err := p.timestamper().Request(ctx, crypto.SHA512, d, tsa.RequestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res.Token.Raw
+		}}, ind: signing.TotalPassed},
 		{name: "document timestamp/of other bytes", pdf: sigPDF{typ: "/DocTimeStamp", subFilter: "/ETSI.RFC3161", contents: func([]byte) []byte { return stamp(digest(crypto.SHA256, []byte("other"))) }}, ind: signing.TotalFailed, sub: signing.HashFailure},
 		{name: "document timestamp/by an untrusted TSA", pdf: sigPDF{typ: "/DocTimeStamp", subFilter: "/ETSI.RFC3161", contents: stamp}, v: &signing.Verifier{Chain: signing.X509Validator{Roots: p.roots}, TSARoots: otherRoots}, ind: signing.Indeterminate, sub: signing.NoCertificateChainFound},
 		{name: "document timestamp/no trust anchors for timestamps", pdf: sigPDF{typ: "/DocTimeStamp", subFilter: "/ETSI.RFC3161", contents: stamp}, v: &signing.Verifier{Chain: signing.X509Validator{Roots: p.roots}}, ind: signing.Indeterminate, sub: signing.NoCertificateChainFound, detail: "no trust anchors for timestamps"},
