@@ -86,6 +86,7 @@ func TestCheckpointRules(t *testing.T) {
 		// The note (c2sp.org/signed-note).
 		{name: "note/over 64 KiB", note: sign(text + strings.Repeat("x", 64<<10) + "\n"), want: proof.ErrMalformedNote, msg: "over 65536 bytes"},
 		{name: "note/not UTF-8", note: sign(text + "\xff\n"), want: proof.ErrMalformedNote, msg: "not UTF-8"},
+		{name: "note/not UTF-8 in a signature line", note: good + "— w\xfftness AQIDBAUG\n", want: proof.ErrMalformedNote, msg: "not UTF-8"},
 		{name: "note/no blank line before the signatures", note: text + sigs, want: proof.ErrMalformedNote, msg: "no signature block"},
 		{name: "note/control character in the text", note: sign(text + "a\tb\n"), want: proof.ErrMalformedNote, msg: "control character"},
 		{name: "note/signatures not ending in a newline", note: strings.TrimSuffix(good, "\n"), want: proof.ErrMalformedNote, msg: "must end in a newline"},
@@ -140,6 +141,25 @@ func TestCheckpointRules(t *testing.T) {
 			}
 		})
 	}
+
+	// NoteVerifier.Open alone, which checks the text of any note (not
+	// only a checkpoint's).
+	for _, tc := range []struct{ name, note, msg string }{
+		{"control character", sign("any\x01note\n"), "control character"},
+		{"not UTF-8", sign("any \xffnote\n"), "not UTF-8"},
+	} {
+		t.Run("Open/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := v.Open([]byte(tc.note)); !errors.Is(err, proof.ErrMalformedNote) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Open: %v; want ErrMalformedNote saying %q", err, tc.msg)
+			}
+		})
+	}
+	t.Run("Open/valid, not a checkpoint", func(t *testing.T) {
+		if _, err := v.Open([]byte(sign("any note\n"))); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	// ParseCheckpoint alone: the text rules that Open cannot reach
 	// (Open's text always ends in the newline before the blank line).
