@@ -587,8 +587,12 @@ func checkExtensions(exts cryptobyte.String) error {
 		var ext, value cryptobyte.String
 		var oid asn1.ObjectIdentifier
 		var critical bool
+		// critical BOOLEAN DEFAULT FALSE: read as a BOOLEAN element, and
+		// only TRUE may be encoded (DER). cryptobyte's
+		// ReadOptionalASN1Boolean reads an EXPLICIT [n] BOOLEAN instead,
+		// with which no critical extension was ever seen as one.
 		if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&oid) ||
-			!ext.ReadOptionalASN1Boolean(&critical, cbasn1.BOOLEAN, false) ||
+			(ext.PeekASN1Tag(cbasn1.BOOLEAN) && (!ext.ReadASN1Boolean(&critical) || !critical)) ||
 			!ext.ReadASN1(&value, cbasn1.OCTET_STRING) || !ext.Empty() {
 			return malformed("TSTInfo extensions")
 		}
