@@ -28,12 +28,12 @@ func rawNote(t testing.TB, key *ecdsa.PrivateKey, name string, id uint32, text s
 	if err != nil {
 		t.Fatal(err)
 	}
-	return text + "\n" + sigLine(name, binary.BigEndian.AppendUint32(nil, id), sig) + "\n"
+	return text + "\n" + noteSigLine(name, binary.BigEndian.AppendUint32(nil, id), sig) + "\n"
 }
 
 // sigLine is a signature line: an em dash, the key name, base64 of the
 // key ID and the signature.
-func sigLine(name string, id, sig []byte) string {
+func noteSigLine(name string, id, sig []byte) string {
 	return "— " + name + " " + base64.StdEncoding.EncodeToString(append(bytes.Clone(id), sig...))
 }
 
@@ -94,9 +94,9 @@ func TestCheckpointRules(t *testing.T) {
 		{name: "note/over 100 signature lines", note: text + "\n" + strings.Repeat(witnessLine+"\n", 100) + sigs, want: proof.ErrMalformedNote, msg: "too many signatures"},
 		{name: "signature line/no em dash", note: text + "\n- " + sigs[len("— "):], want: proof.ErrMalformedNote, msg: "em dash"},
 		{name: "signature line/no space after the name", note: text + "\n— " + name + "\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
-		{name: "signature line/key name with a +", note: good + sigLine("bad+name", idBytes, []byte{1}) + "\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
+		{name: "signature line/key name with a +", note: good + noteSigLine("bad+name", idBytes, []byte{1}) + "\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
 		{name: "signature line/not base64", note: good + "— " + name + " !!!!\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
-		{name: "signature line/blob shorter than a key ID and a byte", note: good + sigLine("witness.test", idBytes, nil) + "\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
+		{name: "signature line/blob shorter than a key ID and a byte", note: good + noteSigLine("witness.test", idBytes, nil) + "\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
 		{name: "signature line/base64 not canonical", note: good + "— witness.test AQIDBAV=\n", want: proof.ErrMalformedNote, msg: "bad signature line"},
 
 		// The signature.
@@ -105,7 +105,7 @@ func TestCheckpointRules(t *testing.T) {
 		{name: "signature/key ID of the log, other key name", note: rawNote(t, key, "pec.test/other", id, text), want: proof.ErrNoteSignature, msg: "no signature of " + name},
 		{name: "signature/of another key under the log's name and ID", note: rawNote(t, otherKey, name, id, text), want: proof.ErrNoteSignature, msg: "does not verify"},
 		{name: "signature/text changed after signing", note: strings.Replace(good, "\n42\n", "\n43\n", 1), want: proof.ErrNoteSignature, msg: "does not verify"},
-		{name: "signature/a bad one beside a good one", note: good + sigLine(name, idBytes, []byte{0x30, 0}) + "\n", want: proof.ErrNoteSignature, msg: "does not verify"},
+		{name: "signature/a bad one beside a good one", note: good + noteSigLine(name, idBytes, []byte{0x30, 0}) + "\n", want: proof.ErrNoteSignature, msg: "does not verify"},
 
 		// The checkpoint (c2sp.org/tlog-checkpoint), validly signed.
 		{name: "checkpoint/only origin and size", note: sign(name + "\n42\n"), want: proof.ErrMalformedNote, msg: "an origin, a size and a root hash"},
