@@ -267,8 +267,10 @@ func TestModuleReinitSeenByOthers(t *testing.T) {
 
 // TestRecoveryLogs: a recovery is logged once, with its kind, and nothing
 // logged ever holds the PIN.
+//
+// Not parallel: a token that is not present may make the recovery
+// re-initialise the module, which every test of this binary shares.
 func TestRecoveryLogs(t *testing.T) {
-	t.Parallel()
 	cfg := softhsmtest.NewToken(t, "logs")
 	var buf syncBuffer
 	faults := new(hsm.Faults)
