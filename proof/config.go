@@ -1,12 +1,8 @@
 package proof
 
 import (
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -43,19 +39,6 @@ type Config struct {
 func (c Config) Configured() bool {
 	return c.File != "" || c.PostgresURLEnv != "" || c.Origin != "" || c.KeyLabel != "" || c.CertFile != "" ||
 		c.BatchSize != 0 || c.BatchWait != 0 || c.SealInterval != 0 || c.CheckpointFile != "" || len(c.Auditors) > 0
-}
-
-// IsAuditor reports whether cert is one of c.Auditors.
-func (c Config) IsAuditor(cert *x509.Certificate) bool {
-	fp := sha256.Sum256(cert.Raw)
-	hexFP := hex.EncodeToString(fp[:])
-	subject := cert.Subject.String()
-	for _, a := range c.Auditors {
-		if strings.EqualFold(a, hexFP) || a == subject {
-			return true
-		}
-	}
-	return false
 }
 
 // Defaults of the proof section.
