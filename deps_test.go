@@ -19,7 +19,7 @@ var allowedImports = map[string][]string{
 	"pec/certvalidation": {"pec/internal/promreg", "pec/hsm"},
 	"pec/tsa":            {"pec/evidence", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation"},
 	"pec/signing":        {"pec/evidence", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa"},
-	"pec/proof":          {"pec/evidence", "pec/proof/wal", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
+	"pec/proof":          {"pec/evidence", "pec/proof/wal", "pec/internal/atomicfile", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing"},
 	"pec/securemail":     {"pec/evidence", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof"},
 	// evidence is the vocabulary of records and the Appender through
 	// which every capability package emits them: it needs nothing of ours,
@@ -27,6 +27,8 @@ var allowedImports = map[string][]string{
 	"pec/evidence": {},
 	// wal is the write-ahead log of the embedded store: a file format.
 	"pec/proof/wal": {"pec/internal/filelock"},
+	// atomicfile replaces state files whole and durably; every layer may use it.
+	"pec/internal/atomicfile": {},
 	// filelock takes the flock of files one process writes.
 	"pec/internal/filelock": {},
 	"pec/middleoffice":      capabilities,
@@ -60,7 +62,7 @@ var allowedImports = map[string][]string{
 	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki"}, capabilities...),
 }
 
-var capabilities = []string{"pec/evidence", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
+var capabilities = []string{"pec/evidence", "pec/internal/atomicfile", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}
 
 // testExtra are what the tests of a package may import beyond its table
 // row and the test helpers, with the reason.

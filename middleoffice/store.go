@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 
+	"pec/internal/atomicfile"
 	"pec/internal/filelock"
 )
 
@@ -134,7 +135,7 @@ func (s *FileStore) Put(_ context.Context, p Partner) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(s.path, append(data, '\n')); err != nil {
+	if err := atomicfile.WriteFile(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("middleoffice: directory store: %w", err)
 	}
 	s.partners = next
@@ -151,39 +152,4 @@ func (s *FileStore) Close() error {
 	err := s.lock.Close()
 	s.lock = nil
 	return err
-}
-
-// writeAtomic replaces path by data: a crash leaves the old content or
-// the new, whole.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync() // the rename itself is durable
 }

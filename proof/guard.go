@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"pec/internal/atomicfile"
 )
 
 // The rollback guard: the newest checkpoint a node sealed or saw is also
@@ -56,36 +58,13 @@ func ReadSavedCheckpoint(path string, v *NoteVerifier) (*Checkpoint, []byte, err
 	return &cp, note, nil
 }
 
-// SaveCheckpoint writes note to path atomically and durably: a temporary
-// file, synced, renamed over path, and the directory synced.
+// SaveCheckpoint writes note to path atomically and durably
+// (atomicfile.WriteFile), creating its directory if needed.
 func SaveCheckpoint(path string, note []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("proof: checkpoint file: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("proof: checkpoint file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(note); err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("proof: checkpoint file: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("proof: checkpoint file: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := atomicfile.WriteFile(path, note, 0o600); err != nil {
 		return fmt.Errorf("proof: checkpoint file: %w", err)
 	}
 	return nil

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"pec/gateway/api"
+	"pec/internal/atomicfile"
 	"pec/internal/devpki"
 	"pec/proof"
 	"pec/tsa"
@@ -583,43 +583,13 @@ func (m *monitor) keepConflict(v *verified) {
 	}
 }
 
-// writeJSONAtomic replaces file with v as JSON: a temporary file in the
-// same directory, synced, renamed over it, and the directory synced, so
-// that a crash leaves the old content or the new, never a mix.
+// writeJSONAtomic replaces file with v as JSON (atomicfile.WriteFile): a
+// crash leaves the old content or the new, never a mix.
 func writeJSONAtomic(file string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	dir := filepath.Dir(file)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after the rename, nothing to remove
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(file, data, 0o644)
 }
