@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"pec/internal/certtest"
 	"pec/internal/cms"
 	"pec/signing"
 	"pec/tsa"
@@ -326,5 +327,5 @@ func twoSigners(t testing.TB, der []byte) []byte {
 	if set[1]&0x80 != 0 {
 		content = set[2+int(set[1]&0x7f):]
 	}
-	return swapLast(t, der, set, cms.AppendTLV(nil, 0x31, content, content))
+	return certtest.SwapLast(t, der, set, cms.AppendTLV(nil, 0x31, content, content))
 }

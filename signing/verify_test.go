@@ -16,6 +16,7 @@ import (
 
 	"pec/certvalidation"
 	"pec/hsm"
+	"pec/internal/certtest"
 	"pec/signing"
 )
 
@@ -92,8 +93,8 @@ func TestVerifyFailures(t *testing.T) {
 		{"attached with other data given", attached, signing.VerifyOptions{Data: []byte("other")}, v, signing.TotalFailed, signing.HashFailure},
 		// RFC 5758 section 3.2: ecdsa-with-SHA256 has no parameters, in
 		// signing as in tsa (the one policy of internal/cms).
-		{"ECDSA algorithm with NULL parameters", swapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Null), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
-		{"ECDSA algorithm with a curve as parameters", swapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Curve), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
+		{"ECDSA algorithm with NULL parameters", certtest.SwapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Null), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
+		{"ECDSA algorithm with a curve as parameters", certtest.SwapLast(t, attached, ecdsaWithSHA256, ecdsaWithSHA256Curve), signing.VerifyOptions{}, v, signing.Indeterminate, signing.CryptoConstraintsFailure},
 		{"signature value altered", lastFlipped, signing.VerifyOptions{}, v, signing.TotalFailed, signing.SigCryptoFailure},
 		{"certificate swapped for another", swapDER(t, attached, cert.Raw, otherCert.Raw), signing.VerifyOptions{}, v, signing.Indeterminate, signing.NoSigningCertificateFound},
 		{"certificate swapped, same serial", swapDER(t, attached, cert.Raw, impostorDER), signing.VerifyOptions{}, v, signing.Indeterminate, signing.NoSigningCertificateFound},
@@ -263,52 +264,4 @@ func swapElement(elem, old, new []byte) ([]byte, bool) {
 		}
 	})
 	return b.BytesOrPanic(), true
-}
-
-// swapLast replaces the last DER element equal to old inside der (in a
-// SignedData, the SignerInfo's rather than a certificate's), re-encoding
-// the lengths of every element around it.
-func swapLast(t testing.TB, der, old, new []byte) []byte {
-	t.Helper()
-	out, found := swapLastElement(der, old, new)
-	if !found {
-		t.Fatal("element to swap not found")
-	}
-	return out
-}
-
-func swapLastElement(elem, old, new []byte) ([]byte, bool) {
-	if bytes.Equal(elem, old) {
-		return new, true
-	}
-	s := cryptobyte.String(elem)
-	var content cryptobyte.String
-	var tag cbasn1.Tag
-	if !s.ReadAnyASN1(&content, &tag) || tag&0x20 == 0 {
-		return elem, false
-	}
-	var children [][]byte
-	for !content.Empty() {
-		var child cryptobyte.String
-		var ct cbasn1.Tag
-		if !content.ReadAnyASN1Element(&child, &ct) {
-			return elem, false
-		}
-		children = append(children, child)
-	}
-	for i := len(children) - 1; i >= 0; i-- {
-		c, found := swapLastElement(children[i], old, new)
-		if !found {
-			continue
-		}
-		children[i] = c
-		var b cryptobyte.Builder
-		b.AddASN1(tag, func(b *cryptobyte.Builder) {
-			for _, c := range children {
-				b.AddBytes(c)
-			}
-		})
-		return b.BytesOrPanic(), true
-	}
-	return elem, false
 }

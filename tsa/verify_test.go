@@ -23,9 +23,8 @@ import (
 	"time"
 
 	"github.com/digitorus/timestamp"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"pec/internal/certtest"
 	"pec/internal/devpki"
 	"pec/internal/interop"
 	"pec/tsa"
@@ -498,8 +497,8 @@ func TestVerifyRejects(t *testing.T) {
 		{name: "flipped signature byte", in: flip(resp, len(resp)-5), want: tsa.ErrBadSignature},
 		// RFC 5758 section 3.2, the one policy of internal/cms: signing
 		// refuses the same.
-		{name: "ECDSA algorithm with NULL parameters", in: swapLast(t, token, ecdsaWithSHA256, ecdsaWithSHA256Null), want: tsa.ErrUnsupportedAlgorithm},
-		{name: "SignerInfo version 3 with issuerAndSerialNumber", in: swapLast(t, token, signerInfoV1, []byte{0x02, 0x01, 0x03}), want: tsa.ErrMalformed},
+		{name: "ECDSA algorithm with NULL parameters", in: certtest.SwapLast(t, token, ecdsaWithSHA256, ecdsaWithSHA256Null), want: tsa.ErrUnsupportedAlgorithm},
+		{name: "SignerInfo version 3 with issuerAndSerialNumber", in: certtest.SwapLast(t, token, signerInfoV1, []byte{0x02, 0x01, 0x03}), want: tsa.ErrMalformed},
 		{name: "flipped TSTInfo byte", in: flip(token, imprintAt+3), want: tsa.ErrBadSignature},
 		{name: "no certificate anywhere", in: noCertToken, want: tsa.ErrNoSigner},
 		{name: "no certificate, another given", in: noCertToken, opts: func(o *tsa.VerifyOptions) { o.Certificates = []*x509.Certificate{other.cert} }, want: tsa.ErrNoSigner},
@@ -599,52 +598,4 @@ func TestParseToken(t *testing.T) {
 		t.Fatalf("ParseToken(rejection) = %v; want a rejection with unacceptedPolicy and a reason", err)
 	}
 	t.Log(err)
-}
-
-// swapLast replaces the last DER element equal to old inside der (in a
-// SignedData, the SignerInfo's rather than a certificate's), re-encoding
-// the lengths of every element around it.
-func swapLast(t testing.TB, der, old, new []byte) []byte {
-	t.Helper()
-	out, found := swapLastElement(der, old, new)
-	if !found {
-		t.Fatal("element to swap not found")
-	}
-	return out
-}
-
-func swapLastElement(elem, old, new []byte) ([]byte, bool) {
-	if bytes.Equal(elem, old) {
-		return new, true
-	}
-	s := cryptobyte.String(elem)
-	var content cryptobyte.String
-	var tag cbasn1.Tag
-	if !s.ReadAnyASN1(&content, &tag) || tag&0x20 == 0 {
-		return elem, false
-	}
-	var children [][]byte
-	for !content.Empty() {
-		var child cryptobyte.String
-		var ct cbasn1.Tag
-		if !content.ReadAnyASN1Element(&child, &ct) {
-			return elem, false
-		}
-		children = append(children, child)
-	}
-	for i := len(children) - 1; i >= 0; i-- {
-		c, found := swapLastElement(children[i], old, new)
-		if !found {
-			continue
-		}
-		children[i] = c
-		var b cryptobyte.Builder
-		b.AddASN1(tag, func(b *cryptobyte.Builder) {
-			for _, c := range children {
-				b.AddBytes(c)
-			}
-		})
-		return b.BytesOrPanic(), true
-	}
-	return elem, false
 }
