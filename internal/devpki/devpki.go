@@ -114,9 +114,9 @@ func (ca *CA) IssueServer(pub crypto.PublicKey, dnsNames []string, ips []net.IP,
 // certificate) for a partner or a person named commonName.
 func (ca *CA) IssueClient(pub crypto.PublicKey, commonName, organization string, now time.Time) (*x509.Certificate, error) {
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: commonName, Organization: []string{organization}},
-		NotBefore:   now.Add(-backdate),
-		NotAfter:    now.Add(LeafValidity),
+		Subject:   pkix.Name{CommonName: commonName, Organization: []string{organization}},
+		NotBefore: now.Add(-backdate),
+		NotAfter:  now.Add(LeafValidity),
 		// A partner signs with the same key what it answers (an exchange's
 		// acknowledgment): digitalSignature and nonRepudiation, and the
 		// signing purposes OpenSSL and certvalidation check signers for.
