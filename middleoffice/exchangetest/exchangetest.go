@@ -84,7 +84,7 @@ func CreateStep(ex *middleoffice.Exchange) *middleoffice.Step {
 		Event:   middleoffice.Event{Type: evidence.SubmissionAccepted, EvidenceID: ev, Time: t0, By: ex.Sender},
 		Create:  ex,
 		To:      middleoffice.StateAccepted,
-		Enqueue: &middleoffice.Job{ID: ex.ID + "-process", Kind: middleoffice.JobProcess, Exchange: ex.ID, NotBefore: t0},
+		Enqueue: []*middleoffice.Job{{ID: ex.ID + "-process", Kind: middleoffice.JobProcess, Exchange: ex.ID, NotBefore: t0}},
 	}
 }
 
@@ -375,7 +375,7 @@ func testQueue(t *testing.T, s middleoffice.ExchangeStore) {
 	}
 	for i, id := range []string{"x1", "x2"} {
 		st := CreateStep(NewExchange(id, "a", "b", ""))
-		st.Enqueue.NotBefore = t0.Add(time.Duration(i) * time.Minute)
+		st.Enqueue[0].NotBefore = t0.Add(time.Duration(i) * time.Minute)
 		mustDo(t, s, st)
 	}
 	j, err := s.Claim(ctx, t0, 5*time.Minute)
