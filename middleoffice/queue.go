@@ -289,7 +289,7 @@ func (x *Exchanges) delivered(ctx context.Context, ex *Exchange, job *Job, chann
 		if answer.Status != 0 {
 			rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "status", Value: strconv.Itoa(answer.Status)})
 		}
-		if n := attempts(ex); n > 0 {
+		if n, _ := attempts(ex); n > 0 {
 			rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "failed_attempts", Value: strconv.Itoa(n)})
 			rec.Previous = append(rec.Previous, previous(ex, evidence.DeliveryAttemptFailed)...)
 		}

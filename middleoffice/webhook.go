@@ -445,15 +445,22 @@ func recipientPrincipal(p Partner) *Principal {
 	return &Principal{Partner: &p}
 }
 
-// attempts counts the failed attempts of ex.
-func attempts(ex *Exchange) int {
-	n := 0
+// attempts counts the failed attempts of ex since it was last accepted
+// for delivery (submitted, or redelivered from the dead letters), and
+// returns the time of the first of them.
+func attempts(ex *Exchange) (n int, first time.Time) {
 	for _, e := range ex.Events {
-		if e.Type == evidence.DeliveryAttemptFailed {
+		switch e.Type {
+		case evidence.AdminAction:
+			n, first = 0, time.Time{}
+		case evidence.DeliveryAttemptFailed:
+			if n == 0 {
+				first = e.Time
+			}
 			n++
 		}
 	}
-	return n
+	return n, first
 }
 
 // pushFailed records a failed push: delivery.attempt_failed, and pe
@@ -461,14 +468,7 @@ func attempts(ex *Exchange) int {
 // failure, delivery.failed, the exchange dead letter, the sender told.
 func (x *Exchanges) pushFailed(ctx context.Context, ex *Exchange, job *Job, channel string, seal []byte, pe *PushError) error {
 	now := x.now().UTC()
-	n := attempts(ex)
-	first := now
-	for _, e := range ex.Events {
-		if e.Type == evidence.DeliveryAttemptFailed {
-			first = e.Time
-			break
-		}
-	}
+	n, first := attempts(ex)
 	dead := n > 0 && now.Sub(first) >= x.cfg.DeadLetterAfter
 	sealSum := sha256.Sum256(seal)
 	reason := truncate(pe.Reason, maxReason)
@@ -518,4 +518,55 @@ func (x *Exchanges) pushFailed(ctx context.Context, ex *Exchange, job *Job, chan
 	}
 	x.metrics.deliveries.WithLabelValues(channel, "attempt-failed").Inc()
 	return pe
+}
+
+// Redeliver gives a dead letter back to the queue, for an operator (the
+// admin role) who fixed what made its channel fail: an admin.action
+// record (action redeliver) naming the operator, the exchange accepted
+// again, its delivery tried at once, and dead_letter_after counted anew
+// from its next failure. An exchange that is not a dead letter is
+// ErrStateChanged; one that does not exist, ErrExchangeNotFound; a
+// principal without the role, a *ForbiddenError.
+func (x *Exchanges) Redeliver(ctx context.Context, by *Principal, id string) (*Event, error) {
+	if by == nil {
+		return nil, errors.New("middleoffice: a redelivery needs the principal who asks for it")
+	}
+	if err := x.policy.Authorize(by, ActionAdminister, Resource{}); err != nil {
+		return nil, err
+	}
+	if !validExchangeID(id) {
+		return nil, ErrExchangeNotFound
+	}
+	ex, err := x.store.Exchange(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if ex.State != StateDeadLetter {
+		return nil, fmt.Errorf("%w: it is %s, not a dead letter", ErrStateChanged, ex.State)
+	}
+	now := x.now().UTC()
+	rec := &evidence.Record{
+		ID:         evidence.NewID(now),
+		Type:       evidence.AdminAction,
+		Time:       now,
+		Subject:    ex.ID,
+		Actors:     []evidence.Actor{by.Actor("admin")},
+		Previous:   previous(ex, evidence.DeliveryFailed),
+		Attributes: []evidence.Attribute{{Key: "action", Value: "redeliver"}, {Key: "recipient", Value: ex.Recipient}},
+	}
+	data, err := rec.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	ev := Event{Type: rec.Type, EvidenceID: rec.ID, Time: now, By: by.ID(), Detail: "redeliver"}
+	if err := x.runStep(ctx, &Step{
+		Exchange: ex.ID, Prepared: now, Record: data, Event: ev,
+		From: []State{StateDeadLetter}, To: StateAccepted,
+		Enqueue: []*Job{{ID: ex.ID + "-" + JobProcess, Kind: JobProcess, Exchange: ex.ID, NotBefore: now}},
+	}); err != nil {
+		return nil, err
+	}
+	x.wake()
+	x.log.InfoContext(ctx, "exchange: dead letter given back to the queue", "exchange_id", ex.ID, "partner", ex.Recipient, "by", by.Subject, "evidence_id", rec.ID)
+	return &ev, nil
 }

@@ -507,14 +507,22 @@ func mustContent(t testing.TB, seal []byte) []byte {
 // TestWebhookDeadLetter: an endpoint that answers 503 for longer than
 // dead_letter_after: every attempt is evidence, then the exchange is dead
 // letter (delivery.failed), which its sender sees and is told of, and its
-// recipient never sees.
+// recipient never sees; an operator gives it back to the queue once the
+// endpoint is mended, and it is delivered.
 func TestWebhookDeadLetter(t *testing.T) {
 	clk := &clock{}
 	var hook, notify *endpoint
+	var mended atomic.Bool
 	e := newExchangeEnv(t, middleoffice.ExchangeConfig{RetryDelay: time.Minute, MaxRetryDelay: 10 * time.Minute, DeadLetterAfter: time.Hour}, func(e *exchangeEnv, pcs []middleoffice.PartnerConfig) {
 		nodeTLS(e)
 		e.now = clk.now
-		hook = newEndpoint(e, "", "/pec/inbox", status(http.StatusServiceUnavailable))
+		hook = newEndpoint(e, "", "/pec/inbox", func(int, *pushed) (int, http.Header, []byte) {
+			if mended.Load() {
+				return http.StatusOK, nil, nil
+			}
+			return http.StatusServiceUnavailable, nil, nil
+		})
+		pcs[2].Roles = []middleoffice.Role{middleoffice.RolePartner, middleoffice.RoleAdmin}
 		notify = newEndpoint(e, "", "/pec/notify", status(http.StatusOK))
 		pcs[0].Channel.NotifyURL = notify.url
 		pcs[1].Channel = middleoffice.Channel{Type: middleoffice.ChannelWebhook, URL: hook.url}
@@ -579,6 +587,7 @@ func TestWebhookDeadLetter(t *testing.T) {
 		got[0].notification.EvidenceID != failed.ID || !strings.Contains(got[0].notification.Detail, "503") {
 		t.Errorf("a was told %+v, want the dead letter", got)
 	}
+	redeliverAfterDeadLetter(t, e, clk, sub.Exchange, &mended)
 }
 
 // TestWebhookAnswers: what each answer of b's endpoint makes of a push.
@@ -753,5 +762,46 @@ func TestWebhookCrashAfterPush(t *testing.T) {
 	}
 	if got := recordTypes(e, sub.Exchange); !slices.Equal(got, []evidence.EventType{evidence.SubmissionAccepted, evidence.Delivered}) {
 		t.Errorf("records %v", got)
+	}
+}
+
+// redeliverAfterDeadLetter is the end of TestWebhookDeadLetter: the
+// operator's part.
+func redeliverAfterDeadLetter(t *testing.T, e *exchangeEnv, clk *clock, id string, mended *atomic.Bool) {
+	ctx := t.Context()
+	a, b, c := e.partners["a"], e.partners["b"], e.partners["c"]
+	if _, err := e.x.Redeliver(ctx, b.principal, id); err == nil {
+		t.Fatal("a partner without the admin role redelivers")
+	} else if _, ok := errors.AsType[*middleoffice.ForbiddenError](err); !ok {
+		t.Errorf("Redeliver by b: %v, want a *ForbiddenError", err)
+	}
+	ev, err := e.x.Redeliver(ctx, c.principal, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.record(ev.EvidenceID); r.Type != evidence.AdminAction || recAttr(r, "action") != "redeliver" || r.Actors[0].Fingerprint != c.principal.Fingerprint {
+		t.Errorf("the redelivery's record: %+v", r)
+	}
+	if _, err := e.x.Redeliver(ctx, c.principal, id); !errors.Is(err, middleoffice.ErrStateChanged) {
+		t.Errorf("redelivering what is no dead letter: %v", err)
+	}
+	// Still failing: dead_letter_after counts from the next failure, so
+	// one more failure leaves it in the queue.
+	drain(t, e)
+	if st, _ := e.x.Status(ctx, a.principal, id); st.State != middleoffice.StateAccepted {
+		t.Fatalf("one failure after the redelivery: %s, want accepted", st.State)
+	}
+	mended.Store(true)
+	clk.advance(10 * time.Minute)
+	drain(t, e)
+	st, _ := e.x.Status(ctx, a.principal, id)
+	if st.State != middleoffice.StateDelivered {
+		t.Fatalf("after the redelivery: %s, %v", st.State, eventTypes(st))
+	}
+	if d := e.record(st.Events[len(st.Events)-1].EvidenceID); recAttr(d, "failed_attempts") != "1" {
+		t.Errorf("the delivery counts %s failed attempts since the redelivery, want 1", recAttr(d, "failed_attempts"))
+	}
+	if list, _ := e.x.Inbox(ctx, b.principal, "", 0); len(list) != 1 {
+		t.Errorf("b's inbox: %d", len(list))
 	}
 }
