@@ -180,3 +180,41 @@ func TestNotificationRetried(t *testing.T) {
 		t.Error("tried again once dropped")
 	}
 }
+
+// TestExchangeConfigValidate: the new fields' faults name their paths;
+// a negative expire_after is "never", not a fault.
+func TestExchangeConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  middleoffice.ExchangeConfig
+		want string // "": valid
+	}{
+		{middleoffice.ExchangeConfig{}, ""},
+		{middleoffice.ExchangeConfig{ExpireAfter: -1, DeadLetterAfter: time.Minute, PushTimeout: time.Second}, ""},
+		{middleoffice.ExchangeConfig{DeadLetterAfter: -time.Hour}, "exchange.dead_letter_after: not negative"},
+		{middleoffice.ExchangeConfig{PushTimeout: -time.Second}, "exchange.push_timeout: not negative"},
+	} {
+		err := tc.cfg.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// TestNotifyURLValidate: a partner's notify_url is an https:// URL, on any
+// channel.
+func TestNotifyURLValidate(t *testing.T) {
+	p := middleoffice.Partner{ID: "a", Name: "A", Certificates: []middleoffice.CertificateRule{{Subject: "CN=a"}}}
+	for url, ok := range map[string]bool{
+		"https://a.example/pec/notify": true,
+		"http://a.example/notify":      false,
+		"https://":                     false,
+		"notify":                       false,
+	} {
+		p.Channel = middleoffice.Channel{Type: middleoffice.ChannelPull, NotifyURL: url}
+		if err := p.Validate(); (err == nil) != ok {
+			t.Errorf("notify_url %q: %v", url, err)
+		} else if err != nil && !strings.Contains(err.Error(), "channel.notify_url") {
+			t.Errorf("notify_url %q: %v, not naming the field", url, err)
+		}
+	}
+}
