@@ -456,6 +456,9 @@ var (
 	// ErrExpired: the exchange expired unanswered (StateExpired); it can
 	// no longer be fetched, acknowledged or refused.
 	ErrExpired = errors.New("middleoffice: the exchange expired unanswered")
+	// ErrNotSealedYet: the exchange is accepted and waits for its seal
+	// (the work queue seals and delivers it).
+	ErrNotSealedYet = errors.New("middleoffice: the exchange is not sealed yet")
 )
 
 // AckError is an acknowledgment the service refuses: its text is safe to
