@@ -60,6 +60,11 @@ type CertificateRule struct {
 type Channel struct {
 	Type string `yaml:"type" json:"type"`         // pull (default), webhook, mail
 	URL  string `yaml:"url" json:"url,omitempty"` // webhook: the https:// endpoint
+	// NotifyURL, when set, is the https:// endpoint that is told, as the
+	// partner sends, of its exchanges' deliveries, acknowledgments,
+	// refusals, failures and expiries (see [Notification]); whatever the
+	// channel type.
+	NotifyURL string `yaml:"notify_url" json:"notify_url,omitempty"`
 }
 
 // Partner is an entry of the directory: an administration, an instructing
@@ -273,6 +278,12 @@ func (p Partner) validate(at string) error {
 		}
 	default:
 		fault("channel.type: %q is not one of pull, webhook, mail", p.Channel.Type)
+	}
+	if p.Channel.NotifyURL != "" {
+		u, err := url.Parse(p.Channel.NotifyURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || len(p.Channel.NotifyURL) > maxText {
+			fault("channel.notify_url: %q is not an https:// URL", p.Channel.NotifyURL)
+		}
 	}
 	for i, m := range p.Mail {
 		if a, err := mail.ParseAddress(m); err != nil || a.Address != m || len(m) > maxText {
