@@ -198,8 +198,9 @@ func initSoftHSMToken(dir, module string) (hsm.Config, error) {
 }
 
 // issueDevPKI generates the node's keys and writes the development PKI.
-// Every certificate names the development CA's CRL and OCSP responder
-// under caURL, and is listed in its state file (pki/ca-state.json).
+// Every certificate is listed in the development CA's state file
+// (pki/ca-state.json); the clients' name its CRL and OCSP responder under
+// caURL.
 func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, caURL string, now time.Time) error {
 	pki := filepath.Join(dir, "pki")
 	rootKey, err := keys.GenerateKey(ctx, "root-ca", hsm.ECP384)
@@ -210,8 +211,6 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, caURL strin
 	if err != nil {
 		return err
 	}
-	dc := devca.Config{URL: caURL}
-	ca.Revocation = devpki.RevocationURLs{CRL: dc.CRLURL(), OCSP: dc.OCSPURL()}
 	type issuedCert struct {
 		name, role string
 		cert       *x509.Certificate
@@ -282,6 +281,14 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, caURL strin
 	}
 	issued = append(issued, issuedCert{"signing", "", signingCert})
 
+	// Client certificates name the development CA's CRL and OCSP
+	// responder: revoking a partner is what they are for. The node's own
+	// certificates above go into proof bundles and signatures that must
+	// verify offline, long after, where a certificate naming a responder
+	// needs its revocation data in the bundle (proof refuses it otherwise):
+	// they name none, and a compromised node key is rotated, not revoked.
+	dc := devca.Config{URL: caURL}
+	ca.Revocation = devpki.RevocationURLs{CRL: dc.CRLURL(), OCSP: dc.OCSPURL()}
 	// Client keys belong to the clients, not to the platform: files they
 	// take away, never HSM objects of the node.
 	for _, c := range devClients {
