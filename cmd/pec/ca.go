@@ -203,14 +203,19 @@ func newCARevokeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revoke --dir DIR NAME [--reason R]",
 		Short: "Revoke the certificates issued under NAME",
-		Long: `revoke revokes every certificate of the development CA named NAME that is not revoked yet (a client of
-DIR/pki/clients, or one of the node's own: tsa, server, proof, signing), with an RFC 5280 reason:
+		Long: `revoke revokes every certificate of the development CA named NAME (a client of DIR/pki/clients) that
+is not revoked yet, with an RFC 5280 reason:
 ` + strings.Join(devpki.ReasonNames(), ", ") + `. The running node's CRL and OCSP responder say so at
 once, and its certificate validation refuses the certificate at its next handshake or request (within
 certvalidation.cache.max_age). It needs no key: the node signs the CRL and the OCSP answers.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			name := a[0]
+			if slices.Contains(reservedCANames, name) {
+				// They name no CRL or OCSP responder (they go into proof
+				// bundles checked offline): a revocation nobody would see.
+				return usageError("%q is one of the node's own certificates, which name no revocation service: rotate its key instead", name)
+			}
 			if _, err := devpki.ParseReason(reason); err != nil {
 				return usageError("--reason %q: one of %s", reason, strings.Join(devpki.ReasonNames(), ", "))
 			}
