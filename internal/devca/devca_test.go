@@ -626,3 +626,32 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// Run records at once, at each change, and a last time when it is
+// stopped: an event written just before the node stops is still its to
+// record.
+func TestRunRecordsUntilStopped(t *testing.T) {
+	e := newEnv(t)
+	e.issue(t, "partner-a")
+	log := &evidence.Memory{}
+	r := e.responder(t, devca.Options{Evidence: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(log.Records()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(log.Records()) != 1 {
+		t.Fatalf("%d records after start", len(log.Records()))
+	}
+	e.revoke(t, "partner-a", "superseded")
+	cancel() // before the next tick
+	<-done
+	if n := len(log.Records()); n != 2 {
+		t.Errorf("%d records after stop, want the issuance and the revocation", n)
+	}
+}

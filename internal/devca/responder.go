@@ -353,7 +353,9 @@ func (r *Responder) serveOCSP(w http.ResponseWriter, req *http.Request) {
 
 // Run looks at the state file every PollInterval until ctx ends: it reads
 // it again when it changed and appends the records of the issuances and
-// revocations it has not recorded yet (at once, then at each change).
+// revocations it has not recorded yet (at once, then at each change, and a
+// last time when ctx ends, so that what was done while the node ran is
+// recorded by it: the caller closes the log after Run returns).
 func (r *Responder) Run(ctx context.Context) {
 	t := time.NewTicker(PollInterval)
 	defer t.Stop()
@@ -361,11 +363,17 @@ func (r *Responder) Run(ctx context.Context) {
 		r.Record(ctx)
 		select {
 		case <-ctx.Done():
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalRecordTimeout)
+			defer cancel()
+			r.Record(last)
 			return
 		case <-t.C:
 		}
 	}
 }
+
+// finalRecordTimeout bounds the last Record of Run, at shutdown.
+const finalRecordTimeout = 5 * time.Second
 
 // Record appends the evidence of every event of the state with an
 // evidence id that is not yet recorded. A record the log already holds
