@@ -20,8 +20,8 @@ func TestGeneratedConfig(t *testing.T) {
 		name   string
 		params configs.Params
 	}{
-		{"softhsm", configs.Params{Dev: true, Module: softHSMModule, TokenLabel: "pec-dev", PINFile: "hsm/pin", SoftHSM2Conf: "hsm/softhsm2.conf", PolicyOID: devPolicyOID}},
-		{"software", configs.Params{Dev: true, KeyDir: "keys", PolicyOID: devPolicyOID}},
+		{"softhsm", configs.Params{Dev: true, Module: softHSMModule, TokenLabel: "pec-dev", PINFile: "hsm/pin", SoftHSM2Conf: "hsm/softhsm2.conf", PolicyOID: devPolicyOID, DevCAURL: defaultCAURL}},
+		{"software", configs.Params{Dev: true, KeyDir: "keys", PolicyOID: devPolicyOID, DevCAURL: defaultCAURL}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := configs.Render(tc.params)

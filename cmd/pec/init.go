@@ -22,6 +22,7 @@ import (
 
 	"pec/configs"
 	"pec/hsm"
+	"pec/internal/devca"
 	"pec/internal/devpki"
 	"pec/proof"
 )
@@ -35,12 +36,16 @@ const devPolicyOID = "2.999.3161.1"
 
 // devClients are the client certificates `pec init` issues (a contract:
 // DIR/pki/clients/NAME.pem and NAME.key).
-var devClients = []struct{ name, org string }{
-	{"partner-a", "Partner A administration"},
-	{"partner-b", "Partner B administration"},
-	{"auditor", "PEC audit"},
-	{"admin", "PEC operations"},
+var devClients = []struct{ name, org, role string }{
+	{"partner-a", "Partner A administration", "partner"},
+	{"partner-b", "Partner B administration", "partner"},
+	{"auditor", "PEC audit", "auditor"},
+	{"admin", "PEC operations", "admin"},
 }
+
+// defaultCAURL is where the development CA's certificates say its CRL and
+// OCSP responder are: the tsa listener of the generated pec.yaml.
+const defaultCAURL = "http://127.0.0.1:8318"
 
 func newInitCommand() *cobra.Command {
 	var opts initOptions
@@ -66,6 +71,7 @@ PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is le
 	cmd.Flags().StringVar(&opts.dir, "dir", "", "directory of the new node")
 	cmd.Flags().StringVar(&opts.module, "module", "", "PKCS#11 module for a new SoftHSM2 token (default: "+softHSMModule+" when installed)")
 	cmd.Flags().BoolVar(&opts.softwareKeys, "software-keys", false, "keep keys in PKCS#8 files even when SoftHSM2 is installed")
+	cmd.Flags().StringVar(&opts.caURL, "ca-url", defaultCAURL, "http://HOST:PORT of the tsa listener, where the certificates say the CRL and OCSP responder of the development CA are")
 	return cmd
 }
 
@@ -73,6 +79,7 @@ type initOptions struct {
 	dir          string
 	module       string
 	softwareKeys bool
+	caURL        string // "": defaultCAURL
 }
 
 // initNode creates the node. It refuses a directory that holds a pec.yaml and
@@ -98,7 +105,11 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 		}
 	}()
 
-	params := configs.Params{Dev: true, PolicyOID: devPolicyOID}
+	caURL := cmpOr(opts.caURL, defaultCAURL)
+	if err := (devca.Config{URL: caURL, StateFile: "-", KeyLabel: "-", CertFile: "-"}).Validate(); err != nil {
+		return usageError("--ca-url: %v", err)
+	}
+	params := configs.Params{Dev: true, PolicyOID: devPolicyOID, DevCAURL: caURL}
 	var hcfg hsm.Config
 	module := opts.module
 	if module == "" && !opts.softwareKeys {
@@ -126,7 +137,7 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 		return fmt.Errorf("open keys: %w", err)
 	}
 	defer keys.Close()
-	if err := issueDevPKI(ctx, dir, keys, time.Now()); err != nil {
+	if err := issueDevPKI(ctx, dir, keys, caURL, time.Now()); err != nil {
 		return err
 	}
 
@@ -188,7 +199,10 @@ func initSoftHSMToken(dir, module string) (hsm.Config, error) {
 }
 
 // issueDevPKI generates the node's keys and writes the development PKI.
-func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Time) error {
+// Every certificate is listed in the development CA's state file
+// (pki/ca-state.json); the clients' name its CRL and OCSP responder under
+// caURL.
+func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, caURL string, now time.Time) error {
 	pki := filepath.Join(dir, "pki")
 	rootKey, err := keys.GenerateKey(ctx, "root-ca", hsm.ECP384)
 	if err != nil {
@@ -198,6 +212,11 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err != nil {
 		return err
 	}
+	type issuedCert struct {
+		name, role string
+		cert       *x509.Certificate
+	}
+	var issued []issuedCert
 	if err := writeFile(filepath.Join(pki, "root-ca.pem"), devpki.CertPEM(ca.Cert), 0o644); err != nil {
 		return err
 	}
@@ -213,6 +232,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "tsa.pem"), devpki.CertPEM(tsaCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"tsa", "", tsaCert})
 
 	tlsKey, err := keys.GenerateKey(ctx, "tls-server", hsm.ECP256)
 	if err != nil {
@@ -225,6 +245,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "server.pem"), devpki.CertPEM(serverCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"server", "", serverCert})
 
 	proofKey, err := keys.GenerateKey(ctx, "proof", hsm.ECP256)
 	if err != nil {
@@ -244,6 +265,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "proof.pem"), devpki.CertPEM(proofCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"proof", "", proofCert})
 
 	// The key of the signature profiles default (CAdES B-T), cades-bb (CAdES
 	// B-B) and pdf (PAdES).
@@ -258,7 +280,16 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "signing.pem"), devpki.CertPEM(signingCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"signing", "", signingCert})
 
+	// Client certificates name the development CA's CRL and OCSP
+	// responder: revoking a partner is what they are for. The node's own
+	// certificates above go into proof bundles and signatures that must
+	// verify offline, long after, where a certificate naming a responder
+	// needs its revocation data in the bundle (proof refuses it otherwise):
+	// they name none, and a compromised node key is rotated, not revoked.
+	dc := devca.Config{URL: caURL}
+	ca.Revocation = devpki.RevocationURLs{CRL: dc.CRLURL(), OCSP: dc.OCSPURL()}
 	// Client keys belong to the clients, not to the platform: files they
 	// take away, never HSM objects of the node.
 	for _, c := range devClients {
@@ -281,13 +312,22 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 		if err := writeFile(base+".pem", devpki.CertPEM(cert), 0o644); err != nil {
 			return err
 		}
+		issued = append(issued, issuedCert{c.name, c.role, cert})
 		if strings.HasPrefix(c.name, "partner-") {
 			if err := issueEncryption(ca, base, c.name, c.org, now); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	// No evidence ids: the node's own certificates, made before any log.
+	return devca.Update(filepath.Join(pki, "ca-state.json"), func(s *devca.State) error {
+		for _, ic := range issued {
+			if _, err := s.Add(ic.cert, ic.name, ic.role, devca.Event{At: now, By: "pec init"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // issueEncryption writes a partner's encryption key and certificate

@@ -270,6 +270,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	if cfg.Listen.TSA != "" {
 		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)
+		if h, err = withDevCA(ctx, cfg, keys, plog, h, log, reg, &n); err != nil { // devca.go
+			return err
+		}
 		var tcfg *tls.Config
 		if cfg.TLS.TSATLS {
 			tcfg = serverTLS
