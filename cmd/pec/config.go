@@ -61,6 +61,9 @@ type ExchangeConfig struct {
 	// SealProfile names a CAdES profile of the signing section; empty: the
 	// node serves no exchange.
 	SealProfile string `yaml:"seal_profile"`
+	// WebhookRoots are the roots the partners' webhook endpoints must
+	// chain to (PEM files); empty: the system's.
+	WebhookRoots []string `yaml:"webhook_roots"`
 }
 
 // Configured reports whether the node serves the exchange.
@@ -229,6 +232,11 @@ func (f *File) resolvePaths(dir string) {
 		}
 	}
 	f.resolveSigningPaths(dir)
+	for i, p := range f.Exchange.WebhookRoots {
+		if p != "" && !filepath.IsAbs(p) {
+			f.Exchange.WebhookRoots[i] = filepath.Join(dir, p)
+		}
+	}
 	f.CertValidation.ResolvePaths(dir)
 	f.DevCA.ResolvePaths(dir)
 	f.Directory.ResolvePaths(dir)

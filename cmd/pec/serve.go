@@ -213,7 +213,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if gopts.Verifier != nil {
 		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
-	if gopts.Exchanges, err = openExchanges(cfg, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
+	if gopts.Exchanges, err = openExchanges(ctx, cfg, keys, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
 		return err
 	}
 	if gopts.Exchanges != nil {
