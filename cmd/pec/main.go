@@ -110,6 +110,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newSignCommand(), newVerifyCommand())
 	root.AddCommand(newPartnerCommand())
 	root.AddCommand(newVersionCommand())
+	registerCompletions(root)
 	return root
 }
 
