@@ -439,6 +439,8 @@ func startQuickstartNode(t *testing.T, dir, path, argv0 string, args []string) *
 	n.cmd = exec.Command(path, args...)
 	n.cmd.Args[0] = argv0
 	n.cmd.Dir = dir
+	// Gone with the test, even when it is killed (a timeout).
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	n.cmd.Stderr = &lockedWriter{w: &n.stderr, mu: &n.mu}
 	stdout, err := n.cmd.StdoutPipe()
 	if err != nil {
