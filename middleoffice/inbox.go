@@ -54,6 +54,12 @@ func (x *Exchanges) visible(ctx context.Context, p *Principal, id string, asSend
 		return nil, err
 	}
 	if !party(p, ex, asSender, asRecipient) {
+		if asRecipient && ex.State == StateAccepted && party(p, &Exchange{Recipient: ex.Recipient, State: StateDelivered}, false, true) {
+			// Its recipient, a moment before the queue delivers it (the
+			// submission answered, the seal not made yet): try again,
+			// rather than "no such exchange" to the one it is for.
+			return nil, ErrNotSealedYet
+		}
 		return nil, ErrExchangeNotFound
 	}
 	return ex, nil

@@ -198,6 +198,29 @@ func submitWithRetries(ctx context.Context, c *api.Client, m middleoffice.Manife
 	}
 }
 
+// whileSealing calls f again while the node answers 503 with Retry-After
+// (an exchange accepted a moment ago and not sealed yet, a node briefly
+// unavailable), for at most 30 s.
+func whileSealing[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := f()
+		e, ok := errors.AsType[*api.Error](err)
+		if !ok || e.StatusCode != 503 || e.RetryAfter <= 0 || time.Now().Add(e.RetryAfter).After(deadline) {
+			return v, err
+		}
+		wait := min(e.RetryAfter, 250*time.Millisecond)
+		if e.Problem.Type != api.TypeNotSealed {
+			wait = e.RetryAfter
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(wait):
+		}
+	}
+}
+
 func retryable(err error) bool {
 	if e, ok := errors.AsType[*api.Error](err); ok {
 		return e.StatusCode == 503
@@ -332,7 +355,7 @@ in DIR are not overwritten without --force. It prints the documents written, one
 				return inputError(err)
 			}
 			f := &fetcher{dir: dir, keys: keys, verifier: verifier, force: force, out: cmd.OutOrStdout()}
-			if _, err := c.Delivery(cmd.Context(), a[0], f.part); err != nil {
+			if _, err := whileSealing(cmd.Context(), func() (string, error) { return c.Delivery(cmd.Context(), a[0], f.part) }); err != nil {
 				f.cleanup()
 				if _, ok := errors.AsType[*exitError](err); ok {
 					return err
@@ -564,7 +587,7 @@ exchange leaves the inbox; the sender sees it in its status. It prints the evide
 			if err != nil {
 				return err
 			}
-			seal, err := c.Seal(cmd.Context(), a[0])
+			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
 			if err != nil {
 				return exchangeError(err)
 			}
