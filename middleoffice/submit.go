@@ -236,7 +236,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 	envelopes := make([]PayloadInfo, len(m.Documents))
 	plain := make([][]byte, len(m.Documents))
 	for i, d := range m.Documents {
-		env, digest, err := s.receive(ctx, docs, i, d, encCert)
+		env, digest, err := s.receive(ctx, docs, i, d, encCert, contentEncryption(recipient))
 		if err != nil {
 			x.store.RemovePayloads(context.WithoutCancel(ctx), s.id)
 			if r, ok := errors.AsType[*refusal](err); ok {
@@ -390,7 +390,15 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // receive streams document i into its envelope payload: the plaintext is
 // hashed and encrypted on the way, never stored. It returns the
 // envelope's payload and the plaintext's SHA-256, or a *refusal.
-func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate) (PayloadInfo, []byte, error) {
+// contentEncryption is the envelope's content encryption for recipient.
+func contentEncryption(recipient Partner) cms.ContentEncryption {
+	if recipient.ContentEncryption == ContentAES256CBC {
+		return cms.AES256CBC
+	}
+	return cms.AES256GCM
+}
+
+func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate, content cms.ContentEncryption) (PayloadInfo, []byte, error) {
 	x := s.x
 	name := "document-" + strconv.Itoa(i) + ".p7m"
 	src, err := docs.Document(ctx, i, d)
@@ -412,7 +420,7 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	}()
 	envHash := sha256.New()
 	out := &countingWriter{w: io.MultiWriter(w, envHash)}
-	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, nil)
+	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, &cms.EnvelopeOptions{Content: content})
 	if err != nil {
 		if errors.Is(err, cms.ErrUnsupported) {
 			return PayloadInfo{}, nil, &refusal{reason: ReasonUnreachable, detail: fmt.Sprintf("the recipient's encryption certificate cannot be used: %v", err)}
