@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"pec/evidence"
+	"pec/internal/cms"
 )
 
 // The exchange: a partner submits a tele-dossier (a [Manifest] and its
@@ -132,6 +133,11 @@ type Document struct {
 	Type      string `json:"type,omitempty"` // the document type the routing rules name; "": none
 	SHA256    string `json:"sha256"`         // of the content: 64 hexadecimal digits
 	Size      int64  `json:"size"`           // of the content, bytes
+	// Signatures are the sender's detached CMS signatures (DER; base64 in
+	// JSON) of the content, each checked (certificate path, revocation:
+	// certvalidation's documentSigning purpose) before the submission is
+	// accepted; they travel in the sealed manifest to the recipient.
+	Signatures [][]byte `json:"signatures,omitempty"`
 }
 
 // Limits of a manifest's fields (the configuration's limits come on top).
@@ -237,9 +243,58 @@ func (m Manifest) Validate() error {
 		if d.Size < 0 {
 			fault("%s.size: negative", at)
 		}
+		if len(d.Signatures) > maxSignatures {
+			fault("%s.signatures: at most %d", at, maxSignatures)
+		}
+		for j, sig := range d.Signatures {
+			if err := checkSignatureShape(sig); err != nil {
+				fault("%s.signatures[%d]: %v", at, j, err)
+			}
+		}
+	}
+	total := 0
+	for _, d := range m.Documents {
+		total += len(d.Signatures)
+	}
+	if total > maxManifestSignatures {
+		fault("documents: %d signatures; at most %d in a dossier", total, maxManifestSignatures)
 	}
 	if len(faults) > 0 {
 		return &ManifestError{Faults: faults}
+	}
+	return nil
+}
+
+// Bounds of the sender's signatures of one document.
+const (
+	maxSignatures    = 4
+	maxSignatureSize = 64 << 10
+	// maxManifestSignatures keeps the submission.accepted record within
+	// its 256 digests: two per document, one per signature.
+	maxManifestSignatures = 12
+)
+
+// checkSignatureShape checks that sig is a detached CMS SignedData with
+// signers whose digest algorithms are acceptable; its signatures are
+// checked with the content.
+func checkSignatureShape(sig []byte) error {
+	if len(sig) > maxSignatureSize {
+		return fmt.Errorf("larger than %d bytes", maxSignatureSize)
+	}
+	sd, err := cms.ParseSignedData(sig)
+	if err != nil {
+		return errors.New("not a DER CMS SignedData")
+	}
+	if sd.Attached {
+		return errors.New("attached: a signature of the document is detached (the document is the part)")
+	}
+	if len(sd.SignerInfos) == 0 {
+		return errors.New("no signer")
+	}
+	for _, si := range sd.SignerInfos {
+		if _, err := si.Hash(); err != nil {
+			return fmt.Errorf("digest algorithm: %v", err)
+		}
 	}
 	return nil
 }
@@ -425,6 +480,7 @@ const (
 	ReasonIncomplete          Reason = "incomplete"           // a document could not be read from the sender
 	ReasonIdempotencyConflict Reason = "idempotency-conflict" // the key names another manifest
 	ReasonUnreachable         Reason = "recipient-unreachable"
+	ReasonInvalidSignature    Reason = "invalid-signature" // a sender's signature of a document does not verify
 )
 
 // RejectedError is a refused submission. The refusal is evidence: the
