@@ -95,7 +95,9 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 		return h.x.RefuseManifest(r.Context(), sender, raw, &middleoffice.ManifestError{Faults: []string{fault}})
 	}
 	part, err := mr.NextPart()
-	if err != nil {
+	if errors.Is(err, io.EOF) {
+		return refuseManifest(nil, "the body has no part: the first must be the manifest")
+	} else if err != nil {
 		return refuseManifest(nil, "the body is not multipart with a first part, the manifest: "+partError(err))
 	}
 	if form && part.FormName() != api.ManifestPart {
