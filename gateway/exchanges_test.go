@@ -868,7 +868,7 @@ func (r *slowReader) Read(p []byte) (int, error) {
 // longer than 2s is cut, and nothing of it is kept. Not parallel: it sets
 // the gateway's stall bound.
 func TestSlowUpload(t *testing.T) {
-	defer gateway.SetIdleTransfer(2 * time.Second)()
+	t.Cleanup(gateway.SetIdleTransfer(2 * time.Second)) // after the server is closed: it reads the bound
 	n := newExchangeNode(t, nodeOptions{server: func(s *http.Server) {
 		s.ReadTimeout, s.WriteTimeout, s.ReadHeaderTimeout = time.Second, time.Second, time.Second
 	}})

@@ -87,7 +87,7 @@ func TestRoutesDocumented(t *testing.T) {
 	}
 	var doc struct {
 		Info  struct{ Description string } `yaml:"info"`
-		Paths map[string]map[string]any   `yaml:"paths"`
+		Paths map[string]map[string]any    `yaml:"paths"`
 	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
