@@ -121,7 +121,8 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	// sizes over its limits before it reads a document).
 	limited.left = maxPartHeader
 	for _, d := range m.Documents {
-		limited.left += d.Size + maxPartHeader
+		// Saturating: a size the service will refuse may be near MaxInt64.
+		limited.left = min(limited.left+min(d.Size, 1<<50)+maxPartHeader, 1<<56)
 	}
 	docs := &partSource{mr: mr, form: form, n: len(m.Documents)}
 	s, err := h.x.Submit(r.Context(), sender, m, docs)
