@@ -187,10 +187,18 @@ func TestSubmissionShapes(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !bytes.Equal(data, s.Receipt) || resp.Header.Get("Content-Type") != api.MediaCMSSigned {
 			t.Errorf("receipt: %s %q", resp.Status, resp.Header.Get("Content-Type"))
 		}
+		// To its recipient it is on its way: 503 not-sealed, try again
+		// (the CLI's fetch and ack wait for it).
 		for _, path := range []string{"", "/receipt", "/seal", "/delivery", "/documents/0"} {
 			resp, data := n.do(t, "b", "GET", "/v1/exchanges/"+s.Exchange+path, nil, nil)
-			problem(t, resp, data, api.TypeUnknownExchange)
+			problem(t, resp, data, api.TypeNotSealed)
+			if resp.Header.Get("Retry-After") == "" {
+				t.Errorf("%s: no Retry-After", path)
+			}
 		}
+		// To anyone else it does not exist.
+		resp, data = n.do(t, "c", "GET", "/v1/exchanges/"+s.Exchange, nil, nil)
+		problem(t, resp, data, api.TypeUnknownExchange)
 	}
 }
 
@@ -596,9 +604,9 @@ func TestAcknowledgment(t *testing.T) {
 	for i := range ids {
 		ids[i] = n.accepted(t, "a", m, doc).Exchange
 	}
-	// Before delivery, there is nothing to acknowledge for b.
+	// Before delivery, there is nothing to acknowledge for b yet.
 	resp, data := n.do(t, "b", "POST", "/v1/exchanges/"+ids[0]+"/ack", contentType(api.MediaJSON), strings.NewReader(`{"reject":"early"}`))
-	problem(t, resp, data, api.TypeUnknownExchange)
+	problem(t, resp, data, api.TypeNotSealed)
 	n.deliver()
 
 	// b signs the sealed manifest (the content of the seal).
