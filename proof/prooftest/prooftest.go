@@ -497,7 +497,10 @@ func testPending(t *testing.T, s proof.Store) {
 		}
 	}
 	var trees []string
-	if err := s.Trees(ctx, func(tr *proof.Tree) error { trees = append(trees, fmt.Sprintf("%d/%x", tr.Size, tr.Root[:4])); return nil }); err != nil {
+	if err := s.Trees(ctx, func(tr *proof.Tree) error {
+		trees = append(trees, fmt.Sprintf("%d/%x", tr.Size, tr.Root[:4]))
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	sameIDs(t, "Trees with a pending tree", trees, []string{fmt.Sprintf("2/%x", first.Head.Root[:4]), fmt.Sprintf("5/%x", batch.Tree.Root[:4])})
