@@ -531,14 +531,18 @@ func (s *BoltStore) Pending(ctx context.Context) (t *Tree, err error) {
 // Trees implements Store.
 func (s *BoltStore) Trees(ctx context.Context, fn func(*Tree) error) error {
 	return s.view(func(tx *bolt.Tx) error {
-		trees := tx.Bucket(bucketTrees)
+		trees, short := tx.Bucket(bucketTrees), false
 		if trees == nil {
-			return nil // a store of before trees, opened read-only
+			// A store of before trees, opened read-only: each head's.
+			trees, short = tx.Bucket(bucketHeads), true
 		}
 		c := trees.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
+			}
+			if short && len(v) >= 32 {
+				v = v[:32]
 			}
 			t, err := decodeTree(k, v)
 			if err != nil {

@@ -615,7 +615,7 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 		select {
 		case <-l.stop:
 			<-writerDone // what Close let through is durable: seal it
-			l.step(true)
+			l.step()
 			return
 		case <-l.appended:
 			if l.following || time.Since(l.lastSeal) < l.interval && l.unsealed.Load() < sealBacklog/2 {
@@ -623,13 +623,13 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 			}
 		case <-tick.C:
 		}
-		l.step(false)
+		l.step()
 	}
 }
 
 // step seals everything unsealed (as leader), or follows the store's
 // newest head.
-func (l *Log) step(final bool) {
+func (l *Log) step() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if l.leader != nil {
@@ -892,11 +892,11 @@ func (l *Log) writeHead(ctx context.Context) (int, error) {
 		l.metrics.maxDelay(delay)
 	}
 	l.sealWorks()
+	l.noteSealed(p.own) // sealed in the store, published or not
 	if err := l.publish(h); err != nil {
 		l.unsent = h
 		return 0, err
 	}
-	l.noteSealed(p.own)
 	return p.records, nil
 }
 

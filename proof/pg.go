@@ -46,8 +46,8 @@ import (
 // connection string sets one).
 //
 // The advisory lock is a session lock: connect directly, or through a
-// pooler in session mode (a seal through a transaction-mode pooler fails
-// its lock check, with ErrConflict). Open it with [OpenPG].
+// pooler in session mode (an integration through a transaction-mode
+// pooler fails its lock check, with ErrConflict). Open it with [OpenPG].
 type PGStore struct {
 	pool    *pgxpool.Pool
 	leadCfg *pgx.ConnConfig
@@ -82,7 +82,8 @@ const (
 // holder waits, finding the lock free, before it takes it: a holder that
 // lost its connection but not its node (a database restart, a killed
 // backend) takes it back at once, with the checkpoint it may have signed
-// and not yet written, which would otherwise never be published.
+// and not yet written, which the new holder would otherwise sign again
+// (the same tree: not a fork, but one signature and token more).
 const (
 	pgConnectTimeout = 5 * time.Second
 	pgOpTimeout      = 10 * time.Second

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
+	bolt "go.etcd.io/bbolt"
 
 	"pec/proof"
 )
@@ -341,11 +342,11 @@ type sealNode struct {
 }
 
 // startSealNode starts a node on s, a wrapper of pgs (closed by stop),
-// whose time-stamps run through ts(e.ts).
-func startSealNode(t *testing.T, e *env, s proof.Store, pgs *proof.PGStore, name string, ts func(proof.Timestamper) proof.Timestamper) *sealNode {
+// signing with key and time-stamping through ts.
+func startSealNode(t *testing.T, e *env, s proof.Store, pgs *proof.PGStore, name string, key *recordingKey, ts proof.Timestamper) *sealNode {
 	t.Helper()
-	n := &sealNode{pgNode: &pgNode{name: name, store: pgs, reg: prometheus.NewRegistry()}, key: &recordingKey{Signer: e.key}}
-	n.pgNode.ts = &countingTS{ts: ts(e.ts)}
+	n := &sealNode{pgNode: &pgNode{name: name, store: pgs, key: key, reg: prometheus.NewRegistry()}, key: key}
+	n.pgNode.ts = &countingTS{ts: ts}
 	l, err := proof.Open(t.Context(), s, noteSigner(t, n.key), n.pgNode.ts, nodeSeal, proof.Options{Registry: n.reg})
 	if err != nil {
 		t.Fatal(err)
@@ -361,8 +362,9 @@ func startSealNode(t *testing.T, e *env, s proof.Store, pgs *proof.PGStore, name
 // connections are cut too).
 type heldOffPG struct {
 	*proof.PGStore
-	off  atomic.Bool
-	puts atomic.Int32 // PutHead calls refused while off
+	off      atomic.Bool
+	puts     atomic.Int32 // PutHead calls refused while off
+	afterPut func()       // nil: none; called after each head written
 }
 
 func (h *heldOffPG) Lead(ctx context.Context) (bool, error) {
@@ -377,73 +379,75 @@ func (h *heldOffPG) PutHead(ctx context.Context, head *proof.Head) error {
 		h.puts.Add(1)
 		return errors.New("test: the connection to the database is cut")
 	}
-	return h.PGStore.PutHead(ctx, head)
+	err := h.PGStore.PutHead(ctx, head)
+	if err == nil && h.afterPut != nil {
+		h.afterPut()
+	}
+	return err
 }
 
-// TestPGSealLeaderLost: two nodes under load; the sealing node a signs
-// and time-stamps a checkpoint, then, before it writes it, either dies
-// (its store closed: its connections end) or loses its sealing connection
-// and cannot lead again before b takes over. b seals on; at the end every
-// checkpoint a signed is a tree head of the log.
+// TestPGSealLeaderLost: two nodes under load; the sealing node a, at one
+// step of a seal — its tree integrated and not signed ("sign"), signed
+// and not time-stamped ("timestamp"), time-stamped and not written
+// ("write"), written and not published ("publish") — either dies (its
+// store closed: its connections end) or is cut off from the database (its
+// sealing connection killed, no lead and no head written for a while), so
+// that b takes over. b seals on; at the end every checkpoint a signed is a
+// tree head of the log (checkNodes).
 func TestPGSealLeaderLost(t *testing.T) {
-	for _, dies := range []bool{true, false} {
-		name := map[bool]string{true: "leader dies", false: "connection cut"}[dies]
-		t.Run(name, func(t *testing.T) {
-			e := newEnv(t)
-			url := newPGDatabase(t)
-			hs := &heldOffPG{PGStore: openPG(t, url)}
-			var armed, fired atomic.Bool
-			var a *sealNode
-			a = startSealNode(t, e, hs, hs.PGStore, "a", func(ts proof.Timestamper) proof.Timestamper {
-				return &hookTS{ts: ts, after: func() {
-					if !armed.Load() || fired.Swap(true) {
-						return
-					}
-					// Signed and time-stamped, not written.
-					if dies {
-						a.dead.Store(true)
-						hs.PGStore.Close()
-						return
-					}
-					hs.off.Store(true)
-					if err := cutSealer(); err != nil {
-						t.Errorf("cutting a's sealing connection: %v", err)
-					}
-				}}
-			})
-			ld := newLoad(t)
-			ld.run(a.pgNode, 8)
-			waitFor(t, 10*time.Second, "a signed no checkpoint", func() bool { return len(a.key.signed()) >= 2 })
-			bs := openPG(t, url)
-			b := startSealNode(t, e, bs, bs, "b", func(ts proof.Timestamper) proof.Timestamper { return ts })
-			ld.run(b.pgNode, 8)
-			waitFor(t, 10*time.Second, "b acknowledged nothing", func() bool { return ld.acks("b") > 100 })
-			armed.Store(true)
-			waitFor(t, 10*time.Second, "a did not reach its fault", fired.Load)
-			waitFor(t, 10*time.Second, "b did not take over", func() bool { return len(b.key.signed()) >= 3 })
-			if !dies && hs.puts.Load() == 0 {
-				t.Error("a did not try to write its head while cut off")
-			}
-			hs.off.Store(false) // a may lead again
-			base := ld.acks("b")
-			waitFor(t, 10*time.Second, "b stopped acknowledging", func() bool { return ld.acks("b") > base+100 })
-			acked := ld.stop()
-			sealedBy(t, b.pgNode, acked)
-			a.stop()
-			b.stop()
-			s := openPG(t, url)
-			defer s.Close()
-			if _, err := proof.Audit(t.Context(), s, e.auditOptions()); err != nil {
-				t.Fatalf("audit: %v", err)
-			}
-			for id := range acked {
-				if _, err := s.Lookup(t.Context(), id); err != nil {
-					t.Fatalf("acknowledged %s: %v", id, err)
-				}
-			}
-			checkSigned(t, s, append(a.key.signed(), b.key.signed()...))
-		})
+	for _, step := range []string{"sign", "timestamp", "write", "publish"} {
+		for _, dies := range []bool{true, false} {
+			name := step + map[bool]string{true: "/leader dies", false: "/connection cut"}[dies]
+			t.Run(name, func(t *testing.T) { testLeaderLost(t, step, dies) })
+		}
 	}
+}
+
+func testLeaderLost(t *testing.T, step string, dies bool) {
+	e := newEnv(t)
+	url := newPGDatabase(t)
+	hs := &heldOffPG{PGStore: openPG(t, url)}
+	var armed, fired atomic.Bool
+	var a *sealNode
+	fault := func(at string) {
+		if at != step || !armed.Load() || fired.Swap(true) {
+			return
+		}
+		if dies {
+			a.dead.Store(true)
+			hs.PGStore.Close()
+			return
+		}
+		hs.off.Store(true)
+		if err := cutSealer(); err != nil {
+			t.Errorf("cutting a's sealing connection: %v", err)
+		}
+	}
+	key := &recordingKey{Signer: e.key, before: func([]byte) { fault("sign") }}
+	ts := &hookTS{ts: e.ts, before: func() { fault("timestamp") }, after: func() { fault("write") }}
+	hs.afterPut = func() { fault("publish") }
+	a = startSealNode(t, e, hs, hs.PGStore, "a", key, ts)
+	ld := newLoad(t)
+	ld.run(a.pgNode, 8)
+	waitFor(t, 10*time.Second, "a signed no checkpoint", func() bool { return len(a.key.signed()) >= 2 })
+	bs := openPG(t, url)
+	b := startSealNode(t, e, bs, bs, "b", &recordingKey{Signer: e.key}, e.ts)
+	ld.run(b.pgNode, 8)
+	waitFor(t, 10*time.Second, "b acknowledged nothing", func() bool { return ld.acks("b") > 100 })
+	armed.Store(true)
+	waitFor(t, 10*time.Second, "a did not reach its fault", fired.Load)
+	waitFor(t, 10*time.Second, "b did not take over", func() bool { return len(b.key.signed()) >= 2 })
+	if !dies && step != "publish" && hs.puts.Load() == 0 {
+		t.Error("a did not try to write its head while cut off")
+	}
+	hs.off.Store(false) // a may lead again
+	base := ld.acks("b")
+	waitFor(t, 10*time.Second, "b stopped acknowledging", func() bool { return ld.acks("b") > base+100 })
+	acked := ld.stop()
+	sealedBy(t, b.pgNode, acked)
+	a.stop()
+	b.stop()
+	checkNodes(t, e, url, acked, append(a.key.signed(), b.key.signed()...))
 }
 
 // cutSealer ends the backend that holds the sealing lock (terminate, for
@@ -564,4 +568,75 @@ func TestSealStepFaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStoreUpgrade: a store written before the integrated trees were kept
+// (PostgreSQL schema 2, or a bbolt file with no trees bucket) gets one
+// tree for each head when opened for writing, audits, and seals on.
+func TestStoreUpgrade(t *testing.T) {
+	e := newEnv(t)
+	seal := func(t *testing.T, s proof.Store, from, n int) {
+		t.Helper()
+		l := e.openLog(t, s, fastSeal)
+		for i := range n {
+			appendSealed(t, l, sampleRecord(from+i))
+		}
+		l.Close()
+	}
+	check := func(t *testing.T, s proof.Store, heads int) {
+		t.Helper()
+		rep, err := proof.Audit(t.Context(), s, e.auditOptions())
+		if err != nil || int(rep.Heads) != heads {
+			t.Fatalf("audit: %+v, %v; want %d heads", rep, err, heads)
+		}
+		trees := 0
+		if err := s.Trees(t.Context(), func(*proof.Tree) error { trees++; return nil }); err != nil || trees != heads {
+			t.Fatalf("%d trees (%v), want one for each of the %d heads", trees, err, heads)
+		}
+	}
+	t.Run("postgres", func(t *testing.T) {
+		url := newPGDatabase(t)
+		s := openPG(t, url)
+		seal(t, s, 0, 3)
+		s.Close()
+		conn, err := pgx.Connect(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Back to schema 2: no trees, heads tied to nothing.
+		_, err = conn.Exec(t.Context(), `ALTER TABLE proof_heads DROP CONSTRAINT proof_heads_tree; DROP TABLE proof_trees;
+			DELETE FROM proof_schema; INSERT INTO proof_schema (version) VALUES (2)`)
+		conn.Close(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = openPG(t, url)
+		defer s.Close()
+		check(t, s, 3)
+		seal(t, s, 3, 2)
+		check(t, s, 5)
+	})
+	t.Run("bbolt", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "proof.db")
+		s := openBolt(t, path)
+		seal(t, s, 0, 3)
+		if err := s.DB().Update(func(tx *bolt.Tx) error { return tx.DeleteBucket([]byte("trees")) }); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		ro, err := proof.OpenBolt(path, proof.BoltOptions{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ro.Pending(t.Context()); !errors.Is(err, proof.ErrNotFound) {
+			t.Errorf("Pending on a read-only store of before trees: %v, want ErrNotFound", err)
+		}
+		check(t, ro, 3) // pec proof audit, before any start of the new version
+		ro.Close()
+		s = openBolt(t, path)
+		defer s.Close()
+		check(t, s, 3)
+		seal(t, s, 3, 2)
+		check(t, s, 5)
+	})
 }
