@@ -173,6 +173,12 @@ func testEmpty(t *testing.T, s proof.Store) {
 	if err := s.Records(ctx, 0, func(uint64, *proof.StoredRecord) error { n++; return nil }); err != nil || n != 0 {
 		t.Errorf("Records: %d records, %v", n, err)
 	}
+	if err := s.Trees(ctx, func(*proof.Tree) error { n++; return nil }); err != nil || n != 0 {
+		t.Errorf("Trees: %d trees, %v", n, err)
+	}
+	if _, err := s.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Pending: %v, want ErrNotFound", err)
+	}
 	if _, err := s.Nodes(ctx, []compact.NodeID{compact.NewNodeID(0, 0)}); !errors.Is(err, proof.ErrNotFound) {
 		t.Errorf("Nodes: %v, want ErrNotFound", err)
 	}
