@@ -96,6 +96,10 @@ type Options struct {
 	// is served with it. nil: an empty directory, no administration API.
 	Policy *middleoffice.Policy
 
+	// Exchanges is the exchange service: /v1/exchanges, /v1/inbox (with
+	// Policy). nil: no exchange routes.
+	Exchanges *middleoffice.Exchanges
+
 	// MaxInFlight bounds the requests one partner-facing listener serves
 	// at once (listen.max_in_flight); more are answered 503 with
 	// Retry-After. 0: DefaultMaxInFlight; negative: no bound.
@@ -178,6 +182,9 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	}
 	if opts.Policy != nil {
 		registerPartners(v1, m, e, pol, middleoffice.NewAdmin(opts.Policy))
+	}
+	if opts.Exchanges != nil {
+		registerExchanges(v1, m, e, pol, opts.Exchanges)
 	}
 	if opts.Validator != nil {
 		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", e.handle(operation{name: "certvalidation"}, (&validationEndpoint{v: opts.Validator}).serve)))

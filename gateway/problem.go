@@ -85,6 +85,24 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 		p.Errors = pe.fields
 		return p, retryAfter(pe.typ)
 	}
+	if re, ok := errors.AsType[*middleoffice.RejectedError](err); ok {
+		// A refused submission: the refusal is evidence, named.
+		p := api.NewProblem(rejectionType(re.Reason), re.Detail)
+		p.Exchange, p.EvidenceID = re.Exchange, re.EvidenceID
+		if me, ok := errors.AsType[*middleoffice.ManifestError](err); ok {
+			p.Errors = fieldErrors(me.Faults)
+		}
+		return p, 0
+	}
+	if me, ok := errors.AsType[*middleoffice.ManifestError](err); ok {
+		// Not recorded: the sender's submission could not be read as one.
+		p := api.NewProblem(api.TypeInvalidManifest, strings.Join(me.Faults, "; "))
+		p.Errors = fieldErrors(me.Faults)
+		return p, 0
+	}
+	if ae, ok := errors.AsType[*middleoffice.AckError](err); ok {
+		return api.NewProblem(api.TypeInvalidAcknowledgment, ae.Reason), 0
+	}
 	if ie, ok := errors.AsType[*middleoffice.InvalidError](err); ok {
 		t := api.TypeInvalidRequest
 		if len(ie.Faults) == 1 && (strings.HasPrefix(ie.Faults[0], "malformed JSON") || strings.HasPrefix(ie.Faults[0], "data after")) {
@@ -128,11 +146,18 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 		// Our own text, naming the partner whose rule it is: an
 		// administrator may see it.
 		return api.NewProblem(api.TypePartnerConflict, strings.TrimPrefix(err.Error(), "middleoffice: ")), 0
+	case errors.Is(err, middleoffice.ErrExchangeNotFound):
+		// The same answer for "no such exchange" and "not yours".
+		return api.NewProblem(api.TypeUnknownExchange, "no exchange "+quote(r.PathValue("id"))+" for this client"), 0
+	case errors.Is(err, middleoffice.ErrAlreadyAcknowledged):
+		return api.NewProblem(api.TypeAlreadyAcknowledged, "the exchange was answered already, with another acknowledgment; read it with GET /v1/exchanges/{id}"), 0
 	case errors.Is(err, middleoffice.ErrNoEvidence):
 		return api.NewProblem(api.TypeNoEvidenceLog, "this node keeps no evidence log: its directory takes no changes"), 0
 	case errors.Is(err, middleoffice.ErrNoProof):
 		// The same answer for "no such record" and "not yours".
 		return api.NewProblem(api.TypeUnknownProof, "no proof "+strconv.Quote(r.PathValue("id"))+" for this client"), 0
+	case errors.Is(err, middleoffice.ErrNotSealedYet):
+		return api.NewProblem(api.TypeNotSealed, "the exchange is accepted and waits for its seal: try again"), 1
 	case errors.Is(err, proof.ErrNotSealed):
 		return api.NewProblem(api.TypeNotSealed, "the evidence is recorded but not sealed yet: try again"), 1
 	case errors.Is(err, signing.ErrTimestamp):
@@ -144,6 +169,29 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 	}
 	e.failures.error(ctx, op.name, err)
 	return api.NewProblem(api.TypeInternal, with("internal failure", op.outcome)), 0
+}
+
+// rejectionType is the problem type of a refused submission's reason.
+func rejectionType(r middleoffice.Reason) api.ProblemType {
+	switch r {
+	case middleoffice.ReasonInvalidManifest:
+		return api.TypeInvalidManifest
+	case middleoffice.ReasonForbidden:
+		return api.TypeNotAllowed
+	case middleoffice.ReasonTooLarge:
+		return api.TypePayloadTooLarge
+	case middleoffice.ReasonDigestMismatch:
+		return api.TypeDigestMismatch
+	case middleoffice.ReasonSizeMismatch:
+		return api.TypeSizeMismatch
+	case middleoffice.ReasonIncomplete:
+		return api.TypeIncompleteSubmission
+	case middleoffice.ReasonIdempotencyConflict:
+		return api.TypeIdempotencyConflict
+	case middleoffice.ReasonUnreachable:
+		return api.TypeRecipientUnreachable
+	}
+	return api.TypeInvalidRequest
 }
 
 // retryAfter is the Retry-After of the gateway's own 503s.

@@ -67,6 +67,19 @@ func TestProblemFor(t *testing.T) {
 		{"signature timestamp", fmt.Errorf("signing: %w: %w", signing.ErrTimestamp, errors.New("dial tcp 10.0.0.1:318")), api.TypeTimestampUnavailable, "5", "timestamp could not be obtained: nothing was done", nil},
 		{"overloaded", refuse(api.TypeOverloaded, "try again"), api.TypeOverloaded, "1", "try again", nil},
 		{"no evidence log", middleoffice.ErrNoEvidence, api.TypeNoEvidenceLog, "", "no evidence log", nil},
+		{"manifest refused", &middleoffice.RejectedError{Reason: middleoffice.ReasonInvalidManifest, Detail: "documents[0].sha256: not 64 hexadecimal digits", Err: &middleoffice.ManifestError{Faults: []string{"documents[0].sha256: not 64 hexadecimal digits"}}},
+			api.TypeInvalidManifest, "", "documents[0].sha256", []api.FieldError{{Pointer: "/documents/0/sha256", Detail: "not 64 hexadecimal digits"}}},
+		{"manifest unreadable", &middleoffice.ManifestError{Faults: []string{"recipient: required"}}, api.TypeInvalidManifest, "", "recipient: required", []api.FieldError{{Pointer: "/recipient", Detail: "required"}}},
+		{"route refused", &middleoffice.RejectedError{Reason: middleoffice.ReasonForbidden, Detail: "no route lets partner-c send dossier to partner-b", Err: forbidden}, api.TypeNotAllowed, "", "no route", nil},
+		{"dossier too large", &middleoffice.RejectedError{Reason: middleoffice.ReasonTooLarge, Detail: "documents[0]: larger than 10 bytes"}, api.TypePayloadTooLarge, "", "larger than", nil},
+		{"digest mismatch", &middleoffice.RejectedError{Reason: middleoffice.ReasonDigestMismatch, Detail: "documents[1]: its SHA-256 is not the declared one"}, api.TypeDigestMismatch, "", "SHA-256", nil},
+		{"size mismatch", &middleoffice.RejectedError{Reason: middleoffice.ReasonSizeMismatch, Detail: "documents[0]: 9 bytes, declared 10"}, api.TypeSizeMismatch, "", "declared 10", nil},
+		{"incomplete", &middleoffice.RejectedError{Reason: middleoffice.ReasonIncomplete, Detail: "documents[2]: missing"}, api.TypeIncompleteSubmission, "", "missing", nil},
+		{"idempotency conflict", &middleoffice.RejectedError{Reason: middleoffice.ReasonIdempotencyConflict, Detail: "the key names another manifest"}, api.TypeIdempotencyConflict, "", "another manifest", nil},
+		{"unreachable", &middleoffice.RejectedError{Reason: middleoffice.ReasonUnreachable, Detail: "partner-b has no encryption certificate"}, api.TypeRecipientUnreachable, "", "encryption certificate", nil},
+		{"bad ack", &middleoffice.AckError{Reason: "the signed acknowledgment is not a CMS SignedData"}, api.TypeInvalidAcknowledgment, "", "not a CMS SignedData", nil},
+		{"already acknowledged", middleoffice.ErrAlreadyAcknowledged, api.TypeAlreadyAcknowledged, "", "answered already", nil},
+		{"unknown exchange", middleoffice.ErrExchangeNotFound, api.TypeUnknownExchange, "", "for this client", nil},
 	} {
 		covered[tc.want] = true
 		t.Run(tc.name, func(t *testing.T) {

@@ -427,6 +427,9 @@ var (
 	// ErrAlreadyAcknowledged: the exchange was acknowledged or refused
 	// already (with another acknowledgment).
 	ErrAlreadyAcknowledged = errors.New("middleoffice: the exchange is already acknowledged")
+	// ErrNotSealedYet: the exchange is accepted and waits for its seal
+	// (the work queue seals and delivers it).
+	ErrNotSealedYet = errors.New("middleoffice: the exchange is not sealed yet")
 )
 
 // AckError is an acknowledgment the service refuses: its text is safe to

@@ -194,6 +194,23 @@ func (x *Exchanges) fetch(ctx context.Context, recipient *Principal, id string) 
 	return d, nil
 }
 
+// Seal returns an exchange's seal (the platform's CAdES signature with
+// the sealed manifest attached) to its sender or, once delivered, its
+// recipient: what a recipient signs its acknowledgment over, and what a
+// sender keeps of what was delivered. Before the exchange is sealed it is
+// ErrNotSealedYet.
+func (x *Exchanges) Seal(ctx context.Context, p *Principal, id string) ([]byte, error) {
+	ex, err := x.visible(ctx, p, id, true, true)
+	if err != nil {
+		return nil, err
+	}
+	if ex.Seal == nil {
+		return nil, ErrNotSealedYet
+	}
+	seal, _, _, err := x.readSeal(ctx, ex)
+	return seal, err
+}
+
 // readSeal reads an exchange's seal, the sealed manifest's JSON it holds,
 // and that manifest.
 func (x *Exchanges) readSeal(ctx context.Context, ex *Exchange) (seal, content []byte, sm SealedManifest, err error) {

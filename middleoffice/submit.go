@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -446,8 +447,8 @@ func (x *Exchanges) RefuseManifest(ctx context.Context, sender *Principal, raw [
 	s := &submission{x: x, id: evidence.NewID(now), sender: sender, now: now}
 	sum := sha256.Sum256(raw)
 	detail := "invalid manifest"
-	if cause != nil {
-		detail = cause.Error()
+	if me, ok := errors.AsType[*ManifestError](cause); ok {
+		detail = strings.Join(me.Faults, "; ") // the sender's faults, nothing of ours
 	}
 	err := s.reject(ctx, ReasonInvalidManifest, detail, cause, evidence.Digest{Name: "manifest-received", Algorithm: "sha256", Value: sum[:]})
 	x.metrics.submissions.WithLabelValues("rejected").Inc()

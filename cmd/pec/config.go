@@ -38,12 +38,28 @@ type File struct {
 	// over.
 	Directory middleoffice.Config `yaml:"directory"`
 
+	// Exchange is the exchange service: tele-dossiers between partners.
+	Exchange ExchangeConfig `yaml:"exchange"`
+
 	// CertValidation decides on certificates: the API's clients, POST
 	// /v1/validations, signers.
 	CertValidation certvalidation.Config `yaml:"certvalidation"`
 
 	path string // where it was read from
 }
+
+// ExchangeConfig is the exchange section: the service's own settings and
+// the signature profile whose key seals the manifests and signs the
+// acknowledgments of receipt.
+type ExchangeConfig struct {
+	middleoffice.ExchangeConfig `yaml:",inline"`
+	// SealProfile names a CAdES profile of the signing section; empty: the
+	// node serves no exchange.
+	SealProfile string `yaml:"seal_profile"`
+}
+
+// Configured reports whether the node serves the exchange.
+func (c ExchangeConfig) Configured() bool { return c.SealProfile != "" }
 
 // LogConfig is the log section.
 type LogConfig struct {
@@ -171,6 +187,24 @@ func (f *File) Validate() error {
 	errs = append(errs, f.CertValidation.Validate(), f.Directory.Validate())
 	if f.Proof.Configured() {
 		errs = append(errs, f.Proof.Validate())
+	}
+	errs = append(errs, f.Exchange.Validate())
+	if f.Exchange.Configured() {
+		var p *signing.ProfileConfig
+		for i := range f.Signing.Profiles {
+			if f.Signing.Profiles[i].Name == f.Exchange.SealProfile {
+				p = &f.Signing.Profiles[i]
+			}
+		}
+		switch {
+		case p == nil:
+			errs = append(errs, fmt.Errorf("exchange.seal_profile: %q is not a profile of signing.profiles", f.Exchange.SealProfile))
+		case p.Format != "" && p.Format != string(signing.CAdES):
+			errs = append(errs, fmt.Errorf("exchange.seal_profile: %q is a %s profile; the seal is a CAdES signature", f.Exchange.SealProfile, p.Format))
+		}
+		if !f.Proof.Configured() {
+			errs = append(errs, errors.New("exchange.seal_profile: the exchange needs the evidence log (a proof section): every step is recorded"))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -280,8 +281,36 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 		if err := writeFile(base+".pem", devpki.CertPEM(cert), 0o644); err != nil {
 			return err
 		}
+		if strings.HasPrefix(c.name, "partner-") {
+			if err := issueEncryption(ca, base, c.name, c.org, now); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// issueEncryption writes a partner's encryption key and certificate
+// (NAME-encryption.key, NAME-encryption.pem): the dossiers sent to it are
+// encrypted for this certificate, which the directory names; its key
+// stays with the partner (`pec exchange fetch` decrypts with it).
+func issueEncryption(ca *devpki.CA, base, name, org string, now time.Time) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.IssueEncryption(key.Public(), name, org, now)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := devpki.KeyPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(base+"-encryption.key", keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeFile(base+"-encryption.pem", devpki.CertPEM(cert), 0o644)
 }
 
 // makeDirs creates dir and its subdirectories (mode 0700) and returns the

@@ -108,7 +108,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newValidateCommand())
 	root.AddCommand(newProofCommand())
 	root.AddCommand(newSignCommand(), newVerifyCommand())
-	root.AddCommand(newPartnerCommand())
+	root.AddCommand(newPartnerCommand(), newExchangeCommand())
 	root.AddCommand(newVersionCommand())
 	return root
 }

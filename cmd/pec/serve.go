@@ -213,6 +213,16 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if gopts.Verifier != nil {
 		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
+	if gopts.Exchanges, err = openExchanges(cfg, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
+		return err
+	}
+	if gopts.Exchanges != nil {
+		// The queue stops after the listeners: requests under way finish
+		// their steps first.
+		qctx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
+		queueDone := runExchanges(qctx, gopts.Exchanges, log)
+		defer func() { stopQueue(); <-queueDone }()
+	}
 
 	var servers []*http.Server
 	var lines []string

@@ -27,6 +27,17 @@ const (
 	TypePayloadTooLarge      ProblemType = ProblemPrefix + "payload-too-large"
 	TypeUnsupportedMediaType ProblemType = ProblemPrefix + "unsupported-media-type"
 
+	// A submission or an acknowledgment refused (400, 409, 422): each is
+	// evidence (submission.rejected), named by the problem's evidence_id.
+	TypeInvalidManifest       ProblemType = ProblemPrefix + "invalid-manifest"
+	TypeIncompleteSubmission  ProblemType = ProblemPrefix + "incomplete-submission"
+	TypeDigestMismatch        ProblemType = ProblemPrefix + "digest-mismatch"
+	TypeSizeMismatch          ProblemType = ProblemPrefix + "size-mismatch"
+	TypeRecipientUnreachable  ProblemType = ProblemPrefix + "recipient-unreachable"
+	TypeIdempotencyConflict   ProblemType = ProblemPrefix + "idempotency-conflict"
+	TypeInvalidAcknowledgment ProblemType = ProblemPrefix + "invalid-acknowledgment"
+	TypeAlreadyAcknowledged   ProblemType = ProblemPrefix + "already-acknowledged"
+
 	// The client (401, 403).
 	TypeClientCertificateRequired ProblemType = ProblemPrefix + "client-certificate-required"
 	TypeClientCertificateInvalid  ProblemType = ProblemPrefix + "client-certificate-invalid"
@@ -38,6 +49,7 @@ const (
 	TypeUnknownProfile   ProblemType = ProblemPrefix + "unknown-profile"
 	TypeUnknownPartner   ProblemType = ProblemPrefix + "unknown-partner"
 	TypeUnknownProof     ProblemType = ProblemPrefix + "unknown-proof"
+	TypeUnknownExchange  ProblemType = ProblemPrefix + "unknown-exchange"
 	TypeMethodNotAllowed ProblemType = ProblemPrefix + "method-not-allowed"
 	TypePartnerExists    ProblemType = ProblemPrefix + "partner-exists"
 	TypePartnerConflict  ProblemType = ProblemPrefix + "partner-conflict"
@@ -68,6 +80,14 @@ var problemTypes = []ProblemInfo{
 	{TypeNoTrustAnchors, http.StatusBadRequest, "The node has no trust anchors for this purpose", false},
 	{TypePayloadTooLarge, http.StatusRequestEntityTooLarge, "The request body is too large", false},
 	{TypeUnsupportedMediaType, http.StatusUnsupportedMediaType, "The request body has the wrong media type", false},
+	{TypeInvalidManifest, http.StatusBadRequest, "The manifest is invalid", false},
+	{TypeIncompleteSubmission, http.StatusBadRequest, "The submission is incomplete", false},
+	{TypeDigestMismatch, http.StatusUnprocessableEntity, "A document is not the one the manifest declares", false},
+	{TypeSizeMismatch, http.StatusUnprocessableEntity, "A document's size is not the declared one", false},
+	{TypeRecipientUnreachable, http.StatusUnprocessableEntity, "The recipient cannot receive dossiers", false},
+	{TypeIdempotencyConflict, http.StatusConflict, "The idempotency key names another submission", false},
+	{TypeInvalidAcknowledgment, http.StatusUnprocessableEntity, "The acknowledgment is refused", false},
+	{TypeAlreadyAcknowledged, http.StatusConflict, "The exchange is acknowledged already", false},
 	{TypeClientCertificateRequired, http.StatusUnauthorized, "A client certificate is required", false},
 	{TypeClientCertificateInvalid, http.StatusUnauthorized, "The client certificate is not valid", false},
 	{TypePartnerDisabled, http.StatusForbidden, "The partner is disabled", false},
@@ -76,6 +96,7 @@ var problemTypes = []ProblemInfo{
 	{TypeUnknownProfile, http.StatusNotFound, "No such signature profile", false},
 	{TypeUnknownPartner, http.StatusNotFound, "No such partner", false},
 	{TypeUnknownProof, http.StatusNotFound, "No such proof for this client", false},
+	{TypeUnknownExchange, http.StatusNotFound, "No such exchange for this client", false},
 	{TypeMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed on this resource", false},
 	{TypePartnerExists, http.StatusConflict, "A partner with this id exists", false},
 	{TypePartnerConflict, http.StatusConflict, "The partner's certificates are another partner's", false},
@@ -113,6 +134,11 @@ type Problem struct {
 	// Errors names the fields at fault (invalid-request), an extension
 	// member after RFC 9457 section 3's example.
 	Errors []FieldError `json:"errors,omitempty"`
+	// Exchange and EvidenceID name a refused submission and the
+	// submission.rejected record that proves the refusal (extension
+	// members).
+	Exchange   string `json:"exchange,omitempty"`
+	EvidenceID string `json:"evidence_id,omitempty"`
 }
 
 // FieldError is one field at fault: Pointer is an RFC 6901 JSON pointer

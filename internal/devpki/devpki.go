@@ -10,6 +10,7 @@ package devpki
 import (
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -113,15 +114,42 @@ func (ca *CA) IssueServer(pub crypto.PublicKey, dnsNames []string, ips []net.IP,
 // certificate) for a partner or a person named commonName.
 func (ca *CA) IssueClient(pub crypto.PublicKey, commonName, organization string, now time.Time) (*x509.Certificate, error) {
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: commonName, Organization: []string{organization}},
-		NotBefore:   now.Add(-backdate),
-		NotAfter:    now.Add(LeafValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:   pkix.Name{CommonName: commonName, Organization: []string{organization}},
+		NotBefore: now.Add(-backdate),
+		NotAfter:  now.Add(LeafValidity),
+		// A partner signs with the same key what it answers (an exchange's
+		// acknowledgment): digitalSignature and nonRepudiation, and the
+		// signing purposes OpenSSL and certvalidation check signers for.
+		KeyUsage:           x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
+		ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageEmailProtection},
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{OIDDocumentSigning},
 	}
 	cert, err := ca.Issue(tmpl, pub)
 	if err != nil {
 		return nil, fmt.Errorf("devpki: client certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// IssueEncryption issues the encryption certificate of a partner: what
+// the dossiers sent to it are encrypted for (CMS key agreement for an EC
+// key, key transport for RSA; RFC 5280 section 4.2.1.3), purpose
+// emailProtection as S/MIME tools expect.
+func (ca *CA) IssueEncryption(pub crypto.PublicKey, commonName, organization string, now time.Time) (*x509.Certificate, error) {
+	usage := x509.KeyUsageKeyAgreement
+	if _, rsaKey := pub.(*rsa.PublicKey); rsaKey {
+		usage = x509.KeyUsageKeyEncipherment
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName, Organization: []string{organization}, OrganizationalUnit: []string{"encryption"}},
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    now.Add(LeafValidity),
+		KeyUsage:    usage,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}
+	cert, err := ca.Issue(tmpl, pub)
+	if err != nil {
+		return nil, fmt.Errorf("devpki: encryption certificate: %w", err)
 	}
 	return cert, nil
 }
