@@ -151,8 +151,14 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	var n node
 	defer n.close(log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	// One node per data directory, told before any key or store opens.
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
 		return err
 	}
+	n.onClose(unlock)
 
 	keys, err := hsm.Open(ctx, cfg.HSM, hsm.Options{Logger: log, Registry: reg})
 	if err != nil {
@@ -230,7 +236,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+			return listenError(name, addr, err)
 		}
 		srv := &http.Server{
 			Handler:           handler,

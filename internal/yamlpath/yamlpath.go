@@ -15,10 +15,12 @@
 package yamlpath
 
 import (
+	"cmp"
 	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -196,6 +198,13 @@ type Fault struct {
 	// Suggestion is the known field an unknown one is probably a typo of
 	// ("accuracy" for "acuracy"), or "".
 	Suggestion string
+	// Entry is the path of the mapping entry that holds the fault, the
+	// field itself or the one around it ("tsa.hashes" for a fault at
+	// "tsa.hashes[1]"): what Drop removes. "" for a fault of the document
+	// as a whole.
+	Entry string
+
+	entry *yaml.Node // the key node of Entry
 }
 
 func (f *Fault) Error() string {
@@ -212,7 +221,7 @@ const MaxNodes = 1 << 18
 // Check walks doc (a document node or its root) beside t, the Go type it is
 // to be decoded into by go.yaml.in/yaml/v3, and returns every unknown
 // field, every value that does not decode into its field's type and every
-// key given twice, in document order. Values of types with their own
+// key given twice, in the order of their lines. Values of types with their own
 // decoding (yaml.Unmarshaler, encoding.TextUnmarshaler, time.Duration,
 // scalars) are tried with the decoder itself, so that Check accepts what
 // the decoder accepts.
@@ -227,6 +236,9 @@ func Check(doc *yaml.Node, t reflect.Type) []*Fault {
 	if doc != nil && doc.Kind != 0 { // 0: an empty document, the zero value
 		c.value(doc, t, nil)
 	}
+	slices.SortStableFunc(c.faults, func(a, b *Fault) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
 	return c.faults
 }
 
@@ -235,12 +247,62 @@ type checker struct {
 	nodes  int
 	active map[*yaml.Node]bool // aliases being followed
 	full   bool
+	// The mapping entry being checked: its key node and path.
+	entry     *yaml.Node
+	entryPath []Step
 }
 
 func (c *checker) fault(n *yaml.Node, path []Step, format string, args ...any) *Fault {
-	f := &Fault{Path: Format(path), Line: n.Line, Column: n.Column, Message: fmt.Sprintf(format, args...)}
+	f := &Fault{Path: Format(path), Line: n.Line, Column: n.Column, Message: fmt.Sprintf(format, args...),
+		Entry: Format(c.entryPath), entry: c.entry}
 	c.faults = append(c.faults, f)
 	return f
+}
+
+// inEntry runs check with k (at path p) as the entry being checked.
+func (c *checker) inEntry(k *yaml.Node, p []Step, check func()) {
+	prev, prevPath := c.entry, c.entryPath
+	c.entry, c.entryPath = k, p
+	defer func() { c.entry, c.entryPath = prev, prevPath }()
+	check()
+}
+
+// Drop removes from doc the mapping entries that hold faults (their
+// Entry): what remains decodes without them, so that the rest of the
+// document can still be checked by its meaning. Faults of the document as
+// a whole remove nothing.
+func Drop(doc *yaml.Node, faults []*Fault) {
+	drop := map[*yaml.Node]bool{}
+	for _, f := range faults {
+		if f.entry != nil {
+			drop[f.entry] = true
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	seen := map[*yaml.Node]bool{}
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n == nil || seen[n] {
+			return
+		}
+		seen[n] = true
+		if n.Kind == yaml.MappingNode {
+			kept := n.Content[:0]
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if !drop[n.Content[i]] {
+					kept = append(kept, n.Content[i], n.Content[i+1])
+				}
+			}
+			clear(n.Content[len(kept):])
+			n.Content = kept
+		}
+		for _, child := range n.Content {
+			walk(child)
+		}
+	}
+	walk(doc)
 }
 
 var (
@@ -298,13 +360,14 @@ func (c *checker) value(n *yaml.Node, t reflect.Type, path []Step) {
 		c.mapping(n, path, map[string]bool{}, func(k, v *yaml.Node) {
 			p := append(path[:len(path):len(path)], Step{Key: k.Value, Index: -1})
 			if ft, ok := fields[k.Value]; ok {
-				c.value(v, ft, p)
+				c.inEntry(k, p, func() { c.value(v, ft, p) })
 				return
 			}
 			if inlineMap != nil {
-				c.value(v, inlineMap.Elem(), p)
+				c.inEntry(k, p, func() { c.value(v, inlineMap.Elem(), p) })
 				return
 			}
+			c.entry, c.entryPath = k, p // restored by mapping
 			names := make([]string, 0, len(fields))
 			for name := range fields {
 				names = append(names, name)
@@ -321,10 +384,12 @@ func (c *checker) value(n *yaml.Node, t reflect.Type, path []Step) {
 		}
 		c.mapping(n, path, map[string]bool{}, func(k, v *yaml.Node) {
 			p := append(path[:len(path):len(path)], Step{Key: k.Value, Index: -1})
-			if t.Key().Kind() != reflect.String {
-				c.leaf(k, t.Key(), p)
-			}
-			c.value(v, t.Elem(), p)
+			c.inEntry(k, p, func() {
+				if t.Key().Kind() != reflect.String {
+					c.leaf(k, t.Key(), p)
+				}
+				c.value(v, t.Elem(), p)
+			})
 		})
 	case reflect.Slice, reflect.Array:
 		if !c.want(n, yaml.SequenceNode, "a list", path) {
@@ -353,6 +418,8 @@ func (c *checker) want(n *yaml.Node, k yaml.Kind, what string, path []Step) bool
 // mapping calls each for the keys of m and those it merges (its own keys
 // win, as YAML's merge key says), and reports keys given twice.
 func (c *checker) mapping(m *yaml.Node, path []Step, seen map[string]bool, each func(k, v *yaml.Node)) {
+	prev, prevPath := c.entry, c.entryPath
+	defer func() { c.entry, c.entryPath = prev, prevPath }()
 	type pair struct{ k, v *yaml.Node }
 	var merges []*yaml.Node
 	var own []pair
@@ -364,11 +431,16 @@ func (c *checker) mapping(m *yaml.Node, path []Step, seen map[string]bool, each 
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
+			c.entry, c.entryPath = k, path
 			c.fault(k, path, "a key must be a plain name, not %s", describe(k))
+			c.entry, c.entryPath = prev, prevPath
 			continue
 		}
 		if f, ok := first[k.Value]; ok {
-			c.fault(k, append(path[:len(path):len(path)], Step{Key: k.Value, Index: -1}), "set twice (first at line %d)", f.Line)
+			p := append(path[:len(path):len(path)], Step{Key: k.Value, Index: -1})
+			c.entry, c.entryPath = k, p
+			c.fault(k, p, "set twice (first at line %d)", f.Line)
+			c.entry, c.entryPath = prev, prevPath
 			continue
 		}
 		first[k.Value] = k
@@ -380,6 +452,7 @@ func (c *checker) mapping(m *yaml.Node, path []Step, seen map[string]bool, each 
 		}
 		seen[p.k.Value] = true
 		each(p.k, p.v)
+		c.entry, c.entryPath = prev, prevPath
 	}
 	for _, mv := range merges {
 		c.merge(mv, path, seen, each)

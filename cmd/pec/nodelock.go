@@ -1,0 +1,98 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"pec/internal/filelock"
+)
+
+// lockFile is the lock of a node's data directory, held by pec serve for
+// its lifetime; it holds the pid of its holder.
+const lockFile = "pec.lock"
+
+// NodeRunningError is a data directory that another pec serve is using.
+type NodeRunningError struct {
+	Dir string
+	PID int // 0: not known (the other node had not written it yet)
+}
+
+func (e *NodeRunningError) Error() string {
+	pid := ""
+	if e.PID > 0 {
+		pid = fmt.Sprintf(" (pid %d)", e.PID)
+	}
+	return fmt.Sprintf("a pec node is already running on %s%s: stop it first, or give this node its own data_dir", e.Dir, pid)
+}
+
+// lockDataDir takes the lock of the data directory dir (DIR/pec.lock, an
+// flock that the kernel releases when the process ends, however it ends)
+// and writes the pid into it: one node per data directory. The other locks
+// (serial file, journal, stores) stay; this one comes first, before any key
+// or store is opened, and names the node that holds it.
+func lockDataDir(dir string) (unlock func() error, err error) {
+	path := filepath.Join(dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data_dir: lock %s: %w", path, err)
+	}
+	if err := filelock.Lock(f, "data directory"); err != nil {
+		f.Close()
+		if errors.Is(err, filelock.ErrInUse) {
+			return nil, &NodeRunningError{Dir: dir, PID: readPID(path)}
+		}
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt(pid, 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data_dir: write the pid into %s: %w", path, err)
+	}
+	return func() error {
+		_ = f.Truncate(0) // no pid left behind for a node that is gone
+		return f.Close()
+	}, nil
+}
+
+// readPID reads the pid that a node wrote into its lock file; 0 if none.
+func readPID(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil || len(data) > 32 {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// listenError says why service name cannot listen on addr, and what to do.
+func listenError(name, addr string, err error) error {
+	var what string
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		what = "the address is in use (another pec serve?"
+	case errors.Is(err, syscall.EACCES):
+		what = "permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE: choose another port?"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		what = "no such address on this machine (a local address, 127.0.0.1 or 0.0.0.0?"
+	default:
+		var dns *net.DNSError
+		if errors.As(err, &dns) {
+			what = fmt.Sprintf("host %q not found (an IP address or a local host name?", dns.Name)
+		} else {
+			return fmt.Errorf("listen %s on %s: %w (change listen.%s or pass --listen %s=HOST:PORT)", name, addr, err, name, name)
+		}
+	}
+	return fmt.Errorf("listen %s on %s: %s change listen.%s or pass --listen %s=HOST:PORT)", name, addr, what, name, name)
+}
