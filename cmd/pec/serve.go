@@ -355,7 +355,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 	}
 	signer, err := keys.Signer(ctx, cfg.TSA.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tsa.key_label %q: %w", cfg.TSA.KeyLabel, err)
+		return nil, nil, keyError("tsa.key_label", cfg.TSA.KeyLabel, err)
 	}
 	serials, err := tsa.OpenFileSerials(cfg.TSA.SerialFile, cfg.TSA.NodeID)
 	if err != nil {
@@ -390,7 +390,7 @@ func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tl
 	}
 	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+		return nil, nil, keyError("tls.key_label", cfg.TLS.KeyLabel, err)
 	}
 	server, err = gateway.ServerTLSConfig(chain, key, nil)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"pec/hsm"
 	"pec/internal/filelock"
 )
 
@@ -19,8 +20,9 @@ const lockFile = "pec.lock"
 
 // NodeRunningError is a data directory that another pec serve is using.
 type NodeRunningError struct {
-	Dir string
-	PID int // 0: not known (the other node had not written it yet)
+	Dir    string
+	PID    int    // 0: not known (the other node had not written it yet)
+	Advice string // what to do; "": stop it, or use another data_dir
 }
 
 func (e *NodeRunningError) Error() string {
@@ -28,7 +30,26 @@ func (e *NodeRunningError) Error() string {
 	if e.PID > 0 {
 		pid = fmt.Sprintf(" (pid %d)", e.PID)
 	}
-	return fmt.Sprintf("a pec node is already running on %s%s: stop it first, or give this node its own data_dir", e.Dir, pid)
+	advice := cmpOr(e.Advice, "stop it first, or give this node its own data_dir")
+	return fmt.Sprintf("a pec node is already running on %s%s: %s", e.Dir, pid, advice)
+}
+
+// nodeStopped returns a *NodeRunningError, with advice, when a pec serve
+// holds the lock of data directory dir: the commands that open a stopped
+// node's stores and files ask it first, so that they name the node rather
+// than the first file they find locked.
+func nodeStopped(dir, advice string) error {
+	path := filepath.Join(dir, lockFile)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // no lock file: no node ever served here
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return &NodeRunningError{Dir: dir, PID: readPID(path), Advice: advice}
+	}
+	return nil // closing f releases the shared lock
 }
 
 // lockDataDir takes the lock of the data directory dir (DIR/pec.lock, an
@@ -95,4 +116,13 @@ func listenError(name, addr string, err error) error {
 		}
 	}
 	return fmt.Errorf("listen %s on %s: %s change listen.%s or pass --listen %s=HOST:PORT)", name, addr, what, name, name)
+}
+
+// keyError says that the key named by field (tsa.key_label, ...) cannot be
+// had, and what to do when it is not on the token.
+func keyError(field, label string, err error) error {
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		return fmt.Errorf("%s %q: no such key in the HSM (check the label; pec init makes the keys of a development node, the HSM's own tool those of a production token): %w", field, label, err)
+	}
+	return fmt.Errorf("%s %q: %w", field, label, err)
 }
