@@ -188,6 +188,9 @@ directory:
 		{"an item among fields", "data_dir: data\ntsa:\n  - a\n  b: c\n", nil, []string{
 			"DIR/pec.yaml:3: YAML syntax: did not find expected '-' indicator",
 		}},
+		{"the end of a file without its last newline", "data_dir: [a", nil, []string{
+			"DIR/pec.yaml:1: YAML syntax: did not find expected ',' or ']'",
+		}},
 		{"an unknown anchor", "data_dir: &d data\nlog:\n  level: *dd\n", nil, []string{
 			"DIR/pec.yaml:3: YAML syntax: unknown anchor 'dd' referenced",
 		}},

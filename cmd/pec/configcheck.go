@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -136,8 +137,35 @@ func syntaxFault(data []byte, err error) ConfigFault {
 			f.Line = 1 + bytes.Count(data[:loc[0]], []byte("\n"))
 		}
 	}
+	if n := countLines(data); f.Line > n {
+		f.Line = n // the end of the stream, which the scanner puts on a line of its own
+	}
 	f.Message = "YAML syntax: " + f.Message
 	return f
+}
+
+// countLines counts the lines of data as YAML breaks them: at \r\n, \r,
+// \n, and (YAML 1.1, which the parser follows) NEL, LS and PS.
+func countLines(data []byte) int {
+	n := 0
+	text := string(data)
+	for i := 0; i < len(text); {
+		r, size := utf8.DecodeRuneInString(text[i:])
+		switch r {
+		case '\r':
+			if strings.HasPrefix(text[i+1:], "\n") {
+				size++
+			}
+			n++
+		case '\n', '\u0085', '\u2028', '\u2029':
+			n++
+		}
+		i += size
+	}
+	if len(text) > 0 && !strings.HasSuffix(text, "\n") && !strings.HasSuffix(text, "\r") {
+		n++ // a last line without its break
+	}
+	return max(n, 1)
 }
 
 func lineFault(msg string) ConfigFault {
