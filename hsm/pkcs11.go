@@ -176,6 +176,10 @@ func acquireModule(ctx context.Context, path, conf string) (*module, error) {
 			}
 		}
 		if err := m.initialize(); err != nil {
+			if conf != "" && errors.Is(err, pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)) {
+				// SoftHSM2's answer to a configuration it cannot use.
+				return nil, fmt.Errorf("%w (SoftHSM2 says so when %s, hsm.softhsm2_conf, cannot be read or names a directories.tokendir that is missing or unreadable)", err, conf)
+			}
 			return nil, err
 		}
 	} else if conf != "" && filepath.Clean(conf) != filepath.Clean(m.conf) {

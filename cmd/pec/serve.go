@@ -376,7 +376,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (tsa.cert_file %s, tsa.key_label %q)", err, cfg.TSA.CertFile, cfg.TSA.KeyLabel)
 	}
 	return authority, clock, nil
 }
