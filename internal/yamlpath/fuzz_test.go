@@ -3,6 +3,7 @@ package yamlpath_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -45,6 +46,14 @@ func FuzzCheck(f *testing.F) {
 				if _, ok := errors.AsType[*yaml.TypeError](err); ok {
 					t.Errorf("Check found nothing, the decoder: %v", err)
 				}
+			}
+		}
+		// Without the entries that hold them, the faults are gone (but for
+		// those of the document as a whole, and the node bound).
+		yamlpath.Drop(&n, faults)
+		for _, fl := range yamlpath.Check(&n, typ) {
+			if fl.Entry != "" && !strings.HasPrefix(fl.Message, "more than") {
+				t.Errorf("after Drop: %v (entry %q)", fl, fl.Entry)
 			}
 		}
 		if line, _, _ := yamlpath.Locate(&n, path); line < 0 || line > lines {

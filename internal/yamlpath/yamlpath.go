@@ -7,11 +7,14 @@
 // into (with the field names and flags of go.yaml.in/yaml/v3) and reports,
 // each with its path and line, every unknown field (with the nearest known
 // name, by edit distance), every value of the wrong type and every key set
-// twice — all of them, where the YAML decoder stops at its first message
-// per field and names Go types.
+// twice — all of them, where the YAML decoder names Go types and gives up
+// on a whole mapping for one key set twice. [Drop] then removes the entries
+// that hold faults, so that the rest of the document still decodes and can
+// be checked by its meaning.
 //
-// YAML 1.2 (https://yaml.org/spec/1.2.2/) merge keys ("<<") and aliases are
-// followed; an alias that contains itself is reported, not followed.
+// Aliases and merge keys ("<<", https://yaml.org/type/merge.html) are
+// followed as the decoder follows them; an alias that contains itself is
+// reported, not followed.
 package yamlpath
 
 import (
