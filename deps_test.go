@@ -43,6 +43,9 @@ var allowedImports = map[string][]string{
 	"pec/configs": {},
 	// devpki issues the development PKI of `pec init`; it needs nothing of ours.
 	"pec/internal/devpki": {},
+	// devca keeps the development CA's state and serves its CRL and OCSP
+	// answers (cmd/pec mounts them); its events are evidence records.
+	"pec/internal/devca": {"pec/evidence", "pec/internal/atomicfile", "pec/internal/devpki", "pec/internal/filelock", "pec/internal/promreg"},
 	// cms holds the CMS primitives of tsa and signing; it needs nothing of ours.
 	"pec/internal/cms": {},
 	// promreg registers Prometheus collectors; every layer may use it.
@@ -61,7 +64,7 @@ var allowedImports = map[string][]string{
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
 	// edgeload runs the real pec binary; it shares only the API's wire types.
 	"pec/bench/edgeload": {"pec/gateway/api"},
-	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki", "pec/internal/yamlpath"}, capabilities...),
+	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki", "pec/internal/devca", "pec/internal/yamlpath"}, capabilities...),
 }
 
 var capabilities = []string{"pec/evidence", "pec/internal/atomicfile", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}

@@ -27,6 +27,10 @@ type Params struct {
 	KeyDir       string
 
 	PolicyOID string
+
+	// DevCAURL, when set, turns the development CA on (the devca
+	// section): the base URL of its CRL and OCSP responder.
+	DevCAURL string
 }
 
 // Render returns pec.yaml for p.

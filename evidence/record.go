@@ -38,6 +38,16 @@ const (
 	ProofRead          EventType = "proof.read"
 )
 
+// DeliveryAttemptFailed is one failed attempt to push an exchange through
+// its recipient's channel (a webhook that answered 503, or did not
+// answer): its attributes name the channel, the attempt, the status (the
+// HTTP status, when there was an answer) and the reason; the queue tries
+// again later. When the channel keeps failing for the configured time,
+// DeliveryFailed puts the exchange in the dead-letter state, kept for
+// operators. Expired: delivered, and neither acknowledged nor refused
+// within the configured time, the exchange left its recipient's inbox.
+const DeliveryAttemptFailed EventType = "delivery.attempt_failed"
+
 // Actor is a party to an event, named by its certificate.
 type Actor struct {
 	Role        string   // "sender", "recipient", "operator", "tsa"...

@@ -26,9 +26,16 @@
 // answer is the acknowledgment of receipt, the submission.accepted record
 // individually signed (CAdES) and covered by the log; an idempotency key
 // returns the same exchange on a retry; refusals are submission.rejected
-// evidence. A durable queue seals and delivers (the pull channel: [Exchanges.Inbox],
-// [Exchanges.Fetch], [Exchanges.Ack]); every step commits with its evidence
-// through an outbox in the [ExchangeStore], so that a crash never leaves a
-// step without its record or a record without its step. The HTTP API, the
-// webhook and mail channels, expiry and notifications come next.
+// evidence. A durable queue seals and delivers through the recipient's
+// channel: the pull channel ([Exchanges.Inbox], [Exchanges.Fetch],
+// [Exchanges.Ack]), the webhook (a push over mutual TLS whose contract
+// [NewWebhookClient] documents, retried with backoff, dead letter after
+// exchange.dead_letter_after of failures, each failed attempt evidence),
+// and mail (a [PushChannel] that secure mail implements; until then, mail
+// recipients use the pull inbox). A sender with a notify_url is told of
+// its exchanges' deliveries, answers, failures and expiries
+// ([Notification]); a delivery left unanswered for exchange.expire_after
+// expires. Every step commits with its evidence through an outbox in the
+// [ExchangeStore], so that a crash never leaves a step without its record
+// or a record without its step.
 package middleoffice

@@ -43,6 +43,19 @@ type ExchangeConfig struct {
 	// StepTimeout is how long a prepared step may wait for its evidence
 	// before Run finishes it for its caller (a crash, a lost caller); 0: 1m.
 	StepTimeout time.Duration `yaml:"step_timeout"`
+	// DeadLetterAfter is how long a channel that pushes (webhook) may keep
+	// failing, from the first failed attempt, before the exchange goes to
+	// StateDeadLetter (delivery.failed); a notification to a sender is
+	// dropped (logged) as long after its event. 0: 24h.
+	DeadLetterAfter time.Duration `yaml:"dead_letter_after"`
+	// ExpireAfter is how long a delivered exchange waits for its
+	// recipient's acknowledgment or refusal before it expires
+	// (delivery.expired: StateExpired, out of the inbox). 0: 720h (30
+	// days); negative ("-1s"): never.
+	ExpireAfter time.Duration `yaml:"expire_after"`
+	// PushTimeout bounds one push to a recipient's webhook, documents
+	// included, and one notification to a sender; 0: 5m.
+	PushTimeout time.Duration `yaml:"push_timeout"`
 }
 
 // MaxDocumentsLimit bounds ExchangeConfig.MaxDocuments: the
@@ -72,6 +85,9 @@ func (c ExchangeConfig) withDefaults() ExchangeConfig {
 	def(&c.RetryDelay, time.Second)
 	def(&c.MaxRetryDelay, 5*time.Minute)
 	def(&c.StepTimeout, time.Minute)
+	def(&c.DeadLetterAfter, 24*time.Hour)
+	def(&c.ExpireAfter, 30*24*time.Hour)
+	def(&c.PushTimeout, 5*time.Minute)
 	return c
 }
 
@@ -93,7 +109,7 @@ func (c ExchangeConfig) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"poll_interval", c.PollInterval}, {"retry_delay", c.RetryDelay}, {"max_retry_delay", c.MaxRetryDelay}, {"step_timeout", c.StepTimeout}} {
+	}{{"poll_interval", c.PollInterval}, {"retry_delay", c.RetryDelay}, {"max_retry_delay", c.MaxRetryDelay}, {"step_timeout", c.StepTimeout}, {"dead_letter_after", c.DeadLetterAfter}, {"push_timeout", c.PushTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("exchange.%s: not negative", d.name))
 		}
@@ -309,6 +325,13 @@ const (
 	StateAcknowledged State = "acknowledged"
 	// StateRefused: the recipient refused it, with a reason.
 	StateRefused State = "refused"
+	// StateDeadLetter: its recipient's channel kept failing for
+	// ExchangeConfig.DeadLetterAfter (delivery.failed); kept, never
+	// delivered, for operators.
+	StateDeadLetter State = "dead-letter"
+	// StateExpired: delivered, neither acknowledged nor refused within
+	// ExchangeConfig.ExpireAfter (delivery.expired); out of the inbox.
+	StateExpired State = "expired"
 )
 
 // InInbox reports whether an exchange in state s is in its recipient's
@@ -357,8 +380,11 @@ type Event struct {
 	Type       evidence.EventType `json:"type"`
 	EvidenceID string             `json:"evidence_id"`
 	Time       time.Time          `json:"time"`
-	By         string             `json:"by,omitempty"`     // the partner who acted; "": the platform
-	Detail     string             `json:"detail,omitempty"` // a refusal's reason
+	By         string             `json:"by,omitempty"` // the partner who acted; "": the platform
+	// Detail is a refusal's reason, a failed attempt's or a dead
+	// letter's, or a note on a delivery (the channel used instead of the
+	// recipient's, an acknowledgment refused).
+	Detail string `json:"detail,omitempty"`
 }
 
 func (e *Exchange) clone() *Exchange {
@@ -433,6 +459,9 @@ var (
 	// ErrAlreadyAcknowledged: the exchange was acknowledged or refused
 	// already (with another acknowledgment).
 	ErrAlreadyAcknowledged = errors.New("middleoffice: the exchange is already acknowledged")
+	// ErrExpired: the exchange expired unanswered (StateExpired); it can
+	// no longer be fetched, acknowledged or refused.
+	ErrExpired = errors.New("middleoffice: the exchange expired unanswered")
 	// ErrNotSealedYet: the exchange is accepted and waits for its seal
 	// (the work queue seals and delivers it).
 	ErrNotSealedYet = errors.New("middleoffice: the exchange is not sealed yet")

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -51,6 +52,10 @@ type exchangeEnv struct {
 	x        *middleoffice.Exchanges
 	// wrap, when set, wraps the store and the appender of the next open.
 	wrap func(middleoffice.ExchangeStore, evidence.Appender) (middleoffice.ExchangeStore, evidence.Appender)
+	// now, webhook and mail are the service's options, when set.
+	now     func() time.Time
+	webhook *http.Client
+	mail    middleoffice.PushChannel
 }
 
 // testPartner is a partner's client certificate and encryption key.
@@ -65,7 +70,10 @@ type testPartner struct {
 	principal          *middleoffice.Principal
 }
 
-func newExchangeEnv(t testing.TB, cfg middleoffice.ExchangeConfig) *exchangeEnv {
+// setup, when given, changes the partners a, b, c, d (in this order)
+// before the directory is made, and the env's options before the
+// service is: the CA is there to issue certificates.
+func newExchangeEnv(t testing.TB, cfg middleoffice.ExchangeConfig, setup ...func(*exchangeEnv, []middleoffice.PartnerConfig)) *exchangeEnv {
 	t.Helper()
 	now := time.Now()
 	e := &exchangeEnv{t: t, dir: t.TempDir(), partners: map[string]*testPartner{}, cfg: cfg}
@@ -107,6 +115,9 @@ func newExchangeEnv(t testing.TB, cfg middleoffice.ExchangeConfig) *exchangeEnv 
 			pc.EncryptionCertificate = p.encCert.Raw
 		}
 		pcs = append(pcs, pc)
+	}
+	for _, f := range setup {
+		f(e, pcs)
 	}
 	dir, err := middleoffice.Open(t.Context(), middleoffice.Config{
 		Partners: pcs,
@@ -199,7 +210,7 @@ func (e *exchangeEnv) open() {
 	}
 	e.store = store
 	verifier := &signing.Verifier{Chain: signing.X509Validator{Roots: e.roots()}, TSARoots: e.roots()}
-	if e.x, err = middleoffice.NewExchanges(e.cfg, store, e.policy, ev, e.platform, middleoffice.ExchangeOptions{AckVerifier: verifier, Registry: prometheus.NewRegistry()}); err != nil {
+	if e.x, err = middleoffice.NewExchanges(e.cfg, store, e.policy, ev, e.platform, middleoffice.ExchangeOptions{AckVerifier: verifier, Registry: prometheus.NewRegistry(), Now: e.now, Webhook: e.webhook, Mail: e.mail}); err != nil {
 		t.Fatal(err)
 	}
 }

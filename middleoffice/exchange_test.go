@@ -547,8 +547,9 @@ func TestRestartFinishesOnce(t *testing.T) {
 			if r := e.record(st.Events[1].EvidenceID); digest(r, "seal") != st.Seal.SHA256 {
 				t.Error("the delivered record names another seal than the stored one")
 			}
-			if jobs, _ := e.store.Jobs(ctx); len(jobs) != 0 {
-				t.Errorf("jobs left: %+v", jobs)
+			// Left: its expiry only.
+			if jobs, _ := e.store.Jobs(ctx); len(jobs) != 1 || jobs[0].Kind != middleoffice.JobExpire || jobs[0].Exchange != sub.Exchange {
+				t.Errorf("jobs left: %+v, want the exchange's expiry", jobs)
 			}
 			if steps, _ := e.store.PreparedBefore(ctx, time.Now().Add(time.Hour), 10); len(steps) != 0 {
 				t.Errorf("steps left prepared: %d", len(steps))
@@ -709,5 +710,53 @@ func TestRefuseManifest(t *testing.T) {
 	sum := sha256.Sum256(raw)
 	if r := e.record(re.EvidenceID); r.Type != evidence.SubmissionRejected || digest(r, "manifest-received") != hex.EncodeToString(sum[:]) {
 		t.Errorf("record %+v", r)
+	}
+}
+
+// TestContentEncryptionCBC: a recipient whose directory entry asks for
+// aes-256-cbc (its tools cannot read AuthEnvelopedData) gets EnvelopedData
+// AES-256-CBC, which internal/cms and openssl both decrypt; the others
+// keep AES-256-GCM.
+func TestContentEncryptionCBC(t *testing.T) {
+	interop.Need(t, "openssl", "openssl")
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{}, func(_ *exchangeEnv, pcs []middleoffice.PartnerConfig) {
+		pcs[1].ContentEncryption = middleoffice.ContentAES256CBC // b
+	})
+	ctx := t.Context()
+	a, b := e.partners["a"], e.partners["b"]
+	doc := newDocument("extrait.txt", bytes.Repeat([]byte("bulletin n° 3 "), 5000))
+	sub, err := e.x.Submit(ctx, a.principal, manifest("b", doc), sources(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if did, err := e.x.Work(ctx); !did || err != nil {
+		t.Fatalf("Work = %v, %v", did, err)
+	}
+	d, err := e.x.Fetch(ctx, b.principal, sub.Exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	env := d.Documents[0].Envelope
+	var plain bytes.Buffer
+	info, err := cms.DecryptTo(&plain, env, env.Size(), cms.RecipientKey{Cert: b.encCert, Key: b.encKey}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Authenticated || info.Algorithm != "AES-256-CBC" || !bytes.Equal(plain.Bytes(), doc.content) {
+		t.Errorf("%s, authenticated %v, %d bytes", info.Algorithm, info.Authenticated, plain.Len())
+	}
+	der, err := io.ReadAll(io.NewSectionReader(env, 0, env.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.writeFile("cbc.der", der)
+	if got := interop.OpenSSL(t, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", in, "-recip", b.encFile, "-inkey", b.encKeyPEM); !bytes.Equal(got, doc.content) {
+		t.Errorf("openssl decrypted %d bytes, want %d", len(got), len(doc.content))
+	}
+	// A value the directory does not know is refused.
+	bad := middleoffice.Partner{ID: "x", Name: "X", ContentEncryption: "des"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "content_encryption") {
+		t.Errorf("content_encryption des: %v", err)
 	}
 }

@@ -282,8 +282,8 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 				return err
 			}
 		}
-		if st.Enqueue != nil {
-			j := *st.Enqueue
+		for _, q := range st.Enqueue {
+			j := *q
 			j.HeldUntil = time.Time{}
 			if err := putJob(tx, &j); err != nil {
 				return err
@@ -454,6 +454,14 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 		j.LastError, j.NotBefore, j.HeldUntil = lastErr, notBefore, time.Time{}
 		return putJob(tx, &j)
 	})
+}
+
+// Done implements ExchangeStore.
+func (s *BoltExchangeStore) Done(ctx context.Context, jobID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
 }
 
 // Jobs implements ExchangeStore.

@@ -75,6 +75,10 @@ type ExchangeStore interface {
 	// Release gives a held job back, due at notBefore, its attempt
 	// counted and lastErr kept; a job committed away meanwhile is nil.
 	Release(ctx context.Context, job *Job, notBefore time.Time, lastErr string) error
+	// Done removes a job that is done without a step of its own (a
+	// notification sent, a job with nothing left to do); a job removed
+	// already is nil.
+	Done(ctx context.Context, jobID string) error
 	// Jobs returns every job of the queue, for operators and tests.
 	Jobs(ctx context.Context) ([]*Job, error)
 
@@ -110,16 +114,21 @@ type Step struct {
 	// Seal and Acknowledgment, when set, are recorded in the exchange.
 	Seal           *PayloadInfo `json:"seal,omitempty"`
 	Acknowledgment *PayloadInfo `json:"acknowledgment,omitempty"`
-	// Enqueue is a job the commit adds; Finish the id of a job it removes.
-	Enqueue *Job   `json:"enqueue,omitempty"`
+	// Enqueue are jobs the commit adds (one of the same id replaces it);
+	// Finish the id of a job it removes ("": none; a job not there is no
+	// error).
+	Enqueue []*Job `json:"enqueue,omitempty"`
 	Finish  string `json:"finish,omitempty"`
 }
 
 // Job is an entry of the work queue.
 type Job struct {
-	ID        string    `json:"id"`
-	Kind      string    `json:"kind"` // JobProcess
-	Exchange  string    `json:"exchange"`
+	ID       string `json:"id"`
+	Kind     string `json:"kind"` // JobProcess, JobNotify, JobExpire
+	Exchange string `json:"exchange"`
+	// Evidence is the evidence id of the event a JobNotify tells the
+	// sender of.
+	Evidence  string    `json:"evidence,omitempty"`
 	NotBefore time.Time `json:"not_before"`
 	Attempts  int       `json:"attempts"`
 	LastError string    `json:"last_error,omitempty"`
@@ -127,8 +136,19 @@ type Job struct {
 	HeldUntil time.Time `json:"held_until,omitzero"`
 }
 
-// JobProcess seals an accepted exchange and delivers it.
-const JobProcess = "process"
+// The kinds of jobs.
+const (
+	// JobProcess seals an accepted exchange and delivers it through its
+	// recipient's channel (id: the exchange id + "-process").
+	JobProcess = "process"
+	// JobNotify tells the sender of an exchange of one of its events, by
+	// a POST to the sender's notify_url (id: the exchange id + "-notify-"
+	// + the event's evidence id).
+	JobNotify = "notify"
+	// JobExpire expires a delivered exchange that its recipient has not
+	// answered, when it is due (id: the exchange id + "-expire").
+	JobExpire = "expire"
+)
 
 // KeyTakenError: the sender's idempotency key names an exchange already.
 type KeyTakenError struct{ Exchange string }

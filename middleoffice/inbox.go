@@ -40,7 +40,8 @@ func party(p *Principal, ex *Exchange, asSender, asRecipient bool) bool {
 	if asSender && ex.Sender == p.ID() && ex.State != StatePending {
 		return true
 	}
-	delivered := !slices.Contains([]State{StatePending, StateAccepted}, ex.State)
+	// A dead letter never reached its recipient.
+	delivered := !slices.Contains([]State{StatePending, StateAccepted, StateDeadLetter}, ex.State)
 	return asRecipient && ex.Recipient == p.ID() && delivered
 }
 
@@ -53,6 +54,12 @@ func (x *Exchanges) visible(ctx context.Context, p *Principal, id string, asSend
 		return nil, err
 	}
 	if !party(p, ex, asSender, asRecipient) {
+		if asRecipient && ex.State == StateAccepted && party(p, &Exchange{Recipient: ex.Recipient, State: StateDelivered}, false, true) {
+			// Its recipient, a moment before the queue delivers it (the
+			// submission answered, the seal not made yet): try again,
+			// rather than "no such exchange" to the one it is for.
+			return nil, ErrNotSealedYet
+		}
 		return nil, ErrExchangeNotFound
 	}
 	return ex, nil
@@ -148,6 +155,9 @@ func (x *Exchanges) fetch(ctx context.Context, recipient *Principal, id string) 
 	ex, err := x.visible(ctx, recipient, id, false, true)
 	if err != nil {
 		return nil, err
+	}
+	if ex.State == StateExpired {
+		return nil, ErrExpired
 	}
 	seal, _, manifest, err := x.readSeal(ctx, ex)
 	if err != nil {
@@ -290,6 +300,9 @@ func (x *Exchanges) Ack(ctx context.Context, recipient *Principal, id string, a 
 	case !validText(a.Reject, maxReason, true):
 		return nil, &AckError{Reason: fmt.Sprintf("the reason: at most %d bytes of text without control characters", maxReason)}
 	}
+	if ex.State == StateExpired {
+		return nil, ErrExpired
+	}
 	ackSum := sha256.Sum256(a.Signed)
 	if ex.State == StateAcknowledged || ex.State == StateRefused {
 		if e, ok := ex.event(evidence.Acknowledged); ok && ex.Acknowledgment != nil && len(a.Signed) > 0 &&
@@ -302,6 +315,21 @@ func (x *Exchanges) Ack(ctx context.Context, recipient *Principal, id string, a 
 	if err != nil {
 		return nil, err
 	}
+	if len(a.Signed) > 0 {
+		if _, err := x.checkAck(ctx, recipient, a.Signed, content); err != nil {
+			return nil, err
+		}
+	}
+	return x.acknowledge(ctx, ex, recipient.Actor("recipient"), recipient.ID(), a, content, ChannelPull)
+}
+
+// acknowledge records the recipient's answer a, checked already, to ex
+// (delivered or retrieved), by actor (the partner by): the signed
+// acknowledgment stored, delivery.acknowledged recorded, the exchange out
+// of the inbox, its expiry dropped, its sender's notification enqueued.
+// content is the sealed manifest; channel the one the answer came by.
+func (x *Exchanges) acknowledge(ctx context.Context, ex *Exchange, actor evidence.Actor, by string, a Acknowledgment, content []byte, channel string) (*Event, error) {
+	ackSum := sha256.Sum256(a.Signed)
 	var info *PayloadInfo
 	now := x.now().UTC()
 	rec := &evidence.Record{
@@ -309,13 +337,10 @@ func (x *Exchanges) Ack(ctx context.Context, recipient *Principal, id string, a 
 		Type:     evidence.Acknowledged,
 		Time:     now,
 		Subject:  ex.ID,
-		Actors:   []evidence.Actor{recipient.Actor("recipient")},
+		Actors:   []evidence.Actor{actor},
 		Previous: previous(ex, evidence.Delivered),
 	}
 	if len(a.Signed) > 0 {
-		if err := x.checkAck(ctx, recipient, a.Signed, content); err != nil {
-			return nil, err
-		}
 		name := "acknowledgment.p7m"
 		w, err := x.store.CreatePayload(ctx, ex.ID, name)
 		if err != nil {
@@ -339,55 +364,78 @@ func (x *Exchanges) Ack(ctx context.Context, recipient *Principal, id string, a 
 		rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "reason", Value: a.Reject})
 	}
 	rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "outcome", Value: outcome}, evidence.Attribute{Key: "recipient", Value: ex.Recipient})
+	if channel != ChannelPull {
+		rec.Attributes = append(rec.Attributes, evidence.Attribute{Key: "channel", Value: channel})
+	}
 	rec.SortAttributes()
-	ev := Event{By: recipient.ID(), Detail: a.Reject}
-	if err := x.record(ctx, ex, rec, ev, []State{StateDelivered, StateRetrieved}, to, info); err != nil {
-		if errors.Is(err, ErrStateChanged) {
-			return nil, ErrAlreadyAcknowledged
-		}
+	data, err := rec.MarshalBinary()
+	if err != nil {
 		return nil, err
 	}
-	ev.Type, ev.EvidenceID, ev.Time = rec.Type, rec.ID, rec.Time
-	x.log.InfoContext(ctx, "exchange: "+outcome, "exchange_id", ex.ID, "partner", ex.Recipient, "evidence_id", rec.ID)
+	ev := Event{Type: rec.Type, EvidenceID: rec.ID, Time: rec.Time, By: by, Detail: a.Reject}
+	err = x.runStep(ctx, &Step{
+		Exchange: ex.ID, Prepared: now, Record: data, Event: ev,
+		From: []State{StateDelivered, StateRetrieved}, To: to, Acknowledgment: info,
+		Enqueue: x.notifyJobs(ex, rec.ID, now),
+		Finish:  expireJobID(ex.ID),
+	})
+	if errors.Is(err, ErrStateChanged) {
+		if cur, cerr := x.store.Exchange(ctx, ex.ID); cerr == nil && cur.State == StateExpired {
+			return nil, ErrExpired
+		}
+		return nil, ErrAlreadyAcknowledged
+	}
+	if err != nil {
+		return nil, err
+	}
+	x.log.InfoContext(ctx, "exchange: "+outcome, "exchange_id", ex.ID, "partner", ex.Recipient, "channel", channel, "evidence_id", rec.ID)
 	return &ev, nil
 }
 
 // checkAck checks a signed acknowledgment: a CMS SignedData whose content
 // is the sealed manifest; with an AckVerifier, its signature valid and
-// by a certificate of the recipient.
-func (x *Exchanges) checkAck(ctx context.Context, recipient *Principal, signed, content []byte) error {
+// by a certificate of the recipient, which it returns as the actor
+// "recipient" (nil without an AckVerifier).
+func (x *Exchanges) checkAck(ctx context.Context, recipient *Principal, signed, content []byte) (*evidence.Actor, error) {
 	sd, err := cms.ParseSignedData(signed)
 	if err != nil {
 		sd, err = cms.ParseSignedDataBER(signed)
 	}
 	if err != nil {
-		return &AckError{Reason: "the signed acknowledgment is not a CMS SignedData"}
+		return nil, &AckError{Reason: "the signed acknowledgment is not a CMS SignedData"}
 	}
 	if sd.Attached && !bytes.Equal(sd.Content, content) {
-		return &AckError{Reason: "the signed acknowledgment does not sign the sealed manifest (the content of the seal)"}
+		return nil, &AckError{Reason: "the signed acknowledgment does not sign the sealed manifest (the content of the seal)"}
 	}
 	if len(sd.SignerInfos) == 0 {
-		return &AckError{Reason: "the signed acknowledgment has no signer"}
+		return nil, &AckError{Reason: "the signed acknowledgment has no signer"}
 	}
 	if x.verifier == nil {
-		return nil
+		return nil, nil
 	}
 	rep, err := x.verifier.Verify(ctx, signed, signing.VerifyOptions{Data: content})
 	if err != nil {
-		return &AckError{Reason: "the signed acknowledgment cannot be verified: " + err.Error()}
+		return nil, &AckError{Reason: "the signed acknowledgment cannot be verified: " + err.Error()}
 	}
 	if !rep.Passed() {
-		return &AckError{Reason: fmt.Sprintf("the signed acknowledgment does not verify: %s %s %s", rep.Indication, rep.SubIndication, rep.Detail)}
+		return nil, &AckError{Reason: fmt.Sprintf("the signed acknowledgment does not verify: %s %s %s", rep.Indication, rep.SubIndication, rep.Detail)}
 	}
+	var actor *evidence.Actor
 	for _, s := range rep.Signatures {
 		if s.Signer == nil {
-			return &AckError{Reason: "the signed acknowledgment names no signer certificate"}
+			return nil, &AckError{Reason: "the signed acknowledgment names no signer certificate"}
 		}
 		if !signedByPartner(recipient, s.Signer) {
-			return &AckError{Reason: fmt.Sprintf("the signed acknowledgment is signed by %q, not by the recipient", s.Signer.Subject)}
+			return nil, &AckError{Reason: fmt.Sprintf("the signed acknowledgment is signed by %q, not by the recipient", s.Signer.Subject)}
+		}
+		if actor == nil {
+			actor = &evidence.Actor{Role: "recipient", Subject: s.Signer.Subject}
+			if fp, err := hex.DecodeString(s.Signer.FingerprintSHA256); err == nil && len(fp) == len(actor.Fingerprint) {
+				copy(actor.Fingerprint[:], fp)
+			}
 		}
 	}
-	return nil
+	return actor, nil
 }
 
 // signedByPartner reports whether a signer certificate is the principal's

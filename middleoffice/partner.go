@@ -60,7 +60,18 @@ type CertificateRule struct {
 type Channel struct {
 	Type string `yaml:"type" json:"type"`         // pull (default), webhook, mail
 	URL  string `yaml:"url" json:"url,omitempty"` // webhook: the https:// endpoint
+	// NotifyURL, when set, is the https:// endpoint that is told, as the
+	// partner sends, of its exchanges' deliveries, acknowledgments,
+	// refusals, failures and expiries (see [Notification]); whatever the
+	// channel type.
+	NotifyURL string `yaml:"notify_url" json:"notify_url,omitempty"`
 }
+
+// The content encryptions of a partner's dossiers.
+const (
+	ContentAES256GCM = "aes-256-gcm"
+	ContentAES256CBC = "aes-256-cbc"
+)
 
 // Partner is an entry of the directory: an administration, an instructing
 // service, an auditor or an administrator of the platform.
@@ -72,9 +83,15 @@ type Partner struct {
 	// EncryptionCertificate (DER; base64 in JSON, which accepts PEM too) is
 	// what dossiers sent to the partner are encrypted for. pec.yaml names
 	// a file instead (encryption_cert_file).
-	EncryptionCertificate []byte   `yaml:"-" json:"encryption_certificate,omitempty"`
-	Channel               Channel  `yaml:"channel" json:"channel"`
-	Mail                  []string `yaml:"mail" json:"mail,omitempty"`
+	EncryptionCertificate []byte `yaml:"-" json:"encryption_certificate,omitempty"`
+	// ContentEncryption is how its dossiers' documents are encrypted:
+	// "aes-256-gcm" (the default: CMS AuthEnvelopedData, RFC 5083/5084)
+	// or "aes-256-cbc" (EnvelopedData, RFC 3565) for a recipient whose
+	// tools cannot read the former (CBC carries no integrity of its own:
+	// the seal's digests are then the only check).
+	ContentEncryption string   `yaml:"content_encryption" json:"content_encryption,omitempty"`
+	Channel           Channel  `yaml:"channel" json:"channel"`
+	Mail              []string `yaml:"mail" json:"mail,omitempty"`
 	// OpenPGPKeys are ASCII-armored public keys, for secure mail (later).
 	OpenPGPKeys []string `yaml:"openpgp_keys" json:"openpgp_keys,omitempty"`
 	// SignatureProfiles the partner may use, beside those whose
@@ -261,6 +278,11 @@ func (p Partner) validate(at string) error {
 			fault("encryption_certificate: not a DER or PEM certificate")
 		}
 	}
+	switch p.ContentEncryption {
+	case "", ContentAES256GCM, ContentAES256CBC:
+	default:
+		fault("content_encryption: %q is not %s or %s", p.ContentEncryption, ContentAES256GCM, ContentAES256CBC)
+	}
 	switch p.Channel.Type {
 	case "", ChannelPull, ChannelMail:
 		if p.Channel.URL != "" {
@@ -276,6 +298,12 @@ func (p Partner) validate(at string) error {
 		}
 	default:
 		fault("channel.type: %q is not one of pull, webhook, mail", p.Channel.Type)
+	}
+	if p.Channel.NotifyURL != "" {
+		u, err := url.Parse(p.Channel.NotifyURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || len(p.Channel.NotifyURL) > maxText {
+			fault("channel.notify_url: %q is not an https:// URL", p.Channel.NotifyURL)
+		}
 	}
 	for i, m := range p.Mail {
 		if a, err := mail.ParseAddress(m); err != nil || a.Address != m || len(m) > maxText {

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,17 @@ type ExchangeOptions struct {
 	// manifest. nil: an acknowledgment must be a CMS SignedData of the
 	// sealed manifest, its signature unchecked (its digest is evidence).
 	AckVerifier *signing.Verifier
+	// Webhook pushes exchanges to recipients on the webhook channel and
+	// notifications to senders with a notify_url, over mutual TLS: the
+	// node's certificate and key, the endpoints checked against the
+	// configured roots ([NewWebhookClient]). nil: every push and
+	// notification fails (recorded, retried, then dead letter or
+	// dropped), as a misconfigured node should show.
+	Webhook *http.Client
+	// Mail delivers to recipients on the mail channel (secure mail
+	// implements it). nil: they find their exchanges in the pull inbox,
+	// and each delivery's event says so.
+	Mail PushChannel
 }
 
 // Exchanges is the exchange service: submission ([Exchanges.Submit]),
@@ -55,11 +67,15 @@ type Exchanges struct {
 	now      func() time.Time
 	kick     chan struct{}
 	metrics  *exchangeMetrics
+	webhook  *webhookChannel
+	mail     PushChannel
 }
 
 type exchangeMetrics struct {
-	submissions *prometheus.CounterVec // outcome
-	jobs        *prometheus.CounterVec // outcome
+	submissions   *prometheus.CounterVec // outcome
+	jobs          *prometheus.CounterVec // outcome
+	deliveries    *prometheus.CounterVec // channel, outcome
+	notifications *prometheus.CounterVec // outcome
 }
 
 // NewExchanges is the exchange service over store. policy decides who may
@@ -76,12 +92,19 @@ func NewExchanges(cfg ExchangeConfig, store ExchangeStore, policy *Policy, ev ev
 	x := &Exchanges{
 		cfg: cfg.withDefaults(), store: store, policy: policy, evidence: ev, signer: platform, verifier: opts.AckVerifier,
 		log: opts.Logger, now: opts.Now, kick: make(chan struct{}, 1),
+		webhook: &webhookChannel{client: opts.Webhook}, mail: opts.Mail,
 		metrics: &exchangeMetrics{
 			submissions: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "pec_exchange_submissions_total", Help: "Submissions of tele-dossiers, by outcome.",
 			}, []string{"outcome"})),
 			jobs: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "pec_exchange_jobs_total", Help: "Jobs of the exchange work queue, by outcome.",
+			}, []string{"outcome"})),
+			deliveries: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "pec_exchange_deliveries_total", Help: "Deliveries of exchanges and failed attempts, by channel and outcome (delivered, attempt-failed, dead-letter).",
+			}, []string{"channel", "outcome"})),
+			notifications: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "pec_exchange_notifications_total", Help: "Notifications to senders, by outcome (sent, failed, dropped).",
 			}, []string{"outcome"})),
 		},
 	}
@@ -213,7 +236,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 	envelopes := make([]PayloadInfo, len(m.Documents))
 	plain := make([][]byte, len(m.Documents))
 	for i, d := range m.Documents {
-		env, digest, err := s.receive(ctx, docs, i, d, encCert)
+		env, digest, err := s.receive(ctx, docs, i, d, encCert, contentEncryption(recipient))
 		if err != nil {
 			x.store.RemovePayloads(context.WithoutCancel(ctx), s.id)
 			if r, ok := errors.AsType[*refusal](err); ok {
@@ -281,7 +304,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 		Event:    Event{Type: evidence.SubmissionAccepted, EvidenceID: rec.ID, Time: now, By: sender.ID()},
 		Create:   ex,
 		To:       StateAccepted,
-		Enqueue:  &Job{ID: s.id + "-" + JobProcess, Kind: JobProcess, Exchange: s.id, NotBefore: now},
+		Enqueue:  []*Job{{ID: s.id + "-" + JobProcess, Kind: JobProcess, Exchange: s.id, NotBefore: now}},
 	}
 	if err := x.runStep(ctx, step); err != nil {
 		if kt, ok := errors.AsType[*KeyTakenError](err); ok {
@@ -367,7 +390,15 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // receive streams document i into its envelope payload: the plaintext is
 // hashed and encrypted on the way, never stored. It returns the
 // envelope's payload and the plaintext's SHA-256, or a *refusal.
-func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate) (PayloadInfo, []byte, error) {
+// contentEncryption is the envelope's content encryption for recipient.
+func contentEncryption(recipient Partner) cms.ContentEncryption {
+	if recipient.ContentEncryption == ContentAES256CBC {
+		return cms.AES256CBC
+	}
+	return cms.AES256GCM
+}
+
+func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate, content cms.ContentEncryption) (PayloadInfo, []byte, error) {
 	x := s.x
 	name := "document-" + strconv.Itoa(i) + ".p7m"
 	src, err := docs.Document(ctx, i, d)
@@ -389,7 +420,7 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	}()
 	envHash := sha256.New()
 	out := &countingWriter{w: io.MultiWriter(w, envHash)}
-	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, nil)
+	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, &cms.EnvelopeOptions{Content: content})
 	if err != nil {
 		if errors.Is(err, cms.ErrUnsupported) {
 			return PayloadInfo{}, nil, &refusal{reason: ReasonUnreachable, detail: fmt.Sprintf("the recipient's encryption certificate cannot be used: %v", err)}

@@ -13,6 +13,7 @@ import (
 	"pec/certvalidation"
 	"pec/gateway"
 	"pec/hsm"
+	"pec/internal/devca"
 	"pec/middleoffice"
 	"pec/proof"
 	"pec/signing"
@@ -43,6 +44,10 @@ type File struct {
 	// /v1/validations, signers.
 	CertValidation certvalidation.Config `yaml:"certvalidation"`
 
+	// DevCA is the development CA of `pec init` (its revocation data is
+	// served on the tsa listener); absent in production.
+	DevCA devca.Config `yaml:"devca"`
+
 	path string // where it was read from
 }
 
@@ -54,6 +59,9 @@ type ExchangeConfig struct {
 	// SealProfile names a CAdES profile of the signing section; empty: the
 	// node serves no exchange.
 	SealProfile string `yaml:"seal_profile"`
+	// WebhookRoots are the roots the partners' webhook endpoints must
+	// chain to (PEM files); empty: the system's.
+	WebhookRoots []string `yaml:"webhook_roots"`
 }
 
 // Configured reports whether the node serves the exchange.
@@ -185,7 +193,10 @@ func (f *File) Validate() error {
 		errs = append(errs, errors.New("tls.client_roots: required: the API accepts only mutual TLS"))
 	}
 	errs = append(errs, f.HSM.Validate(), f.TSA.Validate(), f.Signing.Validate())
-	errs = append(errs, f.CertValidation.Validate(), f.Directory.Validate())
+	errs = append(errs, f.CertValidation.Validate(), f.Directory.Validate(), f.DevCA.Validate())
+	if f.DevCA.Configured() && (f.Listen.TSA == "" || f.TLS.TSATLS) {
+		errs = append(errs, errors.New("devca: its CRL and OCSP responder are served on the tsa listener in plain HTTP: listen.tsa must be set and tls.tsa_tls false"))
+	}
 	if f.Proof.Configured() {
 		errs = append(errs, f.Proof.Validate())
 	}
@@ -222,7 +233,13 @@ func (f *File) resolvePaths(dir string) {
 		}
 	}
 	f.resolveSigningPaths(dir)
+	for i, p := range f.Exchange.WebhookRoots {
+		if p != "" && !filepath.IsAbs(p) {
+			f.Exchange.WebhookRoots[i] = filepath.Join(dir, p)
+		}
+	}
 	f.CertValidation.ResolvePaths(dir)
+	f.DevCA.ResolvePaths(dir)
 	f.Directory.ResolvePaths(dir)
 	if f.Directory.File == "" && f.DataDir != "" {
 		f.Directory.File = filepath.Join(f.DataDir, "directory.json")

@@ -23,8 +23,8 @@ func TestGeneratedConfig(t *testing.T) {
 		name   string
 		params configs.Params
 	}{
-		{"softhsm", configs.Params{Dev: true, Module: softHSMModule, TokenLabel: "pec-dev", PINFile: "hsm/pin", SoftHSM2Conf: "hsm/softhsm2.conf", PolicyOID: devPolicyOID}},
-		{"software", configs.Params{Dev: true, KeyDir: "keys", PolicyOID: devPolicyOID}},
+		{"softhsm", configs.Params{Dev: true, Module: softHSMModule, TokenLabel: "pec-dev", PINFile: "hsm/pin", SoftHSM2Conf: "hsm/softhsm2.conf", PolicyOID: devPolicyOID, DevCAURL: defaultCAURL}},
+		{"software", configs.Params{Dev: true, KeyDir: "keys", PolicyOID: devPolicyOID, DevCAURL: defaultCAURL}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := configs.Render(tc.params)
@@ -114,8 +114,15 @@ func TestLoadConfigFaults(t *testing.T) {
 			// and no "tsa.accuracy: must be positive": the typo explains it
 			"DIR/pec.yaml:10: tsa.acuracy: unknown field (did you mean accuracy?)",
 		}},
-		{"unknown field without one", minimal + "colour: blue\n", base, []string{
-			"DIR/pec.yaml:13: colour: unknown field (the top level has data_dir, log, listen, tls, hsm, tsa, proof, signing, directory, exchange, certvalidation)",
+		{"unknown field without one", minimal + "log: {colour: blue}\n", base, []string{
+			"DIR/pec.yaml:13: log.colour: unknown field (this section has level, format)",
+		}},
+		{"unknown section", minimal + "tsl: {}\n", base, []string{
+			"DIR/pec.yaml:13: tsl: unknown field (did you mean tls?)",
+		}},
+		{"a typo beside the field meant explains none of its faults", minimal + "proof: {file: p.db, origin: o.example/proof, key_label: proof, cert_file: tsa.pem, batchsize: 1, batch_size: -1}\n", base, []string{
+			"DIR/pec.yaml:13: proof.batchsize: unknown field (did you mean batch_size?)",
+			"DIR/pec.yaml:13: proof.batch_size: -1 is not within 0-1048576",
 		}},
 		{"wrong types", strings.NewReplacer("  tsa: \"127.0.0.1:0\"", "  tsa: \"127.0.0.1:0\"\n  max_in_flight: many", "accuracy: 1s", "accuracy: forever").Replace(minimal), base, []string{
 			`DIR/pec.yaml:4: listen.max_in_flight: "many" is not an integer`,

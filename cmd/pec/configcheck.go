@@ -86,10 +86,13 @@ func decodeConfig(data []byte) (cfg *File, doc *yaml.Node, faults []ConfigFault,
 	for _, f := range checked {
 		cf := ConfigFault{Line: f.Line, Column: f.Column, Path: f.Path, Message: f.Message, covers: []string{f.Entry}}
 		if f.Suggestion != "" {
-			// A misspelt field: "required" faults of the field meant are
-			// this one.
+			// A misspelt field: the "required" faults of the field meant,
+			// when the file does not have it, are this one.
 			parent, _, _ := cutLastStep(f.Path)
-			cf.covers = append(cf.covers, joinPath(parent, f.Suggestion))
+			meant := joinPath(parent, f.Suggestion)
+			if _, _, there := yamlpath.Locate(doc, meant); !there {
+				cf.covers = append(cf.covers, meant)
+			}
 		}
 		faults = append(faults, cf)
 	}
@@ -330,6 +333,13 @@ func (f *File) namedFiles() []namedFile {
 		for j, a := range r.Anchors {
 			certs(fmt.Sprintf("certvalidation.relax[%d].anchors[%d]", i, j), a)
 		}
+	}
+	for i, r := range f.Exchange.WebhookRoots {
+		cert(fmt.Sprintf("exchange.webhook_roots[%d]", i), r)
+	}
+	if f.DevCA.Configured() {
+		cert("devca.cert_file", f.DevCA.CertFile)
+		add("devca.state_file", f.DevCA.StateFile, mayCreate, "")
 	}
 	add("directory.file", f.Directory.File, mayCreate, "")
 	for i, p := range f.Directory.Partners {

@@ -34,7 +34,7 @@ import (
 
 func newExchangeCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "exchange send|inbox|fetch|ack|status",
+		Use:   "exchange send|inbox|fetch|ack|status|proof",
 		Short: "Send and receive tele-dossiers through a node's API (a partner's certificate)",
 		Long: `exchange sends tele-dossiers to another partner and receives those sent to this one, through a
 running node's exchange API over mutual TLS with the partner's client certificate (--api, --cert, --key,
@@ -43,11 +43,11 @@ running node's exchange API over mutual TLS with the partner's client certificat
 input error.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: exitUsage, err: usageMistake{errors.New("a subcommand is required: send, inbox, fetch, ack, status")}}
+			return &exitError{code: exitUsage, err: usageMistake{errors.New("a subcommand is required: send, inbox, fetch, ack, status, proof")}}
 		},
 	}
 	cmd.AddCommand(newExchangeSendCommand(), newExchangeInboxCommand(), newExchangeFetchCommand(),
-		newExchangeAckCommand(), newExchangeStatusCommand())
+		newExchangeAckCommand(), newExchangeStatusCommand(), newExchangeProofCommand())
 	return cmd
 }
 
@@ -198,6 +198,29 @@ func submitWithRetries(ctx context.Context, c *api.Client, m middleoffice.Manife
 	}
 }
 
+// whileSealing calls f again while the node answers 503 with Retry-After
+// (an exchange accepted a moment ago and not sealed yet, a node briefly
+// unavailable), for at most 30 s.
+func whileSealing[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := f()
+		e, ok := errors.AsType[*api.Error](err)
+		if !ok || e.StatusCode != 503 || e.RetryAfter <= 0 || time.Now().Add(e.RetryAfter).After(deadline) {
+			return v, err
+		}
+		wait := min(e.RetryAfter, 250*time.Millisecond)
+		if e.Problem.Type != api.TypeNotSealed {
+			wait = e.RetryAfter
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(wait):
+		}
+	}
+}
+
 func retryable(err error) bool {
 	if e, ok := errors.AsType[*api.Error](err); ok {
 		return e.StatusCode == 503
@@ -332,7 +355,7 @@ in DIR are not overwritten without --force. It prints the documents written, one
 				return inputError(err)
 			}
 			f := &fetcher{dir: dir, keys: keys, verifier: verifier, force: force, out: cmd.OutOrStdout()}
-			if _, err := c.Delivery(cmd.Context(), a[0], f.part); err != nil {
+			if _, err := whileSealing(cmd.Context(), func() (string, error) { return c.Delivery(cmd.Context(), a[0], f.part) }); err != nil {
 				f.cleanup()
 				if _, ok := errors.AsType[*exitError](err); ok {
 					return err
@@ -564,7 +587,7 @@ exchange leaves the inbox; the sender sees it in its status. It prints the evide
 			if err != nil {
 				return err
 			}
-			seal, err := c.Seal(cmd.Context(), a[0])
+			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
 			if err != nil {
 				return exchangeError(err)
 			}
@@ -655,4 +678,54 @@ GET /v1/proofs/ID (pec proof verify checks it offline). --json prints the API's 
 	partnerFlags(cmd, &conn)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return cmd
+}
+
+func newExchangeProofCommand() *cobra.Command {
+	var (
+		conn apiFlags
+		out  string
+	)
+	cmd := &cobra.Command{
+		Use:   "proof ID -o BUNDLE --api URL --cert C.pem --key C.key [--roots ROOT.pem]",
+		Short: "Save the proof bundle of every step of an exchange",
+		Long: `proof saves one proof bundle holding the evidence records of every step of exchange ID (its
+submission, delivery, retrieval, acknowledgment or refusal, failed attempts), their inclusion proofs in one
+signed, time-stamped tree head and the certificates: pec proof verify checks it offline, pec proof show
+prints it. The exchange's sender, its recipient once delivered, and auditors may read it; the read is
+recorded (proof.read), its evidence id printed on stderr.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if out == "" {
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("-o BUNDLE is required")}}
+			}
+			c, err := conn.client()
+			if err != nil {
+				return err
+			}
+			bundle, readID, err := whileSealing2(cmd.Context(), func() ([]byte, string, error) { return c.ExchangeProof(cmd.Context(), a[0]) })
+			if err != nil {
+				return exchangeError(err)
+			}
+			if err := writeFile(out, bundle, 0o644); err != nil {
+				return failure(err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pec: wrote %s (the read is evidence %s)\n", out, readID)
+			return nil
+		},
+	}
+	partnerFlags(cmd, &conn)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the bundle to write (a ZIP)")
+	return cmd
+}
+
+func whileSealing2[T, U any](ctx context.Context, f func() (T, U, error)) (T, U, error) {
+	type pair struct {
+		t T
+		u U
+	}
+	p, err := whileSealing(ctx, func() (pair, error) {
+		t, u, err := f()
+		return pair{t, u}, err
+	})
+	return p.t, p.u, err
 }

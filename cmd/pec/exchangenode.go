@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"pec/hsm"
+	"pec/internal/devpki"
 	"pec/middleoffice"
 	"pec/proof"
 	"pec/signing"
@@ -18,7 +23,7 @@ import (
 // recipients' acknowledgments (the signing section's trust anchors, or
 // certvalidation's documentSigning purpose). It returns nil when the
 // section names no seal profile. The caller runs its work queue.
-func openExchanges(cfg *File, svc *signing.Service, verifier *signing.Verifier, pol *middleoffice.Policy, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*middleoffice.Exchanges, error) {
+func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signing.Service, verifier *signing.Verifier, pol *middleoffice.Policy, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*middleoffice.Exchanges, error) {
 	if !cfg.Exchange.Configured() {
 		return nil, nil
 	}
@@ -29,14 +34,50 @@ func openExchanges(cfg *File, svc *signing.Service, verifier *signing.Verifier, 
 	if p == nil {
 		return nil, fmt.Errorf("exchange.seal_profile: no signature profile %q", cfg.Exchange.SealProfile)
 	}
+	webhook, err := webhookClient(ctx, cfg, keys)
+	if err != nil {
+		return nil, err
+	}
 	store, err := middleoffice.OpenBoltExchanges(cfg.DataDir)
 	if err != nil {
 		return nil, failure(err)
 	}
 	n.onClose(store.Close)
 	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, store, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
-		Logger: log, Registry: reg, AckVerifier: verifier,
+		Logger: log, Registry: reg, AckVerifier: verifier, Webhook: webhook,
 	})
+}
+
+// webhookClient is the client that pushes exchanges and notifications to
+// partners' HTTPS endpoints: it authenticates with the node's TLS
+// certificate and HSM key (the key never leaves the module) and trusts
+// the endpoints' certificates that chain to exchange.webhook_roots (none
+// given: the system's roots). Without a TLS certificate configured, no
+// push is possible (nil).
+func webhookClient(ctx context.Context, cfg *File, keys hsm.KeyStore) (*http.Client, error) {
+	if cfg.TLS.CertFile == "" || cfg.TLS.KeyLabel == "" {
+		return nil, nil
+	}
+	chain, err := devpki.LoadCertsPEM(cfg.TLS.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert_file: %w", err)
+	}
+	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
+	if err != nil {
+		return nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+	}
+	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if len(cfg.Exchange.WebhookRoots) > 0 {
+		tcfg.RootCAs = x509.NewCertPool()
+		if err := addPEMFiles(tcfg.RootCAs, cfg.Exchange.WebhookRoots); err != nil {
+			return nil, fmt.Errorf("exchange.webhook_roots: %w", err)
+		}
+	}
+	return middleoffice.NewWebhookClient(tcfg), nil
 }
 
 // runExchanges runs the work queue until ctx ends; done is closed once

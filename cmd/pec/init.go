@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"pec/configs"
 	"pec/hsm"
+	"pec/internal/devca"
 	"pec/internal/devpki"
 	"pec/proof"
 )
@@ -35,12 +37,16 @@ const devPolicyOID = "2.999.3161.1"
 
 // devClients are the client certificates `pec init` issues (a contract:
 // DIR/pki/clients/NAME.pem and NAME.key).
-var devClients = []struct{ name, org string }{
-	{"partner-a", "Partner A administration"},
-	{"partner-b", "Partner B administration"},
-	{"auditor", "PEC audit"},
-	{"admin", "PEC operations"},
+var devClients = []struct{ name, org, role string }{
+	{"partner-a", "Partner A administration", "partner"},
+	{"partner-b", "Partner B administration", "partner"},
+	{"auditor", "PEC audit", "auditor"},
+	{"admin", "PEC operations", "admin"},
 }
+
+// defaultCAURL is where the development CA's certificates say its CRL and
+// OCSP responder are: the tsa listener of the generated pec.yaml.
+const defaultCAURL = "http://127.0.0.1:8318"
 
 func newInitCommand() *cobra.Command {
 	var opts initOptions
@@ -66,6 +72,7 @@ PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is le
 	cmd.Flags().StringVar(&opts.dir, "dir", "", "directory of the new node")
 	cmd.Flags().StringVar(&opts.module, "module", "", "PKCS#11 module for a new SoftHSM2 token (default: "+softHSMModule+" when installed)")
 	cmd.Flags().BoolVar(&opts.softwareKeys, "software-keys", false, "keep keys in PKCS#8 files even when SoftHSM2 is installed")
+	cmd.Flags().StringVar(&opts.caURL, "ca-url", defaultCAURL, "http://HOST:PORT of the tsa listener, where the certificates say the CRL and OCSP responder of the development CA are")
 	return cmd
 }
 
@@ -73,6 +80,7 @@ type initOptions struct {
 	dir          string
 	module       string
 	softwareKeys bool
+	caURL        string // "": defaultCAURL
 }
 
 // initNode creates the node. It refuses a directory that holds a pec.yaml and
@@ -86,7 +94,7 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 	if _, err := os.Stat(cfgPath); err == nil {
 		return usageError("%s already exists: init changes nothing in a configured directory", cfgPath)
 	}
-	created, err := makeDirs(dir, "pki/clients", "data")
+	created, err := makeDirs(dir, "pki/clients", "data", "samples")
 	if err != nil {
 		return err
 	}
@@ -98,7 +106,11 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 		}
 	}()
 
-	params := configs.Params{Dev: true, PolicyOID: devPolicyOID}
+	caURL := cmpOr(opts.caURL, defaultCAURL)
+	if err := (devca.Config{URL: caURL, StateFile: "-", KeyLabel: "-", CertFile: "-"}).Validate(); err != nil {
+		return usageError("--ca-url: %v", err)
+	}
+	params := configs.Params{Dev: true, PolicyOID: devPolicyOID, DevCAURL: caURL}
 	var hcfg hsm.Config
 	module := opts.module
 	if module == "" && !opts.softwareKeys {
@@ -126,7 +138,7 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 		return fmt.Errorf("open keys: %w", err)
 	}
 	defer keys.Close()
-	if err := issueDevPKI(ctx, dir, keys, time.Now()); err != nil {
+	if err := issueDevPKI(ctx, dir, keys, caURL, time.Now()); err != nil {
 		return err
 	}
 
@@ -137,13 +149,103 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 	if err := writeFile(cfgPath, rendered, 0o644); err != nil {
 		return err
 	}
+	samples, err := writeSamples(dir)
+	if err != nil {
+		return err
+	}
+	nss := makeNSSDB(ctx, dir)
 	where := "software keys in " + hcfg.KeyDir
 	if hcfg.Module != "" {
 		where = fmt.Sprintf("SoftHSM2 token %q (PIN in %s)", hcfg.TokenLabel, hcfg.PINFile)
 	}
-	fmt.Fprintf(out, "pec init: wrote %s\n  keys: %s\n  root CA: %s\n  client certificates: %s/{partner-a,partner-b,auditor,admin}.{pem,key}\n",
-		cfgPath, where, filepath.Join(dir, "pki", "root-ca.pem"), filepath.Join(dir, "pki", "clients"))
+	fmt.Fprintf(out, "pec init: wrote %s\n  keys: %s\n  root CA: %s\n  client certificates: %s/{partner-a,partner-b,auditor,admin}.{pem,key}\n  sample documents: %s\n  %s\n",
+		cfgPath, where, filepath.Join(dir, "pki", "root-ca.pem"), filepath.Join(dir, "pki", "clients"), samples, nss)
 	return nil
+}
+
+// writeSamples writes the documents the README's quick start signs:
+// DIR/samples/doc.pdf and doc.txt. It returns what to print.
+func writeSamples(dir string) (string, error) {
+	samples := filepath.Join(dir, "samples")
+	if err := writeFile(filepath.Join(samples, "doc.pdf"), samplePDF(), 0o644); err != nil {
+		return "", err
+	}
+	if err := writeFile(filepath.Join(samples, "doc.txt"), []byte(sampleText), 0o644); err != nil {
+		return "", err
+	}
+	return filepath.Join(samples, "{doc.pdf,doc.txt}"), nil
+}
+
+// sampleText is the text of the sample documents.
+const sampleText = "Extrait de casier judiciaire - bulletin 3\n" +
+	"A sample tele-dossier of the PEC development node: sign it, time-stamp it.\n"
+
+// samplePDF is a one-page PDF 1.7 document (ISO 32000-1 §7.5: header,
+// body, cross-reference table, trailer) holding sampleText, its xref
+// offsets computed as it is written. No dates and no IDs: the same bytes
+// at every init.
+func samplePDF() []byte {
+	var text strings.Builder
+	text.WriteString("BT /F1 14 Tf 72 770 Td 18 TL\n")
+	for line := range strings.Lines(sampleText) {
+		// A PDF literal string: backslash and parentheses escaped.
+		esc := strings.NewReplacer(`\`, `\\`, "(", `\(`, ")", `\)`).Replace(strings.TrimSuffix(line, "\n"))
+		text.WriteString("(" + esc + ") Tj T*\n")
+	}
+	text.WriteString("ET\n")
+	objects := []string{
+		"<< /Type /Catalog /Pages 2 0 R >>",
+		"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+		"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+		"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+		fmt.Sprintf("<< /Length %d >>\nstream\n%sendstream", text.Len(), text.String()),
+		"<< /Title (PEC sample document) /Producer (pec init) >>",
+	}
+	var b strings.Builder
+	// The comment of bytes above 127 marks the file as binary (§7.5.2).
+	b.WriteString("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+	offsets := make([]int, len(objects))
+	for i, o := range objects {
+		offsets[i] = b.Len()
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
+	}
+	xref := b.Len()
+	// Each entry is exactly 20 bytes, its end of line " \n" (§7.5.4).
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objects)+1)
+	for _, off := range offsets {
+		fmt.Fprintf(&b, "%010d 00000 n \n", off)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objects)+1, len(objects), xref)
+	return []byte(b.String())
+}
+
+// makeNSSDB makes DIR/nssdb, an NSS database trusting the development root
+// CA, so that pdfsig -nssdir sql:DIR/nssdb reports the node's PAdES
+// signatures trusted; it needs certutil (Debian: libnss3-tools). Without
+// it, or when it fails, init goes on and the line it returns says how to
+// make one.
+func makeNSSDB(ctx context.Context, dir string) string {
+	db := filepath.Join(dir, "nssdb")
+	root := filepath.Join(dir, "pki", "root-ca.pem")
+	how := fmt.Sprintf("certutil -N -d sql:%s --empty-password && certutil -A -d sql:%s -n 'PEC development root CA' -t CT,C,C -i %s", db, db, root)
+	certutil, err := exec.LookPath("certutil")
+	if err != nil {
+		return "NSS database for pdfsig: not made, certutil is missing (apt-get install libnss3-tools, then: " + how + ")"
+	}
+	if err := os.MkdirAll(db, 0o755); err != nil {
+		return fmt.Sprintf("NSS database for pdfsig: not made (%v); make it with: %s", err, how)
+	}
+	for _, args := range [][]string{
+		{"-N", "-d", "sql:" + db, "--empty-password"},
+		{"-A", "-d", "sql:" + db, "-n", "PEC development root CA", "-t", "CT,C,C", "-i", root},
+	} {
+		if msg, err := exec.CommandContext(ctx, certutil, args...).CombinedOutput(); err != nil {
+			_ = os.RemoveAll(db)
+			return fmt.Sprintf("NSS database for pdfsig: not made (certutil %s: %v: %s); make it with: %s",
+				args[0], err, oneLine(strings.TrimSpace(string(msg))), how)
+		}
+	}
+	return fmt.Sprintf("NSS database for pdfsig, trusting the root CA: %s (pdfsig -nssdir sql:%s FILE.pdf)", db, db)
 }
 
 // initSoftHSMToken creates a SoftHSM2 token store under DIR/hsm, with a
@@ -188,7 +290,10 @@ func initSoftHSMToken(dir, module string) (hsm.Config, error) {
 }
 
 // issueDevPKI generates the node's keys and writes the development PKI.
-func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Time) error {
+// Every certificate is listed in the development CA's state file
+// (pki/ca-state.json); the clients' name its CRL and OCSP responder under
+// caURL.
+func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, caURL string, now time.Time) error {
 	pki := filepath.Join(dir, "pki")
 	rootKey, err := keys.GenerateKey(ctx, "root-ca", hsm.ECP384)
 	if err != nil {
@@ -198,6 +303,11 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err != nil {
 		return err
 	}
+	type issuedCert struct {
+		name, role string
+		cert       *x509.Certificate
+	}
+	var issued []issuedCert
 	if err := writeFile(filepath.Join(pki, "root-ca.pem"), devpki.CertPEM(ca.Cert), 0o644); err != nil {
 		return err
 	}
@@ -213,6 +323,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "tsa.pem"), devpki.CertPEM(tsaCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"tsa", "", tsaCert})
 
 	tlsKey, err := keys.GenerateKey(ctx, "tls-server", hsm.ECP256)
 	if err != nil {
@@ -225,6 +336,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "server.pem"), devpki.CertPEM(serverCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"server", "", serverCert})
 
 	proofKey, err := keys.GenerateKey(ctx, "proof", hsm.ECP256)
 	if err != nil {
@@ -244,6 +356,7 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "proof.pem"), devpki.CertPEM(proofCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"proof", "", proofCert})
 
 	// The key of the signature profiles default (CAdES B-T), cades-bb (CAdES
 	// B-B) and pdf (PAdES).
@@ -258,7 +371,16 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 	if err := writeFile(filepath.Join(pki, "signing.pem"), devpki.CertPEM(signingCert, ca.Cert), 0o644); err != nil {
 		return err
 	}
+	issued = append(issued, issuedCert{"signing", "", signingCert})
 
+	// Client certificates name the development CA's CRL and OCSP
+	// responder: revoking a partner is what they are for. The node's own
+	// certificates above go into proof bundles and signatures that must
+	// verify offline, long after, where a certificate naming a responder
+	// needs its revocation data in the bundle (proof refuses it otherwise):
+	// they name none, and a compromised node key is rotated, not revoked.
+	dc := devca.Config{URL: caURL}
+	ca.Revocation = devpki.RevocationURLs{CRL: dc.CRLURL(), OCSP: dc.OCSPURL()}
 	// Client keys belong to the clients, not to the platform: files they
 	// take away, never HSM objects of the node.
 	for _, c := range devClients {
@@ -281,13 +403,22 @@ func issueDevPKI(ctx context.Context, dir string, keys hsm.KeyStore, now time.Ti
 		if err := writeFile(base+".pem", devpki.CertPEM(cert), 0o644); err != nil {
 			return err
 		}
+		issued = append(issued, issuedCert{c.name, c.role, cert})
 		if strings.HasPrefix(c.name, "partner-") {
 			if err := issueEncryption(ca, base, c.name, c.org, now); err != nil {
 				return err
 			}
 		}
 	}
-	return nil
+	// No evidence ids: the node's own certificates, made before any log.
+	return devca.Update(filepath.Join(pki, "ca-state.json"), func(s *devca.State) error {
+		for _, ic := range issued {
+			if _, err := s.Add(ic.cert, ic.name, ic.role, devca.Event{At: now, By: "pec init"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // issueEncryption writes a partner's encryption key and certificate

@@ -146,6 +146,8 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newSignCommand(), newVerifyCommand())
 	root.AddCommand(newPartnerCommand(), newExchangeCommand())
 	root.AddCommand(newVersionCommand())
+	root.AddCommand(newCACommand())
+	registerCompletions(root)
 	return root
 }
 

@@ -219,7 +219,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if gopts.Verifier != nil {
 		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
-	if gopts.Exchanges, err = openExchanges(cfg, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
+	if gopts.Exchanges, err = openExchanges(ctx, cfg, keys, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
 		return err
 	}
 	if gopts.Exchanges != nil {
@@ -276,6 +276,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	if cfg.Listen.TSA != "" {
 		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)
+		if h, err = withDevCA(ctx, cfg, keys, plog, h, log, reg, &n); err != nil { // devca.go
+			return err
+		}
 		var tcfg *tls.Config
 		if cfg.TLS.TSATLS {
 			tcfg = serverTLS

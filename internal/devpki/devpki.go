@@ -1,10 +1,12 @@
 // Package devpki issues the development PKI that `pec init` writes and that
 // tests use: a root CA, service certificates (the RFC 3161 TSA, the TLS
-// servers) and client certificates for partners.
+// servers) and client certificates for partners, and the revocation data
+// of its root: CRLs (RFC 5280 section 5) and OCSP responses (RFC 6960).
 //
 // It is not a production CA: certificates are issued from templates with
 // fixed profiles (RFC 5280 section 4.2), keys come from the caller as a
-// crypto.Signer (an HSM key or a software key), and nothing is stored.
+// crypto.Signer (an HSM key or a software key), and nothing is stored
+// (package internal/devca keeps what the development CA issued and revoked).
 package devpki
 
 import (
@@ -38,6 +40,21 @@ const backdate = time.Hour
 type CA struct {
 	Cert   *x509.Certificate
 	Signer crypto.Signer
+
+	// Revocation, when set, is written into every end-entity certificate
+	// Issue makes: where relying parties find its status.
+	Revocation RevocationURLs
+}
+
+// RevocationURLs are where the status of a CA's certificates is published:
+// a CRL distribution point (RFC 5280 section 4.2.1.13) and an OCSP
+// responder named by the authority information access extension (section
+// 4.2.2.1, RFC 6960). Plain http URLs, as RFC 5280 section 4.2.1.13 and
+// RFC 5019 section 5 expect: the data is signed, and fetching it must not
+// need a TLS connection that would itself need revocation data.
+type RevocationURLs struct {
+	CRL  string
+	OCSP string
 }
 
 // NewRootCA self-signs a root CA certificate for signer's public key.
@@ -58,12 +75,23 @@ func NewRootCA(signer crypto.Signer, commonName string, now time.Time) (*CA, err
 }
 
 // Issue signs template for pub. The serial number, the authority key
-// identifier and the subject key identifier are filled in.
+// identifier and the subject key identifier are filled in, and, for an
+// end-entity certificate, the CA's revocation URLs when it has some and
+// the template names none.
 func (ca *CA) Issue(template *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
 	if ca == nil || ca.Cert == nil || ca.Signer == nil {
 		return nil, errors.New("devpki: no CA")
 	}
-	return create(template, ca.Cert, pub, ca.Signer)
+	t := *template
+	if !t.IsCA {
+		if ca.Revocation.CRL != "" && len(t.CRLDistributionPoints) == 0 {
+			t.CRLDistributionPoints = []string{ca.Revocation.CRL}
+		}
+		if ca.Revocation.OCSP != "" && len(t.OCSPServer) == 0 {
+			t.OCSPServer = []string{ca.Revocation.OCSP}
+		}
+	}
+	return create(&t, ca.Cert, pub, ca.Signer)
 }
 
 // IssueTSA issues a time-stamping certificate: the only extended key usage is
@@ -111,12 +139,21 @@ func (ca *CA) IssueServer(pub crypto.PublicKey, dnsNames []string, ips []net.IP,
 }
 
 // IssueClient issues a TLS client certificate (and S/MIME-capable signing
-// certificate) for a partner or a person named commonName.
+// certificate) for a partner or a person named commonName, valid for
+// LeafValidity.
 func (ca *CA) IssueClient(pub crypto.PublicKey, commonName, organization string, now time.Time) (*x509.Certificate, error) {
+	return ca.IssueClientFor(pub, commonName, organization, now, LeafValidity)
+}
+
+// IssueClientFor is IssueClient with a validity of the caller's choice.
+func (ca *CA) IssueClientFor(pub crypto.PublicKey, commonName, organization string, now time.Time, validity time.Duration) (*x509.Certificate, error) {
+	if validity <= 0 {
+		return nil, errors.New("devpki: client certificate: the validity must be positive")
+	}
 	tmpl := &x509.Certificate{
 		Subject:   pkix.Name{CommonName: commonName, Organization: []string{organization}},
 		NotBefore: now.Add(-backdate),
-		NotAfter:  now.Add(LeafValidity),
+		NotAfter:  now.Add(validity),
 		// A partner signs with the same key what it answers (an exchange's
 		// acknowledgment): digitalSignature and nonRepudiation, and the
 		// signing purposes OpenSSL and certvalidation check signers for.

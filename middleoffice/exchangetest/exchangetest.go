@@ -42,6 +42,9 @@ func RunStore(t *testing.T, f Factory) {
 		{"Queue", testQueue},
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"Payloads", testPayloads},
+		{"JobsOfAStep", testJobsOfAStep},
+		{"Done", testDone},
+		{"DeadLetterAndExpiry", testDeadLetterAndExpiry},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t, f.New)) })
 	}
@@ -84,7 +87,7 @@ func CreateStep(ex *middleoffice.Exchange) *middleoffice.Step {
 		Event:   middleoffice.Event{Type: evidence.SubmissionAccepted, EvidenceID: ev, Time: t0, By: ex.Sender},
 		Create:  ex,
 		To:      middleoffice.StateAccepted,
-		Enqueue: &middleoffice.Job{ID: ex.ID + "-process", Kind: middleoffice.JobProcess, Exchange: ex.ID, NotBefore: t0},
+		Enqueue: []*middleoffice.Job{{ID: ex.ID + "-process", Kind: middleoffice.JobProcess, Exchange: ex.ID, NotBefore: t0}},
 	}
 }
 
@@ -375,7 +378,7 @@ func testQueue(t *testing.T, s middleoffice.ExchangeStore) {
 	}
 	for i, id := range []string{"x1", "x2"} {
 		st := CreateStep(NewExchange(id, "a", "b", ""))
-		st.Enqueue.NotBefore = t0.Add(time.Duration(i) * time.Minute)
+		st.Enqueue[0].NotBefore = t0.Add(time.Duration(i) * time.Minute)
 		mustDo(t, s, st)
 	}
 	j, err := s.Claim(ctx, t0, 5*time.Minute)
@@ -563,4 +566,108 @@ func testReopen(t *testing.T, f Factory) {
 		t.Fatalf("the payload after reopening: %v", err)
 	}
 	p.Close()
+}
+
+// testJobsOfAStep: a step enqueues several jobs and finishes another (one
+// not there is no error); a job of the same id replaces the queued one;
+// every field of a job comes back.
+func testJobsOfAStep(t *testing.T, s middleoffice.ExchangeStore) {
+	ctx := t.Context()
+	deliver(t, s, "x1", "b")
+	in := []middleoffice.State{middleoffice.StateDelivered, middleoffice.StateRetrieved}
+	st := Step("x1", "ev-ack", evidence.Acknowledged, in, middleoffice.StateAcknowledged)
+	st.Enqueue = []*middleoffice.Job{
+		{ID: "x1-notify-ev-ack", Kind: middleoffice.JobNotify, Exchange: "x1", Evidence: "ev-ack", NotBefore: t0.Add(time.Minute)},
+		{ID: "x1-expire", Kind: middleoffice.JobExpire, Exchange: "x1", NotBefore: t0.Add(48 * time.Hour)},
+	}
+	st.Finish = "x1-nothing"
+	mustDo(t, s, st)
+	jobs, err := s.Jobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*middleoffice.Job{}
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	if n := byID["x1-notify-ev-ack"]; len(jobs) != 2 || n == nil || n.Kind != middleoffice.JobNotify || n.Evidence != "ev-ack" || n.Exchange != "x1" || !n.NotBefore.Equal(t0.Add(time.Minute)) || byID["x1-expire"] == nil {
+		t.Fatalf("Jobs = %+v, want the notification and the expiry", jobs)
+	}
+	// The same id again: replaced, not doubled.
+	again := Step("x1", "ev-again", evidence.Retrieved, []middleoffice.State{middleoffice.StateAcknowledged}, "")
+	again.Enqueue = []*middleoffice.Job{{ID: "x1-expire", Kind: middleoffice.JobExpire, Exchange: "x1", NotBefore: t0.Add(time.Hour)}}
+	again.Finish = "x1-notify-ev-ack"
+	mustDo(t, s, again)
+	jobs, _ = s.Jobs(ctx)
+	if len(jobs) != 1 || jobs[0].ID != "x1-expire" || !jobs[0].NotBefore.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("Jobs = %+v, want the expiry only, due at +1h", jobs)
+	}
+	if j, err := s.Claim(ctx, t0.Add(30*time.Minute), time.Minute); j != nil || err != nil {
+		t.Errorf("the replaced job is due at its old time: %+v, %v", j, err)
+	}
+	if j, err := s.Claim(ctx, t0.Add(2*time.Hour), time.Minute); err != nil || j == nil || j.ID != "x1-expire" {
+		t.Errorf("Claim at +2h = %+v, %v", j, err)
+	}
+}
+
+// testDone: Done removes a job, held or not; a job gone is no error.
+func testDone(t *testing.T, s middleoffice.ExchangeStore) {
+	ctx := t.Context()
+	mustDo(t, s, CreateStep(NewExchange("x1", "a", "b", "")))
+	mustDo(t, s, CreateStep(NewExchange("x2", "a", "b", "")))
+	j, err := s.Claim(ctx, t0, time.Minute)
+	if err != nil || j == nil {
+		t.Fatalf("Claim = %+v, %v", j, err)
+	}
+	if err := s.Done(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Done(ctx, j.ID); err != nil {
+		t.Errorf("Done of a job done: %v", err)
+	}
+	if err := s.Release(ctx, j, t0, "late"); err != nil {
+		t.Errorf("Release of a job done: %v", err)
+	}
+	if err := s.Done(ctx, "x2-process"); err != nil { // not held
+		t.Fatal(err)
+	}
+	if jobs, err := s.Jobs(ctx); err != nil || len(jobs) != 0 {
+		t.Errorf("Jobs = %+v, %v; want none", jobs, err)
+	}
+	if j, err := s.Claim(ctx, t0.Add(time.Hour), time.Minute); j != nil || err != nil {
+		t.Errorf("Claim after Done = %+v, %v", j, err)
+	}
+}
+
+// testDeadLetterAndExpiry: the states of a push that failed for good and
+// of an exchange left unanswered: a dead letter was never in the inbox,
+// an expired exchange leaves it; both are kept.
+func testDeadLetterAndExpiry(t *testing.T, s middleoffice.ExchangeStore) {
+	ctx := t.Context()
+	mustDo(t, s, CreateStep(NewExchange("x1", "a", "b", "")))
+	accepted := []middleoffice.State{middleoffice.StateAccepted}
+	mustDo(t, s, Step("x1", "f1", evidence.DeliveryAttemptFailed, accepted, "")) // an attempt: no change of state
+	dead := Step("x1", "f2", evidence.DeliveryFailed, accepted, middleoffice.StateDeadLetter)
+	dead.Finish = "x1-process"
+	mustDo(t, s, dead)
+	deliver(t, s, "x2", "b")
+	in := []middleoffice.State{middleoffice.StateDelivered, middleoffice.StateRetrieved}
+	mustDo(t, s, Step("x2", "e2", evidence.Expired, in, middleoffice.StateExpired))
+	deliver(t, s, "x3", "b")
+	if list, err := s.Inbox(ctx, "b", "", 10); err != nil || len(list) != 1 || list[0].ID != "x3" {
+		t.Errorf("Inbox(b) = %v, %v; want x3 only", list, err)
+	}
+	x1 := mustExchange(t, s, "x1")
+	if x1.State != middleoffice.StateDeadLetter || len(x1.Events) != 3 || x1.Events[1].Type != evidence.DeliveryAttemptFailed {
+		t.Errorf("x1: %s, %+v", x1.State, x1.Events)
+	}
+	if x2 := mustExchange(t, s, "x2"); x2.State != middleoffice.StateExpired || x2.Seal == nil {
+		t.Errorf("x2: %s, seal %v", x2.State, x2.Seal)
+	}
+	if err := s.Prepare(ctx, Step("x2", "late", evidence.Acknowledged, in, middleoffice.StateAcknowledged)); !errors.Is(err, middleoffice.ErrStateChanged) {
+		t.Errorf("acknowledging an expired exchange: %v, want ErrStateChanged", err)
+	}
+	if jobs, _ := s.Jobs(ctx); len(jobs) != 0 {
+		t.Errorf("jobs left: %+v", jobs)
+	}
 }

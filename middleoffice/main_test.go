@@ -1,0 +1,48 @@
+package middleoffice_test
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"pec/hsm"
+	"pec/internal/softhsmtest"
+)
+
+// hsmKeys is a KeyStore on a SoftHSM2 token made by TestMain: the node's
+// TLS key of the webhook tests is a real PKCS#11 key.
+var hsmKeys hsm.KeyStore
+
+// TestMain points SoftHSM2 at a throw-away token directory before the
+// module loads, and opens the shared token.
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	cfg, cleanup, err := softhsmtest.Main("middleoffice")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer cleanup()
+	if hsmKeys, err = hsm.Open(context.Background(), cfg, hsm.Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer hsmKeys.Close()
+	return m.Run()
+}
+
+var hsmLabels atomic.Int64
+
+// hsmKey is a fresh P-256 key on the token.
+func hsmKey(t testing.TB) crypto.Signer {
+	t.Helper()
+	k, err := hsmKeys.GenerateKey(t.Context(), fmt.Sprintf("node-tls-%d", hsmLabels.Add(1)), hsm.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
