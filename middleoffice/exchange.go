@@ -98,15 +98,21 @@ func (c ExchangeConfig) Validate() error {
 	if c.MaxDocuments < 0 || c.MaxDocuments > MaxDocumentsLimit {
 		errs = append(errs, fmt.Errorf("exchange.max_documents: %d is not between 1 and %d (0: 64)", c.MaxDocuments, MaxDocumentsLimit))
 	}
-	if c.MaxDocumentSize < 0 || c.MaxDossierSize < 0 {
-		errs = append(errs, errors.New("exchange.max_document_size, max_dossier_size: not negative"))
+	if c.MaxDocumentSize < 0 {
+		errs = append(errs, errors.New("exchange.max_document_size: not negative"))
+	}
+	if c.MaxDossierSize < 0 {
+		errs = append(errs, errors.New("exchange.max_dossier_size: not negative"))
 	}
 	if c.Workers < 0 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("exchange.workers: %d is not between 1 and 256 (0: 2)", c.Workers))
 	}
-	for name, d := range map[string]time.Duration{"poll_interval": c.PollInterval, "retry_delay": c.RetryDelay, "max_retry_delay": c.MaxRetryDelay, "step_timeout": c.StepTimeout, "dead_letter_after": c.DeadLetterAfter, "push_timeout": c.PushTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("exchange.%s: not negative", name))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"poll_interval", c.PollInterval}, {"retry_delay", c.RetryDelay}, {"max_retry_delay", c.MaxRetryDelay}, {"step_timeout", c.StepTimeout}, {"dead_letter_after", c.DeadLetterAfter}, {"push_timeout", c.PushTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("exchange.%s: not negative", d.name))
 		}
 	}
 	return errors.Join(errs...)

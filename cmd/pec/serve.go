@@ -151,8 +151,14 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	var n node
 	defer n.close(log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	// One node per data directory, told before any key or store opens.
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
 		return err
 	}
+	n.onClose(unlock)
 
 	keys, err := hsm.Open(ctx, cfg.HSM, hsm.Options{Logger: log, Registry: reg})
 	if err != nil {
@@ -230,7 +236,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+			return listenError(name, addr, err)
 		}
 		srv := &http.Server{
 			Handler:           handler,
@@ -352,7 +358,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 	}
 	signer, err := keys.Signer(ctx, cfg.TSA.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tsa.key_label %q: %w", cfg.TSA.KeyLabel, err)
+		return nil, nil, keyError("tsa.key_label", cfg.TSA.KeyLabel, err)
 	}
 	serials, err := tsa.OpenFileSerials(cfg.TSA.SerialFile, cfg.TSA.NodeID)
 	if err != nil {
@@ -373,7 +379,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (tsa.cert_file %s, tsa.key_label %q)", err, cfg.TSA.CertFile, cfg.TSA.KeyLabel)
 	}
 	return authority, clock, nil
 }
@@ -387,7 +393,7 @@ func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tl
 	}
 	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+		return nil, nil, keyError("tls.key_label", cfg.TLS.KeyLabel, err)
 	}
 	server, err = gateway.ServerTLSConfig(chain, key, nil)
 	if err != nil {
