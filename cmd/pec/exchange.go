@@ -398,6 +398,26 @@ in DIR are not overwritten without --force. It prints the documents written, one
 			if err != nil {
 				return err
 			}
+			// The seal first (reading it records nothing): what the
+			// documents are called, so that a file of DIR in the way is
+			// told before the retrieval is recorded.
+			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
+			if err != nil {
+				return exchangeError(err)
+			}
+			content, err := verifySeal(verifier, seal)
+			if err != nil {
+				return err
+			}
+			var sm middleoffice.SealedManifest
+			if err := json.Unmarshal(content, &sm); err != nil {
+				return failure(fmt.Errorf("the seal's content is not a sealed manifest: %w", err))
+			}
+			for _, d := range sm.Manifest.Documents {
+				if _, err := os.Stat(filepath.Join(dir, d.Name)); err == nil && !force {
+					return inputError(fmt.Errorf("%s exists (--force overwrites it)", filepath.Join(dir, d.Name)))
+				}
+			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return inputError(err)
 			}
