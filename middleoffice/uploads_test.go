@@ -73,7 +73,10 @@ func TestUploads(t *testing.T) {
 	// Another partner sees nothing of it.
 	for _, f := range []func() error{
 		func() error { _, err := u.Status(ctx, b, up.ID); return err },
-		func() error { _, err := u.Append(ctx, b, up.ID, 2*third, bytes.NewReader(content[2*third:])); return err },
+		func() error {
+			_, err := u.Append(ctx, b, up.ID, 2*third, bytes.NewReader(content[2*third:]))
+			return err
+		},
 		func() error { _, _, _, err := u.Take(ctx, b, up.ID); return err },
 		func() error { return u.Delete(ctx, b, up.ID) },
 	} {
