@@ -28,6 +28,8 @@ type Key struct {
 	pub     crypto.PublicKey
 	h       atomic.Pointer[keyHandle]
 	gone    atomic.Pointer[outage] // not on the token since a recovery
+	// destroyed: by DestroyKey; calls fail at once, recoveries skip it.
+	destroyed atomic.Bool
 	observe prometheus.Observer
 }
 
