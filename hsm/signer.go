@@ -22,15 +22,16 @@ import (
 // crypto.Decrypter. The private key never leaves the token. It is safe for
 // concurrent use, and stops working when its KeyStore is closed.
 type Key struct {
-	s     *tokenStore
-	label string
-	id    []byte // CKA_ID: tells this key from a later one with the same label
-	pub   crypto.PublicKey
-	h     atomic.Pointer[keyHandle]
-	gone  atomic.Pointer[outage] // not on the token since a recovery
+	s       *tokenStore
+	label   string
+	id      []byte // CKA_ID: tells this key from a later one with the same label
+	pub     crypto.PublicKey
+	h       atomic.Pointer[keyHandle]
+	gone    atomic.Pointer[outage] // not on the token since a recovery
+	observe prometheus.Observer
+
 	// destroyed: by DestroyKey; calls fail at once, recoveries skip it.
 	destroyed atomic.Bool
-	observe   prometheus.Observer
 }
 
 var (
