@@ -303,12 +303,11 @@ func (a *AtRest) Prepare(ctx context.Context, st *Step) error {
 		return a.inner.Prepare(ctx, st) // refused there
 	}
 	rec, _, err := a.readRecord(ctx, c.ID)
+	var key []byte
 	if errors.Is(err, ErrPayloadNotFound) {
 		// The data key its documents were written with; an exchange
-		// without payloads (a test's, or one whose documents are all
-		// empty... which still have payloads) gets a fresh one.
-		key := a.takePending(c.ID, false)
-		if key == nil {
+		// created before any payload gets a fresh one.
+		if key = a.takePending(c.ID, false); key == nil {
 			key = newDataKey()
 		}
 		rec, err = a.writeRecord(ctx, c, key)
@@ -329,7 +328,10 @@ func (a *AtRest) Prepare(ctx context.Context, st *Step) error {
 	if err := a.inner.Prepare(ctx, &s); err != nil {
 		return err
 	}
-	if key := a.takePending(c.ID, true); key != nil {
+	if pending := a.takePending(c.ID, true); pending != nil {
+		key = pending // the one its record wraps (written by an earlier attempt)
+	}
+	if key != nil {
 		a.hold(c.ID, key, rec.KEK)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,6 +205,13 @@ func (x *Exchanges) shredExchange(ctx context.Context, sh Shredder, ex *Exchange
 	default:
 		return false, err
 	}
+	if ex.Seal == nil {
+		// A seal made for pushes that all failed (a dead letter) is on
+		// disk, though the exchange names none: destroyed, and named, too.
+		if seal, err := x.payloadInfo(ctx, ex.ID, sealName, maxSeal); err == nil {
+			ex.Seal = seal
+		}
+	}
 	rec := shredRecord(ex, info, x.signer.Certificate(), now)
 	data, err := rec.MarshalBinary()
 	if err != nil {
@@ -240,6 +248,22 @@ func (x *Exchanges) shredExchange(ctx context.Context, sh Shredder, ex *Exchange
 	}
 	x.log.InfoContext(ctx, "exchange: payloads shredded at the end of retention", "exchange_id", ex.ID, "evidence_id", rec.ID)
 	return false, nil
+}
+
+// payloadInfo reads the payload name of an exchange, at most limit
+// bytes, for its digest.
+func (x *Exchanges) payloadInfo(ctx context.Context, exchange, name string, limit int64) (*PayloadInfo, error) {
+	p, err := x.store.OpenPayload(ctx, exchange, name)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(p, limit))
+	if err != nil {
+		return nil, err
+	}
+	return &PayloadInfo{Name: name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // shredRecord is the payload.destroyed record of ex: the digests of every
