@@ -694,15 +694,16 @@ func (a *AtRest) CreatePayload(ctx context.Context, exchange, name string) (Payl
 }
 
 // OpenPayload implements ExchangeStore: the payload decrypts as it is
-// read. A shredded exchange is ErrShredded; a payload that does not
-// authenticate, ErrPayloadDamaged.
+// read. A payload of a shredded exchange is ErrShredded (and
+// ErrPayloadNotFound); one that does not authenticate, ErrPayloadDamaged.
 func (a *AtRest) OpenPayload(ctx context.Context, exchange, name string) (Payload, error) {
 	if err := checkPayload(exchange, name); err != nil {
 		return nil, err
 	}
 	p, err := a.inner.OpenPayload(ctx, exchange, name)
 	if errors.Is(err, ErrPayloadNotFound) && a.shredded(ctx, exchange) {
-		return nil, ErrShredded
+		// No such payload any more, and why.
+		return nil, fmt.Errorf("%w: %s of exchange %s (%w)", ErrShredded, name, exchange, ErrPayloadNotFound)
 	}
 	if err != nil {
 		return nil, err
