@@ -201,8 +201,9 @@ type kekPublic struct {
 const (
 	maxHeldKeys = 4096
 	heldKeyTTL  = 5 * time.Minute
-	// pendingTTL: a submission that streams its documents for longer
-	// loses its data key (and fails at its Prepare).
+	// pendingTTL: once maxHeldKeys submissions are under way, the data
+	// keys of those that wrote nothing for so long are dropped (a
+	// submission that failed without removing its payloads).
 	pendingTTL = 24 * time.Hour
 )
 
@@ -580,12 +581,9 @@ func (a *AtRest) dataKey(ctx context.Context, exchange string, create bool) ([]b
 	now := a.now()
 	a.mu.Lock()
 	if h := a.pending[exchange]; h != nil {
-		if now.Sub(h.used) <= pendingTTL {
-			h.used = now
-			a.mu.Unlock()
-			return h.key, nil
-		}
-		delete(a.pending, exchange)
+		h.used = now
+		a.mu.Unlock()
+		return h.key, nil
 	}
 	if h := a.cache[exchange]; h != nil && now.Sub(h.used) <= heldKeyTTL {
 		a.mu.Unlock()

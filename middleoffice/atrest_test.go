@@ -806,3 +806,30 @@ func TestRetentionConfig(t *testing.T) {
 		t.Error("For")
 	}
 }
+
+// TestPrepareKEKs: the KEKs of this month and the next are made ahead,
+// once; submissions then find them.
+func TestPrepareKEKs(t *testing.T) {
+	t.Parallel()
+	keys := atRestKeys(t)
+	a := newAtRest(t, openExchangeStore(t, t.TempDir()), keys, middleoffice.RetentionConfig{Default: 30})
+	defer a.Close()
+	now := time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC)
+	if err := a.PrepareKEKs(t.Context(), now); err != nil {
+		t.Fatal(err)
+	}
+	for _, label := range []string{"pec-atrest-30d-202612", "pec-atrest-30d-202701"} {
+		if _, err := keys.Decrypter(t.Context(), label); err != nil {
+			t.Errorf("%s: %v", label, err)
+		}
+	}
+	if _, err := keys.Decrypter(t.Context(), "pec-atrest-30d-202702"); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Errorf("a KEK two months ahead: %v", err)
+	}
+	// Again, by another node's decorator: the same keys, none made.
+	b := newAtRest(t, openExchangeStore(t, t.TempDir()), keys, middleoffice.RetentionConfig{Default: 30})
+	defer b.Close()
+	if err := b.PrepareKEKs(t.Context(), now); err != nil {
+		t.Fatal(err)
+	}
+}
