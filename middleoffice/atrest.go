@@ -24,9 +24,39 @@ import (
 	"pec/hsm"
 )
 
-// # Payloads at rest, and crypto-shredding
-//
-// [AtRest] is an [ExchangeStore] that wraps another one (the embedded
+// Errors of payloads at rest.
+var (
+	// ErrShredded: the exchange's retention ended and its payloads were
+	// destroyed (crypto-shredding): its status and its proofs remain, its
+	// documents do not. The gateway answers it 410 Gone.
+	ErrShredded = errors.New("middleoffice: the exchange's payloads were destroyed at the end of its retention")
+	// ErrPayloadDamaged: a payload at rest that does not authenticate —
+	// altered, truncated, reordered, or not the payload of this name and
+	// exchange.
+	ErrPayloadDamaged = errors.New("middleoffice: payload damaged at rest")
+)
+
+// KEKStore is what AtRest needs of hsm.KeyStore: the key-encryption keys
+// are RSA keys of the HSM, found, made and destroyed by label.
+type KEKStore interface {
+	Decrypter(ctx context.Context, label string) (crypto.Decrypter, error)
+	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) (crypto.Signer, error)
+	DestroyKey(ctx context.Context, label string) error
+}
+
+var _ KEKStore = hsm.KeyStore(nil)
+
+// AtRestOptions hold the optional settings of AtRest; the zero value
+// works.
+type AtRestOptions struct {
+	Logger *slog.Logger // nil: discard
+	// KEKType is the type of the KEKs made: RSA2048 or RSA3072 (0).
+	KEKType hsm.KeyType
+	// Now is the clock of the data keys kept in memory; nil: time.Now.
+	Now func() time.Time
+}
+
+// AtRest is an [ExchangeStore] that wraps another one (the embedded
 // [BoltExchangeStore] or the PostgreSQL store alike) and encrypts every
 // payload of an exchange — its documents' envelopes, its seal, its
 // recipient's acknowledgment — under that exchange's own random data key,
@@ -98,7 +128,9 @@ import (
 // a crash anywhere in between is finished by the recovery of the outbox
 // and the job, which destroys again (idempotent) before it is done: the
 // destruction is never without its evidence, nor the evidence without the
-// destruction. The exchange itself, its events and its evidence stay: its
+// destruction. (Until the job is back after a crash, files of an exchange
+// shredded by its state may still be on disk: the service serves none,
+// refusing every read of a shredded exchange by its state.) The exchange itself, its events and its evidence stay: its
 // status still shows, and every proof about it still verifies, since
 // records hold digests, never payloads. Fetching, acknowledging or reading
 // the seal of a shredded exchange is ErrShredded.
@@ -132,44 +164,14 @@ import (
 // sharing one HSM token should not make the same KEK at the same moment
 // (two keys with one label are an error to every later use); start them
 // one after the other, or make the month's KEKs ahead. Several nodes must
-// share the HSM token that holds the KEKs. Payloads written before the
-// decorator was put in front of a store are not readable through it.
-
-// Errors of payloads at rest.
-var (
-	// ErrShredded: the exchange's retention ended and its payloads were
-	// destroyed (crypto-shredding): its status and its proofs remain, its
-	// documents do not. The gateway answers it 410 Gone.
-	ErrShredded = errors.New("middleoffice: the exchange's payloads were destroyed at the end of its retention")
-	// ErrPayloadDamaged: a payload at rest that does not authenticate —
-	// altered, truncated, reordered, or not the payload of this name and
-	// exchange.
-	ErrPayloadDamaged = errors.New("middleoffice: payload damaged at rest")
-)
-
-// KEKStore is what AtRest needs of hsm.KeyStore: the key-encryption keys
-// are RSA keys of the HSM, found, made and destroyed by label.
-type KEKStore interface {
-	Decrypter(ctx context.Context, label string) (crypto.Decrypter, error)
-	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) (crypto.Signer, error)
-	DestroyKey(ctx context.Context, label string) error
-}
-
-var _ KEKStore = hsm.KeyStore(nil)
-
-// AtRestOptions hold the optional settings of AtRest; the zero value
-// works.
-type AtRestOptions struct {
-	Logger *slog.Logger // nil: discard
-	// KEKType is the type of the KEKs made: RSA2048 or RSA3072 (0).
-	KEKType hsm.KeyType
-	// Now is the clock of the data keys kept in memory; nil: time.Now.
-	Now func() time.Time
-}
-
-// AtRest is the ExchangeStore decorator that encrypts payloads at rest
-// and shreds them (see "Payloads at rest" above). It is safe for
-// concurrent use.
+// share the HSM token that holds the KEKs; a node that had used a KEK
+// another node destroyed sees it, in hsm, as a key gone with its token
+// (see hsm's "Destroying keys"). Payloads written before the decorator
+// was put in front of a store are not readable through it, and an
+// exchange created before has no data key: new payloads of it are
+// refused (ErrPayloadDamaged).
+//
+// It is safe for concurrent use.
 type AtRest struct {
 	inner   ExchangeStore
 	keks    KEKStore
@@ -735,8 +737,8 @@ func (a *AtRest) RemovePayloads(ctx context.Context, exchange string) error {
 
 // Shred destroys the data key of an exchange and its payloads: the
 // wrapped key and the ciphertext removed from the store, the key
-// forgotten. It is idempotent. The caller records the destruction (see
-// "Retention and shredding").
+// forgotten. It is idempotent. The caller records the destruction
+// (see "Retention and shredding" in [AtRest]).
 func (a *AtRest) Shred(ctx context.Context, exchange string) error {
 	if !validExchangeID(exchange) {
 		return fmt.Errorf("middleoffice: %q is not an exchange id", exchange)

@@ -19,9 +19,8 @@ import (
 )
 
 // Retention: how long the payloads of an exchange are kept, per
-// procedure, before they are shredded (see "Payloads at rest, and
-// crypto-shredding" in atrest.go, which says why the retention counts
-// from the submission).
+// procedure, before they are shredded (see [AtRest], which says why the
+// retention counts from the submission).
 
 // Period is a retention period in whole days: "3650d" in pec.yaml, or
 // "keep" (the zero value): kept until a period is set.
