@@ -653,3 +653,123 @@ func mustDo(t *testing.T, s middleoffice.ExchangeStore, st *middleoffice.Step) {
 		t.Fatalf("Commit %s: %v", st.Event.EvidenceID, err)
 	}
 }
+
+// TestPGExchangeStepRacesCommit: a step prepared while another step of
+// the exchange commits sees the state after that commit (or the step
+// still pending), never the state before it with the outbox already
+// empty: here the step applies only to the state the commit leaves, so
+// it must never be prepared.
+func TestPGExchangeStepRacesCommit(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewSchema(t)
+	a, b := openPGExchanges(t, url), openPGExchanges(t, url)
+	defer a.Close()
+	defer b.Close()
+	accepted := []middleoffice.State{middleoffice.StateAccepted}
+	for round := range 150 {
+		id := fmt.Sprintf("r%03d", round)
+		mustDo(t, a, exchangetest.CreateStep(exchangetest.NewExchange(id, "a", "b", "")))
+		if err := a.Prepare(ctx, exchangetest.Step(id, id+"-delivered", evidence.Delivered, accepted, middleoffice.StateDelivered)); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := a.Commit(ctx, id, id+"-delivered"); err != nil {
+				t.Error(err)
+			}
+		})
+		var prepared atomic.Int64
+		for i := range 3 {
+			wg.Go(func() {
+				for range 5 {
+					err := b.Prepare(ctx, exchangetest.Step(id, fmt.Sprintf("%s-late%d", id, i), evidence.Acknowledged, accepted, middleoffice.StateRefused))
+					switch {
+					case err == nil:
+						prepared.Add(1)
+						return
+					case errors.Is(err, middleoffice.ErrStateChanged):
+						return
+					case !errors.Is(err, middleoffice.ErrStepPending):
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if prepared.Load() != 0 {
+			st, _ := b.Prepared(ctx, id)
+			t.Fatalf("round %d: a step from accepted was prepared after the exchange was delivered: %+v", round, st)
+		}
+	}
+}
+
+// TestPGExchangeLateRelease: a worker whose lease passed, and whose job
+// another worker claimed since, gives it back late: the other keeps it.
+func TestPGExchangeLateRelease(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewSchema(t)
+	a, b := openPGExchanges(t, url), openPGExchanges(t, url)
+	defer a.Close()
+	defer b.Close()
+	mustDo(t, a, exchangetest.CreateStep(exchangetest.NewExchange("x1", "a", "b", "")))
+	first, err := a.Claim(ctx, t0, time.Minute)
+	if err != nil || first == nil {
+		t.Fatal(first, err)
+	}
+	second, err := b.Claim(ctx, t0.Add(2*time.Minute), time.Hour)
+	if err != nil || second == nil || second.ID != first.ID {
+		t.Fatalf("claim after the lease: %+v, %v", second, err)
+	}
+	if err := a.Release(ctx, first, t0, "late"); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := a.Claim(ctx, t0.Add(3*time.Minute), time.Minute); j != nil || err != nil {
+		t.Fatalf("the job given back by the worker that lost it: claimed again (%+v, %v) while another holds it", j, err)
+	}
+	if err := b.Release(ctx, second, t0, "retry"); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := a.Claim(ctx, t0.Add(3*time.Minute), time.Minute); err != nil || j == nil || j.Attempts != 1 || j.LastError != "retry" {
+		t.Fatalf("given back by its holder: %+v, %v; want due, 1 attempt", j, err)
+	}
+}
+
+// TestPGExchangePayloadCorrupt: a chunk of the wrong length (the tables
+// changed by hand, a bad restore) is an error, not a panic or bytes of
+// another offset.
+func TestPGExchangePayloadCorrupt(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewSchema(t)
+	s := openPGExchanges(t, url)
+	defer s.Close()
+	writePayload(t, s, "x1", "a", bytes.Repeat([]byte{1}, 2<<20+10))
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, q := range []string{
+		"UPDATE exchange_payload_chunks SET data = substring(data FROM 1 FOR 100) WHERE seq = 1",
+		"DELETE FROM exchange_payload_chunks WHERE seq = 2",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.OpenPayload(ctx, "x1", "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1000)
+		if _, err := p.ReadAt(b, 2<<20-500); err == nil {
+			t.Errorf("after %q: ReadAt across the damaged chunk succeeded", q)
+		}
+		if _, err := io.Copy(io.Discard, p); err == nil {
+			t.Errorf("after %q: reading the payload succeeded", q)
+		}
+		p.Close()
+	}
+}
