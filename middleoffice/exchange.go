@@ -43,6 +43,12 @@ type ExchangeConfig struct {
 	// StepTimeout is how long a prepared step may wait for its evidence
 	// before Run finishes it for its caller (a crash, a lost caller); 0: 1m.
 	StepTimeout time.Duration `yaml:"step_timeout"`
+	// Store is the exchange store: "embedded" (the default:
+	// BoltExchangeStore in the data directory) or "postgres" (a database
+	// shared by several nodes, see PGExchangeStore; its URL in the
+	// variable PostgresURLEnv names, or else proof.postgres_url_env's).
+	Store          string `yaml:"store"`
+	PostgresURLEnv string `yaml:"postgres_url_env"`
 }
 
 // MaxDocumentsLimit bounds ExchangeConfig.MaxDocuments: the
@@ -92,6 +98,7 @@ func (c ExchangeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("exchange.%s: not negative", name))
 		}
 	}
+	errs = append(errs, validateStore("exchange", c.Store, "embedded", c.PostgresURLEnv)...)
 	return errors.Join(errs...)
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -333,3 +334,30 @@ func (s *PGStore) seenVersion() int64 {
 	defer s.mu.Unlock()
 	return s.seen
 }
+
+// StorePostgres is the value of exchange.store and directory.store for a
+// PostgreSQL database shared by several nodes.
+const StorePostgres = "postgres"
+
+// validateStore checks a section's store and postgres_url_env: store is
+// "", embedded or StorePostgres; postgres_url_env names a variable (the
+// URL holds a password: never in pec.yaml), only with postgres.
+func validateStore(section, store, embedded, urlEnv string) []error {
+	var errs []error
+	switch store {
+	case "", embedded, StorePostgres:
+	default:
+		errs = append(errs, fmt.Errorf("%s.store: %q is not %s or %s", section, store, embedded, StorePostgres))
+	}
+	if urlEnv != "" {
+		if store != StorePostgres {
+			errs = append(errs, fmt.Errorf("%s.postgres_url_env: only with %s.store: %s", section, section, StorePostgres))
+		}
+		if !envNameSyntax.MatchString(urlEnv) {
+			errs = append(errs, fmt.Errorf("%s.postgres_url_env: %q is not the name of an environment variable", section, urlEnv))
+		}
+	}
+	return errs
+}
+
+var envNameSyntax = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,4 +286,36 @@ func TestPGDirectoryListenerLost(t *testing.T) {
 	}
 	took := quiet.waitPartner(t, c, "partner-c", cp.Revision, 5*time.Second)
 	t.Logf("a change without notification seen %s later (poll every 200ms)", took)
+}
+
+// TestStoreConfig: exchange.store and directory.store, with their
+// postgres_url_env.
+func TestStoreConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		exchange  middleoffice.ExchangeConfig
+		directory middleoffice.Config
+		want      string // "" valid; else a part of the error
+	}{
+		{name: "defaults"},
+		{name: "embedded and file", exchange: middleoffice.ExchangeConfig{Store: "embedded"}, directory: middleoffice.Config{Store: "file"}},
+		{name: "postgres, the proof's URL", exchange: middleoffice.ExchangeConfig{Store: "postgres"}, directory: middleoffice.Config{Store: "postgres"}},
+		{name: "postgres, a URL of their own", exchange: middleoffice.ExchangeConfig{Store: "postgres", PostgresURLEnv: "PEC_EXCHANGE_PG"}, directory: middleoffice.Config{Store: "postgres", PostgresURLEnv: "PEC_DIR_PG"}},
+		{name: "unknown exchange store", exchange: middleoffice.ExchangeConfig{Store: "bolt"}, want: `exchange.store: "bolt" is not embedded or postgres`},
+		{name: "unknown directory store", directory: middleoffice.Config{Store: "embedded"}, want: `directory.store: "embedded" is not file or postgres`},
+		{name: "a URL without postgres", exchange: middleoffice.ExchangeConfig{PostgresURLEnv: "PG"}, want: "exchange.postgres_url_env: only with exchange.store: postgres"},
+		{name: "a URL inline", directory: middleoffice.Config{Store: "postgres", PostgresURLEnv: "postgres://u:secret@db/pec"}, want: "directory.postgres_url_env: \"postgres://u:secret@db/pec\" is not the name"},
+		{name: "file and postgres", directory: middleoffice.Config{Store: "postgres", File: "directory.json"}, want: "directory.file: not with directory.store: postgres"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := errors.Join(tc.exchange.Validate(), tc.directory.Validate())
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Validate: %v, want %q", err, tc.want)
+			}
+		})
+	}
 }
