@@ -49,6 +49,9 @@ import (
 // the embedded store, opening does not give held jobs back, since other
 // nodes may hold them.
 //
+// The leases are reckoned in the nodes' time (Claim's now), so the nodes'
+// clocks must agree to well within a lease (5 minutes; NTP does).
+//
 // Times of the queue and of the outbox's order are kept to the
 // microsecond (PostgreSQL's timestamptz); the steps and exchanges keep
 // theirs whole, in their JSON.

@@ -773,3 +773,57 @@ func TestPGExchangePayloadCorrupt(t *testing.T) {
 		p.Close()
 	}
 }
+
+// BenchmarkPGExchangeStep: one exchange created (Prepare and Commit, two
+// transactions) from 8 goroutines, on the test cluster (fsync on).
+func BenchmarkPGExchangeStep(b *testing.B) {
+	s := openPGExchanges(b, pgtest.NewSchema(b))
+	defer s.Close()
+	var n atomic.Int64
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ex := exchangetest.NewExchange(fmt.Sprintf("b%d", n.Add(1)), "a", "b", "")
+			st := exchangetest.CreateStep(ex)
+			if err := s.Prepare(context.Background(), st); err != nil {
+				b.Error(err)
+				return
+			}
+			if err := s.Commit(context.Background(), ex.ID, st.Event.EvidenceID); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPGExchangePayload: a 16 MiB payload written and read back.
+func BenchmarkPGExchangePayload(b *testing.B) {
+	s := openPGExchanges(b, pgtest.NewSchema(b))
+	defer s.Close()
+	const size = 16 << 20
+	b.SetBytes(size)
+	i := 0
+	for b.Loop() {
+		i++
+		name := fmt.Sprintf("p%d", i)
+		w, err := s.CreatePayload(b.Context(), "x1", name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(w, &oddPattern{n: size}); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		p, err := s.OpenPayload(b.Context(), "x1", name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, err := io.Copy(io.Discard, p); err != nil || n != size {
+			b.Fatal(n, err)
+		}
+		p.Close()
+	}
+}
