@@ -26,9 +26,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,6 +186,20 @@ func start() (*Cluster, error) {
 	if err := startServer(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
+	}
+	// A test binary that panics or is killed never returns from m.Run:
+	// a watchdog of its own session stops the cluster once the binary
+	// is gone.
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	stopCmd := append(slices.Clone(wrap), filepath.Join(Bin, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
+	for i := range stopCmd {
+		stopCmd[i] = quote(stopCmd[i])
+	}
+	watchdog := exec.Command("sh", "-c", fmt.Sprintf("while kill -0 %d 2>/dev/null; do sleep 1; done; %s >/dev/null 2>&1; rm -rf %s",
+		os.Getpid(), strings.Join(stopCmd, " "), quote(dir)))
+	watchdog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := watchdog.Start(); err == nil {
+		go watchdog.Wait()
 	}
 	return &Cluster{
 		URL: fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", dir, port),
