@@ -56,6 +56,12 @@ type ExchangeConfig struct {
 	// PushTimeout bounds one push to a recipient's webhook, documents
 	// included, and one notification to a sender; 0: 5m.
 	PushTimeout time.Duration `yaml:"push_timeout"`
+	// Store is the exchange store: "embedded" (the default:
+	// BoltExchangeStore in the data directory) or "postgres" (a database
+	// shared by several nodes, see PGExchangeStore; its URL in the
+	// variable PostgresURLEnv names, or else proof.postgres_url_env's).
+	Store          string `yaml:"store"`
+	PostgresURLEnv string `yaml:"postgres_url_env"`
 }
 
 // MaxDocumentsLimit bounds ExchangeConfig.MaxDocuments: the
@@ -108,6 +114,7 @@ func (c ExchangeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("exchange.%s: not negative", name))
 		}
 	}
+	errs = append(errs, validateStore("exchange", c.Store, "embedded", c.PostgresURLEnv)...)
 	return errors.Join(errs...)
 }
 
