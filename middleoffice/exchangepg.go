@@ -126,6 +126,7 @@ CREATE TABLE exchange_jobs (
 	id         TEXT COLLATE "C" PRIMARY KEY,
 	kind       TEXT NOT NULL,
 	exchange   TEXT NOT NULL,
+	evidence   TEXT NOT NULL DEFAULT '',
 	not_before TIMESTAMPTZ NOT NULL,
 	held_until TIMESTAMPTZ,
 	due        TIMESTAMPTZ GENERATED ALWAYS AS (GREATEST(not_before, held_until)) STORED,
@@ -431,12 +432,12 @@ func (s *PGExchangeStore) Commit(ctx context.Context, exchange, evidenceID strin
 			VALUES ($1, (SELECT count(*) FROM exchange_events WHERE exchange = $1), $2, $3)`, e.ID, st.Event.EvidenceID, event); err != nil {
 			return err
 		}
-		if j := st.Enqueue; j != nil {
-			if _, err := tx.Exec(ctx, `INSERT INTO exchange_jobs (id, kind, exchange, not_before, held_until, attempts, last_error)
-				VALUES ($1, $2, $3, $4, NULL, $5, $6)
-				ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, exchange = excluded.exchange, not_before = excluded.not_before,
-					held_until = NULL, attempts = excluded.attempts, last_error = excluded.last_error`,
-				j.ID, j.Kind, j.Exchange, j.NotBefore, j.Attempts, j.LastError); err != nil {
+		for _, j := range st.Enqueue {
+			if _, err := tx.Exec(ctx, `INSERT INTO exchange_jobs (id, kind, exchange, evidence, not_before, held_until, attempts, last_error)
+				VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)
+				ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, exchange = excluded.exchange, evidence = excluded.evidence,
+					not_before = excluded.not_before, held_until = NULL, attempts = excluded.attempts, last_error = excluded.last_error`,
+				j.ID, j.Kind, j.Exchange, j.Evidence, j.NotBefore, j.Attempts, j.LastError); err != nil {
 				return err
 			}
 		}
@@ -576,12 +577,12 @@ func (s *PGExchangeStore) Inbox(ctx context.Context, recipient, after string, li
 	return out, storeError("inbox", err)
 }
 
-const pgJobColumns = "id, kind, exchange, not_before, held_until, attempts, last_error"
+const pgJobColumns = "id, kind, exchange, evidence, not_before, held_until, attempts, last_error"
 
 func scanJob(row pgx.CollectableRow) (*Job, error) {
 	var j Job
 	var held *time.Time
-	if err := row.Scan(&j.ID, &j.Kind, &j.Exchange, &j.NotBefore, &held, &j.Attempts, &j.LastError); err != nil {
+	if err := row.Scan(&j.ID, &j.Kind, &j.Exchange, &j.Evidence, &j.NotBefore, &held, &j.Attempts, &j.LastError); err != nil {
 		return nil, err
 	}
 	j.NotBefore = j.NotBefore.UTC()
@@ -621,6 +622,15 @@ func (s *PGExchangeStore) Release(ctx context.Context, job *Job, notBefore time.
 	_, err := s.pool.Exec(ctx, `UPDATE exchange_jobs SET attempts = attempts + 1, last_error = $2, not_before = $3, held_until = NULL
 		WHERE id = $1 AND ($4::timestamptz IS NULL OR held_until = $4)`, job.ID, lastErr, notBefore, held)
 	return storeError("release", err)
+}
+
+// Done implements ExchangeStore. It removes the job whoever holds it: a
+// worker whose lease passed while it did the job has done it all the same.
+func (s *PGExchangeStore) Done(ctx context.Context, jobID string) error {
+	ctx, cancel := pgOpContext(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, "DELETE FROM exchange_jobs WHERE id = $1", jobID)
+	return storeError("done", err)
 }
 
 // Jobs implements ExchangeStore.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -21,8 +20,6 @@ import (
 	"pec/middleoffice"
 	"pec/middleoffice/exchangetest"
 )
-
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func openPGExchanges(t testing.TB, url string) *middleoffice.PGExchangeStore {
 	t.Helper()
