@@ -53,6 +53,7 @@ const (
 	TypeMethodNotAllowed ProblemType = ProblemPrefix + "method-not-allowed"
 	TypePartnerExists    ProblemType = ProblemPrefix + "partner-exists"
 	TypePartnerConflict  ProblemType = ProblemPrefix + "partner-conflict"
+	TypeDirectoryChanged ProblemType = ProblemPrefix + "directory-changed"
 
 	// The node (500, 503).
 	TypeInternal             ProblemType = ProblemPrefix + "internal"
@@ -100,6 +101,7 @@ var problemTypes = []ProblemInfo{
 	{TypeMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed on this resource", false},
 	{TypePartnerExists, http.StatusConflict, "A partner with this id exists", false},
 	{TypePartnerConflict, http.StatusConflict, "The partner's certificates are another partner's", false},
+	{TypeDirectoryChanged, http.StatusConflict, "The directory was changed on another node meanwhile", false},
 	{TypeInternal, http.StatusInternalServerError, "Internal failure", false},
 	{TypeUnavailable, http.StatusServiceUnavailable, "Temporarily unavailable", true},
 	{TypeNotSealed, http.StatusServiceUnavailable, "The evidence is not sealed yet", true},
