@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,7 +33,7 @@ import (
 //   - exchange_idempotency: primary key (sender, key) → exchange;
 //   - exchange_outbox: the prepared steps, one an exchange (primary key);
 //   - exchange_jobs: the work queue, with its due time (the later of
-//     not_before and held_until) indexed;
+//     not_before and held_until) indexed, and the holder of a held job;
 //   - exchange_payloads and exchange_payload_chunks: each payload version
 //     a row, its bytes in chunks of 1 MiB (bytea rows stored uncompressed,
 //     so that a read at an offset fetches only its slice), committed by
@@ -44,10 +47,27 @@ import (
 // steps of one exchange run one after the other and a Commit racing a
 // recovery applies the step once. Claim is one UPDATE of the first due job
 // chosen with FOR UPDATE SKIP LOCKED: two nodes never hold one job at
-// once, and neither waits for the other. A held job is due again when its
-// lease passes (a node that dies gives its jobs back that way): unlike
-// the embedded store, opening does not give held jobs back, since other
-// nodes may hold them.
+// once, and neither waits for the other.
+//
+// # Jobs of a node that died
+//
+// A held job is due again when its lease passes, and sooner when its
+// holder is gone: each handle holds, on a connection of its own, a
+// session-level advisory lock (the schema's class, a random holder id)
+// and writes its id into the jobs it claims. When a node's process dies
+// (SIGKILL, a crash), its connections close and the database releases the
+// lock (a machine lost silently: once the server's TCP keepalives drop
+// the connection, or the lease passes); every half second, a handle's
+// Claim gives back the held jobs whose holder's lock is free (pg_locks).
+// A job is thus taken again within a second of its node's death, by the
+// other nodes or by the node started again, instead of at the end of its
+// lease (5 minutes at least). A handle
+// that loses its lock connection (the database restarted) takes the lock
+// again with the same id; meanwhile another node may take its jobs: at
+// least once, as ever — the steps' state guards keep each step once.
+// Opening does not give back every held job, as the embedded store does,
+// since other nodes hold theirs. The lock is a session lock: connect
+// directly, or through a pooler in session mode.
 //
 // The leases are reckoned in the nodes' time (Claim's now), so the nodes'
 // clocks must agree to well within a lease (5 minutes; NTP does).
@@ -71,6 +91,18 @@ import (
 type PGExchangeStore struct {
 	pool   *pgxpool.Pool
 	lastGC atomic.Int64 // UnixNano of the last collection of abandoned payloads
+
+	// The holder lock (see the type's doc).
+	lockCfg  *pgx.ConnConfig
+	class    int32        // first key of the holders' locks: the schema's
+	lastReap atomic.Int64 // UnixNano of the last reap
+	lockMu   sync.Mutex
+	lockConn *pgx.Conn // holds (class, holder); nil: none
+	holder   int32     // this handle's id, > 0
+	held     bool      // lockConn holds the lock
+	closed   bool
+	claimAs  atomic.Int32 // holder while held, else 0: what Claim writes
+	id       atomic.Int32 // holder, for Release's guard
 }
 
 var _ ExchangeStore = (*PGExchangeStore)(nil)
@@ -86,8 +118,10 @@ const (
 	// so long is a dead node's; pgPayloadGCEvery: how often a node looks.
 	pgPayloadAbandoned = time.Hour
 	pgPayloadGCEvery   = 10 * time.Minute
-	pgConnectTimeout   = 5 * time.Second
-	pgOpTimeout        = 10 * time.Second
+	// pgReapEvery: how often a handle looks for the jobs of dead holders.
+	pgReapEvery      = 500 * time.Millisecond
+	pgConnectTimeout = 5 * time.Second
+	pgOpTimeout      = 10 * time.Second
 )
 
 const pgExchangeSchema = `
@@ -129,11 +163,13 @@ CREATE TABLE exchange_jobs (
 	evidence   TEXT NOT NULL DEFAULT '',
 	not_before TIMESTAMPTZ NOT NULL,
 	held_until TIMESTAMPTZ,
+	holder     INT,
 	due        TIMESTAMPTZ GENERATED ALWAYS AS (GREATEST(not_before, held_until)) STORED,
 	attempts   INT NOT NULL DEFAULT 0,
 	last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX exchange_jobs_due ON exchange_jobs (due, id);
+CREATE INDEX exchange_jobs_holder ON exchange_jobs (holder) WHERE holder IS NOT NULL;
 CREATE TABLE exchange_payloads (
 	id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	exchange   TEXT COLLATE "C" NOT NULL,
@@ -175,8 +211,19 @@ func OpenPGExchanges(ctx context.Context, url string) (*PGExchangeStore, error) 
 		pool.Close()
 		return nil, fmt.Errorf("middleoffice: exchange store: postgres schema: %w", err)
 	}
-	s := &PGExchangeStore{pool: pool}
+	var schema string
+	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("middleoffice: exchange store: postgres: %w", err)
+	}
+	h := fnv.New32a()
+	h.Write([]byte("exchange-holders/" + schema))
+	s := &PGExchangeStore{pool: pool, lockCfg: pool.Config().ConnConfig.Copy(), class: int32(h.Sum32())}
+	if s.lockCfg.RuntimeParams["application_name"] == "" {
+		s.lockCfg.RuntimeParams["application_name"] = "pec-exchange-holder"
+	}
 	s.collectPayloads(ctx)
+	s.reap(ctx)
 	return s, nil
 }
 
@@ -238,10 +285,97 @@ func pgMigrate(ctx context.Context, pool *pgxpool.Pool, key int64, table, create
 	})
 }
 
-// Close implements ExchangeStore.
+// Close implements ExchangeStore. It ends the holder lock: the jobs this
+// handle holds go back to the queue at the next reap of another handle.
 func (s *PGExchangeStore) Close() error {
+	s.lockMu.Lock()
+	s.closed = true
+	s.dropLock()
+	s.lockMu.Unlock()
 	s.pool.Close()
 	return nil
+}
+
+// holding returns the handle's holder id, if its lock is held.
+func (s *PGExchangeStore) holding() (int32, bool) {
+	h := s.claimAs.Load()
+	return h, h != 0
+}
+
+func (s *PGExchangeStore) dropLock() {
+	if s.lockConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.lockConn.Close(ctx)
+		cancel()
+	}
+	s.lockConn, s.held = nil, false
+	s.claimAs.Store(0)
+}
+
+// lock checks that the holder lock is held (its connection alive), or
+// takes it again, on a connection of its own; under lockMu.
+func (s *PGExchangeStore) lock(ctx context.Context) error {
+	if s.closed {
+		return errors.New("middleoffice: exchange store closed")
+	}
+	if s.lockConn != nil && s.held {
+		if err := s.lockConn.Ping(ctx); err == nil {
+			return nil
+		}
+		s.dropLock() // the lock went, or goes, with the connection
+	}
+	if s.lockConn == nil {
+		conn, err := pgx.ConnectConfig(ctx, s.lockCfg)
+		if err != nil {
+			return err
+		}
+		s.lockConn = conn
+	}
+	for range 3 { // an id another handle holds: another
+		if s.holder <= 0 {
+			s.holder = rand.Int32N(math.MaxInt32) + 1
+		}
+		var got bool
+		if err := s.lockConn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", s.class, s.holder).Scan(&got); err != nil {
+			s.dropLock()
+			return err
+		}
+		if got {
+			s.held = true
+			s.claimAs.Store(s.holder)
+			s.id.Store(s.holder)
+			return nil
+		}
+		s.holder = 0
+	}
+	return errors.New("no free holder id")
+}
+
+// reap gives back to the queue the jobs whose holders are gone (their
+// lock is free: the node died, or lost its connection), at most every
+// pgReapEvery, and takes or checks this handle's own lock first. A
+// failure is logged by no one: the leases still bound the wait, and the
+// next Claim tries again.
+func (s *PGExchangeStore) reap(ctx context.Context) {
+	last := s.lastReap.Load()
+	now := time.Now()
+	if last != 0 && now.Sub(time.Unix(0, last)) < pgReapEvery || !s.lastReap.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	ctx, cancel := pgOpContext(ctx)
+	defer cancel()
+	s.lockMu.Lock()
+	err := s.lock(ctx)
+	s.lockMu.Unlock()
+	if err != nil {
+		return
+	}
+	// The holders alive are the locks of the class granted in this
+	// database (pg_locks shows the advisory locks of every session).
+	_, _ = s.pool.Exec(ctx, `UPDATE exchange_jobs SET held_until = NULL, holder = NULL
+		WHERE holder IS NOT NULL AND holder::int8 NOT IN (SELECT objid::int8 FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::int8 = $1
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`, int64(uint32(s.class)))
 }
 
 // pgOpContext bounds a call whose ctx does not end sooner.
@@ -436,7 +570,7 @@ func (s *PGExchangeStore) Commit(ctx context.Context, exchange, evidenceID strin
 			if _, err := tx.Exec(ctx, `INSERT INTO exchange_jobs (id, kind, exchange, evidence, not_before, held_until, attempts, last_error)
 				VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)
 				ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, exchange = excluded.exchange, evidence = excluded.evidence,
-					not_before = excluded.not_before, held_until = NULL, attempts = excluded.attempts, last_error = excluded.last_error`,
+					not_before = excluded.not_before, held_until = NULL, holder = NULL, attempts = excluded.attempts, last_error = excluded.last_error`,
 				j.ID, j.Kind, j.Exchange, j.Evidence, j.NotBefore, j.Attempts, j.LastError); err != nil {
 				return err
 			}
@@ -596,9 +730,14 @@ func scanJob(row pgx.CollectableRow) (*Job, error) {
 func (s *PGExchangeStore) Claim(ctx context.Context, now time.Time, lease time.Duration) (*Job, error) {
 	ctx, cancel := pgOpContext(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, `UPDATE exchange_jobs SET held_until = $2
+	s.reap(ctx)
+	var holder *int32
+	if h, ok := s.holding(); ok {
+		holder = &h
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE exchange_jobs SET held_until = $2, holder = $3
 		WHERE id = (SELECT id FROM exchange_jobs WHERE due <= $1 ORDER BY due, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-		RETURNING `+pgJobColumns, now, now.Add(lease))
+		RETURNING `+pgJobColumns, now, now.Add(lease), holder)
 	if err != nil {
 		return nil, storeError("claim", err)
 	}
@@ -610,8 +749,9 @@ func (s *PGExchangeStore) Claim(ctx context.Context, now time.Time, lease time.D
 }
 
 // Release implements ExchangeStore. A job that another worker holds now
-// (its lease passed and it was claimed again: job.HeldUntil is not its
-// hold any more) is left to that worker, as is one committed away.
+// (its lease passed, or its holder's lock went, and it was claimed again:
+// job.HeldUntil is not its hold any more, or another handle is its
+// holder) is left to that worker, as is one committed away.
 func (s *PGExchangeStore) Release(ctx context.Context, job *Job, notBefore time.Time, lastErr string) error {
 	ctx, cancel := pgOpContext(ctx)
 	defer cancel()
@@ -619,8 +759,8 @@ func (s *PGExchangeStore) Release(ctx context.Context, job *Job, notBefore time.
 	if !job.HeldUntil.IsZero() {
 		held = &job.HeldUntil
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE exchange_jobs SET attempts = attempts + 1, last_error = $2, not_before = $3, held_until = NULL
-		WHERE id = $1 AND ($4::timestamptz IS NULL OR held_until = $4)`, job.ID, lastErr, notBefore, held)
+	_, err := s.pool.Exec(ctx, `UPDATE exchange_jobs SET attempts = attempts + 1, last_error = $2, not_before = $3, held_until = NULL, holder = NULL
+		WHERE id = $1 AND ($4::timestamptz IS NULL OR held_until = $4) AND (holder IS NULL OR holder = $5)`, job.ID, lastErr, notBefore, held, s.id.Load())
 	return storeError("release", err)
 }
 

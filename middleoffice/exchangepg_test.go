@@ -824,3 +824,102 @@ func BenchmarkPGExchangePayload(b *testing.B) {
 		p.Close()
 	}
 }
+
+// TestPGExchangeDeadHolder: the jobs a node holds when it dies come back
+// within a second, long before their lease passes, whether its process
+// ended (its store closed without giving them back) or the database lost
+// its lock connection (terminated); the jobs of a live node stay its own,
+// and a late Release by the node whose job was given back leaves the new
+// holder's hold alone.
+func TestPGExchangeDeadHolder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.NewSchema(t)
+	live := openPGExchanges(t, url)
+	defer live.Close()
+	now := t0.Add(time.Minute)
+	const lease = time.Hour
+	// held creates exchange id with live, and dead claims its job.
+	held := func(t *testing.T, dead middleoffice.ExchangeStore, id string) *middleoffice.Job {
+		t.Helper()
+		mustDo(t, live, exchangetest.CreateStep(exchangetest.NewExchange(id, "a", "b", "")))
+		j, err := dead.Claim(ctx, now, lease)
+		if err != nil || j == nil || j.Exchange != id {
+			t.Fatalf("Claim = %+v, %v", j, err)
+		}
+		return j
+	}
+	// reclaimed waits for live to take id again: within a second and a
+	// half of its holder's death (two reaps), at the same time now.
+	reclaimed := func(t *testing.T, id string) *middleoffice.Job {
+		t.Helper()
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		for {
+			j, err := live.Claim(ctx, now, lease)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j != nil {
+				if j.ID != id {
+					t.Fatalf("claimed %s, want the dead holder's %s", j.ID, id)
+				}
+				return j
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the dead holder's job %s not given back within 1.5s", id)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	t.Run("closed", func(t *testing.T) {
+		dead := openPGExchanges(t, url)
+		j := held(t, dead, "c1")
+		dead.Close() // as a process that dies: nothing given back
+		reclaimed(t, j.ID)
+	})
+	t.Run("lock connection lost", func(t *testing.T) {
+		dead := openPGExchanges(t, url)
+		defer dead.Close()
+		j := held(t, dead, "l1")
+		held(t, dead, "l2")
+		// A live node's jobs stay its own, reap after reap.
+		time.Sleep(time.Second)
+		if j, err := live.Claim(ctx, now, lease); j != nil || err != nil {
+			t.Fatalf("a live holder's job claimed: %+v, %v", j, err)
+		}
+		admin := pgAdmin(t)
+		var holder int32
+		if err := admin.QueryRow(ctx, "SELECT holder FROM "+schemaOf(t, url)+".exchange_jobs WHERE id = $1", j.ID).Scan(&holder); err != nil {
+			t.Fatal(err)
+		}
+		var ok bool
+		err := admin.QueryRow(ctx, `SELECT pg_terminate_backend(pid, 5000) FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND objid::int8 = $1`, int64(holder)).Scan(&ok)
+		if err != nil || !ok {
+			t.Fatalf("terminate the holder's lock connection: %v, %v", ok, err)
+		}
+		got := reclaimed(t, j.ID)
+		reclaimed(t, "l2-process")
+		// The node that lost them gives one back late: the new hold stays.
+		if err := dead.Release(ctx, j, now, "late"); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := live.Jobs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range jobs {
+			if x.ID == got.ID && (!x.HeldUntil.Equal(got.HeldUntil) || x.Attempts != 0) {
+				t.Errorf("after the late release: %+v, want held by the new holder, no attempt counted", x)
+			}
+		}
+		// The node that lost its lock connection takes it again: what it
+		// claims next stays its own.
+		held(t, dead, "l3")
+		time.Sleep(time.Second)
+		if j, err := live.Claim(ctx, now, lease); j != nil || err != nil {
+			t.Fatalf("a job of the node that took its lock again claimed: %+v, %v", j, err)
+		}
+	})
+}
