@@ -24,8 +24,9 @@ import (
 // upload's progress (idleTransfer without a byte ends it), so that a
 // 1 GiB dossier is not cut by the listener's request timeout.
 
-// idleTransfer is how long an upload or a download may stall.
-const idleTransfer = 30 * time.Second
+// idleTransfer is how long an upload or a download may stall (a
+// variable for the tests only).
+var idleTransfer = 30 * time.Second
 
 // maxPartHeader bounds the bytes a submission may spend on a part's
 // headers and boundary, on top of the declared sizes.
@@ -42,7 +43,7 @@ func registerExchanges(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice
 	read := operation{name: "exchange: read"}
 	ack := operation{name: "exchange: acknowledgment", outcome: "the acknowledgment may not have been recorded; read the exchange to see"}
 	route := func(pattern, name string, op operation, f func(http.ResponseWriter, *http.Request) error) {
-		v1.Handle(pattern, m.instrument(name, e.handle(op, f)))
+		v1.Handle(pattern, m.instrument(name, e.handle(op, cutWhenGone(e, op, f))))
 	}
 	route("POST /v1/exchanges", "/v1/exchanges", submit, h.submit)
 	route("GET /v1/inbox", "/v1/inbox", read, h.inbox)
@@ -52,6 +53,23 @@ func registerExchanges(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice
 	route("GET /v1/exchanges/{id}/delivery", "/v1/exchanges/{id}/delivery", read, h.delivery)
 	route("GET /v1/exchanges/{id}/documents/{n}", "/v1/exchanges/{id}/documents/{n}", read, h.document)
 	route("POST /v1/exchanges/{id}/ack", "/v1/exchanges/{id}/ack", ack, h.ack)
+}
+
+// cutWhenGone cuts the connection of a request whose client went away —
+// or stalled longer than idleTransfer with its connection open: net/http
+// cancels the request's context on any read error of the connection,
+// its deadline passing included — rather than let net/http answer the
+// handler's silence with 200 and an empty body, which a stalled client
+// would read as success.
+func cutWhenGone(e *edge, op operation, f func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		err := f(w, r)
+		if err != nil && r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+			e.log.InfoContext(r.Context(), op.name+": client went away", "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		return err
+	}
 }
 
 // submit is POST /v1/exchanges.
@@ -67,16 +85,27 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	mr := multipart.NewReader(limited, params["boundary"])
 	form := mt == api.MediaMultipartForm
 
+	// Every refusal of the manifest is evidence, as a document's is: the
+	// sender is known (its certificate), whatever it sent. Only a client
+	// that went away is not answered, nor recorded.
+	refuseManifest := func(raw []byte, fault string) error {
+		if err := r.Context().Err(); err != nil {
+			return err
+		}
+		return h.x.RefuseManifest(r.Context(), sender, raw, &middleoffice.ManifestError{Faults: []string{fault}})
+	}
 	part, err := mr.NextPart()
-	if err != nil {
-		return &middleoffice.ManifestError{Faults: []string{"the body is not multipart with a first part, the manifest: " + partError(err)}}
+	if errors.Is(err, io.EOF) {
+		return refuseManifest(nil, "the body has no part: the first must be the manifest")
+	} else if err != nil {
+		return refuseManifest(nil, "the body is not multipart with a first part, the manifest: "+partError(err))
 	}
 	if form && part.FormName() != api.ManifestPart {
-		return &middleoffice.ManifestError{Faults: []string{fmt.Sprintf("the first part is %q: it must be the manifest (form name %q)", part.FormName(), api.ManifestPart)}}
+		return refuseManifest(nil, fmt.Sprintf("the first part is %q: it must be the manifest (form name %q)", part.FormName(), api.ManifestPart))
 	}
 	raw, err := io.ReadAll(io.LimitReader(part, middleoffice.MaxManifestSize+1))
 	if err != nil {
-		return &middleoffice.ManifestError{Faults: []string{"the manifest part cannot be read: " + partError(err)}}
+		return refuseManifest(raw, "the manifest part cannot be read: "+partError(err))
 	}
 	m, err := middleoffice.DecodeManifest(raw)
 	if err == nil {
@@ -92,7 +121,8 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	// sizes over its limits before it reads a document).
 	limited.left = maxPartHeader
 	for _, d := range m.Documents {
-		limited.left += d.Size + maxPartHeader
+		// Saturating: a size the service will refuse may be near MaxInt64.
+		limited.left = min(limited.left+min(d.Size, 1<<50)+maxPartHeader, 1<<56)
 	}
 	docs := &partSource{mr: mr, form: form, n: len(m.Documents)}
 	s, err := h.x.Submit(r.Context(), sender, m, docs)
@@ -367,16 +397,30 @@ func (h *exchangeHandlers) delivery(w http.ResponseWriter, r *http.Request) erro
 // requests, to resume a large download.
 func (h *exchangeHandlers) document(w http.ResponseWriter, r *http.Request) error {
 	n, err := strconv.Atoi(r.PathValue("n"))
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || strconv.Itoa(n) != r.PathValue("n") {
 		return refuse(api.TypeNotFound, "documents/{n}: n is the document's index in the manifest, from 0")
 	}
-	d, err := h.x.Fetch(r.Context(), principal(h.pol, r), r.PathValue("id"))
+	// The index is checked before the fetch: a fetch is evidence
+	// (delivery.retrieved, naming the envelopes handed out), and a
+	// request for a document that does not exist hands out nothing.
+	pr := principal(h.pol, r)
+	ex, err := h.x.Status(r.Context(), pr, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if ex.Recipient != pr.ID() {
+		return middleoffice.ErrExchangeNotFound // its sender: the recipient's alone, as Fetch says
+	}
+	if count := len(ex.Manifest.Documents); n >= count {
+		return refuse(api.TypeNotFound, fmt.Sprintf("the exchange has %d documents (0 to %d)", count, count-1))
+	}
+	d, err := h.x.Fetch(r.Context(), pr, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	if n >= len(d.Documents) {
-		return refuse(api.TypeNotFound, fmt.Sprintf("the exchange has %d documents (0 to %d)", len(d.Documents), len(d.Documents)-1))
+		return fmt.Errorf("gateway: exchange %s: %d envelopes for %d documents", ex.ID, len(d.Documents), len(ex.Manifest.Documents))
 	}
 	doc := d.Documents[n]
 	w.Header().Set("Content-Type", api.MediaCMSEnveloped)

@@ -178,7 +178,11 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	v1.Handle("/v1/timestamps", m.instrument("/v1/timestamps", &tsaEndpoint{authority: authority, maxBody: maxBody, log: e.log, failures: e.failures}))
 	registerSigning(v1, m, e, opts)
 	if l := opts.log(); l != nil {
-		registerProofs(v1, m, e, pol, middleoffice.NewProofs(l, pol, opts.Proofs.Export))
+		proofs := middleoffice.NewProofs(l, pol, opts.Proofs.Export)
+		registerProofs(v1, m, e, pol, proofs)
+		if opts.Exchanges != nil {
+			registerExchangeProof(v1, m, e, pol, proofs, opts.Exchanges)
+		}
 	}
 	if opts.Policy != nil {
 		registerPartners(v1, m, e, pol, middleoffice.NewAdmin(opts.Policy))

@@ -68,3 +68,8 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection: without it,
+// a handler behind the metrics cannot move its deadlines (a long upload)
+// nor flush.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

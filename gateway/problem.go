@@ -192,6 +192,8 @@ func rejectionType(r middleoffice.Reason) api.ProblemType {
 		return api.TypeIncompleteSubmission
 	case middleoffice.ReasonIdempotencyConflict:
 		return api.TypeIdempotencyConflict
+	case middleoffice.ReasonInvalidSignature:
+		return api.TypeInvalidSignature
 	case middleoffice.ReasonUnreachable:
 		return api.TypeRecipientUnreachable
 	}

@@ -77,6 +77,7 @@ func TestProblemFor(t *testing.T) {
 		{"size mismatch", &middleoffice.RejectedError{Reason: middleoffice.ReasonSizeMismatch, Detail: "documents[0]: 9 bytes, declared 10"}, api.TypeSizeMismatch, "", "declared 10", nil},
 		{"incomplete", &middleoffice.RejectedError{Reason: middleoffice.ReasonIncomplete, Detail: "documents[2]: missing"}, api.TypeIncompleteSubmission, "", "missing", nil},
 		{"idempotency conflict", &middleoffice.RejectedError{Reason: middleoffice.ReasonIdempotencyConflict, Detail: "the key names another manifest"}, api.TypeIdempotencyConflict, "", "another manifest", nil},
+		{"bad signature", &middleoffice.RejectedError{Reason: middleoffice.ReasonInvalidSignature, Detail: "documents[0].signatures[0]: TOTAL-FAILED HASH_FAILURE"}, api.TypeInvalidSignature, "", "HASH_FAILURE", nil},
 		{"unreachable", &middleoffice.RejectedError{Reason: middleoffice.ReasonUnreachable, Detail: "partner-b has no encryption certificate"}, api.TypeRecipientUnreachable, "", "encryption certificate", nil},
 		{"bad ack", &middleoffice.AckError{Reason: "the signed acknowledgment is not a CMS SignedData"}, api.TypeInvalidAcknowledgment, "", "not a CMS SignedData", nil},
 		{"already acknowledged", middleoffice.ErrAlreadyAcknowledged, api.TypeAlreadyAcknowledged, "", "answered already", nil},

@@ -22,11 +22,31 @@ func registerProofs(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice.Po
 		if err != nil {
 			return err
 		}
-		w.Header().Set("Content-Type", "application/zip")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+id+`.zip"`)
-		w.Header().Set(api.EvidenceHeader, b.ReadID)
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(b.Data)
+		writeBundle(w, id, b)
 		return nil
 	})))
+}
+
+// GET /v1/exchanges/{id}/proof: one proof bundle of every step of an
+// exchange (middleoffice.Proofs.ExchangeBundle), for its sender and, once
+// delivered, its recipient; the read is recorded first.
+func registerExchangeProof(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice.Policy, proofs *middleoffice.Proofs, x *middleoffice.Exchanges) {
+	op := operation{name: "exchange: proof", outcome: "no proof was sent"}
+	v1.Handle("GET /v1/exchanges/{id}/proof", m.instrument("/v1/exchanges/{id}/proof", e.handle(op, func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		b, err := proofs.ExchangeBundle(r.Context(), principal(pol, r), x, id)
+		if err != nil {
+			return err
+		}
+		writeBundle(w, id, b)
+		return nil
+	})))
+}
+
+func writeBundle(w http.ResponseWriter, name string, b *middleoffice.ProofBundle) {
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.zip"`)
+	w.Header().Set(api.EvidenceHeader, b.ReadID)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Data)
 }

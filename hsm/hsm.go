@@ -214,18 +214,18 @@ func (c Config) readPIN() (string, error) {
 	if c.PINEnv != "" {
 		pin, ok := os.LookupEnv(c.PINEnv)
 		if !ok || pin == "" {
-			return "", fmt.Errorf("hsm: pin_env: environment variable %s is not set", c.PINEnv)
+			return "", fmt.Errorf("hsm: pin_env: environment variable %s is not set (export it with the token's user PIN, or give hsm.pin_file)", c.PINEnv)
 		}
 		return pin, nil
 	}
 	data, err := os.ReadFile(c.PINFile)
 	if err != nil {
 		// The *PathError names the file only.
-		return "", fmt.Errorf("hsm: pin_file: %w", err)
+		return "", fmt.Errorf("hsm: pin_file: %w (write the token's user PIN in it, mode 0600; pec init makes one for a development token)", err)
 	}
 	pin := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
 	if pin == "" {
-		return "", fmt.Errorf("hsm: pin_file: %s is empty", c.PINFile)
+		return "", fmt.Errorf("hsm: pin_file: %s is empty (write the token's user PIN in it)", c.PINFile)
 	}
 	return pin, nil
 }

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"pec/evidence"
+	"pec/internal/cms"
 )
 
 // The exchange: a partner submits a tele-dossier (a [Manifest] and its
@@ -103,15 +104,21 @@ func (c ExchangeConfig) Validate() error {
 	if c.MaxDocuments < 0 || c.MaxDocuments > MaxDocumentsLimit {
 		errs = append(errs, fmt.Errorf("exchange.max_documents: %d is not between 1 and %d (0: 64)", c.MaxDocuments, MaxDocumentsLimit))
 	}
-	if c.MaxDocumentSize < 0 || c.MaxDossierSize < 0 {
-		errs = append(errs, errors.New("exchange.max_document_size, max_dossier_size: not negative"))
+	if c.MaxDocumentSize < 0 {
+		errs = append(errs, errors.New("exchange.max_document_size: not negative"))
+	}
+	if c.MaxDossierSize < 0 {
+		errs = append(errs, errors.New("exchange.max_dossier_size: not negative"))
 	}
 	if c.Workers < 0 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("exchange.workers: %d is not between 1 and 256 (0: 2)", c.Workers))
 	}
-	for name, d := range map[string]time.Duration{"poll_interval": c.PollInterval, "retry_delay": c.RetryDelay, "max_retry_delay": c.MaxRetryDelay, "step_timeout": c.StepTimeout, "dead_letter_after": c.DeadLetterAfter, "push_timeout": c.PushTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("exchange.%s: not negative", name))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"poll_interval", c.PollInterval}, {"retry_delay", c.RetryDelay}, {"max_retry_delay", c.MaxRetryDelay}, {"step_timeout", c.StepTimeout}, {"dead_letter_after", c.DeadLetterAfter}, {"push_timeout", c.PushTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("exchange.%s: not negative", d.name))
 		}
 	}
 	errs = append(errs, validateStore("exchange", c.Store, "embedded", c.PostgresURLEnv)...)
@@ -139,6 +146,11 @@ type Document struct {
 	Type      string `json:"type,omitempty"` // the document type the routing rules name; "": none
 	SHA256    string `json:"sha256"`         // of the content: 64 hexadecimal digits
 	Size      int64  `json:"size"`           // of the content, bytes
+	// Signatures are the sender's detached CMS signatures (DER; base64 in
+	// JSON) of the content, each checked (certificate path, revocation:
+	// certvalidation's documentSigning purpose) before the submission is
+	// accepted; they travel in the sealed manifest to the recipient.
+	Signatures [][]byte `json:"signatures,omitempty"`
 }
 
 // Limits of a manifest's fields (the configuration's limits come on top).
@@ -244,9 +256,58 @@ func (m Manifest) Validate() error {
 		if d.Size < 0 {
 			fault("%s.size: negative", at)
 		}
+		if len(d.Signatures) > maxSignatures {
+			fault("%s.signatures: at most %d", at, maxSignatures)
+		}
+		for j, sig := range d.Signatures {
+			if err := checkSignatureShape(sig); err != nil {
+				fault("%s.signatures[%d]: %v", at, j, err)
+			}
+		}
+	}
+	total := 0
+	for _, d := range m.Documents {
+		total += len(d.Signatures)
+	}
+	if total > maxManifestSignatures {
+		fault("documents: %d signatures; at most %d in a dossier", total, maxManifestSignatures)
 	}
 	if len(faults) > 0 {
 		return &ManifestError{Faults: faults}
+	}
+	return nil
+}
+
+// Bounds of the sender's signatures of one document.
+const (
+	maxSignatures    = 4
+	maxSignatureSize = 64 << 10
+	// maxManifestSignatures keeps the submission.accepted record within
+	// its 256 digests: two per document, one per signature.
+	maxManifestSignatures = 12
+)
+
+// checkSignatureShape checks that sig is a detached CMS SignedData with
+// signers whose digest algorithms are acceptable; its signatures are
+// checked with the content.
+func checkSignatureShape(sig []byte) error {
+	if len(sig) > maxSignatureSize {
+		return fmt.Errorf("larger than %d bytes", maxSignatureSize)
+	}
+	sd, err := cms.ParseSignedData(sig)
+	if err != nil {
+		return errors.New("not a DER CMS SignedData")
+	}
+	if sd.Attached {
+		return errors.New("attached: a signature of the document is detached (the document is the part)")
+	}
+	if len(sd.SignerInfos) == 0 {
+		return errors.New("no signer")
+	}
+	for _, si := range sd.SignerInfos {
+		if _, err := si.Hash(); err != nil {
+			return fmt.Errorf("digest algorithm: %v", err)
+		}
 	}
 	return nil
 }
@@ -432,6 +493,7 @@ const (
 	ReasonIncomplete          Reason = "incomplete"           // a document could not be read from the sender
 	ReasonIdempotencyConflict Reason = "idempotency-conflict" // the key names another manifest
 	ReasonUnreachable         Reason = "recipient-unreachable"
+	ReasonInvalidSignature    Reason = "invalid-signature" // a sender's signature of a document does not verify
 )
 
 // RejectedError is a refused submission. The refusal is evidence: the

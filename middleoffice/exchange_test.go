@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"pec/internal/cms"
 	"pec/internal/interop"
 	"pec/middleoffice"
+	"pec/signing"
 )
 
 func recAttr(r *evidence.Record, key string) string {
@@ -123,11 +125,15 @@ func TestExchangeEndToEnd(t *testing.T) {
 	if err != nil || st.State != middleoffice.StateAccepted {
 		t.Fatalf("Status before processing: %+v, %v", st, err)
 	}
-	if _, err := e.x.Fetch(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+	// To b it is on its way (try again); to c it does not exist.
+	if _, err := e.x.Fetch(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrNotSealedYet) {
 		t.Errorf("b fetches before delivery: %v", err)
 	}
-	if _, err := e.x.Status(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+	if _, err := e.x.Status(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrNotSealedYet) {
 		t.Errorf("b reads the status before delivery: %v", err)
+	}
+	if _, err := e.x.Status(ctx, c.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+		t.Errorf("c reads the status: %v", err)
 	}
 
 	// A retry with the same key: the same exchange and receipt; the
@@ -710,5 +716,138 @@ func TestRefuseManifest(t *testing.T) {
 	sum := sha256.Sum256(raw)
 	if r := e.record(re.EvidenceID); r.Type != evidence.SubmissionRejected || digest(r, "manifest-received") != hex.EncodeToString(sum[:]) {
 		t.Errorf("record %+v", r)
+	}
+}
+
+// TestContentEncryptionCBC: a recipient whose directory entry asks for
+// aes-256-cbc (its tools cannot read AuthEnvelopedData) gets EnvelopedData
+// AES-256-CBC, which internal/cms and openssl both decrypt; the others
+// keep AES-256-GCM.
+func TestContentEncryptionCBC(t *testing.T) {
+	interop.Need(t, "openssl", "openssl")
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{}, func(_ *exchangeEnv, pcs []middleoffice.PartnerConfig) {
+		pcs[1].ContentEncryption = middleoffice.ContentAES256CBC // b
+	})
+	ctx := t.Context()
+	a, b := e.partners["a"], e.partners["b"]
+	doc := newDocument("extrait.txt", bytes.Repeat([]byte("bulletin n° 3 "), 5000))
+	sub, err := e.x.Submit(ctx, a.principal, manifest("b", doc), sources(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if did, err := e.x.Work(ctx); !did || err != nil {
+		t.Fatalf("Work = %v, %v", did, err)
+	}
+	d, err := e.x.Fetch(ctx, b.principal, sub.Exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	env := d.Documents[0].Envelope
+	var plain bytes.Buffer
+	info, err := cms.DecryptTo(&plain, env, env.Size(), cms.RecipientKey{Cert: b.encCert, Key: b.encKey}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Authenticated || info.Algorithm != "AES-256-CBC" || !bytes.Equal(plain.Bytes(), doc.content) {
+		t.Errorf("%s, authenticated %v, %d bytes", info.Algorithm, info.Authenticated, plain.Len())
+	}
+	der, err := io.ReadAll(io.NewSectionReader(env, 0, env.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.writeFile("cbc.der", der)
+	if got := interop.OpenSSL(t, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", in, "-recip", b.encFile, "-inkey", b.encKeyPEM); !bytes.Equal(got, doc.content) {
+		t.Errorf("openssl decrypted %d bytes, want %d", len(got), len(doc.content))
+	}
+	// A value the directory does not know is refused.
+	bad := middleoffice.Partner{ID: "x", Name: "X", ContentEncryption: "des"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "content_encryption") {
+		t.Errorf("content_encryption des: %v", err)
+	}
+}
+
+// TestSenderSignatures: a document may carry its sender's detached CMS
+// signatures (here one by signing, SHA-256, one by openssl, SHA-384):
+// each is checked over the content received before the submission is
+// accepted, travels in the sealed manifest, and its digest is in the
+// submission.accepted record. A signature of other content, one by a
+// certificate of another CA, a mangled one: refused, with evidence.
+func TestSenderSignatures(t *testing.T) {
+	interop.Need(t, "openssl", "openssl")
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{})
+	ctx := t.Context()
+	a, b := e.partners["a"], e.partners["b"]
+	content := bytes.Repeat([]byte("arrêté préfectoral n° 2026-118 "), 3000)
+	signer, err := signing.NewSigner(a.key, []*x509.Certificate{a.cert}, signing.SignerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig256, err := signer.Sign(ctx, content, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docFile := e.writeFile("arrete.txt", content)
+	sig384 := interop.OpenSSL(t, "cms", "-sign", "-binary", "-md", "sha384", "-in", docFile, "-signer", a.certFile, "-inkey", a.keyFile, "-outform", "DER")
+
+	doc := newDocument("arrete.txt", content)
+	doc.d.Signatures = [][]byte{sig256.DER, sig384}
+	sub, err := e.x.Submit(ctx, a.principal, manifest("b", doc), sources(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := e.record(sub.EvidenceID)
+	names := map[string]bool{}
+	for _, d := range rec.Digests {
+		names[d.Name] = true
+	}
+	if !names["signature/0/0"] || !names["signature/0/1"] {
+		t.Errorf("the record names %v, want the signatures' digests", names)
+	}
+	if did, err := e.x.Work(ctx); !did || err != nil {
+		t.Fatalf("Work = %v, %v", did, err)
+	}
+	d, err := e.x.Fetch(ctx, b.principal, sub.Exchange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if got := d.Manifest.Manifest.Documents[0].Signatures; len(got) != 2 || !bytes.Equal(got[1], sig384) {
+		t.Errorf("the sealed manifest holds %d signatures", len(got))
+	}
+
+	other := newExchangeEnv(t, middleoffice.ExchangeConfig{}) // another CA
+	stranger, err := signing.NewSigner(other.partners["a"].key, []*x509.Certificate{other.partners["a"].cert}, signing.SignerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerSig, err := stranger.Sign(ctx, content, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongSig, err := signer.Sign(ctx, []byte("another document"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mangled := bytes.Clone(sig256.DER)
+	mangled[len(mangled)-3] ^= 0x40
+	for name, sig := range map[string][]byte{"other content": wrongSig.DER, "unknown CA": strangerSig.DER, "mangled": mangled} {
+		doc := newDocument("arrete.txt", content)
+		doc.d.Signatures = [][]byte{sig}
+		_, err := e.x.Submit(ctx, a.principal, manifest("b", doc), sources(doc))
+		re, ok := errors.AsType[*middleoffice.RejectedError](err)
+		if !ok || re.Reason != middleoffice.ReasonInvalidSignature || re.EvidenceID == "" {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if r := e.record(re.EvidenceID); r.Type != evidence.SubmissionRejected {
+			t.Errorf("%s: the refusal's record is %s", name, r.Type)
+		}
+	}
+	// Not a signature at all: the manifest is refused before any document.
+	doc = newDocument("arrete.txt", content)
+	doc.d.Signatures = [][]byte{[]byte("not CMS")}
+	if _, err := e.x.Submit(ctx, a.principal, manifest("b", doc), sources(doc)); err == nil || !strings.Contains(err.Error(), "signatures[0]: not a DER CMS SignedData") {
+		t.Errorf("garbage signature: %v", err)
 	}
 }

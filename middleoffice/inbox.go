@@ -54,9 +54,23 @@ func (x *Exchanges) visible(ctx context.Context, p *Principal, id string, asSend
 		return nil, err
 	}
 	if !party(p, ex, asSender, asRecipient) {
+		if asRecipient && ex.State == StateAccepted && !pushing(ex) && party(p, &Exchange{Recipient: ex.Recipient, State: StateDelivered}, false, true) {
+			// Its recipient, a moment before the queue delivers it (the
+			// submission answered, the seal not made yet): try again,
+			// rather than "no such exchange" to the one it is for. (A
+			// sealed exchange still accepted is being pushed to a
+			// webhook: not for the pull API.)
+			return nil, ErrNotSealedYet
+		}
 		return nil, ErrExchangeNotFound
 	}
 	return ex, nil
+}
+
+// pushing reports whether a channel has tried to push ex already.
+func pushing(ex *Exchange) bool {
+	_, failed := ex.event(evidence.DeliveryAttemptFailed)
+	return failed
 }
 
 // forRecipient is the exchange as its recipient sees it: without the

@@ -67,6 +67,12 @@ type Channel struct {
 	NotifyURL string `yaml:"notify_url" json:"notify_url,omitempty"`
 }
 
+// The content encryptions of a partner's dossiers.
+const (
+	ContentAES256GCM = "aes-256-gcm"
+	ContentAES256CBC = "aes-256-cbc"
+)
+
 // Partner is an entry of the directory: an administration, an instructing
 // service, an auditor or an administrator of the platform.
 type Partner struct {
@@ -77,9 +83,15 @@ type Partner struct {
 	// EncryptionCertificate (DER; base64 in JSON, which accepts PEM too) is
 	// what dossiers sent to the partner are encrypted for. pec.yaml names
 	// a file instead (encryption_cert_file).
-	EncryptionCertificate []byte   `yaml:"-" json:"encryption_certificate,omitempty"`
-	Channel               Channel  `yaml:"channel" json:"channel"`
-	Mail                  []string `yaml:"mail" json:"mail,omitempty"`
+	EncryptionCertificate []byte `yaml:"-" json:"encryption_certificate,omitempty"`
+	// ContentEncryption is how its dossiers' documents are encrypted:
+	// "aes-256-gcm" (the default: CMS AuthEnvelopedData, RFC 5083/5084)
+	// or "aes-256-cbc" (EnvelopedData, RFC 3565) for a recipient whose
+	// tools cannot read the former (CBC carries no integrity of its own:
+	// the seal's digests are then the only check).
+	ContentEncryption string   `yaml:"content_encryption" json:"content_encryption,omitempty"`
+	Channel           Channel  `yaml:"channel" json:"channel"`
+	Mail              []string `yaml:"mail" json:"mail,omitempty"`
 	// OpenPGPKeys are ASCII-armored public keys, for secure mail (later).
 	OpenPGPKeys []string `yaml:"openpgp_keys" json:"openpgp_keys,omitempty"`
 	// SignatureProfiles the partner may use, beside those whose
@@ -166,8 +178,11 @@ func (c Config) Validate() error {
 				p.Certificates[j] = CertificateRule{Fingerprint: strings.Repeat("0", 64)}
 			}
 		}
-		if err := p.validate(at + "."); err != nil {
-			errs = append(errs, err)
+		// One fault a line, each with its path: pec.yaml points at its line.
+		if ie, ok := errors.AsType[*InvalidError](p.validate(at + ".")); ok {
+			for _, f := range ie.Faults {
+				errs = append(errs, errors.New(f))
+			}
 		}
 		if ids[p.ID] {
 			errs = append(errs, fmt.Errorf("%s.id: %q is used by another partner", at, p.ID))
@@ -272,6 +287,11 @@ func (p Partner) validate(at string) error {
 		} else if _, err := x509.ParseCertificate(p.EncryptionCertificate); err != nil {
 			fault("encryption_certificate: not a DER or PEM certificate")
 		}
+	}
+	switch p.ContentEncryption {
+	case "", ContentAES256GCM, ContentAES256CBC:
+	default:
+		fault("content_encryption: %q is not %s or %s", p.ContentEncryption, ContentAES256GCM, ContentAES256CBC)
 	}
 	switch p.Channel.Type {
 	case "", ChannelPull, ChannelMail:

@@ -104,3 +104,79 @@ func (p *Proofs) Bundle(ctx context.Context, pr *Principal, id string) (*ProofBu
 	}
 	return &ProofBundle{Data: bundle, ReadID: read[0]}, nil
 }
+
+// ExchangeBundle returns one proof bundle of every step of exchange id —
+// its submission, delivery, retrieval, acknowledgment, failures — to the
+// exchange's sender or, once delivered, its recipient (the exchange
+// service decides), and to auditors (ActionReadAllProofs); to anyone else
+// it is ErrExchangeNotFound. The bundle's
+// evidence is the exchange's latest step; it waits for that step's seal
+// as Bundle does, and the read is recorded (proof.read) first.
+func (p *Proofs) ExchangeBundle(ctx context.Context, pr *Principal, x *Exchanges, id string) (*ProofBundle, error) {
+	auditor := p.policy.Authorize(pr, ActionReadAllProofs, Resource{}) == nil
+	var ex *Exchange
+	var err error
+	if auditor && validExchangeID(id) {
+		// An auditor reads every proof, those of any exchange too.
+		ex, err = x.store.Exchange(ctx, id)
+		if err == nil && ex.State == StatePending {
+			err = ErrExchangeNotFound
+		}
+	} else {
+		ex, err = x.Status(ctx, pr, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(ex.Events) == 0 {
+		return nil, ErrExchangeNotFound
+	}
+	// The latest step first; then the others, failed attempts last (a
+	// bundle holds 64 records at most).
+	lastEv := ex.Events[len(ex.Events)-1]
+	var steps, attempts []string
+	for _, e := range ex.Events[:len(ex.Events)-1] {
+		if e.Type == evidence.DeliveryAttemptFailed {
+			attempts = append(attempts, e.EvidenceID)
+		} else {
+			steps = append(steps, e.EvidenceID)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, p.log.SealInterval()+time.Second)
+	_, _, err = p.log.WaitSealed(wctx, lastEv.EvidenceID)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, proof.ErrNotSealed):
+		return nil, fmt.Errorf("middleoffice: proof of exchange %s: %w", id, err)
+	case err != nil:
+		return nil, fmt.Errorf("middleoffice: proof lookup: %w: %w", evidence.ErrUnavailable, err)
+	}
+	role := "sender"
+	switch {
+	case auditor:
+		role = "auditor"
+	case ex.Sender != pr.ID():
+		role = "recipient"
+	}
+	read, err := p.log.Append(ctx, &evidence.Record{
+		Type:     evidence.ProofRead,
+		Subject:  ex.ID,
+		Actors:   []evidence.Actor{pr.Actor(role)},
+		Previous: []string{lastEv.EvidenceID},
+	})
+	if err != nil {
+		if errors.Is(err, evidence.ErrUnavailable) {
+			return nil, fmt.Errorf("middleoffice: record the proof read: %w", err)
+		}
+		return nil, fmt.Errorf("middleoffice: record the proof read: %w: %w", evidence.ErrUnavailable, err)
+	}
+	opts := p.export
+	opts.Related = append(steps, attempts...)
+	bundle, err := proof.Export(ctx, p.log.Store(), lastEv.EvidenceID, opts)
+	if err != nil {
+		return nil, fmt.Errorf("middleoffice: proof export: %w", err)
+	}
+	return &ProofBundle{Data: bundle, ReadID: read[0]}, nil
+}

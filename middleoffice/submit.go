@@ -2,6 +2,7 @@ package middleoffice
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -32,10 +33,12 @@ type ExchangeOptions struct {
 	Logger   *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: no metrics
 	Now      func() time.Time      // nil: time.Now
-	// AckVerifier checks the recipients' signed acknowledgments: a valid
+	// AckVerifier checks the recipients' signed acknowledgments (a valid
 	// CMS signature, by a certificate of the recipient, over the sealed
-	// manifest. nil: an acknowledgment must be a CMS SignedData of the
-	// sealed manifest, its signature unchecked (its digest is evidence).
+	// manifest) and the senders' signatures of their documents (valid, over
+	// the content received). nil: an acknowledgment must be a CMS
+	// SignedData of the sealed manifest, its signature unchecked (its
+	// digest is evidence), and a manifest with signatures is refused.
 	AckVerifier *signing.Verifier
 	// Webhook pushes exchanges to recipients on the webhook channel and
 	// notifications to senders with a notify_url, over mutual TLS: the
@@ -236,7 +239,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 	envelopes := make([]PayloadInfo, len(m.Documents))
 	plain := make([][]byte, len(m.Documents))
 	for i, d := range m.Documents {
-		env, digest, err := s.receive(ctx, docs, i, d, encCert)
+		env, digest, err := s.receive(ctx, docs, i, d, encCert, contentEncryption(recipient))
 		if err != nil {
 			x.store.RemovePayloads(context.WithoutCancel(ctx), s.id)
 			if r, ok := errors.AsType[*refusal](err); ok {
@@ -268,6 +271,12 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 	for i, e := range envelopes {
 		v, _ := hex.DecodeString(e.SHA256)
 		rec.Digests = append(rec.Digests, evidence.Digest{Name: "envelope/" + strconv.Itoa(i), Algorithm: "sha256", Value: v})
+	}
+	for i, d := range m.Documents {
+		for j, sig := range d.Signatures {
+			sum := sha256.Sum256(sig)
+			rec.Digests = append(rec.Digests, evidence.Digest{Name: fmt.Sprintf("signature/%d/%d", i, j), Algorithm: "sha256", Value: sum[:]})
+		}
 	}
 	data, err := rec.MarshalBinary()
 	if err != nil {
@@ -390,7 +399,15 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // receive streams document i into its envelope payload: the plaintext is
 // hashed and encrypted on the way, never stored. It returns the
 // envelope's payload and the plaintext's SHA-256, or a *refusal.
-func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate) (PayloadInfo, []byte, error) {
+// contentEncryption is the envelope's content encryption for recipient.
+func contentEncryption(recipient Partner) cms.ContentEncryption {
+	if recipient.ContentEncryption == ContentAES256CBC {
+		return cms.AES256CBC
+	}
+	return cms.AES256GCM
+}
+
+func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d Document, encCert *x509.Certificate, content cms.ContentEncryption) (PayloadInfo, []byte, error) {
 	x := s.x
 	name := "document-" + strconv.Itoa(i) + ".p7m"
 	src, err := docs.Document(ctx, i, d)
@@ -412,7 +429,7 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	}()
 	envHash := sha256.New()
 	out := &countingWriter{w: io.MultiWriter(w, envHash)}
-	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, nil)
+	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, &cms.EnvelopeOptions{Content: content})
 	if err != nil {
 		if errors.Is(err, cms.ErrUnsupported) {
 			return PayloadInfo{}, nil, &refusal{reason: ReasonUnreachable, detail: fmt.Sprintf("the recipient's encryption certificate cannot be used: %v", err)}
@@ -420,7 +437,15 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 		return PayloadInfo{}, nil, fmt.Errorf("middleoffice: envelope: %w", err)
 	}
 	plainHash := sha256.New()
-	taken := &countingWriter{w: plainHash}
+	hashes := []io.Writer{plainHash}
+	sigHashes, err := signatureHashes(d)
+	if err != nil {
+		return PayloadInfo{}, nil, &refusal{reason: ReasonInvalidSignature, detail: fmt.Sprintf("documents[%d] (%q): %v", i, d.Name, err)}
+	}
+	for _, h := range sigHashes {
+		hashes = append(hashes, h)
+	}
+	taken := &countingWriter{w: io.MultiWriter(hashes...)}
 	sr := &sourceReader{r: io.LimitReader(src, d.Size+1)}
 	_, copyErr := io.Copy(io.MultiWriter(taken, ew), sr)
 	switch {
@@ -446,11 +471,73 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 			detail:  fmt.Sprintf("documents[%d] (%q): its SHA-256 is %x, declared %s", i, d.Name, digest, d.SHA256),
 			digests: []evidence.Digest{docDigest(i, plainHash)}}
 	}
+	if err := x.checkSignatures(ctx, i, d, digest, sigHashes); err != nil {
+		return PayloadInfo{}, nil, err
+	}
 	if err := w.Commit(); err != nil {
 		return PayloadInfo{}, nil, err
 	}
 	committed = true
 	return PayloadInfo{Name: name, Size: out.n, SHA256: hex.EncodeToString(envHash.Sum(nil))}, digest, nil
+}
+
+// signatureHashes are the hashes the sender's signatures of d need, other
+// than SHA-256 (always computed).
+func signatureHashes(d Document) (map[crypto.Hash]hash.Hash, error) {
+	out := map[crypto.Hash]hash.Hash{}
+	for _, sig := range d.Signatures {
+		sd, err := cms.ParseSignedData(sig)
+		if err != nil {
+			return nil, errors.New("a signature is not a CMS SignedData")
+		}
+		for _, si := range sd.SignerInfos {
+			h, err := si.Hash()
+			if err != nil {
+				return nil, err
+			}
+			if h != crypto.SHA256 && out[h] == nil {
+				out[h] = h.New()
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkSignatures verifies the sender's signatures of document i, whose
+// SHA-256 is sum: each valid (TOTAL-PASSED: the signature, the signer's
+// certificate path and its revocation, through the AckVerifier's chain
+// validator) over the content received. A signature that does not verify
+// is a *refusal (ReasonInvalidSignature).
+func (x *Exchanges) checkSignatures(ctx context.Context, i int, d Document, sum []byte, hashes map[crypto.Hash]hash.Hash) error {
+	if len(d.Signatures) == 0 {
+		return nil
+	}
+	if x.verifier == nil {
+		return &refusal{reason: ReasonInvalidSignature, detail: fmt.Sprintf("documents[%d] (%q): this node checks no signatures (it has no trust anchors for signers)", i, d.Name)}
+	}
+	for j, sig := range d.Signatures {
+		sd, _ := cms.ParseSignedData(sig)
+		h, _ := sd.SignerInfos[0].Hash()
+		digest := sum
+		if h != crypto.SHA256 {
+			digest = hashes[h].Sum(nil)
+		}
+		rep, err := x.verifier.Verify(ctx, sig, signing.VerifyOptions{Digest: digest, Hash: h})
+		if err != nil {
+			return &refusal{reason: ReasonInvalidSignature, detail: fmt.Sprintf("documents[%d].signatures[%d]: cannot be verified: %v", i, j, err)}
+		}
+		if !rep.Passed() {
+			detail := fmt.Sprintf("documents[%d].signatures[%d]: %s", i, j, rep.Indication)
+			if rep.SubIndication != "" {
+				detail += " " + string(rep.SubIndication)
+			}
+			if rep.Detail != "" {
+				detail += ": " + rep.Detail
+			}
+			return &refusal{reason: ReasonInvalidSignature, detail: detail}
+		}
+	}
+	return nil
 }
 
 func docDigest(i int, h hash.Hash) evidence.Digest {

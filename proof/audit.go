@@ -41,7 +41,8 @@ func (e *AuditError) Unwrap() error { return e.Err }
 type AuditReport struct {
 	Records  uint64 // sealed records checked
 	Heads    uint64 // tree heads checked
-	Unsealed int    // records durable and not yet sealed, checked
+	Pending  uint64 // records of the pending tree (integrated, not yet signed), checked
+	Unsealed int    // records durable and not yet integrated, checked
 }
 
 type auditHead struct {
@@ -53,7 +54,9 @@ type auditHead struct {
 // signature, root, RFC 3161 token on it, tokens in time order), every
 // record (canonical encoding, id index), every stored tree node against
 // the tree computed from the records, every head's root against that tree,
-// and the consistency proof between consecutive heads. The first fault is
+// and the consistency proof between consecutive heads; a pending tree (a
+// sequencer stopped between integrating it and writing its head) is
+// checked as a head would be, but for the signature. The first fault is
 // an *AuditError naming its place.
 //
 // Before, a store that can check its own file (the embedded store's page
@@ -118,6 +121,50 @@ func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 		return rep, auditErr("tree heads", err)
 	}
 	rep.Heads = uint64(len(heads))
+	// Read after the heads: a tree integrated meanwhile is above them.
+	pend, err := s.Pending(ctx)
+	if errors.Is(err, ErrNotFound) {
+		pend = nil
+	} else if err != nil {
+		return rep, auditErr("pending tree", err)
+	}
+	if pend != nil {
+		if n := len(heads); n > 0 && heads[n-1].size >= pend.Size {
+			return rep, &AuditError{Place: fmt.Sprintf("pending tree %d", pend.Size), Err: fmt.Errorf("not above the last tree head (size %d)", heads[n-1].size)}
+		}
+		heads = append(heads, auditHead{size: pend.Size, root: pend.Root})
+	}
+	// Every head has its tree, of its root; above the last head, the
+	// pending tree alone (trees integrated after the heads were read are
+	// not looked at).
+	ti := 0
+	err = s.Trees(ctx, func(tr *Tree) error {
+		place := fmt.Sprintf("tree %d", tr.Size)
+		switch {
+		case len(heads) > 0 && tr.Size > heads[len(heads)-1].size:
+			return nil
+		case ti < len(heads) && tr.Size < heads[ti].size:
+			return &AuditError{Place: place, Err: errors.New("an integrated tree below the newest head, with no head")}
+		case ti < len(heads) && tr.Size > heads[ti].size:
+			return &AuditError{Place: fmt.Sprintf("tree head %d", heads[ti].size), Err: errors.New("no integrated tree of its size")}
+		case ti < len(heads) && !bytes.Equal(tr.Root, heads[ti].root):
+			return &AuditError{Place: place, Err: fmt.Errorf("its root is not that of its tree head (or of the pending tree)")}
+		}
+		ti++
+		return nil
+	})
+	if err != nil {
+		return rep, auditErr("trees", err)
+	}
+	if ti < len(heads) {
+		return rep, &AuditError{Place: fmt.Sprintf("tree head %d", heads[ti].size), Err: errors.New("no integrated tree of its size")}
+	}
+	headPlace := func(i int) string {
+		if pend != nil && i == len(heads)-1 {
+			return fmt.Sprintf("pending tree %d", heads[i].size)
+		}
+		return fmt.Sprintf("tree head %d", heads[i].size)
+	}
 
 	rng := rangeFactory.NewEmptyRange(0)
 	var ids []compact.NodeID
@@ -153,10 +200,10 @@ func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 		h := heads[next]
 		root, err := rng.GetRootHash(nil)
 		if err != nil {
-			return auditErr(fmt.Sprintf("tree head %d", h.size), err)
+			return auditErr(headPlace(next), err)
 		}
 		if !bytes.Equal(root, h.root) {
-			return &AuditError{Place: fmt.Sprintf("tree head %d", h.size), Err: errors.New("its root hash is not the root of the stored records")}
+			return &AuditError{Place: headPlace(next), Err: errors.New("its root hash is not the root of the stored records")}
 		}
 		if next > 0 {
 			prev := heads[next-1]
@@ -172,7 +219,7 @@ func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 		return nil
 	}
 	var want uint64
-	err = s.Records(ctx, 0, func(i uint64, r *StoredRecord) error {
+	checkRecord := func(i uint64, r *StoredRecord, sealed bool) error {
 		place := fmt.Sprintf("record %d", i)
 		if i != want {
 			return &AuditError{Place: fmt.Sprintf("record %d", want), Err: errors.New("missing")}
@@ -187,10 +234,13 @@ func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 		}
 		place += " (id " + rec.ID + ")"
 		idx, err := s.Lookup(ctx, rec.ID)
-		if err != nil {
+		switch {
+		case !sealed && errors.Is(err, ErrNotSealed):
+		case !sealed && err == nil:
+			return &AuditError{Place: place, Err: errors.New("id index: of the pending tree, yet sealed")}
+		case err != nil:
 			return &AuditError{Place: place, Err: fmt.Errorf("id index: %w", err)}
-		}
-		if idx != i {
+		case idx != i:
 			return &AuditError{Place: place, Err: fmt.Errorf("id index: the id points to record %d", idx)}
 		}
 		if err := rng.Append(LeafHash(r.Data), visit); err != nil {
@@ -200,13 +250,26 @@ func audit(ctx context.Context, s Store, opts AuditOptions) (AuditReport, error)
 			return checkHeadRoot()
 		}
 		return nil
-	})
+	}
+	err = s.Records(ctx, 0, func(i uint64, r *StoredRecord) error { return checkRecord(i, r, true) })
 	if err != nil {
 		return rep, auditErr("records", err)
 	}
 	rep.Records = want
+	if pend != nil {
+		for i := want; i < pend.Size; i++ {
+			r, err := s.Record(ctx, i)
+			if err == nil {
+				err = checkRecord(i, r, false)
+			}
+			if err != nil {
+				return rep, auditErr(fmt.Sprintf("record %d of the pending tree", i), err)
+			}
+		}
+		rep.Pending = pend.Size - rep.Records
+	}
 	if next < len(heads) {
-		return rep, &AuditError{Place: fmt.Sprintf("tree head %d", heads[next].size), Err: fmt.Errorf("the store holds only %d records", want)}
+		return rep, &AuditError{Place: headPlace(next), Err: fmt.Errorf("the store holds only %d records", want)}
 	}
 	return rep, nil
 }

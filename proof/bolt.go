@@ -23,18 +23,19 @@ import (
 
 // BoltStore is the embedded store, in two files. A record is first made
 // durable in a write-ahead log ([pec/proof/wal], one frame and one
-// fdatasync for every group of concurrent appends: the hot path); a seal
-// then writes the records, the tree's nodes and the head into one bbolt
-// file (a B+tree with copy-on-write pages; a commit is two fsyncs, data then
-// meta page), after which the log segments it emptied are deleted. At open,
-// the records of the write-ahead log that bbolt does not hold are the
-// unsealed ones. Open it with [OpenBolt].
+// fdatasync for every group of concurrent appends: the hot path); an
+// integration then writes the records, the tree's nodes and its size and
+// root into one bbolt file (a B+tree with copy-on-write pages; a commit is
+// two fsyncs, data then meta page), after which the log segments it
+// emptied are deleted; the signed head follows in a commit of its own
+// ([Store.PutHead]). At open, the records of the write-ahead log that
+// bbolt does not hold are the unsealed ones. Open it with [OpenBolt].
 type BoltStore struct {
 	db  *bolt.DB
 	wal *wal.Log // nil for a read-only store whose log was never written
 
 	appendMu sync.Mutex // one Append at a time: the id checks and the write
-	sealMu   sync.Mutex // one Seal at a time
+	sealMu   sync.Mutex // one Integrate or PutHead at a time
 	mu       sync.Mutex // guards pending, pendingIDs
 	pending  []walRecord
 	// pendingIDs are the ids of pending.
@@ -54,11 +55,16 @@ var _ Store = (*BoltStore)(nil)
 //	records  index (8 bytes)                  -> record encoding
 //	ids      evidence id                      -> index (8 bytes)
 //	nodes    level (1 byte) || index (8 bytes) -> hash
+//	trees    size (8 bytes)                   -> root(32): every integrated tree
 //	heads    size (8 bytes)                   -> root(32) || len(note) u32 || note || token
+//
+// A store written before the trees bucket existed gets it at its first
+// writable open, one tree for each head.
 var (
 	bucketRecords = []byte("records")
 	bucketIDs     = []byte("ids")
 	bucketNodes   = []byte("nodes")
+	bucketTrees   = []byte("trees")
 	bucketHeads   = []byte("heads")
 )
 
@@ -113,9 +119,25 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	}
 	s := &BoltStore{db: db, pendingIDs: map[string]struct{}{}}
 	if !opts.ReadOnly {
-		err = db.Update(func(tx *bolt.Tx) error {
+		err = s.update(func(tx *bolt.Tx) error {
 			for _, b := range [][]byte{bucketRecords, bucketIDs, bucketNodes, bucketHeads} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			if tx.Bucket(bucketTrees) != nil {
+				return nil
+			}
+			trees, err := tx.CreateBucket(bucketTrees)
+			if err != nil {
+				return err
+			}
+			c := tx.Bucket(bucketHeads).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if len(k) != 8 || len(v) < 32 {
+					return fmt.Errorf("%w: tree head key %x", ErrCorruptStore, k)
+				}
+				if err := trees.Put(k, bytes.Clone(v[:32])); err != nil {
 					return err
 				}
 			}
@@ -373,13 +395,13 @@ func (s *BoltStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, erro
 	return out, nil
 }
 
-// Seal implements Store.
-func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
+// Integrate implements Store.
+func (s *BoltStore) Integrate(ctx context.Context, prev *Tree, b *Batch) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if b.Head.Size != b.Start+uint64(len(b.Records)) || len(b.Head.Root) != 32 {
-		return fmt.Errorf("proof: store: batch at %d with %d records has a head of size %d", b.Start, len(b.Records), b.Head.Size)
+	if err := checkBatch(b); err != nil {
+		return err
 	}
 	s.sealMu.Lock()
 	defer s.sealMu.Unlock()
@@ -393,21 +415,14 @@ func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		return fmt.Errorf("%w: the batch's records are not the oldest unsealed ones", ErrConflict)
 	}
 	err := s.update(func(tx *bolt.Tx) error {
-		heads := tx.Bucket(bucketHeads)
-		k, v := heads.Cursor().Last()
-		switch {
-		case k == nil && prev != nil:
-			return fmt.Errorf("%w: the store holds no head, the batch extends size %d", ErrConflict, prev.Size)
-		case k != nil && prev == nil:
-			return fmt.Errorf("%w: the store holds a head of size %d, the batch extends the empty log", ErrConflict, binary.BigEndian.Uint64(k))
-		case k != nil:
-			latest, err := decodeHead(binary.BigEndian.Uint64(k), v)
-			if err != nil {
-				return err
-			}
-			if latest.Size != prev.Size || !bytes.Equal(latest.Root, prev.Root) {
-				return fmt.Errorf("%w: the stored head is size %d root %x, the batch extends size %d root %x", ErrConflict, latest.Size, latest.Root, prev.Size, prev.Root)
-			}
+		trees, heads := tx.Bucket(bucketTrees), tx.Bucket(bucketHeads)
+		k, v := trees.Cursor().Last()
+		newest, err := decodeTree(k, v)
+		if err != nil {
+			return err
+		}
+		if err := extendsNewest(newest, k != nil && heads.Get(k) != nil, prev, b.Start); err != nil {
+			return err
 		}
 		recs := tx.Bucket(bucketRecords)
 		if size := lastIndex(recs); size != b.Start {
@@ -418,7 +433,7 @@ func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		ids.FillPercent = 0.9 // ids are mostly time-ordered
 		nodes := tx.Bucket(bucketNodes)
 		nodes.FillPercent = 0.95
-		heads.FillPercent = 1
+		trees.FillPercent = 1
 		for i, r := range b.Records {
 			idx := b.Start + uint64(i)
 			if ids.Get([]byte(r.ID)) != nil {
@@ -436,7 +451,7 @@ func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 				return err
 			}
 		}
-		return heads.Put(u64(b.Head.Size), encodeHead(&b.Head))
+		return trees.Put(u64(b.Tree.Size), bytes.Clone(b.Tree.Root))
 	})
 	if err != nil {
 		return err
@@ -451,12 +466,130 @@ func (s *BoltStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		oldest = s.pending[0].segment
 	}
 	s.mu.Unlock()
-	// The sealed records are in bbolt, synced: the log segments that
+	// The integrated records are in bbolt, synced: the log segments that
 	// hold nothing else may go.
 	if err := s.wal.RemoveBefore(oldest); err != nil {
-		return fmt.Errorf("proof: store: sealed, but %w", err)
+		return fmt.Errorf("proof: store: integrated, but %w", err)
 	}
 	return nil
+}
+
+// checkBatch refuses a batch that is not well formed (a caller's bug, not
+// a conflict).
+func checkBatch(b *Batch) error {
+	if len(b.Records) == 0 || b.Tree.Size != b.Start+uint64(len(b.Records)) || len(b.Tree.Root) != 32 {
+		return fmt.Errorf("proof: store: batch at %d with %d records has a tree of size %d", b.Start, len(b.Records), b.Tree.Size)
+	}
+	return nil
+}
+
+// extendsNewest is the check of Integrate: the store's newest tree
+// (signed: it has its head) is prev, and the batch starts at its end.
+func extendsNewest(newest *Tree, signed bool, prev *Tree, start uint64) error {
+	switch {
+	case newest == nil && prev != nil:
+		return fmt.Errorf("%w: the store holds no tree, the batch extends size %d", ErrConflict, prev.Size)
+	case newest != nil && prev == nil:
+		return fmt.Errorf("%w: the store holds a tree of size %d, the batch extends the empty log", ErrConflict, newest.Size)
+	case newest != nil && (newest.Size != prev.Size || !bytes.Equal(newest.Root, prev.Root)):
+		return fmt.Errorf("%w: the store's tree is size %d root %x, the batch extends size %d root %x", ErrConflict, newest.Size, newest.Root, prev.Size, prev.Root)
+	case newest != nil && !signed:
+		return fmt.Errorf("%w: the store's tree of size %d is not signed yet", ErrConflict, newest.Size)
+	case prev != nil && prev.Size != start || prev == nil && start != 0:
+		return fmt.Errorf("%w: the batch starts at %d", ErrConflict, start)
+	}
+	return nil
+}
+
+func decodeTree(k, v []byte) (*Tree, error) {
+	if k == nil {
+		return nil, nil
+	}
+	if len(k) != 8 || len(v) != 32 {
+		return nil, fmt.Errorf("%w: tree %x: a root of %d bytes", ErrCorruptStore, k, len(v))
+	}
+	return &Tree{Size: binary.BigEndian.Uint64(k), Root: bytes.Clone(v)}, nil
+}
+
+// Pending implements Store.
+func (s *BoltStore) Pending(ctx context.Context) (t *Tree, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		trees := tx.Bucket(bucketTrees)
+		if trees == nil {
+			return ErrNotFound // a store of before trees, opened read-only
+		}
+		k, v := trees.Cursor().Last()
+		if k == nil || tx.Bucket(bucketHeads).Get(k) != nil {
+			return ErrNotFound
+		}
+		t, err = decodeTree(k, v)
+		return err
+	})
+	return t, err
+}
+
+// Trees implements Store.
+func (s *BoltStore) Trees(ctx context.Context, fn func(*Tree) error) error {
+	return s.view(func(tx *bolt.Tx) error {
+		trees, short := tx.Bucket(bucketTrees), false
+		if trees == nil {
+			// A store of before trees, opened read-only: each head's.
+			trees, short = tx.Bucket(bucketHeads), true
+		}
+		c := trees.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if short && len(v) >= 32 {
+				v = v[:32]
+			}
+			t, err := decodeTree(k, v)
+			if err != nil {
+				return err
+			}
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutHead implements Store.
+func (s *BoltStore) PutHead(ctx context.Context, h *Head) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(h.Root) != 32 || len(h.Checkpoint) == 0 || len(h.Token) == 0 {
+		return fmt.Errorf("proof: store: the head of size %d lacks its root, checkpoint or token", h.Size)
+	}
+	s.sealMu.Lock()
+	defer s.sealMu.Unlock()
+	return s.update(func(tx *bolt.Tx) error {
+		heads := tx.Bucket(bucketHeads)
+		root := tx.Bucket(bucketTrees).Get(u64(h.Size))
+		switch {
+		case root == nil:
+			return fmt.Errorf("%w: the store holds no tree of size %d", ErrConflict, h.Size)
+		case !bytes.Equal(root, h.Root):
+			return fmt.Errorf("%w: the store's tree of size %d has root %x, the head %x", ErrConflict, h.Size, root, h.Root)
+		case heads.Get(u64(h.Size)) != nil:
+			return fmt.Errorf("%w: the store holds a head of size %d already", ErrConflict, h.Size)
+		}
+		heads.FillPercent = 1
+		return heads.Put(u64(h.Size), encodeHead(h))
+	})
+}
+
+// sealedSize is the size of the newest head: the records below it are
+// sealed.
+func sealedSize(tx *bolt.Tx) uint64 {
+	k, _ := tx.Bucket(bucketHeads).Cursor().Last()
+	if len(k) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k)
 }
 
 // lastIndex is the number of records in the bucket.
@@ -530,7 +663,7 @@ func (s *BoltStore) Heads(ctx context.Context, fn func(*Head) error) error {
 	})
 }
 
-// Record implements Store.
+// Record implements Store: a sealed record, or one of the pending tree.
 func (s *BoltStore) Record(ctx context.Context, index uint64) (r *StoredRecord, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketRecords).Get(u64(index))
@@ -560,6 +693,9 @@ func (s *BoltStore) Lookup(ctx context.Context, id string) (idx uint64, err erro
 			return fmt.Errorf("proof: store: index of %q is %d bytes", id, len(v))
 		}
 		idx = binary.BigEndian.Uint64(v)
+		if idx >= sealedSize(tx) {
+			return fmt.Errorf("%w: evidence %q", ErrNotSealed, id) // in the pending tree
+		}
 		return nil
 	})
 	return idx, err
@@ -569,6 +705,7 @@ func (s *BoltStore) Lookup(ctx context.Context, id string) (idx uint64, err erro
 func (s *BoltStore) Records(ctx context.Context, start uint64, fn func(uint64, *StoredRecord) error) error {
 	return s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
+		end := sealedSize(tx)
 		var r StoredRecord
 		for k, v := c.Seek(u64(start)); k != nil; k, v = c.Next() {
 			if err := ctx.Err(); err != nil {
@@ -576,6 +713,9 @@ func (s *BoltStore) Records(ctx context.Context, start uint64, fn func(uint64, *
 			}
 			if len(k) != 8 {
 				return fmt.Errorf("proof: store: record key %x", k)
+			}
+			if binary.BigEndian.Uint64(k) >= end {
+				return nil // the pending tree's
 			}
 			r.ID, r.Data = evidence.EncodedID(v), v
 			if err := fn(binary.BigEndian.Uint64(k), &r); err != nil {

@@ -170,6 +170,11 @@ type ExportOptions struct {
 	// when there are none the Validator's anchors of the purpose, or when
 	// it has none the last certificate of each chain.
 	Roots []*x509.Certificate
+
+	// Related are more records the bundle holds, with the records they
+	// follow: the other steps of an exchange, say (up to 64 records in
+	// all, the evidence id's first).
+	Related []string
 }
 
 // Export makes the proof bundle of the evidence id: the record, the
@@ -187,7 +192,7 @@ func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte
 	}
 	b := &Bundle{Manifest: Manifest{Format: BundleFormat, Evidence: id}}
 	seen := map[string]bool{}
-	queue := []string{id}
+	queue := append([]string{id}, opts.Related...)
 	var last uint64
 	for len(queue) > 0 && len(b.Records) < maxBundleRecords {
 		cur := queue[0]

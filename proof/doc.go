@@ -52,17 +52,19 @@
 // # Stores
 //
 // [Store] is the storage interface; [BoltStore] is the embedded one, a
-// single bbolt file; [PGStore] keeps the log in PostgreSQL for several
-// nodes: each commit runs under a transaction-scoped advisory lock and
-// checks that the batch extends the stored tree; a node whose batch lost
-// the race reloads the tree and seals its records again, so every node
-// appends and one tree results. proof/prooftest.RunStore is the
-// conformance suite both pass. [Audit] walks a whole store and names the
-// first place that does not check.
-//
-// A sealed batch that loses the race leaves a signed checkpoint that is
-// never published (it stays in the losing process's memory); the TSA's
-// journal still lists its token.
+// bbolt file and a write-ahead log; [PGStore] keeps the log in PostgreSQL
+// for several nodes, every node appending and the holder of a session
+// advisory lock sealing. A seal integrates first and signs after (as
+// Tessera does): the records become leaves with the tree's nodes, size and
+// root in one durable write ([Store.Integrate]), and only then is the
+// checkpoint of that stored tree signed, time-stamped and its head written
+// ([Store.PutHead]). The store keeps one root for each size, so a
+// sequencer that dies or loses its database after signing leaves a
+// pending tree that the next sequencer signs as it is: every checkpoint
+// ever signed is of the published log (same size, same root), published
+// itself or superseded by another signature of the same tree.
+// proof/prooftest.RunStore is the conformance suite both pass. [Audit]
+// walks a whole store and names the first place that does not check.
 //
 // # Receipts
 //

@@ -17,31 +17,37 @@ import (
 )
 
 // faultStore is a real BoltStore that fails chosen calls and records what
-// the log asked of it: the ids whose Append returned nil (durable), and
-// every checkpoint handed to Seal. A fault is a func called before the
-// real call; it returns the error to give back and whether the real call
-// is made first (a commit whose answer is lost).
+// the log asked of it: the ids whose Append returned nil (durable), every
+// tree handed to Integrate and every checkpoint handed to PutHead. A fault
+// is a func called before the real call; it returns the error to give
+// back and whether the real call is made first (a commit whose answer is
+// lost).
 type faultStore struct {
 	*proof.BoltStore
 
-	mu       sync.Mutex
-	append   fault
-	seal     fault
-	unsealed fault
+	mu        sync.Mutex
+	append    fault
+	integrate fault
+	put       fault
+	unsealed  fault
 	// gate, when set, holds every Append before the real one until it is
 	// closed; entered is signalled as each Append reaches it.
 	gate    chan struct{}
 	entered chan struct{}
 	durable map[string]bool
-	// sealed are the checkpoints of every Seal call, in order, with the
-	// error the log was given.
-	sealed []sealCall
+	// integrated are the trees of every Integrate call, sealed the
+	// checkpoints of every PutHead call, in order, with the error the log
+	// was given.
+	integrated []sealCall
+	sealed     []sealCall
+	// afterPut, when set, is called after each PutHead that wrote.
+	afterPut func()
 }
 
 type fault func() (err error, commit bool)
 
 type sealCall struct {
-	checkpoint []byte
+	checkpoint []byte // nil for an Integrate
 	size       uint64
 	err        error
 }
@@ -130,19 +136,46 @@ func (s *faultStore) Append(ctx context.Context, recs []proof.StoredRecord) erro
 	return err
 }
 
-func (s *faultStore) Seal(ctx context.Context, prev *proof.Head, b *proof.Batch) error {
-	ferr, commit := s.take(&s.seal)
+func (s *faultStore) Integrate(ctx context.Context, prev *proof.Tree, b *proof.Batch) error {
+	ferr, commit := s.take(&s.integrate)
 	var err error
 	if ferr == nil || commit {
-		err = s.BoltStore.Seal(ctx, prev, b)
+		err = s.BoltStore.Integrate(ctx, prev, b)
 	}
 	if ferr != nil {
 		err = ferr
 	}
 	s.mu.Lock()
-	s.sealed = append(s.sealed, sealCall{checkpoint: bytes.Clone(b.Head.Checkpoint), size: b.Head.Size, err: err})
+	s.integrated = append(s.integrated, sealCall{size: b.Tree.Size, err: err})
 	s.mu.Unlock()
 	return err
+}
+
+func (s *faultStore) PutHead(ctx context.Context, h *proof.Head) error {
+	ferr, commit := s.take(&s.put)
+	var err error
+	if ferr == nil || commit {
+		err = s.BoltStore.PutHead(ctx, h)
+	}
+	s.mu.Lock()
+	after := s.afterPut
+	s.mu.Unlock()
+	if err == nil && (ferr == nil || commit) && after != nil {
+		after()
+	}
+	if ferr != nil {
+		err = ferr
+	}
+	s.mu.Lock()
+	s.sealed = append(s.sealed, sealCall{checkpoint: bytes.Clone(h.Checkpoint), size: h.Size, err: err})
+	s.mu.Unlock()
+	return err
+}
+
+func (s *faultStore) integrations() []sealCall {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.integrated)
 }
 
 func (s *faultStore) Unsealed(ctx context.Context, max int) ([]proof.StoredRecord, error) {
@@ -311,34 +344,35 @@ func TestStoreFaults(t *testing.T) {
 		}
 	})
 
-	// Seal fails once, nothing written: the same signed checkpoint is
-	// written again, not signed and time-stamped a second time.
+	// The head's write fails once, nothing written or its answer lost:
+	// the same signed checkpoint is written again, not signed and
+	// time-stamped a second time.
 	for _, tc := range []struct {
 		name   string
 		commit bool
 	}{
-		{"seal fails before writing", false},
-		{"seal written, its answer lost", true},
+		{"head write fails before writing", false},
+		{"head written, its answer lost", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newFaultStore(t)
 			l, ts, _ := faultLog(t, e, s)
-			s.set(&s.seal, failTimes(1, errDisk, tc.commit))
+			s.set(&s.put, failTimes(1, errDisk, tc.commit))
 			ids := appendIDs(t, l, s, "seal", 20)
 			waitAllSealed(t, l, ids)
 			calls := s.seals()
 			if len(calls) < 2 || calls[0].err == nil {
-				t.Fatalf("seal calls %+v: want a failed one, then its retry", calls)
+				t.Fatalf("head writes %+v: want a failed one, then its retry", calls)
 			}
 			if !bytes.Equal(calls[0].checkpoint, calls[1].checkpoint) {
 				t.Errorf("the retry wrote another checkpoint (size %d, then %d): a signed checkpoint is written again as it is", calls[0].size, calls[1].size)
 			}
 			heads := auditHeads(t, e, s)
 			if n := ts.count(); n != heads {
-				t.Errorf("%d time-stamps for %d heads: the failed seal was signed again", n, heads)
+				t.Errorf("%d time-stamps for %d heads: the failed write was signed again", n, heads)
 			}
 			if l.Ready() != nil {
-				t.Errorf("Ready after the seal recovered: %v", l.Ready())
+				t.Errorf("Ready after the write recovered: %v", l.Ready())
 			}
 			h, err := s.HeadAt(t.Context(), calls[0].size)
 			if err != nil || !bytes.Equal(h.Checkpoint, calls[0].checkpoint) {
@@ -347,56 +381,61 @@ func TestStoreFaults(t *testing.T) {
 		})
 	}
 
-	// Seal fails with ErrConflict (another sequencer sealed first): the
-	// signed checkpoint is dropped, never published; the log reloads the
-	// store's tree and seals the records in a new checkpoint.
-	t.Run("seal conflicts", func(t *testing.T) {
-		s := newFaultStore(t)
-		l, ts, reg := faultLog(t, e, s)
-		s.set(&s.seal, failTimes(1, proof.ErrConflict, false))
-		ids := appendIDs(t, l, s, "conflict", 20)
-		waitAllSealed(t, l, ids)
-		calls := s.seals()
-		if len(calls) < 2 || !errors.Is(calls[0].err, proof.ErrConflict) {
-			t.Fatalf("seal calls %+v: want a conflict, then another seal", calls)
-		}
-		dropped := calls[0].checkpoint
-		if err := s.Heads(t.Context(), func(h *proof.Head) error {
-			if bytes.Equal(h.Checkpoint, dropped) {
-				t.Errorf("the dropped checkpoint of size %d is a stored head", h.Size)
+	// Integrate fails once, before writing, or written with its answer
+	// lost: nothing is signed before the store holds the tree; the tree
+	// the store holds is the one signed, once.
+	for _, tc := range []struct {
+		name   string
+		err    error
+		commit bool
+	}{
+		{"integrate fails before writing", errDisk, false},
+		{"integrated, its answer lost", errDisk, true},
+		{"integrate conflicts", proof.ErrConflict, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFaultStore(t)
+			l, ts, reg := faultLog(t, e, s)
+			s.set(&s.integrate, failTimes(1, tc.err, tc.commit))
+			ids := appendIDs(t, l, s, "integrate", 20)
+			waitAllSealed(t, l, ids)
+			calls := s.integrations()
+			if len(calls) < 1 || !errors.Is(calls[0].err, tc.err) {
+				t.Fatalf("integrations %+v: want a failed one first", calls)
 			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if latest := l.Latest(); latest == nil || bytes.Equal(latest.Checkpoint, dropped) {
-			t.Errorf("published head %v: the dropped checkpoint must not be published", latest)
-		}
-		if got := counter(t, reg, "pec_proof_unpublished_checkpoints_total"); got != 1 {
-			t.Errorf("pec_proof_unpublished_checkpoints_total = %v, want 1", got)
-		}
-		heads := auditHeads(t, e, s)
-		if n := ts.count(); n != heads+1 {
-			t.Errorf("%d time-stamps for %d heads and one dropped checkpoint", n, heads)
-		}
-		if l.Ready() != nil {
-			t.Errorf("Ready after the conflict: %v", l.Ready())
-		}
-	})
+			heads := auditHeads(t, e, s)
+			if n := ts.count(); n != heads {
+				t.Errorf("%d time-stamps for %d heads: a tree the store did not hold was signed", n, heads)
+			}
+			if tc.commit {
+				// The first tree was found pending and signed as it is.
+				if _, err := s.HeadAt(t.Context(), calls[0].size); err != nil {
+					t.Errorf("the tree integrated with its answer lost (size %d) has no head: %v", calls[0].size, err)
+				}
+			}
+			if got := counter(t, reg, "pec_proof_unpublished_checkpoints_total"); got != 0 {
+				t.Errorf("pec_proof_unpublished_checkpoints_total = %v, want 0", got)
+			}
+			if l.Ready() != nil {
+				t.Errorf("Ready after recovery: %v", l.Ready())
+			}
+		})
+	}
 
-	// ErrConflict from a Seal that did write this very batch (its first
-	// answer lost, the retry finds it written): not a conflict at all.
-	t.Run("seal conflicts with its own batch", func(t *testing.T) {
+	// ErrConflict from a head write that did write this very head (its
+	// first answer lost, the retry finds it written): not a conflict at
+	// all.
+	t.Run("head write conflicts with its own head", func(t *testing.T) {
 		s := newFaultStore(t)
 		l, ts, reg := faultLog(t, e, s)
-		s.set(&s.seal, failTimes(1, proof.ErrConflict, true))
+		s.set(&s.put, failTimes(1, proof.ErrConflict, true))
 		ids := appendIDs(t, l, s, "own", 20)
 		waitAllSealed(t, l, ids)
 		if got := counter(t, reg, "pec_proof_unpublished_checkpoints_total"); got != 0 {
-			t.Errorf("pec_proof_unpublished_checkpoints_total = %v, want 0: the batch was written", got)
+			t.Errorf("pec_proof_unpublished_checkpoints_total = %v, want 0: the head was written", got)
 		}
 		if calls := s.seals(); len(calls) < 1 || !errors.Is(calls[0].err, proof.ErrConflict) {
-			t.Fatalf("seal calls %+v", calls)
+			t.Fatalf("head writes %+v", calls)
 		}
 		if heads := auditHeads(t, e, s); ts.count() != heads {
 			t.Errorf("%d time-stamps for %d heads", ts.count(), heads)

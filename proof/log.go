@@ -72,13 +72,19 @@ type Timestamper interface {
 // records appended meanwhile — and returns; that is all an operation waits
 // for. The sequencer seals what waits: at most Config.SealInterval after
 // the previous checkpoint (at once when the log was idle longer), it makes
-// the unsealed records leaves of the Merkle tree, signs the new checkpoint
-// (c2sp.org/tlog-checkpoint in a signed note), has it time-stamped, writes
-// nodes and head to the store, saves the checkpoint outside the store
-// (Config.CheckpointFile) and then publishes it ([Log.Latest]). After a
-// crash, the next Open seals whatever was durable but not sealed. With a
-// store shared by several nodes ([Leader]), every node appends and one at
-// a time seals; the others follow its heads.
+// the unsealed records leaves of the Merkle tree and writes them with the
+// tree's nodes, size and root to the store ([Store.Integrate]); only then
+// does it sign the checkpoint of that stored tree (c2sp.org/tlog-checkpoint
+// in a signed note), have it time-stamped, write the head to the store
+// ([Store.PutHead]), save the checkpoint outside the store
+// (Config.CheckpointFile) and publish it ([Log.Latest]). A checkpoint is
+// thus signed only over a tree the store holds for good: a sequencer that
+// dies or fails between any two steps leaves the tree pending, and the
+// next seal — of this node after a restart, or of another — signs that
+// very tree (the same size and root), never another one of that size.
+// After a crash, the next Open seals whatever was durable but not sealed.
+// With a store shared by several nodes ([Leader]), every node appends and
+// one at a time seals; the others follow its heads.
 //
 // It is safe for concurrent use. One Log per store handle.
 type Log struct {
@@ -106,14 +112,23 @@ type Log struct {
 	firstDurable atomic.Int64
 
 	// Owned by the sequencer goroutine.
-	rng        *compact.Range // the tree of l.treeHead
-	treeHead   *Head          // the head rng is the tree of; nil: empty
-	unsent     *unpublished   // sealed in the store, not yet saved and published
-	retry      *sealedBatch   // signed, its store write failed: written again, never re-signed
-	lastSeal   time.Time
-	lastRead   time.Time // when the last seal read the unsealed records
-	sealFailed bool
-	following  bool // another node led at the last step: wait for the tick
+	rng      *compact.Range // the store's newest tree as this log knows it; nil: to be read
+	tree     *Tree          // the tree rng is of; nil: the empty log
+	treeHead *Head          // the newest stored head known; nil: none
+	// pending is set while l.tree is integrated and its head not stored.
+	pending *pendingSeal
+	// signed is l.tree's head, signed and time-stamped, whose write
+	// failed: written again as it is, never signed again over another
+	// tree.
+	signed *Head
+	// unconfirmed is the batch of an Integrate whose answer was an error
+	// other than a conflict: written or not, the store tells.
+	unconfirmed *pendingSeal
+	unsent      *Head // stored, not yet saved and published
+	lastSeal    time.Time
+	lastRead    time.Time // when the last seal read the unsealed records
+	sealFailed  bool
+	following   bool // another node led at the last step: wait for the tick
 
 	mu       sync.RWMutex
 	head     *Head         // the newest published head; nil: empty log
@@ -131,15 +146,13 @@ type pending struct {
 	done     chan error
 }
 
-type sealedBatch struct {
-	prev  *Head
-	batch Batch
-	rng   *compact.Range
-	since time.Time // when its oldest record became durable, at the latest
-}
-
-type unpublished struct {
-	head *Head
+// pendingSeal is the seal of an integrated tree, until its head is
+// stored.
+type pendingSeal struct {
+	tree    Tree
+	records int       // the records the tree adds to the stored head's
+	own     int       // of them, those counted in l.unsealed (integrated by this log)
+	since   time.Time // when its oldest record became durable, at the latest; zero: unknown
 }
 
 // Open starts a log over store, whose checkpoints signer signs (its name
@@ -183,11 +196,12 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 			return nil, err
 		}
 	}
-	head, rng, err := l.loadTree(ctx)
+	head, pend, rng, err := l.loadTree(ctx)
 	if err != nil {
 		return nil, err
 	}
 	l.rng, l.treeHead, l.head = rng, head, head
+	l.setTree(head, pend)
 	if head != nil && l.guard != "" {
 		// The store may be one checkpoint ahead of the file (a crash
 		// between the two writes): the file catches up.
@@ -195,9 +209,9 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 			return nil, err
 		}
 	}
-	if n, err := store.Unsealed(ctx, MaxUnsealed); err == nil && len(n) > 0 {
+	if n, err := store.Unsealed(ctx, MaxUnsealed); err == nil && len(n) > 0 || pend != nil {
 		l.unsealed.Store(int64(len(n)))
-		l.appended <- struct{}{} // what a crash left unsealed is sealed first
+		l.appended <- struct{}{} // what a crash left unsealed (or unsigned) is sealed first
 	}
 	writerDone := make(chan struct{})
 	go func() { l.write(); close(writerDone) }()
@@ -205,32 +219,88 @@ func Open(ctx context.Context, store Store, signer *NoteSigner, ts Timestamper, 
 	return l, nil
 }
 
-// loadTree reads the store's newest head, checks its checkpoint's
-// signature and that the stored tree has its root.
-func (l *Log) loadTree(ctx context.Context) (*Head, *compact.Range, error) {
-	head, err := l.store.Latest(ctx)
+// loadTree reads the store's newest head and its pending tree (nil:
+// none), checks the head's checkpoint signature, and that the stored tree
+// has their roots: rng is the newest tree.
+func (l *Log) loadTree(ctx context.Context) (head *Head, pend *Tree, rng *compact.Range, err error) {
+	head, err = l.store.Latest(ctx)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		head = nil
+	case err != nil:
+		return nil, nil, nil, err
+	default:
+		cp, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("proof: the last tree head: %w", err)
+		}
+		if cp.Size != head.Size || !bytes.Equal(cp.Root, head.Root) {
+			return nil, nil, nil, fmt.Errorf("proof: the last tree head (size %d) is not that of its checkpoint", head.Size)
+		}
+	}
+	pend, err = l.store.Pending(ctx)
 	if errors.Is(err, ErrNotFound) {
-		return nil, rangeFactory.NewEmptyRange(0), nil
+		pend = nil
+	} else if err != nil {
+		return nil, nil, nil, err
 	}
+	newest := pend
+	if newest == nil && head != nil {
+		newest = head.Tree()
+	}
+	if newest == nil {
+		return nil, nil, rangeFactory.NewEmptyRange(0), nil
+	}
+	if head != nil && pend != nil {
+		// The pending tree extends the head (and the stored nodes agree
+		// with both roots).
+		if pend.Size <= head.Size {
+			return nil, nil, nil, fmt.Errorf("proof: the store's pending tree (size %d) is not above its last tree head (size %d)", pend.Size, head.Size)
+		}
+		p, err := ConsistencyProof(ctx, l.store, head.Size, pend.Size)
+		if err == nil {
+			err = VerifyConsistency(head.Size, pend.Size, p, head.Root, pend.Root)
+		}
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("proof: the store's pending tree (size %d) does not extend its last tree head (size %d): %w", pend.Size, head.Size, err)
+		}
+	}
+	rng, err = loadRange(ctx, l.store, newest.Size)
 	if err != nil {
-		return nil, nil, err
-	}
-	cp, err := OpenCheckpoint(l.signer.Verifier(), "", head.Checkpoint)
-	if err != nil {
-		return nil, nil, fmt.Errorf("proof: the last tree head: %w", err)
-	}
-	if cp.Size != head.Size || !bytes.Equal(cp.Root, head.Root) {
-		return nil, nil, fmt.Errorf("proof: the last tree head (size %d) is not that of its checkpoint", head.Size)
-	}
-	rng, err := loadRange(ctx, l.store, head.Size)
-	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	root, err := rng.GetRootHash(nil)
-	if err != nil || !bytes.Equal(root, head.Root) {
-		return nil, nil, fmt.Errorf("proof: the stored tree does not match the last tree head (size %d)", head.Size)
+	if err != nil || !bytes.Equal(root, newest.Root) {
+		return nil, nil, nil, fmt.Errorf("proof: the stored tree does not match the store's tree of size %d", newest.Size)
 	}
-	return head, rng, nil
+	return head, pend, rng, nil
+}
+
+// setTree makes the store's newest tree (pend, or head's) the one this
+// log extends; a pending tree is the next to sign.
+func (l *Log) setTree(head *Head, pend *Tree) {
+	l.treeHead = head
+	l.pending = nil
+	switch {
+	case pend != nil:
+		l.tree = pend
+		l.pending = &pendingSeal{tree: *pend, records: int(pend.Size - headSize(head))}
+		if u := l.unconfirmed; u != nil && sameTree(&u.tree, pend) {
+			l.pending = u // this log's batch was written after all
+		}
+	case head != nil:
+		l.tree = head.Tree()
+	default:
+		l.tree = nil
+	}
+	l.unconfirmed = nil
+}
+
+func headSize(h *Head) uint64 {
+	if h == nil {
+		return 0
+	}
+	return h.Size
 }
 
 // Latest is the newest published tree head; nil for an empty log.
@@ -545,7 +615,7 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 		select {
 		case <-l.stop:
 			<-writerDone // what Close let through is durable: seal it
-			l.step(true)
+			l.step()
 			return
 		case <-l.appended:
 			if l.following || time.Since(l.lastSeal) < l.interval && l.unsealed.Load() < sealBacklog/2 {
@@ -553,13 +623,13 @@ func (l *Log) sequence(writerDone <-chan struct{}) {
 			}
 		case <-tick.C:
 		}
-		l.step(false)
+		l.step()
 	}
 }
 
 // step seals everything unsealed (as leader), or follows the store's
 // newest head.
-func (l *Log) step(final bool) {
+func (l *Log) step() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if l.leader != nil {
@@ -575,17 +645,14 @@ func (l *Log) step(final bool) {
 		}
 	}
 	for {
-		n, err := l.sealOnce(ctx)
+		more, err := l.sealOnce(ctx)
 		if err != nil {
 			l.sealFailure(err)
 			return
 		}
 		l.sealWorks()
-		if n < maxSealRecords {
+		if !more {
 			return
-		}
-		if final {
-			continue
 		}
 	}
 }
@@ -609,8 +676,19 @@ func (l *Log) sealFailure(err error) {
 	}
 }
 
-// follow publishes the newest head another node sealed.
+// follow publishes the newest head another node sealed. A head this log
+// signed and could not write is written first, or found superseded by
+// another signature of its tree: the tree is the store's, whoever signs
+// it.
 func (l *Log) follow(ctx context.Context) {
+	if l.signed != nil {
+		if _, err := l.writeHead(ctx); err != nil {
+			l.sealFailure(err)
+			return
+		}
+	}
+	// Reloaded if this log leads later.
+	l.rng, l.tree, l.treeHead, l.pending, l.unconfirmed = nil, nil, nil, nil, nil
 	head, err := l.store.Latest(ctx)
 	if errors.Is(err, ErrNotFound) {
 		return
@@ -618,22 +696,6 @@ func (l *Log) follow(ctx context.Context) {
 	if err != nil {
 		l.sealFailure(err)
 		return
-	}
-	if s := l.retry; s != nil && !sameHead(head, s.prev) {
-		// The batch this log signed and could not write was written
-		// after all (its answer lost), or another sequencer's head took
-		// its place: it is settled, never to be written later over a
-		// newer head.
-		h, err := l.store.HeadAt(ctx, s.batch.Head.Size)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			l.sealFailure(err)
-			return
-		}
-		l.retry = nil
-		if err != nil || !bytes.Equal(h.Checkpoint, s.batch.Head.Checkpoint) {
-			l.metrics.unpublished.Inc()
-			l.log.Warn("proof: another sequencer sealed first; this signed checkpoint is dropped, never published", "size", s.batch.Head.Size)
-		}
 	}
 	if cur := l.Latest(); cur != nil && cur.Size >= head.Size {
 		if l.sealFailed {
@@ -650,7 +712,6 @@ func (l *Log) follow(ctx context.Context) {
 		l.sealFailure(err)
 		return
 	}
-	l.treeHead, l.rng = nil, nil // reloaded if this log leads later
 	l.sealWorks()
 	if err := l.publish(head); err != nil {
 		l.sealFailure(err)
@@ -675,22 +736,46 @@ func (l *Log) checkExtends(ctx context.Context, head *Head) error {
 	return nil
 }
 
-// sealOnce seals up to maxSealRecords unsealed records; it returns how
-// many.
-func (l *Log) sealOnce(ctx context.Context) (int, error) {
+// sealOnce takes the next step of sealing: a head to publish, to write
+// again, a pending tree to sign, or up to maxSealRecords unsealed records
+// to integrate and sign. more: there may be more to seal at once (a full
+// batch, or a step that sealed what an earlier one left).
+func (l *Log) sealOnce(ctx context.Context) (more bool, err error) {
 	if l.unsent != nil {
-		// Sealed in the store, the checkpoint file not yet written.
-		if err := l.publish(l.unsent.head); err != nil {
-			return 0, err
+		// Stored, the checkpoint file not yet written.
+		if err := l.publish(l.unsent); err != nil {
+			return false, err
 		}
 		l.unsent = nil
 	}
-	if l.retry != nil {
-		return l.commitRetry(ctx)
+	if l.signed != nil {
+		_, err := l.writeHead(ctx)
+		return err == nil, err
 	}
 	if err := l.syncTree(ctx); err != nil {
-		return 0, err
+		return false, err
 	}
+	if l.pending != nil {
+		// Integrated and not signed: by this log, before a failure, or by
+		// a sequencer that died before it wrote the head.
+		_, err := l.signPending(ctx)
+		return err == nil, err
+	}
+	integrated, err := l.integrate(ctx)
+	if err != nil || integrated == 0 {
+		return false, err
+	}
+	if _, err := l.signPending(ctx); err != nil {
+		return false, err
+	}
+	return integrated == maxSealRecords, nil
+}
+
+// integrate writes up to maxSealRecords unsealed records as the next
+// leaves of the tree, with its nodes, size and root: they make the
+// pending tree. It returns how many. Nothing is signed before the store
+// said it holds the tree.
+func (l *Log) integrate(ctx context.Context) (int, error) {
 	prevRead := l.lastRead
 	l.lastRead = time.Now()
 	since := l.firstDurable.Swap(0)
@@ -698,17 +783,13 @@ func (l *Log) sealOnce(ctx context.Context) (int, error) {
 	if err != nil || len(recs) == 0 {
 		return 0, err
 	}
-	start := time.Now()
 	rng, err := rangeFactory.NewRange(l.rng.Begin(), l.rng.End(), append([][]byte(nil), l.rng.Hashes()...))
 	if err != nil {
 		return 0, err
 	}
-	s := &sealedBatch{prev: l.treeHead, rng: rng, since: sealDelayStart(since, prevRead, l.leader != nil, recs[0].Data)}
-	s.batch.Start = rng.End()
-	s.batch.Records = recs
-	s.batch.Nodes = make([]Node, 0, 2*len(recs)+8)
+	b := &Batch{Start: rng.End(), Records: recs, Nodes: make([]Node, 0, 2*len(recs)+8)}
 	visit := func(id compact.NodeID, hash []byte) {
-		s.batch.Nodes = append(s.batch.Nodes, Node{ID: id, Hash: hash})
+		b.Nodes = append(b.Nodes, Node{ID: id, Hash: hash})
 	}
 	for _, r := range recs {
 		if err := rng.Append(LeafHash(r.Data), visit); err != nil {
@@ -719,7 +800,39 @@ func (l *Log) sealOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	note, err := l.signer.Sign(Checkpoint{Origin: l.signer.Name(), Size: rng.End(), Root: root}.Text())
+	b.Tree = Tree{Size: rng.End(), Root: root}
+	seal := &pendingSeal{tree: b.Tree, records: len(recs), own: len(recs), since: sealDelayStart(since, prevRead, l.leader != nil, recs[0].Data)}
+	if l.leader != nil {
+		seal.own = 0 // a shared store: noteSealed counts again
+	}
+	start := time.Now()
+	err = l.store.Integrate(ctx, l.tree, b)
+	l.metrics.commitSeal.Observe(time.Since(start).Seconds())
+	if errors.Is(err, ErrConflict) {
+		// Another sequencer integrated first: nothing was signed; the
+		// store's tree is read again at the next step.
+		l.rng, l.tree = nil, nil
+		return 0, nil
+	}
+	if err != nil {
+		// Written or not (a lost answer): the next step reads the
+		// store's tree, and signs this batch's tree only if the store
+		// holds it.
+		l.rng, l.tree, l.unconfirmed = nil, nil, seal
+		return 0, fmt.Errorf("proof: integrate records: %w", err)
+	}
+	l.rng, l.tree, l.pending = rng, &b.Tree, seal
+	return len(recs), nil
+}
+
+// signPending signs the pending tree's checkpoint, has it time-stamped
+// and writes the head. A failure to sign or time-stamp leaves the tree
+// pending, to be signed again (the same size and root); a failed write
+// keeps the signed head, to be written again.
+func (l *Log) signPending(ctx context.Context) (int, error) {
+	t := l.pending.tree
+	start := time.Now()
+	note, err := l.signer.Sign(Checkpoint{Origin: l.signer.Name(), Size: t.Size, Root: t.Root}.Text())
 	if err != nil {
 		return 0, fmt.Errorf("proof: sign checkpoint: %w", err)
 	}
@@ -728,88 +841,116 @@ func (l *Log) sealOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("proof: time-stamp checkpoint: %w", err)
 	}
-	s.batch.Head = Head{Size: rng.End(), Root: root, Checkpoint: note, Token: token}
 	l.metrics.seal.Observe(time.Since(start).Seconds())
-	l.retry = s
-	return l.commitRetry(ctx)
+	l.signed = &Head{Size: t.Size, Root: t.Root, Checkpoint: note, Token: token}
+	return l.writeHead(ctx)
 }
 
-// commitRetry writes the signed batch l.retry. A checkpoint once signed
-// is written as it is or dropped when another sequencer's head took its
-// place, never signed again over other records.
-func (l *Log) commitRetry(ctx context.Context) (int, error) {
-	s := l.retry
-	start := time.Now()
-	err := l.store.Seal(ctx, s.prev, &s.batch)
-	l.metrics.commitSeal.Observe(time.Since(start).Seconds())
+// writeHead writes l.signed, the head of the pending tree, then publishes
+// it. When the store holds a head of that tree already (another
+// sequencer's signature of it, or this one whose answer was lost), that
+// head is the one published.
+func (l *Log) writeHead(ctx context.Context) (int, error) {
+	h := l.signed
+	err := l.store.PutHead(ctx, h)
 	if errors.Is(err, ErrConflict) {
-		// Written meanwhile by this very batch (its answer was lost), or
-		// by another sequencer.
-		l.retry = nil
-		if h, herr := l.store.HeadAt(ctx, s.batch.Head.Size); herr == nil && bytes.Equal(h.Checkpoint, s.batch.Head.Checkpoint) {
-			err = nil
-		} else {
-			l.metrics.unpublished.Inc()
-			l.log.Warn("proof: another sequencer sealed first; this signed checkpoint is dropped, never published", "size", s.batch.Head.Size, "err", err)
-			l.treeHead, l.rng = nil, nil
-			l.metrics.resyncs.Inc()
-			return 0, nil
+		stored, herr := l.store.HeadAt(ctx, h.Size)
+		if herr != nil {
+			// No head of that size, yet no tree of that root: the store
+			// is not the one this log integrated into (rolled back?).
+			l.signed, l.pending, l.rng, l.tree = nil, nil, nil, nil
+			return 0, fmt.Errorf("proof: write tree head %d: %w (%w)", h.Size, err, herr)
 		}
+		if !bytes.Equal(stored.Root, h.Root) {
+			l.signed, l.pending, l.rng, l.tree = nil, nil, nil, nil
+			return 0, fmt.Errorf("%w: the store's head of size %d has root %x, this log signed the stored tree of root %x", ErrRollback, h.Size, stored.Root, h.Root)
+		}
+		if !bytes.Equal(stored.Checkpoint, h.Checkpoint) {
+			l.metrics.unpublished.Inc()
+			l.log.Info("proof: another sequencer wrote its signature of this tree first; this one is superseded (the same size and root)", "size", h.Size)
+		}
+		h, err = stored, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("proof: write sealed batch: %w", err)
+		return 0, fmt.Errorf("proof: write tree head %d: %w", h.Size, err)
 	}
-	l.retry = nil
-	head := s.batch.Head
-	l.rng, l.treeHead = s.rng, &head
+	p := l.pending
+	l.signed, l.pending = nil, nil
+	if p == nil || !sameTree(&p.tree, h.Tree()) {
+		p = &pendingSeal{}
+	}
+	if sameTree(l.tree, h.Tree()) {
+		l.treeHead = h
+	}
 	l.lastSeal = time.Now()
 	// What the publication reports (metrics, readiness) is true before
 	// anyone learns of it.
-	l.metrics.sealRecords.Observe(float64(len(s.batch.Records)))
-	if !s.since.IsZero() {
-		delay := time.Since(s.since)
+	l.metrics.sealRecords.Observe(float64(p.records))
+	if !p.since.IsZero() {
+		delay := time.Since(p.since)
 		l.metrics.sealDelay.Observe(delay.Seconds())
 		l.metrics.maxDelay(delay)
 	}
 	l.sealWorks()
-	if err := l.publish(&head); err != nil {
-		l.unsent = &unpublished{head: &head}
+	l.noteSealed(p.own) // sealed in the store, published or not
+	if err := l.publish(h); err != nil {
+		l.unsent = h
 		return 0, err
 	}
-	l.noteSealed(len(s.batch.Records))
-	return len(s.batch.Records), nil
+	return p.records, nil
 }
 
-// syncTree makes l.rng the tree of the store's newest head: after another
-// sequencer sealed, or at the start of a lease.
+// syncTree makes l.rng the store's newest tree (its pending tree, or its
+// newest head's): after another sequencer sealed, at the start of a lease,
+// or after a failed write.
 func (l *Log) syncTree(ctx context.Context) error {
 	if l.rng != nil && l.leader == nil {
-		return nil // the only sequencer: the tree is what it sealed
+		return nil // the only sequencer: the tree is what it integrated
 	}
-	head, err := l.store.Latest(ctx)
-	if errors.Is(err, ErrNotFound) {
-		head = nil
-	} else if err != nil {
-		return err
-	}
-	if l.rng != nil && sameHead(head, l.treeHead) {
-		return nil
-	}
-	if head != nil {
-		if err := l.checkExtends(ctx, head); err != nil {
+	if l.rng != nil {
+		head, err := l.store.Latest(ctx)
+		if errors.Is(err, ErrNotFound) {
+			head = nil
+		} else if err != nil {
 			return err
 		}
+		pend, err := l.store.Pending(ctx)
+		if errors.Is(err, ErrNotFound) {
+			pend = nil
+		} else if err != nil {
+			return err
+		}
+		newest := pend
+		if newest == nil && head != nil {
+			newest = head.Tree()
+		}
+		if sameTree(newest, l.tree) && sameHead(head, l.treeHead) {
+			return nil
+		}
 	}
-	h, rng, err := l.loadTree(ctx)
+	h, pend, rng, err := l.loadTree(ctx)
 	if err != nil {
 		return err
 	}
-	l.treeHead, l.rng = h, rng
+	if h != nil {
+		if err := l.checkExtends(ctx, h); err != nil {
+			return err
+		}
+	}
+	l.rng = rng
+	l.setTree(h, pend)
 	l.metrics.resyncs.Inc()
 	if h != nil && (l.Latest() == nil || l.Latest().Size < h.Size) {
 		return l.publish(h)
 	}
 	return nil
+}
+
+func sameTree(a, b *Tree) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Size == b.Size && bytes.Equal(a.Root, b.Root)
 }
 
 func sameHead(a, b *Head) bool {
@@ -820,8 +961,12 @@ func sameHead(a, b *Head) bool {
 }
 
 // publish saves head in the checkpoint file, then makes it the log's
-// newest: a checkpoint is published only once saved.
+// newest: a checkpoint is published only once saved. A head not newer than
+// the published one is not published again.
 func (l *Log) publish(head *Head) error {
+	if cur := l.Latest(); cur != nil && cur.Size >= head.Size {
+		return nil
+	}
 	if l.guard != "" {
 		if err := SaveCheckpoint(l.guard, head.Checkpoint); err != nil {
 			return err
@@ -960,8 +1105,8 @@ func newLogMetrics(reg prometheus.Registerer) *logMetrics {
 		batch:        prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_write_records", Help: "Records per durable write (group commit).", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		commit:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_write_seconds", Help: "Time of one durable write of records.", Buckets: secs}),
 		ack:          prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_ack_seconds", Help: "Time from Append to its acknowledgment (durable).", Buckets: secs}),
-		seal:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_seconds", Help: "Time to hash, sign and time-stamp a checkpoint.", Buckets: secs}),
-		commitSeal:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_write_seconds", Help: "Time to write a sealed batch (records, nodes, head) to the store.", Buckets: secs}),
+		seal:         prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_seconds", Help: "Time to sign and time-stamp a checkpoint.", Buckets: secs}),
+		commitSeal:   prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_write_seconds", Help: "Time to integrate a batch (records, nodes, tree) in the store, before its checkpoint is signed.", Buckets: secs}),
 		sealRecords:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_records", Help: "Records per checkpoint.", Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
 		sealDelay:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_proof_seal_delay_seconds", Help: "Time from the oldest record of a checkpoint to its publication.", Buckets: secs}),
 		sealDelayMax: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_seal_delay_max_seconds", Help: "The longest seal delay since start."}),
@@ -970,7 +1115,7 @@ func newLogMetrics(reg prometheus.Registerer) *logMetrics {
 		unsealed:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_unsealed_records", Help: "Records durable and waiting for a checkpoint."}),
 		size:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "pec_proof_tree_size", Help: "Size of the newest published checkpoint."}),
 		resyncs:      prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_resyncs_total", Help: "Times the sequencer reloaded the tree that another node extended."}),
-		unpublished:  prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_unpublished_checkpoints_total", Help: "Signed checkpoints dropped because another sequencer sealed first (0 with a working lease)."}),
+		unpublished:  prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_proof_unpublished_checkpoints_total", Help: "Signed checkpoints superseded by another signature of the same tree (size and root) that another sequencer wrote first: never a fork."}),
 	}
 	if reg != nil {
 		m.appends = promreg.Register(reg, m.appends)

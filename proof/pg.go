@@ -1,7 +1,6 @@
 package proof
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,16 +22,20 @@ import (
 // PGStore keeps the log in PostgreSQL, for several nodes sharing one log.
 //
 // Every node appends records concurrently (unsealed rows, one COPY per
-// group of appends). One node at a time seals: the one whose dedicated
-// connection holds a session-level advisory lock of the schema (see
-// [PGStore.Lead]). When that node dies, its connection closes, the
-// database releases the lock, and another node takes it within a few seal
-// intervals. A seal runs on that connection, checks in its transaction
-// that the connection still holds the lock and that the stored head is
-// the one it extends (size and root), and only then writes; when this
-// handle seals, [PGStore.Unsealed] also runs on that connection, so that
-// the sequencer, which reads the records to seal just before it signs,
-// learns of a lost lock before it signs a checkpoint, not after.
+// group of appends). One node at a time integrates them into the tree:
+// the one whose dedicated connection holds a session-level advisory lock
+// of the schema (see [PGStore.Lead]). When that node dies, its connection
+// closes, the database releases the lock, and another node takes it within
+// a few seal intervals. [PGStore.Integrate] runs on that connection,
+// checks in its transaction that the connection still holds the lock and
+// that the store's newest tree is the one it extends (size and root) and
+// is signed, and only then writes; when this handle leads,
+// [PGStore.Unsealed] also runs on that connection, so that a lost lock is
+// known before the sequencer builds a batch. The database itself keeps one
+// root for each size (proof_trees, keyed by size) and refuses a head that
+// is not of a stored tree (a foreign key on size and root): a sequencer
+// that signed a tree and died before writing its head leaves the tree
+// pending, and the next one signs the same tree.
 //
 // A lost connection is an error, never a wait: the pool connects again on
 // later calls, the sealing connection on the next Lead (once a seal
@@ -43,8 +46,8 @@ import (
 // connection string sets one).
 //
 // The advisory lock is a session lock: connect directly, or through a
-// pooler in session mode (a seal through a transaction-mode pooler fails
-// its lock check, with ErrConflict). Open it with [OpenPG].
+// pooler in session mode (an integration through a transaction-mode
+// pooler fails its lock check, with ErrConflict). Open it with [OpenPG].
 type PGStore struct {
 	pool    *pgxpool.Pool
 	leadCfg *pgx.ConnConfig
@@ -79,7 +82,8 @@ const (
 // holder waits, finding the lock free, before it takes it: a holder that
 // lost its connection but not its node (a database restart, a killed
 // backend) takes it back at once, with the checkpoint it may have signed
-// and not yet written, which would otherwise never be published.
+// and not yet written, which the new holder would otherwise sign again
+// (the same tree: not a fork, but one signature and token more).
 const (
 	pgConnectTimeout = 5 * time.Second
 	pgOpTimeout      = 10 * time.Second
@@ -92,8 +96,11 @@ const (
 // errPGClosed: the store was closed.
 var errPGClosed = errors.New("proof: postgres: store closed")
 
-// pgSchema is version 2: records are appended unsealed (idx NULL, in seq
-// order) and the sealer gives them their leaf index.
+// pgSchema is version 3: records are appended unsealed (idx NULL, in seq
+// order) and the sequencer gives them their leaf index, with the tree's
+// size and root (proof_trees), before it signs the tree's head
+// (proof_heads, whose size and root must be those of a tree: the foreign
+// key proof_heads_tree, added by pgMigrateV2).
 const pgSchema = `
 CREATE TABLE IF NOT EXISTS proof_schema (version INT NOT NULL);
 CREATE TABLE IF NOT EXISTS proof_records (
@@ -109,6 +116,11 @@ CREATE TABLE IF NOT EXISTS proof_nodes (
 	hash  BYTEA NOT NULL,
 	PRIMARY KEY (level, idx)
 );
+CREATE TABLE IF NOT EXISTS proof_trees (
+	size BIGINT PRIMARY KEY,
+	root BYTEA NOT NULL,
+	CONSTRAINT proof_trees_size_root UNIQUE (size, root)
+);
 CREATE TABLE IF NOT EXISTS proof_heads (
 	size       BIGINT PRIMARY KEY,
 	root       BYTEA NOT NULL,
@@ -123,6 +135,14 @@ ALTER TABLE proof_records DROP CONSTRAINT proof_records_pkey;
 ALTER TABLE proof_records ALTER COLUMN idx DROP NOT NULL;
 ALTER TABLE proof_records ADD CONSTRAINT proof_records_idx_key UNIQUE (idx);
 ALTER TABLE proof_records ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY;`
+
+// pgMigrateV2 gives the heads of version 2 (or of a new schema: none)
+// their trees, and ties every head to its tree. (A node of version 2,
+// which writes heads with no tree, is refused by the key: upgrade every
+// node.)
+const pgMigrateV2 = `
+INSERT INTO proof_trees (size, root) SELECT size, root FROM proof_heads ON CONFLICT DO NOTHING;
+ALTER TABLE proof_heads ADD CONSTRAINT proof_heads_tree FOREIGN KEY (size, root) REFERENCES proof_trees (size, root);`
 
 // OpenPG connects to PostgreSQL (a pgx connection string or URL) and
 // creates or upgrades the tables if needed.
@@ -168,7 +188,18 @@ func OpenPG(ctx context.Context, url string) (*PGStore, error) {
 		if _, err := tx.Exec(ctx, pgSchema); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "DELETE FROM proof_schema; INSERT INTO proof_schema (version) VALUES (2)")
+		var v3 bool
+		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+			WHERE c.conname = 'proof_heads_tree' AND n.nspname = current_schema())`).Scan(&v3)
+		if err != nil {
+			return err
+		}
+		if !v3 {
+			if _, err := tx.Exec(ctx, pgMigrateV2); err != nil {
+				return fmt.Errorf("upgrade from version 2: %w", err)
+			}
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM proof_schema; INSERT INTO proof_schema (version) VALUES (3)")
 		return err
 	})
 	if err != nil {
@@ -287,7 +318,8 @@ func (s *PGStore) Append(ctx context.Context, recs []StoredRecord) error {
 const pgUnsealed = "SELECT id, data FROM proof_records WHERE idx IS NULL ORDER BY seq LIMIT $1"
 
 // Unsealed implements Store. While this handle leads, it reads on the
-// sealing connection: a lost lock fails it, before the sequencer signs.
+// sealing connection: a lost lock fails it, before the sequencer builds a
+// batch.
 func (s *PGStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error) {
 	var recs []StoredRecord
 	collect := func(rows pgx.Rows, err error) error {
@@ -319,14 +351,14 @@ func (s *PGStore) Unsealed(ctx context.Context, max int) ([]StoredRecord, error)
 	return recs, nil
 }
 
-// Seal implements Store, on the sealing connection: only while this
+// Integrate implements Store, on the sealing connection: only while this
 // handle leads (otherwise ErrConflict), after checking in the transaction
 // that the connection holds the lock. Records appended by other nodes may
 // commit out of their seq order, so b.Records need only be unsealed
 // records.
-func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
-	if b.Head.Size != b.Start+uint64(len(b.Records)) || len(b.Head.Root) != 32 {
-		return fmt.Errorf("proof: store: batch at %d with %d records has a head of size %d", b.Start, len(b.Records), b.Head.Size)
+func (s *PGStore) Integrate(ctx context.Context, prev *Tree, b *Batch) error {
+	if err := checkBatch(b); err != nil {
+		return err
 	}
 	s.leadMu.Lock()
 	defer s.leadMu.Unlock()
@@ -346,21 +378,21 @@ func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		if !held {
 			return fmt.Errorf("%w: the sealing connection does not hold the lock (a pooler in transaction mode?)", ErrConflict)
 		}
-		latest, err := scanHead(tx.QueryRow(ctx, "SELECT size, root, checkpoint, token FROM proof_heads ORDER BY size DESC LIMIT 1"))
+		var newest *Tree
+		var signed bool
+		var t Tree
+		var size int64
+		err = tx.QueryRow(ctx, `SELECT t.size, t.root, EXISTS (SELECT 1 FROM proof_heads h WHERE h.size = t.size)
+			FROM proof_trees t ORDER BY t.size DESC LIMIT 1`).Scan(&size, &t.Root, &signed)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			if prev != nil {
-				return fmt.Errorf("%w: the store holds no head, the batch extends size %d", ErrConflict, prev.Size)
-			}
-		case err != nil:
+		case err == nil:
+			t.Size = uint64(size)
+			newest = &t
+		case !errors.Is(err, pgx.ErrNoRows):
 			return err
-		case prev == nil:
-			return fmt.Errorf("%w: the store holds a head of size %d, the batch extends the empty log", ErrConflict, latest.Size)
-		case latest.Size != prev.Size || !bytes.Equal(latest.Root, prev.Root):
-			return fmt.Errorf("%w: the stored head is size %d root %x, the batch extends size %d root %x", ErrConflict, latest.Size, latest.Root, prev.Size, prev.Root)
 		}
-		if prev != nil && prev.Size != b.Start || prev == nil && b.Start != 0 {
-			return fmt.Errorf("%w: the batch starts at %d", ErrConflict, b.Start)
+		if err := extendsNewest(newest, signed, prev, b.Start); err != nil {
+			return err
 		}
 		ids := make([]string, len(b.Records))
 		idxs := make([]int64, len(b.Records))
@@ -382,8 +414,7 @@ func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO proof_heads (size, root, checkpoint, token) VALUES ($1, $2, $3, $4)",
-			int64(b.Head.Size), b.Head.Root, b.Head.Checkpoint, b.Head.Token)
+		_, err = tx.Exec(ctx, "INSERT INTO proof_trees (size, root) VALUES ($1, $2)", int64(b.Tree.Size), b.Tree.Root)
 		return err
 	})
 	if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "23505" { // unique_violation
@@ -391,11 +422,94 @@ func (s *PGStore) Seal(ctx context.Context, prev *Head, b *Batch) error {
 	}
 	if err != nil && !errors.Is(err, ErrConflict) {
 		// A lost connection: the lock is lost, the batch may or may not
-		// be written (the caller finds out from the stored heads).
+		// be written (the caller finds out from the stored tree).
 		s.lostConn(err)
-		return fmt.Errorf("proof: postgres: seal: %w", err)
+		return fmt.Errorf("proof: postgres: integrate: %w", err)
 	}
 	return err
+}
+
+// Pending implements Store.
+func (s *PGStore) Pending(ctx context.Context) (*Tree, error) {
+	var t Tree
+	var size int64
+	var signed bool
+	err := s.op(ctx, func(ctx context.Context) error {
+		return s.pool.QueryRow(ctx, `SELECT t.size, t.root, EXISTS (SELECT 1 FROM proof_heads h WHERE h.size = t.size)
+			FROM proof_trees t ORDER BY t.size DESC LIMIT 1`).Scan(&size, &t.Root, &signed)
+	})
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && signed {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("proof: postgres: pending tree: %w", err)
+	}
+	t.Size = uint64(size)
+	return &t, nil
+}
+
+// Trees implements Store. It reads in pages, so that a long walk holds no
+// transaction open.
+func (s *PGStore) Trees(ctx context.Context, fn func(*Tree) error) error {
+	after := int64(-1)
+	for {
+		var page []*Tree
+		err := s.op(ctx, func(ctx context.Context) error {
+			rows, err := s.pool.Query(ctx, "SELECT size, root FROM proof_trees WHERE size > $1 ORDER BY size LIMIT 1000", after)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var t Tree
+				var size int64
+				if err := rows.Scan(&size, &t.Root); err != nil {
+					return err
+				}
+				t.Size = uint64(size)
+				page = append(page, &t)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("proof: postgres: trees: %w", err)
+		}
+		for _, t := range page {
+			if err := fn(t); err != nil {
+				return err
+			}
+			after = int64(t.Size)
+		}
+		if len(page) < 1000 {
+			return nil
+		}
+	}
+}
+
+// PutHead implements Store, on any connection: the database refuses a
+// second head of one size (the primary key) and a head that is not of a
+// stored tree (the foreign key to proof_trees), whoever writes it.
+func (s *PGStore) PutHead(ctx context.Context, h *Head) error {
+	if len(h.Root) != 32 || len(h.Checkpoint) == 0 || len(h.Token) == 0 {
+		return fmt.Errorf("proof: store: the head of size %d lacks its root, checkpoint or token", h.Size)
+	}
+	err := s.op(ctx, func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, "INSERT INTO proof_heads (size, root, checkpoint, token) VALUES ($1, $2, $3, $4)",
+			int64(h.Size), h.Root, h.Checkpoint, h.Token)
+		return err
+	})
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%w: the store holds a head of size %d already", ErrConflict, h.Size)
+		case "23503": // foreign_key_violation
+			return fmt.Errorf("%w: the store holds no tree of size %d with root %x", ErrConflict, h.Size, h.Root)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("proof: postgres: tree head: %w", err)
+	}
+	return nil
 }
 
 func scanHead(row pgx.Row) (*Head, error) {
@@ -481,7 +595,7 @@ func (s *PGStore) Heads(ctx context.Context, fn func(*Head) error) error {
 	}
 }
 
-// Record implements Store.
+// Record implements Store: a sealed record, or one of the pending tree.
 func (s *PGStore) Record(ctx context.Context, index uint64) (*StoredRecord, error) {
 	var r StoredRecord
 	err := s.op(ctx, func(ctx context.Context) error {
@@ -499,8 +613,9 @@ func (s *PGStore) Record(ctx context.Context, index uint64) (*StoredRecord, erro
 // Lookup implements Store.
 func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
 	var idx *int64
+	var sealed *bool
 	err := s.op(ctx, func(ctx context.Context) error {
-		return s.pool.QueryRow(ctx, "SELECT idx FROM proof_records WHERE id = $1", id).Scan(&idx)
+		return s.pool.QueryRow(ctx, "SELECT idx, idx < (SELECT coalesce(max(size), 0) FROM proof_heads) FROM proof_records WHERE id = $1", id).Scan(&idx, &sealed)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%w: evidence %q", ErrNotFound, id)
@@ -508,8 +623,8 @@ func (s *PGStore) Lookup(ctx context.Context, id string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("proof: postgres: %w", err)
 	}
-	if idx == nil {
-		return 0, fmt.Errorf("%w: evidence %q", ErrNotSealed, id)
+	if idx == nil || sealed == nil || !*sealed {
+		return 0, fmt.Errorf("%w: evidence %q", ErrNotSealed, id) // unsealed, or in the pending tree
 	}
 	return uint64(*idx), nil
 }
@@ -524,7 +639,8 @@ func (s *PGStore) Records(ctx context.Context, start uint64, fn func(uint64, *St
 	for {
 		var page []row
 		err := s.op(ctx, func(ctx context.Context) error {
-			rows, err := s.pool.Query(ctx, "SELECT idx, id, data FROM proof_records WHERE idx >= $1 ORDER BY idx LIMIT 10000", next)
+			rows, err := s.pool.Query(ctx, `SELECT idx, id, data FROM proof_records
+				WHERE idx >= $1 AND idx < (SELECT coalesce(max(size), 0) FROM proof_heads) ORDER BY idx LIMIT 10000`, next)
 			if err != nil {
 				return err
 			}

@@ -143,11 +143,12 @@ func TestPGTwoNodes(t *testing.T) {
 
 // TestPGSealingLock: the sealing lock through its failures, on the store
 // alone. A lost sealing connection fails the calls that need the lock
-// (Unsealed, read just before the sequencer signs; Seal) without writing;
-// the handle that held the lock takes it back at once on its next Lead and
-// writes the batch it had; a handle that saw another hold the lock takes it
-// only after finding it free on three consecutive calls; one that does not
-// hold it cannot seal.
+// (Unsealed, read before the sequencer builds a batch; Integrate) without
+// writing; the handle that held the lock takes it back at once on its next
+// Lead and writes the batch it had; a handle that saw another hold the
+// lock takes it only after finding it free on three consecutive calls; one
+// that does not hold it cannot integrate, but may write the head of the
+// tree the store holds (it cannot be another tree).
 func TestPGSealingLock(t *testing.T) {
 	url := newPGDatabase(t)
 	ctx := t.Context()
@@ -168,8 +169,8 @@ func TestPGSealingLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	prev, batch := b.Seal(t, recs)
-	if err := s2.Seal(ctx, prev, batch); !errors.Is(err, proof.ErrConflict) {
-		t.Fatalf("Seal on the handle that does not lead: %v, want ErrConflict", err)
+	if err := s2.Integrate(ctx, prev, &batch.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Fatalf("Integrate on the handle that does not lead: %v, want ErrConflict", err)
 	}
 
 	terminate(t, sealerPID(t))
@@ -183,15 +184,18 @@ func TestPGSealingLock(t *testing.T) {
 		t.Fatalf("Unsealed after taking the lock back: %d records, %v", len(got), err)
 	}
 	terminate(t, sealerPID(t))
-	if err := s1.Seal(ctx, prev, batch); err == nil || errors.Is(err, proof.ErrConflict) {
-		t.Fatalf("Seal on the lost sealing connection: %v, want an error other than ErrConflict (the batch is to be retried)", err)
+	if err := s1.Integrate(ctx, prev, &batch.Batch); err == nil || errors.Is(err, proof.ErrConflict) {
+		t.Fatalf("Integrate on the lost sealing connection: %v, want an error other than ErrConflict (the batch is to be retried)", err)
 	}
-	if _, err := s1.Latest(ctx); !errors.Is(err, proof.ErrNotFound) {
-		t.Fatalf("after the failed seal, Latest: %v, want ErrNotFound", err)
+	if _, err := s1.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Fatalf("after the failed integration, Pending: %v, want ErrNotFound", err)
 	}
 	lead(s1, true)
-	if err := s1.Seal(ctx, prev, batch); err != nil {
+	if err := s1.Integrate(ctx, prev, &batch.Batch); err != nil {
 		t.Fatalf("the same batch after taking the lock back: %v", err)
+	}
+	if err := s2.PutHead(ctx, &batch.Head); err != nil {
+		t.Fatalf("PutHead of the stored tree on the handle that does not lead: %v", err)
 	}
 	if h, err := s2.Latest(ctx); err != nil || h.Size != 5 {
 		t.Fatalf("Latest: %v, %v", h, err)
@@ -211,9 +215,7 @@ func TestPGSealingLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	prev, batch = b.Seal(t, recs)
-	if err := s2.Seal(ctx, prev, batch); err != nil {
-		t.Fatalf("Seal by the new leader: %v", err)
-	}
+	prooftest.SealIn(t, s2, prev, batch)
 	// A closed handle does not lead again.
 	if ok, err := s1.Lead(ctx); ok || err == nil {
 		t.Fatalf("Lead on a closed store: %v, %v", ok, err)

@@ -12,17 +12,26 @@ import (
 
 // Store keeps the log: records, Merkle tree nodes and tree heads.
 //
-// A record goes through two steps. [Store.Append] makes it durable — the
+// A record goes through three steps. [Store.Append] makes it durable — the
 // only write on an operation's hot path, one per group of concurrent
-// appends — and it waits, unsealed, for the sequencer. [Store.Seal] then
-// makes the oldest unsealed records the next leaves of the tree, with the
-// tree's new nodes and its sealed head (signed checkpoint and RFC 3161
-// token), in one atomic write. Several nodes may append to one shared
-// store at once; one sequencer at a time seals (see [Leader]).
+// appends — and it waits, unsealed, for the sequencer. [Store.Integrate]
+// then makes the oldest unsealed records the next leaves of the tree, with
+// the tree's new nodes and its new size and root, in one atomic write: the
+// tree of that size is fixed from then on, and is the store's pending
+// tree until [Store.PutHead] adds its signed head (checkpoint and RFC 3161
+// token). A checkpoint is signed only over a tree that the store holds
+// (integrate first, sign after, as Tessera does), so that a sequencer that
+// dies after signing leaves no signed checkpoint that the log contradicts:
+// whoever seals next finds the pending tree and signs exactly it. One size
+// has one root, ever; a tree may be signed more than once (the same size
+// and root), but only one signed head of it is stored. Several nodes may
+// append to one shared store at once; one sequencer at a time integrates
+// (see [Leader]).
 //
-// Every method is safe for concurrent use. Missing data is ErrNotFound; a
-// record that is durable but not yet sealed is ErrNotSealed where a leaf
-// index is asked for.
+// A record is sealed once a stored signed head covers it. Every method is
+// safe for concurrent use. Missing data is ErrNotFound; a record that is
+// durable but not yet sealed (unsealed, or in the pending tree) is
+// ErrNotSealed where a leaf index is asked for.
 type Store interface {
 	// Append writes recs durably and atomically: when it returns nil they
 	// survive a crash, and they are the newest unsealed records. It fails
@@ -30,15 +39,33 @@ type Store interface {
 	// already holds (sealed or not) a record with one of their ids.
 	Append(ctx context.Context, recs []StoredRecord) error
 	// Unsealed returns up to max of the records appended and not yet
-	// sealed, oldest first: the order in which they will be sealed.
+	// integrated, oldest first: the order in which they will be
+	// integrated.
 	Unsealed(ctx context.Context, max int) ([]StoredRecord, error)
-	// Seal writes b atomically and durably: b.Records, which must be the
-	// oldest unsealed records in the order Unsealed gave them, become the
-	// leaves b.Start... of the tree, with b.Nodes and b.Head. It fails
-	// with ErrConflict, writing nothing, when the store's latest head is
-	// not prev (same size and root; nil: the empty log) or when b.Records
-	// are not the oldest unsealed records: another sequencer sealed first.
-	Seal(ctx context.Context, prev *Head, b *Batch) error
+	// Integrate writes b atomically and durably: b.Records, which must be
+	// the oldest unsealed records in the order Unsealed gave them, become
+	// the leaves b.Start... of the tree, with b.Nodes, and b.Tree becomes
+	// the store's pending tree. It fails with ErrConflict, writing
+	// nothing, when the store's newest tree is not prev (same size and
+	// root; nil: the empty log), when that tree is pending (not signed
+	// yet: it is signed before the tree grows), or when b.Records are not
+	// the oldest unsealed records: another sequencer integrated first.
+	Integrate(ctx context.Context, prev *Tree, b *Batch) error
+	// Pending is the store's pending tree: integrated, its signed head
+	// not stored yet. ErrNotFound when there is none (every tree has its
+	// head).
+	Pending(ctx context.Context) (*Tree, error)
+	// PutHead writes h, the signed head of the store's pending tree,
+	// atomically and durably. It fails with ErrConflict, writing nothing,
+	// when the store's pending tree is not of h's size and root: the
+	// store already holds a head of that size (another sequencer signed
+	// the same tree and wrote it first, or this very head was written and
+	// the answer lost), or holds no tree of that size and root (never two
+	// roots for one size).
+	PutHead(ctx context.Context, h *Head) error
+	// Trees calls fn for every integrated tree (each signed head's, then
+	// the pending one), smallest first, until fn fails.
+	Trees(ctx context.Context, fn func(*Tree) error) error
 	// Latest is the last tree head; ErrNotFound for an empty log.
 	Latest(ctx context.Context) (*Head, error)
 	// HeadAt is the tree head of the given size.
@@ -58,7 +85,8 @@ type Store interface {
 	// order, until fn fails. The record must not be retained after fn
 	// returns.
 	Records(ctx context.Context, start uint64, fn func(index uint64, r *StoredRecord) error) error
-	// Nodes are the hashes of the given perfect subtrees, in order.
+	// Nodes are the hashes of the given perfect subtrees, in order: of
+	// the sealed records and of the pending tree.
 	Nodes(ctx context.Context, ids []compact.NodeID) ([][]byte, error)
 	// Close releases the store.
 	Close() error
@@ -72,7 +100,9 @@ type Leader interface {
 	// sealing lease when it is free (a database lock or lease that the
 	// store loses when its node dies, so another takes over within
 	// seconds). A handle that leads keeps leading until an error or
-	// Close; Seal on a handle that does not lead fails with ErrConflict.
+	// Close; Integrate on a handle that does not lead fails with
+	// ErrConflict. (PutHead needs no lease: it can only add the head of
+	// the tree that the store fixed.)
 	Lead(ctx context.Context) (bool, error)
 }
 
@@ -82,7 +112,13 @@ type StoredRecord struct {
 	Data []byte
 }
 
-// Head is a sealed tree head.
+// Tree is a tree of the log: its size and RFC 9162 root hash.
+type Tree struct {
+	Size uint64
+	Root []byte
+}
+
+// Head is a signed tree head.
 type Head struct {
 	Size       uint64
 	Root       []byte // RFC 9162 root hash
@@ -95,25 +131,28 @@ func (h *Head) Clone() *Head {
 	return &Head{Size: h.Size, Root: bytes.Clone(h.Root), Checkpoint: bytes.Clone(h.Checkpoint), Token: bytes.Clone(h.Token)}
 }
 
+// Tree is the tree h signs.
+func (h *Head) Tree() *Tree { return &Tree{Size: h.Size, Root: h.Root} }
+
 // Node is a perfect subtree's hash (level 0: a leaf hash).
 type Node struct {
 	ID   compact.NodeID
 	Hash []byte
 }
 
-// Batch is what one Seal writes.
+// Batch is what one Integrate writes.
 type Batch struct {
 	Start   uint64 // the log's size before the batch
 	Records []StoredRecord
 	Nodes   []Node // the perfect subtrees completed by the batch
-	Head    Head   // of size Start+len(Records)
+	Tree    Tree   // of size Start+len(Records)
 }
 
 // Store errors.
 var (
 	ErrNotFound  = errors.New("proof: not found")
 	ErrNotSealed = errors.New("proof: the evidence is durable but not sealed yet")
-	ErrConflict  = errors.New("proof: the batch does not extend the stored log")
+	ErrConflict  = errors.New("proof: the write does not extend the stored log")
 	// ErrDuplicateID is evidence.ErrDuplicateID, for the callers of a Store.
 	ErrDuplicateID = evidence.ErrDuplicateID
 )

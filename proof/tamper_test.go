@@ -47,6 +47,8 @@ func TestAuditFindsEveryFlippedByte(t *testing.T) {
 			return fmt.Sprintf("record %d", binary.BigEndian.Uint64(en.key))
 		case "heads":
 			return "tree head "
+		case "trees":
+			return fmt.Sprintf("tree %d", binary.BigEndian.Uint64(en.key))
 		case "nodes":
 			return fmt.Sprintf("(level %d, index %d", en.key[0], binary.BigEndian.Uint64(en.key[1:]))
 		case "ids":

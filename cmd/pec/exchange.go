@@ -34,7 +34,7 @@ import (
 
 func newExchangeCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "exchange send|inbox|fetch|ack|status",
+		Use:   "exchange send|inbox|fetch|ack|status|proof",
 		Short: "Send and receive tele-dossiers through a node's API (a partner's certificate)",
 		Long: `exchange sends tele-dossiers to another partner and receives those sent to this one, through a
 running node's exchange API over mutual TLS with the partner's client certificate (--api, --cert, --key,
@@ -43,11 +43,11 @@ running node's exchange API over mutual TLS with the partner's client certificat
 input error.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: exitUsage, err: usageMistake{errors.New("a subcommand is required: send, inbox, fetch, ack, status")}}
+			return &exitError{code: exitUsage, err: usageMistake{errors.New("a subcommand is required: send, inbox, fetch, ack, status, proof")}}
 		},
 	}
 	cmd.AddCommand(newExchangeSendCommand(), newExchangeInboxCommand(), newExchangeFetchCommand(),
-		newExchangeAckCommand(), newExchangeStatusCommand())
+		newExchangeAckCommand(), newExchangeStatusCommand(), newExchangeProofCommand())
 	return cmd
 }
 
@@ -73,6 +73,7 @@ func newExchangeSendCommand() *cobra.Command {
 		to, procedure, subject, ref   string
 		docType, key, receipt, mtFlag string
 		retries                       int
+		sign                          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "send --api URL --cert C.pem --key C.key [--roots ROOT.pem] --to PARTNER --procedure P FILE...",
@@ -103,6 +104,11 @@ A submission that fails on the way (the node unavailable, a lost connection) is 
 				d.Type = docType
 				m.Documents = append(m.Documents, d)
 			}
+			if sign {
+				if err := signDocuments(cmd.Context(), conn, m.Documents); err != nil {
+					return err
+				}
+			}
 			if err := m.Validate(); err != nil {
 				return inputError(err)
 			}
@@ -132,8 +138,49 @@ A submission that fails on the way (the node unavailable, a lost connection) is 
 	fl.StringVar(&mtFlag, "media-type", "", "the media type of every file (default: from each file's extension)")
 	fl.StringVar(&key, "idempotency-key", "", "the submission's idempotency key (default: a random one, kept across retries)")
 	fl.StringVar(&receipt, "receipt", "", "save the acknowledgment of receipt (DER CMS) to FILE")
+	fl.BoolVar(&sign, "sign", false, "sign each file with --cert and --key (a detached CMS signature, checked by the node, in the sealed manifest for the recipient)")
 	fl.IntVar(&retries, "retries", 3, "send again this many times when the node is unavailable or the connection fails")
 	return cmd
+}
+
+// signDocuments adds to each document the partner's detached CMS
+// signature of its content (signed over the SHA-256 already computed:
+// the file is not read again).
+func signDocuments(ctx context.Context, conn apiFlags, docs []middleoffice.Document) error {
+	signer, err := partnerSigner(conn)
+	if err != nil {
+		return err
+	}
+	for i := range docs {
+		sum, _ := hex.DecodeString(docs[i].SHA256)
+		sig, err := signer.SignDigest(ctx, sum)
+		if err != nil {
+			return failure(fmt.Errorf("sign %s: %w", docs[i].Name, err))
+		}
+		docs[i].Signatures = append(docs[i].Signatures, sig.DER)
+	}
+	return nil
+}
+
+// partnerSigner signs with the partner's client certificate and key.
+func partnerSigner(conn apiFlags) (*signing.Signer, error) {
+	kp, err := tls.LoadX509KeyPair(conn.certFile, conn.keyFile)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("client certificate: %w", err))
+	}
+	cert, err := x509.ParseCertificate(kp.Certificate[0])
+	if err != nil {
+		return nil, inputError(err)
+	}
+	key, ok := kp.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, inputError(errors.New("the key cannot sign"))
+	}
+	signer, err := signing.NewSigner(key, []*x509.Certificate{cert}, signing.SignerOptions{})
+	if err != nil {
+		return nil, inputError(fmt.Errorf("the partner's key: %w", err))
+	}
+	return signer, nil
 }
 
 // describeFile is the manifest's entry of a file: its name, size, SHA-256
@@ -193,6 +240,29 @@ func submitWithRetries(ctx context.Context, c *api.Client, m middleoffice.Manife
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// whileSealing calls f again while the node answers 503 with Retry-After
+// (an exchange accepted a moment ago and not sealed yet, a node briefly
+// unavailable), for at most 30 s.
+func whileSealing[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := f()
+		e, ok := errors.AsType[*api.Error](err)
+		if !ok || e.StatusCode != 503 || e.RetryAfter <= 0 || time.Now().Add(e.RetryAfter).After(deadline) {
+			return v, err
+		}
+		wait := min(e.RetryAfter, 250*time.Millisecond)
+		if e.Problem.Type != api.TypeNotSealed {
+			wait = e.RetryAfter
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
 		case <-time.After(wait):
 		}
 	}
@@ -332,7 +402,7 @@ in DIR are not overwritten without --force. It prints the documents written, one
 				return inputError(err)
 			}
 			f := &fetcher{dir: dir, keys: keys, verifier: verifier, force: force, out: cmd.OutOrStdout()}
-			if _, err := c.Delivery(cmd.Context(), a[0], f.part); err != nil {
+			if _, err := whileSealing(cmd.Context(), func() (string, error) { return c.Delivery(cmd.Context(), a[0], f.part) }); err != nil {
 				f.cleanup()
 				if _, ok := errors.AsType[*exitError](err); ok {
 					return err
@@ -548,33 +618,21 @@ exchange leaves the inbox; the sender sees it in its status. It prints the evide
 			if err != nil {
 				return err
 			}
-			kp, err := tls.LoadX509KeyPair(conn.certFile, conn.keyFile)
+			signer, err := partnerSigner(conn)
 			if err != nil {
-				return inputError(fmt.Errorf("client certificate: %w", err))
-			}
-			cert, err := x509.ParseCertificate(kp.Certificate[0])
-			if err != nil {
-				return inputError(err)
-			}
-			key, ok := kp.PrivateKey.(crypto.Signer)
-			if !ok {
-				return inputError(errors.New("the key cannot sign"))
+				return err
 			}
 			verifier, err := sealVerifier(conn.roots)
 			if err != nil {
 				return err
 			}
-			seal, err := c.Seal(cmd.Context(), a[0])
+			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
 			if err != nil {
 				return exchangeError(err)
 			}
 			content, err := verifySeal(verifier, seal)
 			if err != nil {
 				return err
-			}
-			signer, err := signing.NewSigner(key, []*x509.Certificate{cert}, signing.SignerOptions{})
-			if err != nil {
-				return inputError(fmt.Errorf("the partner's key: %w", err))
 			}
 			sig, err := signer.Sign(cmd.Context(), content, true)
 			if err != nil {
@@ -655,4 +713,54 @@ GET /v1/proofs/ID (pec proof verify checks it offline). --json prints the API's 
 	partnerFlags(cmd, &conn)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
 	return cmd
+}
+
+func newExchangeProofCommand() *cobra.Command {
+	var (
+		conn apiFlags
+		out  string
+	)
+	cmd := &cobra.Command{
+		Use:   "proof ID -o BUNDLE --api URL --cert C.pem --key C.key [--roots ROOT.pem]",
+		Short: "Save the proof bundle of every step of an exchange",
+		Long: `proof saves one proof bundle holding the evidence records of every step of exchange ID (its
+submission, delivery, retrieval, acknowledgment or refusal, failed attempts), their inclusion proofs in one
+signed, time-stamped tree head and the certificates: pec proof verify checks it offline, pec proof show
+prints it. The exchange's sender, its recipient once delivered, and auditors may read it; the read is
+recorded (proof.read), its evidence id printed on stderr.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if out == "" {
+				return &exitError{code: exitUsage, err: usageMistake{errors.New("-o BUNDLE is required")}}
+			}
+			c, err := conn.client()
+			if err != nil {
+				return err
+			}
+			bundle, readID, err := whileSealing2(cmd.Context(), func() ([]byte, string, error) { return c.ExchangeProof(cmd.Context(), a[0]) })
+			if err != nil {
+				return exchangeError(err)
+			}
+			if err := writeFile(out, bundle, 0o644); err != nil {
+				return failure(err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pec: wrote %s (the read is evidence %s)\n", out, readID)
+			return nil
+		},
+	}
+	partnerFlags(cmd, &conn)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the bundle to write (a ZIP)")
+	return cmd
+}
+
+func whileSealing2[T, U any](ctx context.Context, f func() (T, U, error)) (T, U, error) {
+	type pair struct {
+		t T
+		u U
+	}
+	p, err := whileSealing(ctx, func() (pair, error) {
+		t, u, err := f()
+		return pair{t, u}, err
+	})
+	return p.t, p.u, err
 }

@@ -89,8 +89,10 @@ func TestExchangeKill9(t *testing.T) {
 		wg.Wait()
 		if round < 3 {
 			node.kill(t)
+			node.wait()
+		} else {
+			node.terminate(t)
 		}
-		node.wait()
 		t.Logf("round %d: %d acknowledged so far, %d to send again", round, len(acked), len(failed))
 		pending = failed
 	}

@@ -80,16 +80,3 @@ func webhookClient(ctx context.Context, cfg *File, keys hsm.KeyStore) (*http.Cli
 	}
 	return middleoffice.NewWebhookClient(tcfg), nil
 }
-
-// runExchanges runs the work queue until ctx ends; done is closed once
-// every worker stopped.
-func runExchanges(ctx context.Context, x *middleoffice.Exchanges, log *slog.Logger) (done chan struct{}) {
-	done = make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := x.Run(ctx); err != nil {
-			log.Error("exchange: work queue stopped", "err", err)
-		}
-	}()
-	return done
-}

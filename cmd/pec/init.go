@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 	if _, err := os.Stat(cfgPath); err == nil {
 		return usageError("%s already exists: init changes nothing in a configured directory", cfgPath)
 	}
-	created, err := makeDirs(dir, "pki/clients", "data")
+	created, err := makeDirs(dir, "pki/clients", "data", "samples")
 	if err != nil {
 		return err
 	}
@@ -148,13 +149,103 @@ func initNode(ctx context.Context, opts initOptions, out io.Writer) (err error) 
 	if err := writeFile(cfgPath, rendered, 0o644); err != nil {
 		return err
 	}
+	samples, err := writeSamples(dir)
+	if err != nil {
+		return err
+	}
+	nss := makeNSSDB(ctx, dir)
 	where := "software keys in " + hcfg.KeyDir
 	if hcfg.Module != "" {
 		where = fmt.Sprintf("SoftHSM2 token %q (PIN in %s)", hcfg.TokenLabel, hcfg.PINFile)
 	}
-	fmt.Fprintf(out, "pec init: wrote %s\n  keys: %s\n  root CA: %s\n  client certificates: %s/{partner-a,partner-b,auditor,admin}.{pem,key}\n",
-		cfgPath, where, filepath.Join(dir, "pki", "root-ca.pem"), filepath.Join(dir, "pki", "clients"))
+	fmt.Fprintf(out, "pec init: wrote %s\n  keys: %s\n  root CA: %s\n  client certificates: %s/{partner-a,partner-b,auditor,admin}.{pem,key}\n  sample documents: %s\n  %s\n",
+		cfgPath, where, filepath.Join(dir, "pki", "root-ca.pem"), filepath.Join(dir, "pki", "clients"), samples, nss)
 	return nil
+}
+
+// writeSamples writes the documents the README's quick start signs:
+// DIR/samples/doc.pdf and doc.txt. It returns what to print.
+func writeSamples(dir string) (string, error) {
+	samples := filepath.Join(dir, "samples")
+	if err := writeFile(filepath.Join(samples, "doc.pdf"), samplePDF(), 0o644); err != nil {
+		return "", err
+	}
+	if err := writeFile(filepath.Join(samples, "doc.txt"), []byte(sampleText), 0o644); err != nil {
+		return "", err
+	}
+	return filepath.Join(samples, "{doc.pdf,doc.txt}"), nil
+}
+
+// sampleText is the text of the sample documents.
+const sampleText = "Extrait de casier judiciaire - bulletin 3\n" +
+	"A sample tele-dossier of the PEC development node: sign it, time-stamp it.\n"
+
+// samplePDF is a one-page PDF 1.7 document (ISO 32000-1 §7.5: header,
+// body, cross-reference table, trailer) holding sampleText, its xref
+// offsets computed as it is written. No dates and no IDs: the same bytes
+// at every init.
+func samplePDF() []byte {
+	var text strings.Builder
+	text.WriteString("BT /F1 14 Tf 72 770 Td 18 TL\n")
+	for line := range strings.Lines(sampleText) {
+		// A PDF literal string: backslash and parentheses escaped.
+		esc := strings.NewReplacer(`\`, `\\`, "(", `\(`, ")", `\)`).Replace(strings.TrimSuffix(line, "\n"))
+		text.WriteString("(" + esc + ") Tj T*\n")
+	}
+	text.WriteString("ET\n")
+	objects := []string{
+		"<< /Type /Catalog /Pages 2 0 R >>",
+		"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+		"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+		"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+		fmt.Sprintf("<< /Length %d >>\nstream\n%sendstream", text.Len(), text.String()),
+		"<< /Title (PEC sample document) /Producer (pec init) >>",
+	}
+	var b strings.Builder
+	// The comment of bytes above 127 marks the file as binary (§7.5.2).
+	b.WriteString("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+	offsets := make([]int, len(objects))
+	for i, o := range objects {
+		offsets[i] = b.Len()
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
+	}
+	xref := b.Len()
+	// Each entry is exactly 20 bytes, its end of line " \n" (§7.5.4).
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objects)+1)
+	for _, off := range offsets {
+		fmt.Fprintf(&b, "%010d 00000 n \n", off)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objects)+1, len(objects), xref)
+	return []byte(b.String())
+}
+
+// makeNSSDB makes DIR/nssdb, an NSS database trusting the development root
+// CA, so that pdfsig -nssdir sql:DIR/nssdb reports the node's PAdES
+// signatures trusted; it needs certutil (Debian: libnss3-tools). Without
+// it, or when it fails, init goes on and the line it returns says how to
+// make one.
+func makeNSSDB(ctx context.Context, dir string) string {
+	db := filepath.Join(dir, "nssdb")
+	root := filepath.Join(dir, "pki", "root-ca.pem")
+	how := fmt.Sprintf("certutil -N -d sql:%s --empty-password && certutil -A -d sql:%s -n 'PEC development root CA' -t CT,C,C -i %s", db, db, root)
+	certutil, err := exec.LookPath("certutil")
+	if err != nil {
+		return "NSS database for pdfsig: not made, certutil is missing (apt-get install libnss3-tools, then: " + how + ")"
+	}
+	if err := os.MkdirAll(db, 0o755); err != nil {
+		return fmt.Sprintf("NSS database for pdfsig: not made (%v); make it with: %s", err, how)
+	}
+	for _, args := range [][]string{
+		{"-N", "-d", "sql:" + db, "--empty-password"},
+		{"-A", "-d", "sql:" + db, "-n", "PEC development root CA", "-t", "CT,C,C", "-i", root},
+	} {
+		if msg, err := exec.CommandContext(ctx, certutil, args...).CombinedOutput(); err != nil {
+			_ = os.RemoveAll(db)
+			return fmt.Sprintf("NSS database for pdfsig: not made (certutil %s: %v: %s); make it with: %s",
+				args[0], err, oneLine(strings.TrimSpace(string(msg))), how)
+		}
+	}
+	return fmt.Sprintf("NSS database for pdfsig, trusting the root CA: %s (pdfsig -nssdir sql:%s FILE.pdf)", db, db)
 }
 
 // initSoftHSMToken creates a SoftHSM2 token store under DIR/hsm, with a

@@ -221,6 +221,11 @@ func proofConfig(path string) (*File, error) {
 	if !cfg.Proof.Configured() {
 		return nil, usageError("%s: no proof section: this node keeps no evidence log", path)
 	}
+	if cfg.Proof.PostgresURLEnv == "" {
+		if err := nodeStopped(cfg.DataDir, "this command opens the embedded evidence log, which the node holds: stop the node first"); err != nil {
+			return nil, failure(err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -583,7 +588,7 @@ func openProof(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa
 	}
 	key, err := keys.Signer(ctx, cfg.Proof.KeyLabel)
 	if err != nil {
-		return nil, fmt.Errorf("proof.key_label %q: %w", cfg.Proof.KeyLabel, err)
+		return nil, keyError("proof.key_label", cfg.Proof.KeyLabel, err)
 	}
 	chain, err := devpki.LoadCertsPEM(cfg.Proof.CertFile)
 	if err != nil || len(chain) == 0 {

@@ -31,6 +31,7 @@ import (
 //	                                      (delivery.retrieved, id in PEC-Evidence-ID)
 //	GET  /v1/exchanges/{id}/documents/{n} one encrypted document (Range requests served), recorded
 //	POST /v1/exchanges/{id}/ack           the recipient's signed acknowledgment or refusal (AckRequest)
+//	GET  /v1/exchanges/{id}/proof         one proof bundle of every step (recorded: proof.read)
 
 // Media types of the exchange.
 const (
@@ -224,6 +225,16 @@ func (c *Client) Delivery(ctx context.Context, id string, part func(DeliveryPart
 		}
 	}
 	return resp.Header.Get(EvidenceHeader), nil
+}
+
+// ExchangeProof is GET /v1/exchanges/{id}/proof: the proof bundle of
+// every step of the exchange, and the id of the read's record.
+func (c *Client) ExchangeProof(ctx context.Context, id string) (bundle []byte, readID string, err error) {
+	resp, data, err := c.do(ctx, http.MethodGet, "/v1/exchanges/"+url.PathEscape(id)+"/proof", "", nil, MaxBundleAnswer, http.StatusOK)
+	if err != nil {
+		return nil, "", err
+	}
+	return data, resp.Header.Get(EvidenceHeader), nil
 }
 
 // Ack is POST /v1/exchanges/{id}/ack: the event recorded.

@@ -33,6 +33,7 @@ const (
 	TypeIncompleteSubmission  ProblemType = ProblemPrefix + "incomplete-submission"
 	TypeDigestMismatch        ProblemType = ProblemPrefix + "digest-mismatch"
 	TypeSizeMismatch          ProblemType = ProblemPrefix + "size-mismatch"
+	TypeInvalidSignature      ProblemType = ProblemPrefix + "invalid-signature"
 	TypeRecipientUnreachable  ProblemType = ProblemPrefix + "recipient-unreachable"
 	TypeIdempotencyConflict   ProblemType = ProblemPrefix + "idempotency-conflict"
 	TypeInvalidAcknowledgment ProblemType = ProblemPrefix + "invalid-acknowledgment"
@@ -85,6 +86,7 @@ var problemTypes = []ProblemInfo{
 	{TypeIncompleteSubmission, http.StatusBadRequest, "The submission is incomplete", false},
 	{TypeDigestMismatch, http.StatusUnprocessableEntity, "A document is not the one the manifest declares", false},
 	{TypeSizeMismatch, http.StatusUnprocessableEntity, "A document's size is not the declared one", false},
+	{TypeInvalidSignature, http.StatusUnprocessableEntity, "A sender's signature of a document does not verify", false},
 	{TypeRecipientUnreachable, http.StatusUnprocessableEntity, "The recipient cannot receive dossiers", false},
 	{TypeIdempotencyConflict, http.StatusConflict, "The idempotency key names another submission", false},
 	{TypeInvalidAcknowledgment, http.StatusUnprocessableEntity, "The acknowledgment is refused", false},

@@ -35,10 +35,13 @@ func RunStore(t *testing.T, f Factory) {
 	t.Run("PartialSeal", func(t *testing.T) { testPartialSeal(t, open(t, f.New)) })
 	t.Run("Duplicate", func(t *testing.T) { testDuplicate(t, open(t, f.New)) })
 	t.Run("Conflict", func(t *testing.T) { testConflict(t, open(t, f.New)) })
+	t.Run("PendingTree", func(t *testing.T) { testPending(t, open(t, f.New)) })
+	t.Run("OneRootPerSize", func(t *testing.T) { testOneRoot(t, open(t, f.New)) })
 	t.Run("ConcurrentAppendersAndReaders", func(t *testing.T) { testConcurrent(t, open(t, f.New)) })
 	t.Run("InclusionAndConsistency", func(t *testing.T) { testProofs(t, open(t, f.New)) })
 	if f.Reopen != nil {
 		t.Run("Reopen", func(t *testing.T) { testReopen(t, f) })
+		t.Run("ReopenPending", func(t *testing.T) { testReopenPending(t, f) })
 	}
 }
 
@@ -58,9 +61,15 @@ func open(t *testing.T, newStore func(t *testing.T) proof.Store) proof.Store {
 type Builder struct {
 	rng  *compact.Range
 	n    int
-	prev *proof.Head
+	prev *proof.Tree
 	Tag  string // distinguishes the ids of two builders
 	Time time.Time
+}
+
+// Sealed is a batch and the head that signs its tree.
+type Sealed struct {
+	proof.Batch
+	Head proof.Head
 }
 
 var factory = &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
@@ -89,12 +98,12 @@ func (b *Builder) Records(t testing.TB, n int) []proof.StoredRecord {
 	return out
 }
 
-// Seal makes the batch that seals recs on the builder's tree, and the
-// head it extends (nil: the empty log).
-func (b *Builder) Seal(t testing.TB, recs []proof.StoredRecord) (prev *proof.Head, batch *proof.Batch) {
+// Seal makes the batch that integrates recs on the builder's tree, with
+// the head that signs it, and the tree it extends (nil: the empty log).
+func (b *Builder) Seal(t testing.TB, recs []proof.StoredRecord) (prev *proof.Tree, batch *Sealed) {
 	t.Helper()
 	prev = b.prev
-	batch = &proof.Batch{Start: b.rng.End(), Records: recs}
+	batch = &Sealed{Batch: proof.Batch{Start: b.rng.End(), Records: recs}}
 	for _, r := range recs {
 		if err := b.rng.Append(proof.LeafHash(r.Data), func(id compact.NodeID, h []byte) {
 			batch.Nodes = append(batch.Nodes, proof.Node{ID: id, Hash: h})
@@ -106,29 +115,38 @@ func (b *Builder) Seal(t testing.TB, recs []proof.StoredRecord) (prev *proof.Hea
 	if err != nil {
 		t.Fatal(err)
 	}
+	batch.Tree = proof.Tree{Size: b.rng.End(), Root: root}
 	batch.Head = proof.Head{
 		Size:       b.rng.End(),
 		Root:       root,
 		Checkpoint: fmt.Appendf(nil, "checkpoint %s %d\n", b.Tag, b.rng.End()),
 		Token:      fmt.Appendf(nil, "token %s %d", b.Tag, b.rng.End()),
 	}
-	head := batch.Head
-	b.prev = &head
+	b.prev = &batch.Tree
 	return prev, batch
 }
 
 // Next appends n records to s and seals them; it returns the batch.
-func (b *Builder) Next(t testing.TB, s proof.Store, n int) *proof.Batch {
+func (b *Builder) Next(t testing.TB, s proof.Store, n int) *Sealed {
 	t.Helper()
 	recs := b.Records(t, n)
 	if err := s.Append(context.Background(), recs); err != nil {
 		t.Fatalf("Append(%d records): %v", n, err)
 	}
 	prev, batch := b.Seal(t, recs)
-	if err := s.Seal(context.Background(), prev, batch); err != nil {
-		t.Fatalf("Seal(start %d, %d records): %v", batch.Start, len(batch.Records), err)
-	}
+	SealIn(t, s, prev, batch)
 	return batch
+}
+
+// SealIn integrates batch on prev in s, then writes its head.
+func SealIn(t testing.TB, s proof.Store, prev *proof.Tree, batch *Sealed) {
+	t.Helper()
+	if err := s.Integrate(context.Background(), prev, &batch.Batch); err != nil {
+		t.Fatalf("Integrate(start %d, %d records): %v", batch.Start, len(batch.Records), err)
+	}
+	if err := s.PutHead(context.Background(), &batch.Head); err != nil {
+		t.Fatalf("PutHead(%d): %v", batch.Head.Size, err)
+	}
 }
 
 func testEmpty(t *testing.T, s proof.Store) {
@@ -154,6 +172,12 @@ func testEmpty(t *testing.T, s proof.Store) {
 	}
 	if err := s.Records(ctx, 0, func(uint64, *proof.StoredRecord) error { n++; return nil }); err != nil || n != 0 {
 		t.Errorf("Records: %d records, %v", n, err)
+	}
+	if err := s.Trees(ctx, func(*proof.Tree) error { n++; return nil }); err != nil || n != 0 {
+		t.Errorf("Trees: %d trees, %v", n, err)
+	}
+	if _, err := s.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Pending: %v, want ErrNotFound", err)
 	}
 	if _, err := s.Nodes(ctx, []compact.NodeID{compact.NewNodeID(0, 0)}); !errors.Is(err, proof.ErrNotFound) {
 		t.Errorf("Nodes: %v, want ErrNotFound", err)
@@ -285,7 +309,7 @@ func testSealAndRead(t *testing.T, s proof.Store) {
 	if err := s.Heads(ctx, func(h *proof.Head) error { sizes = append(sizes, h.Size); return nil }); err != nil || len(sizes) != 2 || sizes[0] != 3 || sizes[1] != 5 {
 		t.Errorf("Heads: sizes %v, %v", sizes, err)
 	}
-	for _, batch := range []*proof.Batch{b1, b2} {
+	for _, batch := range []*Sealed{b1, b2} {
 		nodeIDs := make([]compact.NodeID, len(batch.Nodes))
 		for i, n := range batch.Nodes {
 			nodeIDs[i] = n.ID
@@ -318,9 +342,7 @@ func testPartialSeal(t *testing.T, s proof.Store) {
 		t.Fatal(err)
 	}
 	prev, batch := b.Seal(t, recs[:3])
-	if err := s.Seal(ctx, prev, batch); err != nil {
-		t.Fatal(err)
-	}
+	SealIn(t, s, prev, batch)
 	sameIDs(t, "Unsealed after sealing 3 of 6", unsealed(t, s), ids(recs[3:]))
 	if idx, err := s.Lookup(ctx, recs[2].ID); err != nil || idx != 2 {
 		t.Errorf("Lookup(%s) = %d, %v; want 2", recs[2].ID, idx, err)
@@ -332,15 +354,16 @@ func testPartialSeal(t *testing.T, s proof.Store) {
 	// is refused.
 	never := NewBuilder("never").Records(t, 1)
 	for _, r := range []proof.StoredRecord{recs[0], never[0]} {
-		bad := &proof.Batch{Start: 3, Records: []proof.StoredRecord{r}, Head: proof.Head{Size: 4, Root: bytes.Repeat([]byte{1}, 32), Checkpoint: []byte("x"), Token: []byte("y")}}
-		if err := s.Seal(ctx, batch.Head.Clone(), bad); !errors.Is(err, proof.ErrConflict) {
-			t.Errorf("Seal of %s, not an unsealed record: %v, want ErrConflict", r.ID, err)
+		bad := &proof.Batch{Start: 3, Records: []proof.StoredRecord{r}, Tree: proof.Tree{Size: 4, Root: bytes.Repeat([]byte{1}, 32)}}
+		if err := s.Integrate(ctx, batch.Head.Tree(), bad); !errors.Is(err, proof.ErrConflict) {
+			t.Errorf("Integrate of %s, not an unsealed record: %v, want ErrConflict", r.ID, err)
 		}
 	}
-	prev, batch = b.Seal(t, recs[3:])
-	if err := s.Seal(ctx, prev, batch); err != nil {
-		t.Fatal(err)
+	if _, err := s.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Pending after refused integrations: %v, want ErrNotFound", err)
 	}
+	prev, batch = b.Seal(t, recs[3:])
+	SealIn(t, s, prev, batch)
 	sameIDs(t, "Unsealed at the end", unsealed(t, s), nil)
 }
 
@@ -384,15 +407,20 @@ func testConflict(t *testing.T, s proof.Store) {
 	other := NewBuilder("c")
 	other.Records(t, 2)
 	_, otherBatch := other.Seal(t, first.Records)
-	if err := s.Seal(ctx, nil, otherBatch); !errors.Is(err, proof.ErrConflict) {
-		t.Errorf("Seal over the empty log when a head exists: %v, want ErrConflict", err)
+	if err := s.Integrate(ctx, nil, &otherBatch.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Integrate over the empty log when a tree exists: %v, want ErrConflict", err)
 	}
-	// Same size as the stored head, another root.
-	forked := first.Head.Clone()
+	// Same size as the stored tree, another root.
+	forked := first.Head.Tree()
 	forked.Root = bytes.Repeat([]byte{0x42}, 32)
 	_, next := b.Seal(t, recs)
-	if err := s.Seal(ctx, forked, next); !errors.Is(err, proof.ErrConflict) {
-		t.Errorf("Seal on a head of the stored size with another root: %v, want ErrConflict", err)
+	if err := s.Integrate(ctx, forked, &next.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Integrate on a tree of the stored size with another root: %v, want ErrConflict", err)
+	}
+	// Another size than the stored tree's.
+	bigger := &proof.Tree{Size: 3, Root: first.Head.Root}
+	if err := s.Integrate(ctx, bigger, &next.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Integrate on a tree of another size: %v, want ErrConflict", err)
 	}
 	if h, err := s.Latest(ctx); err != nil || h.Size != 2 {
 		t.Errorf("after refused seals: Latest %v, %v; want size 2", h, err)
@@ -401,9 +429,150 @@ func testConflict(t *testing.T, s proof.Store) {
 		t.Errorf("a refused seal left record 2: %v", err)
 	}
 	sameIDs(t, "Unsealed after refused seals", unsealed(t, s), ids(recs))
-	if err := s.Seal(ctx, first.Head.Clone(), next); err != nil {
-		t.Errorf("the right seal after refused ones: %v", err)
+	SealIn(t, s, first.Head.Tree(), next)
+}
+
+// testPending: an integrated tree is pending until its head is stored:
+// its records have their indexes but are not sealed, the tree cannot grow
+// until it is signed, and only its own head (its size, its root) is taken.
+func testPending(t *testing.T, s proof.Store) {
+	ctx := t.Context()
+	b := NewBuilder("pt")
+	first := b.Next(t, s, 2)
+	if _, err := s.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Pending with every tree signed: %v, want ErrNotFound", err)
 	}
+	recs := b.Records(t, 3)
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	prev, batch := b.Seal(t, recs)
+	if err := s.Integrate(ctx, prev, &batch.Batch); err != nil {
+		t.Fatalf("Integrate: %v", err)
+	}
+	p, err := s.Pending(ctx)
+	if err != nil || p.Size != 5 || !bytes.Equal(p.Root, batch.Tree.Root) {
+		t.Fatalf("Pending after Integrate: %+v, %v; want size 5 and the batch's root", p, err)
+	}
+	sameIDs(t, "Unsealed with a pending tree", unsealed(t, s), nil)
+	if h, err := s.Latest(ctx); err != nil || h.Size != 2 {
+		t.Errorf("Latest with a pending tree: %v, %v; want the head of size 2", h, err)
+	}
+	for _, r := range recs {
+		if _, err := s.Lookup(ctx, r.ID); !errors.Is(err, proof.ErrNotSealed) {
+			t.Errorf("Lookup(%s) in the pending tree: %v, want ErrNotSealed", r.ID, err)
+		}
+	}
+	if _, err := s.HeadCovering(ctx, 2); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("HeadCovering(2) in the pending tree: %v, want ErrNotFound", err)
+	}
+	n := 0
+	if err := s.Records(ctx, 0, func(uint64, *proof.StoredRecord) error { n++; return nil }); err != nil || n != 2 {
+		t.Errorf("Records with a pending tree: %d records, %v; want the 2 sealed", n, err)
+	}
+	// Its nodes are there: the tree of size 5 can be rebuilt (and
+	// signed) by whoever seals next.
+	nodeIDs := make([]compact.NodeID, len(batch.Nodes))
+	for i, nd := range batch.Nodes {
+		nodeIDs[i] = nd.ID
+	}
+	if hashes, err := s.Nodes(ctx, nodeIDs); err != nil || len(hashes) != len(nodeIDs) {
+		t.Errorf("Nodes of the pending tree: %d, %v", len(hashes), err)
+	}
+	// The tree does not grow before it is signed.
+	more := b.Records(t, 1)
+	if err := s.Append(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	prev2, batch2 := b.Seal(t, more)
+	if err := s.Integrate(ctx, prev2, &batch2.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("Integrate on a pending tree: %v, want ErrConflict", err)
+	}
+	// Only the pending tree's own head is taken.
+	for _, tc := range []struct {
+		name string
+		h    proof.Head
+	}{
+		{"another root", proof.Head{Size: 5, Root: bytes.Repeat([]byte{7}, 32), Checkpoint: []byte("c"), Token: []byte("t")}},
+		{"another size", proof.Head{Size: 4, Root: batch.Tree.Root, Checkpoint: []byte("c"), Token: []byte("t")}},
+		{"a size never integrated", proof.Head{Size: 6, Root: batch2.Tree.Root, Checkpoint: []byte("c"), Token: []byte("t")}},
+		{"the signed tree again", proof.Head{Size: 2, Root: first.Head.Root, Checkpoint: []byte("c"), Token: []byte("t")}},
+	} {
+		if err := s.PutHead(ctx, &tc.h); !errors.Is(err, proof.ErrConflict) {
+			t.Errorf("PutHead of %s: %v, want ErrConflict", tc.name, err)
+		}
+	}
+	var trees []string
+	if err := s.Trees(ctx, func(tr *proof.Tree) error {
+		trees = append(trees, fmt.Sprintf("%d/%x", tr.Size, tr.Root[:4]))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "Trees with a pending tree", trees, []string{fmt.Sprintf("2/%x", first.Head.Root[:4]), fmt.Sprintf("5/%x", batch.Tree.Root[:4])})
+	if err := s.PutHead(ctx, &batch.Head); err != nil {
+		t.Fatalf("PutHead of the pending tree: %v", err)
+	}
+	if _, err := s.Pending(ctx); !errors.Is(err, proof.ErrNotFound) {
+		t.Errorf("Pending once signed: %v, want ErrNotFound", err)
+	}
+	// Signed again (another signature of the same tree): the first stays.
+	again := batch.Head
+	again.Checkpoint, again.Token = []byte("checkpoint signed again\n"), []byte("token again")
+	if err := s.PutHead(ctx, &again); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("PutHead of a second signature of the tree: %v, want ErrConflict", err)
+	}
+	h, err := s.HeadAt(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameHead(t, "HeadAt(5) after a second signature", h, batch.Head)
+	for i, r := range recs {
+		if idx, err := s.Lookup(ctx, r.ID); err != nil || idx != uint64(2+i) {
+			t.Errorf("Lookup(%s) once signed: %d, %v; want %d", r.ID, idx, err, 2+i)
+		}
+	}
+	if h, err := s.HeadCovering(ctx, 2); err != nil || h.Size != 5 {
+		t.Errorf("HeadCovering(2) once signed: %v, %v", h, err)
+	}
+	// The tree grows again.
+	SealIn(t, s, prev2, batch2)
+}
+
+// testOneRoot: once a size is integrated, no other tree of that size is:
+// not from the same start with other records, nor with the same records
+// in another order.
+func testOneRoot(t *testing.T, s proof.Store) {
+	ctx := t.Context()
+	b := NewBuilder("or")
+	b.Next(t, s, 1)
+	recs := b.Records(t, 4)
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	// Two sequencers' views of the same start: one integrates recs[:2],
+	// the other would make the tree of size 3 of the other order.
+	alt := *b
+	alt.rng = factory.NewEmptyRange(0)
+	if err := alt.rng.AppendRange(b.rng, nil); err != nil {
+		t.Fatal(err)
+	}
+	prev, batch := b.Seal(t, recs[:2])
+	if err := s.Integrate(ctx, prev, &batch.Batch); err != nil {
+		t.Fatal(err)
+	}
+	swapped := []proof.StoredRecord{recs[1], recs[0]}
+	aprev, abatch := alt.Seal(t, swapped)
+	if err := s.Integrate(ctx, aprev, &abatch.Batch); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("a second integration from the same tree: %v, want ErrConflict", err)
+	}
+	if err := s.PutHead(ctx, &abatch.Head); !errors.Is(err, proof.ErrConflict) {
+		t.Errorf("PutHead of the other tree of size 3: %v, want ErrConflict", err)
+	}
+	if err := s.PutHead(ctx, &batch.Head); err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "Unsealed", unsealed(t, s), ids(recs[2:]))
 }
 
 // testConcurrent: appenders and readers while one sequencer seals.
@@ -448,9 +617,7 @@ func testConcurrent(t *testing.T, s proof.Store) {
 			continue
 		}
 		prev, batch := seq.Seal(t, recs)
-		if err := s.Seal(ctx, prev, batch); err != nil {
-			t.Fatalf("Seal: %v", err)
-		}
+		SealIn(t, s, prev, batch)
 		sealedN += len(recs)
 	}
 	close(done)
@@ -480,12 +647,45 @@ func testReopen(t *testing.T, f Factory) {
 	sameHead(t, "Latest after reopening", latest, sealed.Head)
 	sameIDs(t, "Unsealed after reopening", unsealed(t, s), ids(pending))
 	prev, batch := b.Seal(t, pending)
-	if err := s.Seal(ctx, prev, batch); err != nil {
-		t.Fatalf("Seal after reopening: %v", err)
-	}
+	SealIn(t, s, prev, batch)
 	if idx, err := s.Lookup(ctx, pending[1].ID); err != nil || idx != 4 {
 		t.Errorf("Lookup(%s) = %d, %v; want 4", pending[1].ID, idx, err)
 	}
+}
+
+// testReopenPending: a tree integrated and not signed when the store
+// closed (a sequencer that died before it wrote the head) is pending
+// after reopening, with its records, and takes its head.
+func testReopenPending(t *testing.T, f Factory) {
+	ctx := t.Context()
+	s := f.New(t)
+	b := NewBuilder("rp")
+	b.Next(t, s, 2)
+	recs := b.Records(t, 3)
+	if err := s.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	prev, batch := b.Seal(t, recs[:2])
+	if err := s.Integrate(ctx, prev, &batch.Batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, func(t *testing.T) proof.Store { return f.Reopen(t, s) })
+	p, err := s.Pending(ctx)
+	if err != nil || p.Size != 4 || !bytes.Equal(p.Root, batch.Tree.Root) {
+		t.Fatalf("Pending after reopening: %+v, %v; want size 4", p, err)
+	}
+	sameIDs(t, "Unsealed after reopening", unsealed(t, s), ids(recs[2:]))
+	if _, err := s.Lookup(ctx, recs[0].ID); !errors.Is(err, proof.ErrNotSealed) {
+		t.Errorf("Lookup in the pending tree after reopening: %v, want ErrNotSealed", err)
+	}
+	if err := s.PutHead(ctx, &batch.Head); err != nil {
+		t.Fatalf("PutHead after reopening: %v", err)
+	}
+	prev, batch = b.Seal(t, recs[2:])
+	SealIn(t, s, prev, batch)
 }
 
 func testProofs(t *testing.T, s proof.Store) {

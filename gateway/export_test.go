@@ -1,0 +1,11 @@
+package gateway
+
+import "time"
+
+// SetIdleTransfer sets how long an upload or a download may stall, for a
+// test that does not run in parallel with others; it returns the restore.
+func SetIdleTransfer(d time.Duration) (restore func()) {
+	old := idleTransfer
+	idleTransfer = d
+	return func() { idleTransfer = old }
+}
