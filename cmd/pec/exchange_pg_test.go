@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +69,7 @@ func TestExchangePGNodes(t *testing.T) {
 	}
 
 	var mu sync.Mutex // guards nodes, senders, up and acked
-	nodes := []*testNode{startNode(t, configs[0]), startNode(t, configs[1])}
+	nodes := []*testNode{startPGNode(t, configs[0]), startPGNode(t, configs[1])}
 	senders := []*api.Client{connect(nodes[0], "partner-a"), connect(nodes[1], "partner-a")}
 	up := []bool{true, true}
 	const total, killAt = 300, 100
@@ -135,7 +136,7 @@ func TestExchangePGNodes(t *testing.T) {
 	<-killed
 	nodes[1].wait()
 	time.Sleep(500 * time.Millisecond)
-	n := startNode(t, configs[1])
+	n := startPGNode(t, configs[1])
 	c := connect(n, "partner-a")
 	mu.Lock()
 	nodes[1], senders[1], up[1] = n, c, true
@@ -233,6 +234,25 @@ func TestExchangePGNodes(t *testing.T) {
 				t.Errorf("exchange %s: its delivery %s is not in the log: %v", sub.Exchange, d, err)
 			}
 		}
+	}
+}
+
+// startPGNode is startNode, and waits for the API listener too: it
+// starts after the tsa listener, whose /readyz startNode waits for.
+func startPGNode(t *testing.T, config string) *testNode {
+	t.Helper()
+	n := startNode(t, config)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", n.api, time.Second)
+		if err == nil {
+			c.Close()
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the API of pec serve does not listen: %v\n%s", err, n.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
