@@ -45,6 +45,7 @@ type p11 interface {
 	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
 	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
 	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
+	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
 }
 
 var _ p11 = (*pkcs11.Ctx)(nil)

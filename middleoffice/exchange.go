@@ -151,6 +151,10 @@ type Document struct {
 	// certvalidation's documentSigning purpose) before the submission is
 	// accepted; they travel in the sealed manifest to the recipient.
 	Signatures [][]byte `json:"signatures,omitempty"`
+	// Upload, in a submission, names a complete resumable upload of the
+	// sender (POST /v1/uploads) that holds the content, instead of a part
+	// of the submission's body; it is not kept in the exchange.
+	Upload string `json:"upload,omitempty"`
 }
 
 // Limits of a manifest's fields (the configuration's limits come on top).
@@ -205,6 +209,16 @@ func (m Manifest) normalized() Manifest {
 	return m
 }
 
+// withoutUploads is m without its documents' upload ids: how the content
+// came is the transport's, not the dossier's (the DocumentSource has
+// read them).
+func (m Manifest) withoutUploads() Manifest {
+	for i := range m.Documents {
+		m.Documents[i].Upload = ""
+	}
+	return m
+}
+
 // Validate checks the manifest's syntax (the limits of the configuration
 // are the service's); the error is a *ManifestError.
 func (m Manifest) Validate() error {
@@ -255,6 +269,9 @@ func (m Manifest) Validate() error {
 		}
 		if d.Size < 0 {
 			fault("%s.size: negative", at)
+		}
+		if d.Upload != "" && !uploadIDSyntax.MatchString(d.Upload) {
+			fault("%s.upload: %q is not an upload id", at, d.Upload)
 		}
 		if len(d.Signatures) > maxSignatures {
 			fault("%s.signatures: at most %d", at, maxSignatures)

@@ -256,6 +256,11 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		return err
 	}
 	if gopts.Exchanges != nil {
+		if gopts.Uploads, err = middleoffice.OpenUploads(filepath.Join(cfg.DataDir, "uploads"), 0, nil); err != nil {
+			return err
+		}
+	}
+	if gopts.Exchanges != nil {
 		// The queue stops after the listeners: requests under way finish
 		// their steps first; its jobs in flight finish or go back.
 		if err := life.Start(ctx, &lifecycle.Runner{ComponentName: "exchange queue", Run: gopts.Exchanges.Run}); err != nil {
