@@ -227,13 +227,22 @@ func TestPGDirectoryListenerLost(t *testing.T) {
 	b := newPGNode(t, url+" user="+role, cfg, adminCert, poll, true)
 	c := p.client(t, p.ca, "partner-c", "C")
 
+	// killListener ends the listening connection of node b, once it is
+	// there (it connects on its own goroutine, after OpenPG or a loss).
 	killListener := func() {
 		t.Helper()
-		var killed int
-		err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
-			WHERE usename = $1 AND application_name = 'pec-directory-listener'`, role).Scan(&killed)
-		if err != nil || killed != 1 {
-			t.Fatalf("killing the listener of node b: %d killed, %v", killed, err)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var killed int
+			err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+				WHERE usename = $1 AND application_name = 'pec-directory-listener'`, role).Scan(&killed)
+			if err == nil && killed == 1 {
+				return
+			}
+			if err != nil || killed > 1 || time.Now().After(deadline) {
+				t.Fatalf("killing the listener of node b: %d killed, %v", killed, err)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	for round := range 2 {
