@@ -159,6 +159,8 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 	case errors.Is(err, middleoffice.ErrExchangeNotFound):
 		// The same answer for "no such exchange" and "not yours".
 		return api.NewProblem(api.TypeUnknownExchange, "no exchange "+quote(r.PathValue("id"))+" for this client"), 0
+	case errors.Is(err, middleoffice.ErrShredded):
+		return api.NewProblem(api.TypeShredded, "the retention period of this dossier ended: its content was destroyed (crypto-shredding); its status and proofs remain"), 0
 	case errors.Is(err, middleoffice.ErrUploadNotFound):
 		return api.NewProblem(api.TypeUnknownUpload, "no upload "+quote(r.PathValue("id"))+" for this client (or it expired)"), 0
 	case errors.Is(err, middleoffice.ErrUploadBusy):

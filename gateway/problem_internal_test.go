@@ -85,6 +85,7 @@ func TestProblemFor(t *testing.T) {
 		{"upload offset", &middleoffice.OffsetError{Offset: 1024, Got: 0}, api.TypeUploadOffset, "", "at offset 1024", nil},
 		{"upload busy", middleoffice.ErrUploadBusy, api.TypeUploadInUse, "", "another request", nil},
 		{"upload refused", &middleoffice.UploadError{Reason: "size: -1 is not between 0 and 10 bytes"}, api.TypeInvalidRequest, "", "size: -1", nil},
+		{"shredded", middleoffice.ErrShredded, api.TypeShredded, "", "destroyed", nil},
 		{"unknown exchange", middleoffice.ErrExchangeNotFound, api.TypeUnknownExchange, "", "for this client", nil},
 	} {
 		covered[tc.want] = true

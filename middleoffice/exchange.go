@@ -63,6 +63,9 @@ type ExchangeConfig struct {
 	// variable PostgresURLEnv names, or else proof.postgres_url_env's).
 	Store          string `yaml:"store"`
 	PostgresURLEnv string `yaml:"postgres_url_env"`
+	// Retention is how long each procedure's dossiers are kept before
+	// their payloads are destroyed (crypto-shredding, see AtRest).
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // MaxDocumentsLimit bounds ExchangeConfig.MaxDocuments: the
@@ -109,6 +112,9 @@ func (c ExchangeConfig) Validate() error {
 	}
 	if c.MaxDossierSize < 0 {
 		errs = append(errs, errors.New("exchange.max_dossier_size: not negative"))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Workers < 0 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("exchange.workers: %d is not between 1 and 256 (0: 2)", c.Workers))

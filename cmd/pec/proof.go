@@ -567,6 +567,9 @@ func newProofAuditCommand() *cobra.Command {
 				return failure(errors.New(oneLine(err.Error())))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit: %d records, %d tree heads: the store checks\n", rep.Records, rep.Heads)
+			if rep.Pending > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records integrated into a tree whose signed head is not stored yet (the next start signs exactly that tree)\n", rep.Pending)
+			}
 			if rep.Unsealed > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records durable, not yet sealed (the next start seals them)\n", rep.Unsealed)
 			}

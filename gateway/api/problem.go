@@ -55,6 +55,7 @@ const (
 	TypeUploadOffset     ProblemType = ProblemPrefix + "upload-offset-mismatch"
 	TypeUploadInUse      ProblemType = ProblemPrefix + "upload-in-use"
 	TypeMethodNotAllowed ProblemType = ProblemPrefix + "method-not-allowed"
+	TypeShredded         ProblemType = ProblemPrefix + "shredded"
 	TypePartnerExists    ProblemType = ProblemPrefix + "partner-exists"
 	TypePartnerConflict  ProblemType = ProblemPrefix + "partner-conflict"
 	TypeDirectoryChanged ProblemType = ProblemPrefix + "directory-changed"
@@ -107,6 +108,7 @@ var problemTypes = []ProblemInfo{
 	{TypeUploadOffset, http.StatusConflict, "The upload is at another offset", false},
 	{TypeUploadInUse, http.StatusConflict, "The upload is in use by another request", false},
 	{TypeMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed on this resource", false},
+	{TypeShredded, http.StatusGone, "The dossier's content is destroyed", false},
 	{TypePartnerExists, http.StatusConflict, "A partner with this id exists", false},
 	{TypePartnerConflict, http.StatusConflict, "The partner's certificates are another partner's", false},
 	{TypeDirectoryChanged, http.StatusConflict, "The directory was changed on another node meanwhile", false},
