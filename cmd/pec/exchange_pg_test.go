@@ -47,7 +47,8 @@ func TestExchangePGNodes(t *testing.T) {
 		t.Fatalf("pec ca issue: exit %d: %s", code, stderr.String())
 	}
 	// Everything in the database; node2 has the same keys and
-	// certificates, a TSA serial space of its own, its own data.
+	// certificates, a TSA serial space of its own, its own data
+	// directory.
 	editConfig(t, filepath.Join(node1, "pec.yaml"),
 		`postgres_url_env: ""`, `postgres_url_env: PEC_PG_URL`,
 		"  # store: embedded ", "  store: postgres # ",
@@ -56,7 +57,9 @@ func TestExchangePGNodes(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", node1, node2).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v: %s", err, out)
 	}
-	editConfig(t, filepath.Join(node2, "pec.yaml"), "node_id: 0", "node_id: 1")
+	// The at-rest keys (one per retention period and month, made on first
+	// use) are the nodes' common keys: one key store, as one HSM token.
+	editConfig(t, filepath.Join(node2, "pec.yaml"), "node_id: 0", "node_id: 1", "key_dir: keys", "key_dir: "+filepath.Join(node1, "keys"))
 	configs := []string{filepath.Join(node1, "pec.yaml"), filepath.Join(node2, "pec.yaml")}
 	clients := filepath.Join(node1, "pki", "clients")
 	roots := []string{filepath.Join(node1, "pki", "root-ca.pem")}
@@ -188,6 +191,12 @@ func TestExchangePGNodes(t *testing.T) {
 	}
 	if len(inboxes[0]) != total {
 		t.Errorf("%d exchanges in the inbox, %d acknowledged submissions", len(inboxes[0]), total)
+	}
+	if t.Failed() {
+		for k, node := range nodes {
+			log := node.stderr.String()
+			t.Logf("node %d's log, its end:\n%s", k+1, log[max(0, len(log)-4096):])
+		}
 	}
 
 	// A partner added on node 1 authenticates on node 2 within a second.
