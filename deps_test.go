@@ -58,6 +58,8 @@ var allowedImports = map[string][]string{
 	"pec/internal/softhsmtest": {"pec/hsm"},
 	"pec/internal/interop":     {},
 	"pec/internal/certtest":    {},
+	// A throw-away PostgreSQL for the stores' tests.
+	"pec/internal/pgtest": {},
 	// The conformance suite of proof.Store.
 	"pec/proof/prooftest": {"pec/evidence", "pec/proof"},
 	// The conformance suite of middleoffice.ExchangeStore.
@@ -76,7 +78,7 @@ var capabilities = []string{"pec/evidence", "pec/internal/atomicfile", "pec/inte
 var testExtra = map[string][]string{}
 
 // testOnly packages serve tests: no production code may import them.
-var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/proof/prooftest", "pec/middleoffice/exchangetest"}
+var testOnly = []string{"pec/internal/softhsmtest", "pec/internal/interop", "pec/internal/certtest", "pec/internal/pgtest", "pec/proof/prooftest", "pec/middleoffice/exchangetest"}
 
 func TestDependencyDirection(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "./...").Output()

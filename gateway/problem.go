@@ -152,6 +152,10 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 		// Our own text, naming the partner whose rule it is: an
 		// administrator may see it.
 		return api.NewProblem(api.TypePartnerConflict, strings.TrimPrefix(err.Error(), "middleoffice: ")), 0
+	case errors.Is(err, middleoffice.ErrDirectoryChanged):
+		// Nodes sharing the directory: another changed it first. The
+		// directory loads again by itself (Directory.Follow).
+		return api.NewProblem(api.TypeDirectoryChanged, "the directory was changed on another node meanwhile: nothing was changed; send the change again"), 0
 	case errors.Is(err, middleoffice.ErrExchangeNotFound):
 		// The same answer for "no such exchange" and "not yours".
 		return api.NewProblem(api.TypeUnknownExchange, "no exchange "+quote(r.PathValue("id"))+" for this client"), 0

@@ -60,6 +60,7 @@ func TestProblemFor(t *testing.T) {
 		{"method", refuse(api.TypeMethodNotAllowed, "POST is not served here"), api.TypeMethodNotAllowed, "", "POST", nil},
 		{"partner exists", fmt.Errorf("%w: %q", middleoffice.ErrExists, "partner-c"), api.TypePartnerExists, "", "exists", nil},
 		{"partner conflict", fmt.Errorf("%w: subject of %q", middleoffice.ErrConflict, "partner-a"), api.TypePartnerConflict, "", `"partner-a"`, nil},
+		{"directory changed", fmt.Errorf("middleoffice: store the change (evidence e1): %w (partner %q)", middleoffice.ErrDirectoryChanged, "partner-c"), api.TypeDirectoryChanged, "", "changed on another node meanwhile: nothing was changed", nil},
 		{"internal", errors.New("pkcs11: CKR_DEVICE_ERROR at slot 3"), api.TypeInternal, "", "internal failure: nothing was done", nil},
 		{"HSM away", fmt.Errorf("sign: %w", hsm.ErrUnavailable), api.TypeUnavailable, "1", "temporarily unavailable: nothing was done", nil},
 		{"log away", fmt.Errorf("middleoffice: proof lookup: %w: %w", evidence.ErrUnavailable, errors.New("pq: connection refused")), api.TypeUnavailable, "1", "temporarily unavailable", nil},

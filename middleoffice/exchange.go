@@ -57,6 +57,12 @@ type ExchangeConfig struct {
 	// PushTimeout bounds one push to a recipient's webhook, documents
 	// included, and one notification to a sender; 0: 5m.
 	PushTimeout time.Duration `yaml:"push_timeout"`
+	// Store is the exchange store: "embedded" (the default:
+	// BoltExchangeStore in the data directory) or "postgres" (a database
+	// shared by several nodes, see PGExchangeStore; its URL in the
+	// variable PostgresURLEnv names, or else proof.postgres_url_env's).
+	Store          string `yaml:"store"`
+	PostgresURLEnv string `yaml:"postgres_url_env"`
 	// Retention is how long each procedure's dossiers are kept before
 	// their payloads are destroyed (crypto-shredding, see AtRest).
 	Retention RetentionConfig `yaml:"retention"`
@@ -121,6 +127,7 @@ func (c ExchangeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("exchange.%s: not negative", d.name))
 		}
 	}
+	errs = append(errs, validateStore("exchange", c.Store, "embedded", c.PostgresURLEnv)...)
 	return errors.Join(errs...)
 }
 

@@ -26,11 +26,11 @@ import (
 // so a step never commits without its evidence, and evidence whose step
 // is not committed yet is committed at the next recovery.
 //
-// Implementations: [BoltExchangeStore] (embedded). A PostgreSQL one would
-// keep tables exchanges, events, jobs, idempotency (unique (sender, key)),
-// outbox and payloads (or files on shared storage), make Prepare and
-// Commit one transaction each, and Claim a SELECT ... FOR UPDATE SKIP
-// LOCKED; it passes the same suite (middleoffice/exchangetest).
+// Implementations: [BoltExchangeStore] (embedded, one node) and
+// [PGExchangeStore] (several nodes sharing one PostgreSQL: Prepare and
+// Commit one transaction each, Claim a SELECT ... FOR UPDATE SKIP
+// LOCKED, payloads in chunks of 1 MiB); both pass the same suite
+// (middleoffice/exchangetest).
 //
 // Methods are safe for concurrent use.
 type ExchangeStore interface {

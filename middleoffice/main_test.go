@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"pec/hsm"
+	"pec/internal/pgtest"
 	"pec/internal/softhsmtest"
 )
 
@@ -17,7 +18,8 @@ import (
 var hsmKeys hsm.KeyStore
 
 // TestMain points SoftHSM2 at a throw-away token directory before the
-// module loads, and opens the shared token.
+// module loads, opens the shared token, and stops the PostgreSQL of the
+// store tests (if one started) after the tests.
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
@@ -32,7 +34,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer hsmKeys.Close()
-	return m.Run()
+	// pgtest.Main stops the throw-away PostgreSQL of the store tests.
+	return pgtest.Main(m)
 }
 
 var hsmLabels atomic.Int64

@@ -125,6 +125,12 @@ type Config struct {
 	File     string          `yaml:"file"` // the store of API changes; empty: DATA_DIR/directory.json
 	Partners []PartnerConfig `yaml:"partners"`
 	Routes   []Route         `yaml:"routes"`
+	// Store is where the API's changes are kept: "file" (the default:
+	// File) or "postgres" (a database shared by several nodes, see
+	// PGStore; its URL in the variable PostgresURLEnv names, or else
+	// proof.postgres_url_env's).
+	Store          string `yaml:"store"`
+	PostgresURLEnv string `yaml:"postgres_url_env"`
 }
 
 // PartnerConfig is a partner in pec.yaml.
@@ -135,7 +141,7 @@ type PartnerConfig struct {
 
 // Configured reports whether the section says anything.
 func (c Config) Configured() bool {
-	return c.File != "" || len(c.Partners) > 0 || len(c.Routes) > 0
+	return c.File != "" || len(c.Partners) > 0 || len(c.Routes) > 0 || c.Store != "" || c.PostgresURLEnv != ""
 }
 
 // ResolvePaths makes the section's file names absolute, relative to dir.
@@ -202,6 +208,10 @@ func (c Config) Validate() error {
 		check("to", r.To, true, validName)
 		check("procedures", r.Procedures, true, validName)
 		check("document_types", r.DocumentTypes, false, validName)
+	}
+	errs = append(errs, validateStore("directory", c.Store, "file", c.PostgresURLEnv)...)
+	if c.Store == StorePostgres && c.File != "" {
+		errs = append(errs, errors.New("directory.file: not with directory.store: postgres"))
 	}
 	return errors.Join(errs...)
 }

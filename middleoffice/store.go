@@ -21,12 +21,12 @@ import (
 // survive a restart. The directory calls it under its own lock, one change
 // at a time.
 //
-// The embedded implementation is [FileStore]. A PostgreSQL one, for nodes
-// sharing a database, would keep one row per partner (id text primary key,
-// entry jsonb, revision bigint), Put as an upsert guarded by the revision
-// (WHERE revision = $old, so that two nodes' concurrent changes cannot
-// both win), and tell the other nodes through LISTEN/NOTIFY that they must
-// Load again; it would pass the same tests (storeSuite).
+// The embedded implementation is [FileStore]. [PGStore] is for nodes
+// sharing a PostgreSQL: one row per partner, each Put guarded by a
+// counter of the directory's changes (so that two nodes' concurrent
+// changes cannot both win), and the other nodes told through
+// LISTEN/NOTIFY that they must Load again ([Directory.Follow]); both pass
+// the same tests (storeSuite).
 type Store interface {
 	// Load returns every stored partner, sorted by id.
 	Load(ctx context.Context) ([]Partner, error)

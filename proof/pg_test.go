@@ -3,153 +3,43 @@ package proof_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"pec/internal/pgtest"
 	"pec/proof"
 	"pec/proof/prooftest"
 )
 
-// A throw-away PostgreSQL cluster for the tests: PEC_TEST_POSTGRES_URL if
-// set, otherwise initdb and pg_ctl of /usr/lib/postgresql/15 on a
-// temporary directory and a unix socket, run as user postgres when the
-// tests run as root (initdb refuses root). Started on first use, stopped
-// by TestMain.
+// pg is the throw-away PostgreSQL of internal/pgtest, as the tests of
+// this package name it: url, a superuser's connection string (to kill
+// backends, look at pg_locks); restart, nil for PEC_TEST_POSTGRES_URL.
+// Set by the first newPGDatabase; the cluster is stopped by TestMain.
 var pg struct {
-	once sync.Once
-	url  string
-	err  error
-	stop func()
-	// restart stops the cluster (-m fast: clients are disconnected) and
-	// starts it again after down; nil for PEC_TEST_POSTGRES_URL.
+	once    sync.Once
+	url     string
 	restart func(down time.Duration) error
-	n       atomic.Int64
 }
 
-const pgBin = "/usr/lib/postgresql/15/bin"
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if pg.stop != nil {
-		pg.stop()
-	}
-	os.Exit(code)
-}
-
-func startPostgres() (string, func(), error) {
-	if url := os.Getenv("PEC_TEST_POSTGRES_URL"); url != "" {
-		return url, nil, nil
-	}
-	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
-		return "", nil, fmt.Errorf("PostgreSQL 15 is not installed (apt-get install postgresql-15) and PEC_TEST_POSTGRES_URL is not set: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "pec-pg-")
-	if err != nil {
-		return "", nil, err
-	}
-	var wrap []string
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return "", nil, fmt.Errorf("running as root needs the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return "", nil, err
-		}
-		wrap = []string{"runuser", "-u", "postgres", "--"}
-	}
-	run := func(args ...string) error {
-		args = append(wrap, args...)
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v: %w\n%s", args, err, out)
-		}
-		return nil
-	}
-	data := filepath.Join(dir, "data")
-	if err := run(filepath.Join(pgBin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	port, err := freeTCPPort()
-	if err != nil {
-		return "", nil, err
-	}
-	opts := fmt.Sprintf("-k %s -p %d -c listen_addresses= -c fsync=on -c max_connections=200", dir, port)
-	start := func() error {
-		return run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "start")
-	}
-	if err := start(); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	pg.restart = func(down time.Duration) error {
-		if err := run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"); err != nil {
-			return err
-		}
-		time.Sleep(down)
-		return start()
-	}
-	stop := func() {
-		_ = run(filepath.Join(pgBin, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
-		os.RemoveAll(dir)
-	}
-	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", dir, port), stop, nil
-}
-
-func freeTCPPort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // newPGDatabase returns the connection string of a new, empty schema
 // (cheaper than a database: CREATE DATABASE copies a template).
 func newPGDatabase(t testing.TB) string {
 	t.Helper()
-	pg.once.Do(func() { pg.url, pg.stop, pg.err = startPostgres() })
-	if pg.err != nil {
-		t.Fatal(pg.err)
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pg.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("pec_proof_%d_%d", os.Getpid(), pg.n.Add(1))
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// A database given by PEC_TEST_POSTGRES_URL is left as found.
-		if c, err := pgx.Connect(ctx, pg.url); err == nil {
-			_, _ = c.Exec(ctx, "DROP SCHEMA "+name+" CASCADE")
-			c.Close(ctx)
+	c := pgtest.Start(t)
+	pg.once.Do(func() {
+		pg.url = c.URL
+		if c.CanRestart() {
+			pg.restart = c.Restart
 		}
 	})
-	cfg, err := pgx.ParseConfig(pg.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable search_path=%s", cfg.Host, cfg.Port, cfg.User, cfg.Database, name)
+	return c.NewSchema(t)
 }
 
 func openPG(t testing.TB, url string) *proof.PGStore {

@@ -201,6 +201,7 @@ func (f *File) Validate() error {
 		errs = append(errs, f.Proof.Validate())
 	}
 	errs = append(errs, f.Exchange.Validate())
+	errs = append(errs, f.validateStores()...) // pgstores.go
 	if f.Exchange.Configured() {
 		var p *signing.ProfileConfig
 		for i := range f.Signing.Profiles {
@@ -241,7 +242,7 @@ func (f *File) resolvePaths(dir string) {
 	f.CertValidation.ResolvePaths(dir)
 	f.DevCA.ResolvePaths(dir)
 	f.Directory.ResolvePaths(dir)
-	if f.Directory.File == "" && f.DataDir != "" {
+	if f.Directory.File == "" && f.DataDir != "" && f.Directory.Store != middleoffice.StorePostgres {
 		f.Directory.File = filepath.Join(f.DataDir, "directory.json")
 	}
 	if f.Proof.CheckpointFile != "" && !filepath.IsAbs(f.Proof.CheckpointFile) {

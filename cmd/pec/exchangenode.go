@@ -18,8 +18,9 @@ import (
 	"pec/signing"
 )
 
-// openExchanges builds the exchange service of the exchange section: the
-// embedded store in the data directory, the policy's routing rules, the
+// openExchanges builds the exchange service of the exchange section: its
+// store (exchange.store: embedded in the data directory, or the
+// PostgreSQL the nodes share), the policy's routing rules, the
 // evidence log, the seal profile's signer, and the verifier of the
 // recipients' acknowledgments (the signing section's trust anchors, or
 // certvalidation's documentSigning purpose). It returns nil when the
@@ -39,9 +40,9 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 	if err != nil {
 		return nil, err
 	}
-	store, err := middleoffice.OpenBoltExchanges(cfg.DataDir)
+	store, err := openExchangeStore(ctx, cfg) // pgstores.go
 	if err != nil {
-		return nil, failure(err)
+		return nil, err
 	}
 	n.onClose(store.Close)
 	// Every payload encrypted at rest under its exchange's data key,

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 		// A pec process that a test starts and kills (crash_test.go).
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	testscript.Main(m, map[string]func(){
+	testscript.Main(pgMain{m}, map[string]func(){ // pgMain: pgstores_test.go
 		"pec": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }

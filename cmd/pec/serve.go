@@ -455,13 +455,14 @@ func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tl
 }
 
 // openDirectory opens the directory (pec.yaml's directory section, then the
-// changes kept in directory.file, which win) and the policy over it, with
-// the signing profiles' allowed_clients and proof.auditors as rules. The
-// directory's changes are evidence: without an evidence log it takes none.
+// changes kept in directory.file or the shared PostgreSQL, which win; those
+// of other nodes followed) and the policy over it, with the signing
+// profiles' allowed_clients and proof.auditors as rules. The directory's
+// changes are evidence: without an evidence log it takes none.
 func openDirectory(ctx context.Context, cfg *File, plog *proof.Log, log *slog.Logger, n *node) (*middleoffice.Policy, error) {
-	store, err := middleoffice.OpenFile(cfg.Directory.File)
+	store, err := openDirectoryStore(ctx, cfg, log) // pgstores.go
 	if err != nil {
-		return nil, fmt.Errorf("directory.file: %w", err)
+		return nil, err
 	}
 	n.onClose(store.Close)
 	opts := middleoffice.Options{Logger: log}
@@ -472,6 +473,7 @@ func openDirectory(ctx context.Context, cfg *File, plog *proof.Log, log *slog.Lo
 	if err != nil {
 		return nil, failure(err)
 	}
+	followDirectory(ctx, dir, n)
 	return middleoffice.NewPolicy(dir, middleoffice.Rules{
 		SignProfiles: middleoffice.SignRules(cfg.Signing),
 		Auditors:     cfg.Proof.Auditors,

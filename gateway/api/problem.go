@@ -58,6 +58,7 @@ const (
 	TypeShredded         ProblemType = ProblemPrefix + "shredded"
 	TypePartnerExists    ProblemType = ProblemPrefix + "partner-exists"
 	TypePartnerConflict  ProblemType = ProblemPrefix + "partner-conflict"
+	TypeDirectoryChanged ProblemType = ProblemPrefix + "directory-changed"
 
 	// The node (500, 503).
 	TypeInternal             ProblemType = ProblemPrefix + "internal"
@@ -110,6 +111,7 @@ var problemTypes = []ProblemInfo{
 	{TypeShredded, http.StatusGone, "The dossier's content is destroyed", false},
 	{TypePartnerExists, http.StatusConflict, "A partner with this id exists", false},
 	{TypePartnerConflict, http.StatusConflict, "The partner's certificates are another partner's", false},
+	{TypeDirectoryChanged, http.StatusConflict, "The directory was changed on another node meanwhile", false},
 	{TypeInternal, http.StatusInternalServerError, "Internal failure", false},
 	{TypeUnavailable, http.StatusServiceUnavailable, "Temporarily unavailable", true},
 	{TypeNotSealed, http.StatusServiceUnavailable, "The evidence is not sealed yet", true},
