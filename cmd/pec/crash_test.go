@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -162,7 +163,10 @@ func startNode(t *testing.T, config string) *testNode {
 		resp, err := http.Get("http://" + n.tsa + "/readyz")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			// The api listener starts after the tsa one: ready when it
+			// takes connections too.
+			if c, derr := net.DialTimeout("tcp", n.api, time.Second); resp.StatusCode == http.StatusOK && derr == nil {
+				c.Close()
 				return n
 			}
 		}
