@@ -43,6 +43,7 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 		return nil, failure(err)
 	}
 	n.onClose(store.Close)
+	n.exchangeStore = boltExchanges(store) // for backups (backup.go)
 	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, store, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
 		Logger: log, Registry: reg, AckVerifier: verifier, Webhook: webhook,
 	})

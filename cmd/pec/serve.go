@@ -128,6 +128,9 @@ func cmpOr(a, b string) string {
 // node is what serve opens; close releases it in reverse order.
 type node struct {
 	closers []func() error
+	// exchangeStore is the embedded exchange store, for backups; nil:
+	// none, or another kind.
+	exchangeStore *middleoffice.BoltExchangeStore
 }
 
 func (n *node) onClose(f func() error) { n.closers = append(n.closers, f) }
@@ -223,6 +226,8 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		queueDone := runExchanges(qctx, gopts.Exchanges, log)
 		defer func() { stopQueue(); <-queueDone }()
 	}
+	// POST /backup, GET /proof/snapshot on the ops listener (backup.go).
+	gopts.Backup = newNodeBackup(cfg, plog, n.exchangeStore, log)
 
 	var servers []*http.Server
 	var lines []string
