@@ -243,7 +243,7 @@ func newProofListCommand() *cobra.Command {
 	var (
 		configPath, since, actor, ops string
 		types                         []string
-		ids, asJSON              bool
+		ids, asJSON                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "list --config FILE [--ops URL] [--type T]... [--since TIME|DURATION] [--actor TEXT] [--ids | --json]",
