@@ -107,6 +107,9 @@ func (sn *BoltSnapshot) WAL() ([]byte, error) {
 	return seg, nil
 }
 
+// WALFile is the file name of the segment WAL encodes, in WALDir.
+func (sn *BoltSnapshot) WALFile() string { return wal.SegmentName(WALSegment) }
+
 // Head is the size and root of the snapshot's newest signed tree head
 // (0, nil: none).
 func (sn *BoltSnapshot) Head() (uint64, []byte) { return sn.size, sn.root }

@@ -26,7 +26,6 @@ import (
 	"pec/gateway/api"
 	"pec/middleoffice"
 	"pec/proof"
-	"pec/proof/wal"
 	"pec/tsa"
 )
 
@@ -191,7 +190,7 @@ func (b *nodeBackup) Backup(ctx context.Context, w io.Writer, req gateway.Backup
 		if ps.Unsealed() > 0 {
 			seg, err := ps.WAL()
 			if err == nil {
-				err = bw.addBytes(nameProofWALDir+wal.SegmentName(proof.WALSegment), seg)
+				err = bw.addBytes(nameProofWALDir+ps.WALFile(), seg)
 			}
 			if err != nil {
 				return gateway.BackupResult{}, err
