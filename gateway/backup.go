@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"pec/gateway/api"
@@ -49,6 +51,8 @@ const (
 	TrailerBackupEvidence = "Pec-Evidence-Id"
 	TrailerBackupSHA256   = "Pec-Backup-Sha256"
 	TrailerBackupError    = "Pec-Backup-Error"
+	// HeaderNodePID is the process id of the node that answers.
+	HeaderNodePID = "Pec-Node-Pid"
 )
 
 // registerBackup adds the backup routes of the ops listener. They stream
@@ -66,6 +70,10 @@ func registerBackup(mux *http.ServeMux, opts Options) {
 		// deadline (the listener's would cut it off).
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		w.Header().Set("Content-Type", "application/x-tar")
+		// Which process answers: the CLI checks it is the node that holds
+		// the data directory's lock (pec.lock holds its pid), not another
+		// node's ops listener at the configured address.
+		w.Header().Set(HeaderNodePID, strconv.Itoa(os.Getpid()))
 		w.Header().Set("Trailer", TrailerBackupEvidence+", "+TrailerBackupSHA256+", "+TrailerBackupError)
 		cw := &countingWriter{w: w}
 		res, err := opts.Backup.Backup(r.Context(), cw, BackupRequest{EvidenceOnly: evidenceOnly, Client: r.RemoteAddr})

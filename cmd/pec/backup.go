@@ -324,7 +324,7 @@ is not in it (pg_dump). Restore with pec restore, onto the stopped node.`,
 			if _, err := os.Lstat(out); err == nil {
 				return usageError("%s exists: give the backup a new name", out)
 			}
-			res, err := fetchBackup(cmd.Context(), base, out)
+			res, err := fetchBackup(cmd.Context(), cfg, base, out)
 			if err != nil {
 				return err
 			}
@@ -394,8 +394,10 @@ var opsClient = &http.Client{Transport: &http.Transport{
 }}
 
 // postBackup asks the node at base for an archive: the whole node
-// (POST /backup) or its evidence log (GET /proof/snapshot).
-func postBackup(ctx context.Context, base string, evidenceOnly bool) (*http.Response, error) {
+// (POST /backup) or its evidence log (GET /proof/snapshot). The node that
+// answers must be the one whose pid the data directory's lock holds, when
+// it holds one: the configured ops address may be another node's.
+func postBackup(ctx context.Context, cfg *File, base string, evidenceOnly bool) (*http.Response, error) {
 	method, path := http.MethodPost, "/backup"
 	if evidenceOnly {
 		method, path = http.MethodGet, "/proof/snapshot"
@@ -423,13 +425,19 @@ func postBackup(ctx context.Context, base string, evidenceOnly bool) (*http.Resp
 		}
 		return nil, failure(fmt.Errorf("%s%s: %s", base, path, resp.Status))
 	}
+	if want := readPID(filepath.Join(cfg.DataDir, lockFile)); want > 0 {
+		if got := resp.Header.Get(gateway.HeaderNodePID); got != strconv.Itoa(want) {
+			resp.Body.Close()
+			return nil, failure(fmt.Errorf("%s answers for another process (pid %q), not the node running on %s (pid %d): give that node's ops listener with --ops http://HOST:PORT", base, got, cfg.DataDir, want))
+		}
+	}
 	return resp, nil
 }
 
 // fetchBackup saves the node's backup in out, checked: nothing is left at
 // out unless the archive is whole and the node named its record.
-func fetchBackup(ctx context.Context, base, out string) (*fetched, error) {
-	resp, err := postBackup(ctx, base, false)
+func fetchBackup(ctx context.Context, cfg *File, base, out string) (*fetched, error) {
+	resp, err := postBackup(ctx, cfg, base, false)
 	if err != nil {
 		return nil, err
 	}
@@ -492,8 +500,8 @@ func syncDirOf(path string) error {
 // fetchEvidenceSnapshot saves the running node's evidence log in a new
 // temporary directory: its store file (with its write-ahead log) and its
 // saved checkpoint, checked. The caller removes dir.
-func fetchEvidenceSnapshot(ctx context.Context, base string) (dir string, m *backupManifest, err error) {
-	resp, err := postBackup(ctx, base, true)
+func fetchEvidenceSnapshot(ctx context.Context, cfg *File, base string) (dir string, m *backupManifest, err error) {
+	resp, err := postBackup(ctx, cfg, base, true)
 	if err != nil {
 		return "", nil, err
 	}
@@ -568,7 +576,7 @@ func openProofSource(ctx context.Context, cfg *File, ops string) (*proofSource, 
 		}
 		return nil, err
 	}
-	dir, m, err := fetchEvidenceSnapshot(ctx, base)
+	dir, m, err := fetchEvidenceSnapshot(ctx, cfg, base)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -44,7 +45,21 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 	}
 	n.onClose(store.Close)
 	n.exchangeStore = boltExchanges(store) // for backups (backup.go)
-	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, store, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
+	// Every payload encrypted at rest under its exchange's data key,
+	// wrapped by a key of the HSM per retention period and month:
+	// destroyed at the end of the retention (crypto-shredding).
+	atRest, err := middleoffice.NewAtRest(store, keys, cfg.Exchange.Retention, middleoffice.AtRestOptions{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		// This month's and next month's keys made ahead, so that no
+		// submission waits for a key generation (seconds for RSA-3072).
+		if err := atRest.PrepareKEKs(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Warn("exchange: the at-rest keys could not be made ahead; the first submission of the month makes them", "err", err)
+		}
+	}()
+	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, atRest, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
 		Logger: log, Registry: reg, AckVerifier: verifier, Webhook: webhook,
 	})
 }
@@ -79,17 +94,4 @@ func webhookClient(ctx context.Context, cfg *File, keys hsm.KeyStore) (*http.Cli
 		}
 	}
 	return middleoffice.NewWebhookClient(tcfg), nil
-}
-
-// runExchanges runs the work queue until ctx ends; done is closed once
-// every worker stopped.
-func runExchanges(ctx context.Context, x *middleoffice.Exchanges, log *slog.Logger) (done chan struct{}) {
-	done = make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := x.Run(ctx); err != nil {
-			log.Error("exchange: work queue stopped", "err", err)
-		}
-	}()
-	return done
 }

@@ -10,21 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"pec/internal/filelock"
 	"pec/proof"
 	"pec/tsa"
 )
-
-// restoreLockFile is the lock of the data directory that pec serve takes
-// (one node per data directory): restore holds it, so that no node starts
-// while the files are put back.
-const restoreLockFile = "pec.lock"
 
 func newRestoreCommand() *cobra.Command {
 	var configPath string
@@ -344,7 +337,7 @@ func place(src, dst string) error {
 	if errors.Is(err, syscall.EXDEV) {
 		tmp := dst + ".restoring"
 		os.RemoveAll(tmp)
-		if err = copyTree(src, tmp); err == nil {
+		if err = copyRestored(src, tmp); err == nil {
 			err = os.Rename(tmp, dst)
 		}
 	}
@@ -354,7 +347,7 @@ func place(src, dst string) error {
 	return syncDirOf(dst)
 }
 
-func copyTree(src, dst string) error {
+func copyRestored(src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -385,41 +378,26 @@ func copyTree(src, dst string) error {
 	})
 }
 
-// lockStoppedNode takes the data directory's lock, with this process's
-// pid in it, and checks that no process holds the stores' own locks: a
-// node that runs is named, and nothing is touched. unlock releases it.
+// lockStoppedNode takes the data directory's lock, as pec serve does
+// (lockDataDir: one node per data directory, its pid in the lock), and
+// checks that no process holds the stores' own locks either: a node that
+// runs is named, and nothing is touched. unlock releases it.
 func lockStoppedNode(cfg *File) (unlock func(), err error) {
-	path := filepath.Join(cfg.DataDir, restoreLockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	const advice = "stop it before restoring; nothing was restored"
+	release, err := lockDataDir(cfg.DataDir)
+	if ne, ok := errors.AsType[*NodeRunningError](err); ok {
+		ne.Advice = advice
+		return nil, failure(ne)
+	}
 	if err != nil {
-		return nil, failure(fmt.Errorf("data_dir: %w", err))
-	}
-	running := func(what string) error {
-		pid := ""
-		if data, err := os.ReadFile(path); err == nil {
-			if n, err := strconv.Atoi(string(bytes.TrimSpace(data))); err == nil && n > 0 {
-				pid = fmt.Sprintf(" (pid %d)", n)
-			}
-		}
-		return failure(fmt.Errorf("a pec node is running on %s%s (%s is locked): stop it before restoring; nothing was restored", cfg.DataDir, pid, what))
-	}
-	if err := filelock.Lock(f, "data directory"); err != nil {
-		f.Close()
-		if errors.Is(err, filelock.ErrInUse) {
-			return nil, running(path)
-		}
 		return nil, failure(err)
 	}
-	release := func() {
-		f.Truncate(0)
-		f.Close()
-	}
-	// The stores' locks (a node of a version without the data directory's
-	// lock, or one that does not take it first).
+	// The stores' locks: a node that did not take the data directory's
+	// (an older pec, another data_dir naming the same files).
+	held := ""
 	for _, p := range []string{cfg.Proof.File, filepath.Join(cfg.DataDir, "exchanges.db")} {
-		if p != "" && storeInUse(p) {
-			release()
-			return nil, running(p)
+		if p != "" && held == "" && storeInUse(p) {
+			held = p
 		}
 	}
 	locks := []string{cfg.TSA.SerialFile, cfg.TSA.JournalFile, cfg.Directory.File + ".lock"}
@@ -427,15 +405,15 @@ func lockStoppedNode(cfg *File) (unlock func(), err error) {
 		locks = append(locks, filepath.Join(proof.WALDir(cfg.Proof.File), "LOCK"))
 	}
 	for _, p := range locks {
-		if p != "" && flockHeld(p) {
-			release()
-			return nil, running(p)
+		if p != "" && held == "" && flockHeld(p) {
+			held = p
 		}
 	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if held != "" {
+		release()
+		return nil, failure(&NodeRunningError{Dir: cfg.DataDir, Advice: fmt.Sprintf("%s is locked: %s", held, advice)})
 	}
-	return release, nil
+	return func() { release() }, nil
 }
 
 // flockHeld reports whether another process holds an exclusive flock on
