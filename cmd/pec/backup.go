@@ -55,8 +55,11 @@ import (
 // backed up by its own means (a SoftHSM2 token directory is copied while
 // no process uses it; a hardware HSM has its own backup procedure). It
 // holds the evidence log, which names who exchanged with whom, and the
-// dossiers, encrypted for their recipients: keep backups as the data
-// directory is kept. The ops listener has no authentication of its own:
+// dossiers, encrypted for their recipients and at rest (their data keys,
+// wrapped by HSM keys, are payloads of the exchange store: in the backup;
+// a retention's key destroyed, its dossiers are unreadable in every
+// backup too): keep backups as the data directory is kept. Resumable
+// uploads under way are not in it. The ops listener has no authentication of its own:
 // it is for operators, on a loopback or management address.
 
 // nodeBackup is the gateway.Backuper of a running node.
