@@ -73,6 +73,9 @@ type Options struct {
 	Registry prometheus.Registerer // nil: no gateway metrics
 	Gatherer prometheus.Gatherer   // nil: no /metrics on the ops listener
 	Ready    []ReadinessCheck      // what /readyz checks
+	// Backup serves POST /backup and GET /proof/snapshot on the ops
+	// listener (backup.go); nil: no backup routes.
+	Backup Backuper
 
 	// The signature API (POST /v1/signatures, /v1/signatures/batch,
 	// /v1/verifications): served when set.

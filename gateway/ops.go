@@ -56,6 +56,7 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 // for overload.
 func NewOpsHandler(opts Options) http.Handler {
 	mux := http.NewServeMux()
+	registerBackup(mux, opts) // POST /backup, GET /proof/snapshot
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		body, status := readiness(opts.Ready)

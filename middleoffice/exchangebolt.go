@@ -46,7 +46,9 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 		return nil, fmt.Errorf("middleoffice: exchange store: %w", err)
 	}
 	path := filepath.Join(dir, "exchanges.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	// A mapping of 1 GiB from the start: growing it waits for every read
+	// transaction, a backup's snapshot included (exchangesnapshot.go).
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: 1 << 30})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("middleoffice: exchange store %s is in use by another process (a running pec serve?)", path)

@@ -41,6 +41,11 @@ what they are for. The node must be stopped.`,
 			if err != nil {
 				return err
 			}
+			if cfg.Proof.PostgresURLEnv == "" {
+				if err := nodeStopped(cfg.DataDir, "accept-store changes the embedded evidence log, which the node holds: stop the node first"); err != nil {
+					return failure(err)
+				}
+			}
 			ctx := cmd.Context()
 			log := slog.New(slog.DiscardHandler)
 			keys, err := hsm.Open(ctx, cfg.HSM, hsm.Options{Logger: log})

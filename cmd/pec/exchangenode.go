@@ -45,6 +45,7 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 		return nil, err
 	}
 	n.onClose(store.Close)
+	n.exchangeStore = boltExchanges(store) // for backups (backup.go)
 	// Every payload encrypted at rest under its exchange's data key,
 	// wrapped by a key of the HSM per retention period and month:
 	// destroyed at the end of the retention (crypto-shredding).

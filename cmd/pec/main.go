@@ -143,6 +143,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newInitCommand(), newServeCommand(), newTSCommand())
 	root.AddCommand(newValidateCommand())
 	root.AddCommand(newProofCommand())
+	root.AddCommand(newBackupCommand(), newRestoreCommand())
 	root.AddCommand(newSignCommand(), newVerifyCommand())
 	root.AddCommand(newPartnerCommand(), newExchangeCommand())
 	root.AddCommand(newVersionCommand())

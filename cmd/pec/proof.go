@@ -117,10 +117,10 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func newProofShowCommand() *cobra.Command {
-	var roots, configPath string
+	var roots, configPath, ops string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show (--roots ROOT.pem BUNDLE | --config FILE [--roots ROOT.pem] ID) [--json]",
+		Use:   "show (--roots ROOT.pem BUNDLE | --config FILE [--roots ROOT.pem] [--ops URL] ID) [--json]",
 		Short: "Verify a proof bundle, then print what it proves: records, checkpoint, time-stamp, signers",
 		Long: `show verifies a proof bundle as verify does, then prints it for a person: each record
 (type, time, subject, actors, digests, the records it answers, attributes), its place in the
@@ -131,7 +131,8 @@ A bundle that does not verify is not shown: exit 1 with the failed check on stde
 
 With --config FILE ID, show builds the bundle of evidence ID from that node's store, as
 pec proof export does, and verifies it with --roots, or by default with the self-signed
-certificates of the node's proof.cert_file and tsa.cert_file.`,
+certificates of the node's proof.cert_file and tsa.cert_file. On a running node, the store is
+a snapshot that the node gives on its ops listener (see pec proof list).`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			var (
@@ -151,7 +152,7 @@ certificates of the node's proof.cert_file and tsa.cert_file.`,
 				} else if pool, err = nodeRoots(cfg); err != nil {
 					return err
 				}
-				if data, err = exportBundle(cmd.Context(), cfg, a[0]); err != nil {
+				if data, err = exportBundle(cmd.Context(), cfg, ops, a[0]); err != nil {
 					return err
 				}
 			} else {
@@ -185,6 +186,7 @@ certificates of the node's proof.cert_file and tsa.cert_file.`,
 	cmd.Flags().StringVar(&roots, "roots", "", "trusted root certificates (PEM)")
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml): show evidence ID of that node's log")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	opsFlag(cmd, &ops)
 	return cmd
 }
 
@@ -221,11 +223,9 @@ func proofConfig(path string) (*File, error) {
 	if !cfg.Proof.Configured() {
 		return nil, usageError("%s: no proof section: this node keeps no evidence log", path)
 	}
-	if cfg.Proof.PostgresURLEnv == "" {
-		if err := nodeStopped(cfg.DataDir, "this command opens the embedded evidence log, which the node holds: stop the node first"); err != nil {
-			return nil, failure(err)
-		}
-	}
+	// A running node holds its embedded store: list, show, export and
+	// audit then read a snapshot it gives (openProofSource); accept-store
+	// needs it stopped (accept.go).
 	return cfg, nil
 }
 
@@ -244,16 +244,22 @@ func openProofStore(cfg *File) (proof.Store, error) {
 
 func newProofListCommand() *cobra.Command {
 	var (
-		configPath, since, actor string
-		types                    []string
-		ids, asJSON              bool
+		configPath, since, actor, ops string
+		types                         []string
+		ids, asJSON                   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "list --config FILE [--type T]... [--since TIME|DURATION] [--actor TEXT] [--ids | --json]",
+		Use:   "list --config FILE [--ops URL] [--type T]... [--since TIME|DURATION] [--actor TEXT] [--ids | --json]",
 		Short: "Print the records of the log, oldest first: ID, TIME, TYPE, ACTOR",
-		Long: `list prints the records of a stopped node's evidence log in log order, one a line, under a
+		Long: `list prints the records of the node's evidence log in log order, one a line, under a
 header: ID, TIME (UTC, to the millisecond), TYPE and ACTOR (the first actor's certificate
 subject and role, "+N" when there are more, "-" when none).
+
+A stopped node's store is read in place. A running node holds it: list (and show, export and
+audit) then ask the node on its ops listener (listen.ops, or --ops URL) for a consistent
+snapshot of it (GET /proof/snapshot: the store file as one read transaction sees it, its
+records not yet sealed, its saved checkpoint), check it, read it, and delete it. The records
+listed are those sealed at that instant.
 
   --type T      records of type T or under it (--type timestamp: timestamp.issued, ...);
                 repeatable: any of them
@@ -280,7 +286,7 @@ subject and role, "+N" when there are more, "-" when none).
 			if err != nil {
 				return err
 			}
-			s, err := openProofStore(cfg)
+			s, err := openProofSource(cmd.Context(), cfg, ops)
 			if err != nil {
 				return err
 			}
@@ -343,6 +349,7 @@ subject and role, "+N" when there are more, "-" when none).
 	f.StringVar(&actor, "actor", "", "only records with an actor whose subject or fingerprint holds this text")
 	f.BoolVar(&ids, "ids", false, "print the ids only, one a line")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object a line")
+	opsFlag(cmd, &ops)
 	return cmd
 }
 
@@ -476,12 +483,12 @@ func exportValidator(cfg *File) (*certvalidation.Validator, error) {
 }
 
 // exportBundle makes the bundle of evidence id from the node's store.
-func exportBundle(ctx context.Context, cfg *File, id string) ([]byte, error) {
+func exportBundle(ctx context.Context, cfg *File, ops, id string) ([]byte, error) {
 	logChain, tsaChain, err := proofChains(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s, err := openProofStore(cfg)
+	s, err := openProofSource(ctx, cfg, ops)
 	if err != nil {
 		return nil, err
 	}
@@ -501,9 +508,9 @@ func exportBundle(ctx context.Context, cfg *File, id string) ([]byte, error) {
 }
 
 func newProofExportCommand() *cobra.Command {
-	var configPath, out string
+	var configPath, out, ops string
 	cmd := &cobra.Command{
-		Use:   "export --config FILE ID -o BUNDLE",
+		Use:   "export --config FILE [--ops URL] ID -o BUNDLE",
 		Short: "Write the proof bundle of evidence ID",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
@@ -514,7 +521,7 @@ func newProofExportCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := exportBundle(cmd.Context(), cfg, a[0])
+			data, err := exportBundle(cmd.Context(), cfg, ops, a[0])
 			if err != nil {
 				return err
 			}
@@ -527,13 +534,14 @@ func newProofExportCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "the bundle file to write")
+	opsFlag(cmd, &ops)
 	return cmd
 }
 
 func newProofAuditCommand() *cobra.Command {
-	var configPath string
+	var configPath, ops string
 	cmd := &cobra.Command{
-		Use:   "audit --config FILE",
+		Use:   "audit --config FILE [--ops URL]",
 		Short: "Check the whole evidence store: every record, tree node, tree head and time-stamp; exit 1 naming the first bad place",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -557,12 +565,12 @@ func newProofAuditCommand() *cobra.Command {
 					inter.AddCert(c)
 				}
 			}
-			s, err := openProofStore(cfg)
+			s, err := openProofSource(cmd.Context(), cfg, ops)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			rep, err := proof.Audit(cmd.Context(), s, proof.AuditOptions{Verifier: v, TSARoots: roots, TSAIntermediates: inter, CheckpointFile: cfg.Proof.CheckpointFile})
+			rep, err := proof.Audit(cmd.Context(), s, proof.AuditOptions{Verifier: v, TSARoots: roots, TSAIntermediates: inter, CheckpointFile: s.Guard})
 			if err != nil {
 				return failure(errors.New(oneLine(err.Error())))
 			}
@@ -573,11 +581,21 @@ func newProofAuditCommand() *cobra.Command {
 			if rep.Unsealed > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records durable, not yet sealed (the next start seals them)\n", rep.Unsealed)
 			}
+			if s.From != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit: checked a snapshot of the running node (from %s), against its saved checkpoint\n", s.From)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (pec.yaml)")
+	opsFlag(cmd, &ops)
 	return cmd
+}
+
+// opsFlag is --ops of the commands that read a running node's evidence
+// log through its ops listener.
+func opsFlag(cmd *cobra.Command, ops *string) {
+	cmd.Flags().StringVar(ops, "ops", "", "read a snapshot from the running node's ops listener (http://HOST:PORT); default: listen.ops when the node runs")
 }
 
 // openProof opens the evidence log of the proof section: the store, the

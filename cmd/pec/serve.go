@@ -129,6 +129,9 @@ func cmpOr(a, b string) string {
 // node is what serve opens; close releases it in reverse order.
 type node struct {
 	closers []func() error
+	// exchangeStore is the embedded exchange store, for backups; nil:
+	// none, or another kind.
+	exchangeStore *middleoffice.BoltExchangeStore
 }
 
 func (n *node) onClose(f func() error) { n.closers = append(n.closers, f) }
@@ -267,6 +270,8 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	// POST /backup, GET /proof/snapshot on the ops listener (backup.go).
+	gopts.Backup = newNodeBackup(cfg, plog, n.exchangeStore, log)
 
 	var lines []string
 	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
