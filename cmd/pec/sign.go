@@ -124,6 +124,9 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ap
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if _, err := applyKeyState(cfg); err != nil { // keystate.go
+		return nil, inputError(err)
+	}
 	i := slices.IndexFunc(cfg.Signing.Profiles, func(p signing.ProfileConfig) bool { return p.Name == req.Profile })
 	if i < 0 {
 		var names []string
