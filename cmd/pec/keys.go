@@ -398,7 +398,7 @@ development CA of pec.yaml's devca section (the same subject, names and usages a
 writes the certificate beside the first one and records the new generation in DATA_DIR/keys.json. The
 running node takes it on SIGHUP. Without a devca section the certificate comes from your CA: pec keys
 csr, then pec keys install.`,
-		Args: args(cobra.RangeArgs(1, 2)),
+		Args: args(cobra.ArbitraryArgs), // parseKeyArgs
 		RunE: func(cmd *cobra.Command, a []string) error {
 			kind, profile, _, err := parseKeyArgs(a, false)
 			if err != nil {
@@ -469,7 +469,7 @@ certificate request (RFC 2986, PEM) for it, signed by it in the HSM, with the su
 the names) of the current certificate. The key waits in DATA_DIR/keys.json for its certificate: give
 the CA's answer to pec keys install. A second csr replaces the pending key (which stays in the HSM,
 unused).`,
-		Args: args(cobra.RangeArgs(1, 2)),
+		Args: args(cobra.ArbitraryArgs), // parseKeyArgs
 		RunE: func(cmd *cobra.Command, a []string) error {
 			kind, profile, _, err := parseKeyArgs(a, false)
 			if err != nil {
@@ -560,7 +560,7 @@ keys csr, chain to the root of the current certificate, and be fit for the key's
 timeStamping extended key usage; proof: the evidence-log one; tls: serverAuth; signing: a signing key
 usage); then it writes it beside the first certificate and makes the pending key current in
 DATA_DIR/keys.json. The running node takes it on SIGHUP.`,
-		Args: args(cobra.RangeArgs(2, 3)),
+		Args: args(cobra.ArbitraryArgs), // parseKeyArgs
 		RunE: func(cmd *cobra.Command, a []string) error {
 			kind, profile, file, err := parseKeyArgs(a, true)
 			if err != nil {

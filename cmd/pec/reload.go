@@ -14,10 +14,13 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"pec/evidence"
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/internal/promreg"
 	"pec/proof"
 	"pec/signing"
 	"pec/tsa"
@@ -43,6 +46,7 @@ type reloader struct {
 	log  *slog.Logger
 
 	tlsCert *gateway.ServerCertificate // nil: no TLS listener
+	reloads *prometheus.CounterVec     // pec_keys_reloads_total{result}
 
 	mu       sync.Mutex
 	live     map[string]string // slot → label of the key in use
@@ -55,8 +59,15 @@ type reloader struct {
 // evidence (once: a record the log holds is not appended again), and each
 // SIGHUP until ctx ends applies the key state again. A failed reload
 // leaves every key as it was and is logged; the node goes on serving.
-func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable, log *slog.Logger, n *node) error {
+func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable, log *slog.Logger, reg prometheus.Registerer, n *node) error {
 	rl := &reloader{cfg: cfg, keys: keys, r: r, log: log, live: map[string]string{}, recorded: map[string]bool{}}
+	rl.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pec_keys_reloads_total",
+		Help: "Reloads of the key state (SIGHUP), by result: ok, or failed (the keys in use kept).",
+	}, []string{"result"})
+	if reg != nil {
+		rl.reloads = promreg.Register(reg, rl.reloads)
+	}
 	for _, ref := range cfg.keyRefs() {
 		rl.live[ref.slot] = *ref.label
 	}
@@ -95,7 +106,10 @@ func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable
 				return
 			case <-hup:
 				if err := rl.reload(ctx); err != nil {
+					rl.reloads.WithLabelValues("failed").Inc()
 					log.Error("keys: reload failed; the keys in use are kept", "err", err)
+				} else {
+					rl.reloads.WithLabelValues("ok").Inc()
 				}
 			}
 		}

@@ -272,7 +272,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		gateway.ValidateClientCertificates(apiTLS, gopts.Validator, log)
 	}
 	// SIGHUP takes rotated keys (reload.go).
-	if err := watchReload(ctx, cfg, keys, reloadable{tsa: authority, log: plog, logCerts: logCertsIn(gopts.Proofs), signing: gopts.Signing, tls: []*tls.Config{serverTLS, apiTLS}}, log, &n); err != nil {
+	if err := watchReload(ctx, cfg, keys, reloadable{tsa: authority, log: plog, logCerts: logCertsIn(gopts.Proofs), signing: gopts.Signing, tls: []*tls.Config{serverTLS, apiTLS}}, log, reg, &n); err != nil {
 		return err
 	}
 	if cfg.Listen.TSA != "" {
