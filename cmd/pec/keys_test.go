@@ -3,6 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
 
 	"net/http"
 	"os"
@@ -11,9 +17,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"pec/internal/devpki"
+	"pec/proof"
 )
 
 // hup ARG METRICS-URL: send SIGHUP to the `pec serve` that this test
@@ -99,4 +109,71 @@ func childServes(ts *testscript.TestScript, arg string) []int {
 		}
 	}
 	return pids
+}
+
+// FuzzKeyState: keys.json is read or refused with an error, never a
+// panic; what is read has a valid slot name and, for every generation
+// after the first, an evidence id that a rotation record accepts.
+func FuzzKeyState(f *testing.F) {
+	gen0 := `{"label":"tsa","cert_file":"pki/tsa.pem","cert_sha256":"` + strings.Repeat("ab", 32) + `","cert_subject":"CN=TSA"}`
+	gen1 := `{"label":"tsa.20261201T101500Z","cert_file":"pki/tsa.20261201T101500Z.pem","cert_sha256":"` + strings.Repeat("cd", 32) +
+		`","cert_subject":"CN=TSA","at":"2026-12-01T10:15:00Z","by":"op","via":"devca","evidence":"01a2318c2caafe70c79c4e1771f903b4"}`
+	f.Add([]byte(`{"format":"pec-keys/1","keys":{"tsa":{"generations":[` + gen0 + `,` + gen1 + `]}}}`))
+	f.Add([]byte(`{"format":"pec-keys/1","keys":{"signing/default":{"generations":[],"pending":{"label":"signing.x","created":"2026-12-01T10:15:00Z","csr_sha256":""}}}}`))
+	f.Add([]byte(`{"format":"pec-keys/1","keys":{"nosuch":null}}`))
+	f.Add([]byte(`{"format":"pec-keys/2"}`))
+	f.Add([]byte(`{}{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		st, err := parseKeyState(data)
+		if err != nil {
+			return
+		}
+		for slot, s := range st.Keys {
+			if !validSlot(slot) {
+				t.Fatalf("read slot %q", slot)
+			}
+			for i := 1; i < len(s.Generations); i++ {
+				if _, err := rotationRecord(slot, s, i); err != nil {
+					t.Fatalf("generation %d of %s read, but its record is refused: %v", i, slot, err)
+				}
+			}
+		}
+	})
+}
+
+// FuzzLogCertificates: what a node answers at /log-certificates is read
+// or refused with an error, never a panic; a certificate found is an
+// evidence log's, of a key the note names.
+func FuzzLogCertificates(f *testing.F) {
+	signer := fuzzSigner(f)
+	block, _ := pem.Decode([]byte(fuzzLogKey))
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ca, err := devpki.NewRootCA(key.(*ecdsa.PrivateKey), "fuzz root", time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	cert, err := ca.Issue(&x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "log"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{proof.OIDEvidenceLog},
+	}, signer.Public())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(devpki.CertPEM(cert, ca.Cert), signer.KeyID())
+	f.Add(devpki.CertPEM(ca.Cert), signer.KeyID())
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), uint32(0))
+	f.Add([]byte("not PEM"), uint32(1))
+	f.Fuzz(func(t *testing.T, data []byte, id uint32) {
+		chain, err := findLogCert(data, "pec.test/proof", []uint32{id})
+		if err != nil {
+			return
+		}
+		v, verr := proof.NewNoteVerifier("pec.test/proof", chain[0].PublicKey)
+		if !proof.IsEvidenceLogCertificate(chain[0]) || verr != nil || v.KeyID() != id {
+			t.Fatalf("found %q, not an evidence log certificate of key %08x", chain[0].Subject, id)
+		}
+	})
 }

@@ -131,8 +131,15 @@ func parseKeyState(data []byte) (*keyState, error) {
 			if g.Evidence != "" && !evidence.ValidID(g.Evidence) {
 				return nil, fmt.Errorf("key %q: generation %d: %q is not an evidence id", name, i, g.Evidence)
 			}
-			if i > 0 && g.Evidence == "" {
-				return nil, fmt.Errorf("key %q: generation %d: the evidence id of its rotation is required", name, i)
+			if i > 0 && (g.Evidence == "" || g.At.IsZero()) {
+				return nil, fmt.Errorf("key %q: generation %d: the time and the evidence id of its rotation are required", name, i)
+			}
+			if i > 0 {
+				// What the node will record: refused now rather than
+				// then.
+				if _, err := rotationRecord(name, s, i); err != nil {
+					return nil, fmt.Errorf("key %q: generation %d: %w", name, i, err)
+				}
 			}
 		}
 		if p := s.Pending; p != nil && p.Label == "" {
