@@ -208,4 +208,3 @@ func requestToken(addr string, digest []byte) (string, []byte, error) {
 	}
 	return resp.Header.Get("PEC-Evidence-ID"), body, nil
 }
-
