@@ -50,6 +50,10 @@ var allowedImports = map[string][]string{
 	"pec/internal/cms": {},
 	// promreg registers Prometheus collectors; every layer may use it.
 	"pec/internal/promreg": {},
+	// yamlpath names the paths and lines of pec.yaml; it needs nothing of ours.
+	"pec/internal/yamlpath": {},
+	// The node's components, started and stopped in order (cmd/pec).
+	"pec/internal/lifecycle": {},
 	// Test helpers: they may use what they help test.
 	"pec/internal/softhsmtest": {"pec/hsm"},
 	"pec/internal/interop":     {},
@@ -62,7 +66,7 @@ var allowedImports = map[string][]string{
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
 	// edgeload runs the real pec binary; it shares only the API's wire types.
 	"pec/bench/edgeload": {"pec/gateway/api"},
-	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki", "pec/internal/devca"}, capabilities...),
+	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki", "pec/internal/devca", "pec/internal/yamlpath", "pec/internal/lifecycle"}, capabilities...),
 }
 
 var capabilities = []string{"pec/evidence", "pec/internal/atomicfile", "pec/internal/filelock", "pec/internal/promreg", "pec/internal/cms", "pec/hsm", "pec/certvalidation", "pec/tsa", "pec/signing", "pec/proof", "pec/securemail"}

@@ -122,7 +122,7 @@ func (c Config) Validate() error {
 	for _, name := range names {
 		pc := c.Purposes[name]
 		if _, err := ParsePurpose(name); err != nil {
-			fault("certvalidation.purposes: %v", err)
+			fault("certvalidation.purposes.%s: %v", name, err)
 		}
 		if pc.Revocation != "" {
 			if _, err := ParseRevocationPolicy(pc.Revocation); err != nil {
@@ -137,9 +137,9 @@ func (c Config) Validate() error {
 		if len(rc.Checks) == 0 {
 			fault("certvalidation.relax[%d].checks: name the checks to relax", i)
 		}
-		for _, name := range rc.Checks {
+		for j, name := range rc.Checks {
 			if _, err := ParseProfileCheck(name); err != nil {
-				fault("certvalidation.relax[%d].checks: %v", i, err)
+				fault("certvalidation.relax[%d].checks[%d]: %v", i, j, err)
 			}
 		}
 	}

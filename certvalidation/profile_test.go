@@ -190,7 +190,7 @@ func TestRelaxConfig(t *testing.T) {
 	err := bad.Validate()
 	for _, want := range []string{
 		"certvalidation.relax[0].anchors: name the trust anchors",
-		`certvalidation.relax[0].checks: unknown profile check "everything"`,
+		`certvalidation.relax[0].checks[1]: unknown profile check "everything"`,
 		"certvalidation.relax[1].checks: name the checks to relax",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {

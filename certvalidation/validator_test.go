@@ -125,7 +125,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{
-		`certvalidation.purposes: unknown purpose "codeSigning"`,
+		`certvalidation.purposes.codeSigning: unknown purpose "codeSigning"`,
 		`certvalidation.purposes.clientAuth.revocation: unknown revocation policy "sometimes"`,
 		"certvalidation.fetch.timeout: must not be negative",
 		"certvalidation.fetch.max_crl_bytes: must not be negative",

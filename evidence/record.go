@@ -48,6 +48,21 @@ const (
 // within the configured time, the exchange left its recipient's inbox.
 const DeliveryAttemptFailed EventType = "delivery.attempt_failed"
 
+// Retention by crypto-shredding. PayloadDestroyed: the data key of an
+// exchange, under which its payloads were encrypted at rest, and the
+// payloads' ciphertext were destroyed at the end of its retention period;
+// its subject is the exchange, its digests name what became unreadable
+// (the SHA-256 of each payload, as the exchange's earlier records name
+// them), so that every proof about the exchange still verifies while the
+// payloads themselves are gone. KeyDestroyed: a key-encryption key of the
+// HSM was destroyed once every data key it wrapped was past retention;
+// its subject is the key's label, and from then on no copy of the store
+// (a backup) can be decrypted either.
+const (
+	PayloadDestroyed EventType = "payload.destroyed"
+	KeyDestroyed     EventType = "key.destroyed"
+)
+
 // Actor is a party to an event, named by its certificate.
 type Actor struct {
 	Role        string   // "sender", "recipient", "operator", "tsa"...

@@ -33,12 +33,13 @@ var idleTransfer = 30 * time.Second
 const maxPartHeader = 16 << 10
 
 type exchangeHandlers struct {
-	x   *middleoffice.Exchanges
-	pol *middleoffice.Policy
+	x       *middleoffice.Exchanges
+	pol     *middleoffice.Policy
+	uploads *middleoffice.Uploads
 }
 
-func registerExchanges(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice.Policy, x *middleoffice.Exchanges) {
-	h := &exchangeHandlers{x: x, pol: pol}
+func registerExchanges(v1 *http.ServeMux, m *metrics, e *edge, pol *middleoffice.Policy, x *middleoffice.Exchanges, uploads *middleoffice.Uploads) {
+	h := &exchangeHandlers{x: x, pol: pol, uploads: uploads}
 	submit := operation{name: "exchange: submission", outcome: "the submission was not accepted; send it again (with the same Idempotency-Key)"}
 	read := operation{name: "exchange: read"}
 	ack := operation{name: "exchange: acknowledgment", outcome: "the acknowledgment may not have been recorded; read the exchange to see"}
@@ -120,12 +121,24 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	// The declared sizes bound the rest of the body (the service refuses
 	// sizes over its limits before it reads a document).
 	limited.left = maxPartHeader
-	for _, d := range m.Documents {
+	last := -1 // the last document that comes as a part
+	for i, d := range m.Documents {
+		if d.Upload != "" {
+			continue
+		}
+		last = i
 		// Saturating: a size the service will refuse may be near MaxInt64.
 		limited.left = min(limited.left+min(d.Size, 1<<50)+maxPartHeader, 1<<56)
 	}
-	docs := &partSource{mr: mr, form: form, n: len(m.Documents)}
+	if last < 0 {
+		// Every document is an upload: the body ends after the manifest.
+		if _, err := mr.NextPart(); !errors.Is(err, io.EOF) {
+			return refuseManifest(raw, "every document names an upload, yet a part follows the manifest")
+		}
+	}
+	docs := &partSource{mr: mr, form: form, last: last, uploads: h.uploads, sender: sender, manifest: m.Documents}
 	s, err := h.x.Submit(r.Context(), sender, m, docs)
+	docs.release(err == nil && !s.Replayed)
 	if err != nil {
 		return err
 	}
@@ -173,10 +186,26 @@ func partError(err error) string {
 type partSource struct {
 	mr   *multipart.Reader
 	form bool
-	n    int
+	last int // the index of the last document that is a part; -1: none
+
+	uploads  *middleoffice.Uploads
+	sender   *middleoffice.Principal
+	manifest []middleoffice.Document // as sent: the uploads they name (the service keeps none)
+	taken    []func(accepted bool)
 }
 
-func (s *partSource) Document(_ context.Context, i int, _ middleoffice.Document) (io.Reader, error) {
+// release gives back the uploads the submission read: removed when the
+// exchange was accepted (their content is now its envelopes).
+func (s *partSource) release(accepted bool) {
+	for _, done := range s.taken {
+		done(accepted)
+	}
+}
+
+func (s *partSource) Document(ctx context.Context, i int, d middleoffice.Document) (io.Reader, error) {
+	if i < len(s.manifest) && s.manifest[i].Upload != "" {
+		return s.upload(ctx, i, s.manifest[i])
+	}
 	p, err := s.mr.NextPart()
 	if err != nil {
 		return nil, fmt.Errorf("document %d: %s", i, partError(err))
@@ -184,10 +213,33 @@ func (s *partSource) Document(_ context.Context, i int, _ middleoffice.Document)
 	if s.form && p.FormName() != api.DocumentPart {
 		return nil, fmt.Errorf("document %d: the part is %q, not %q", i, p.FormName(), api.DocumentPart)
 	}
-	if i < s.n-1 {
+	if i < s.last {
 		return p, nil
 	}
 	return &lastPart{p: p, mr: s.mr}, nil
+}
+
+// upload is document i's content from the sender's upload it names.
+func (s *partSource) upload(ctx context.Context, i int, d middleoffice.Document) (io.Reader, error) {
+	if s.uploads == nil {
+		return nil, fmt.Errorf("document %d: this node keeps no uploads", i)
+	}
+	up, content, done, err := s.uploads.Take(ctx, s.sender, d.Upload)
+	switch {
+	case errors.Is(err, middleoffice.ErrUploadNotFound):
+		return nil, fmt.Errorf("document %d: no upload %q of this partner (expired, or submitted already)", i, d.Upload)
+	case errors.Is(err, middleoffice.ErrUploadIncomplete):
+		return nil, fmt.Errorf("document %d: the upload %q holds %d of its %d bytes: finish it first", i, d.Upload, up.Offset, up.Size)
+	case errors.Is(err, middleoffice.ErrUploadBusy):
+		return nil, fmt.Errorf("document %d: the upload %q is in use by another request", i, d.Upload)
+	case err != nil:
+		return nil, err
+	}
+	s.taken = append(s.taken, done)
+	if up.Size != d.Size || up.SHA256 != d.SHA256 {
+		return nil, fmt.Errorf("document %d: the upload %q was declared %d bytes of SHA-256 %s, not the document's %d bytes of %s", i, d.Upload, up.Size, up.SHA256, d.Size, d.SHA256)
+	}
+	return content, nil
 }
 
 // lastPart is the last document's part: at its end, the body must end too.

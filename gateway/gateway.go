@@ -99,6 +99,9 @@ type Options struct {
 	// Exchanges is the exchange service: /v1/exchanges, /v1/inbox (with
 	// Policy). nil: no exchange routes.
 	Exchanges *middleoffice.Exchanges
+	// Uploads are the resumable uploads of large documents (/v1/uploads),
+	// which submissions name; nil: none.
+	Uploads *middleoffice.Uploads
 
 	// MaxInFlight bounds the requests one partner-facing listener serves
 	// at once (listen.max_in_flight); more are answered 503 with
@@ -195,7 +198,10 @@ func NewAPIHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 		registerPartners(v1, m, e, pol, middleoffice.NewAdmin(opts.Policy))
 	}
 	if opts.Exchanges != nil {
-		registerExchanges(v1, m, e, pol, opts.Exchanges)
+		registerExchanges(v1, m, e, pol, opts.Exchanges, opts.Uploads)
+		if opts.Uploads != nil {
+			registerUploads(v1, m, e, pol, opts.Exchanges, opts.Uploads)
+		}
 	}
 	if opts.Validator != nil {
 		v1.Handle("POST /v1/validations", m.instrument("/v1/validations", e.handle(operation{name: "certvalidation"}, (&validationEndpoint{v: opts.Validator}).serve)))

@@ -100,6 +100,12 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 		p.Errors = fieldErrors(me.Faults)
 		return p, 0
 	}
+	if oe, ok := errors.AsType[*middleoffice.OffsetError](err); ok {
+		return api.NewProblem(api.TypeUploadOffset, fmt.Sprintf("the upload is at offset %d (Upload-Offset), not %d: resume from there", oe.Offset, oe.Got)), 0
+	}
+	if ue, ok := errors.AsType[*middleoffice.UploadError](err); ok {
+		return api.NewProblem(api.TypeInvalidRequest, ue.Reason), 0
+	}
 	if ae, ok := errors.AsType[*middleoffice.AckError](err); ok {
 		return api.NewProblem(api.TypeInvalidAcknowledgment, ae.Reason), 0
 	}
@@ -149,6 +155,12 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 	case errors.Is(err, middleoffice.ErrExchangeNotFound):
 		// The same answer for "no such exchange" and "not yours".
 		return api.NewProblem(api.TypeUnknownExchange, "no exchange "+quote(r.PathValue("id"))+" for this client"), 0
+	case errors.Is(err, middleoffice.ErrShredded):
+		return api.NewProblem(api.TypeShredded, "the retention period of this dossier ended: its content was destroyed (crypto-shredding); its status and proofs remain"), 0
+	case errors.Is(err, middleoffice.ErrUploadNotFound):
+		return api.NewProblem(api.TypeUnknownUpload, "no upload "+quote(r.PathValue("id"))+" for this client (or it expired)"), 0
+	case errors.Is(err, middleoffice.ErrUploadBusy):
+		return api.NewProblem(api.TypeUploadInUse, "another request appends to the upload, or submits it: try again once it is done"), 0
 	case errors.Is(err, middleoffice.ErrAlreadyAcknowledged):
 		return api.NewProblem(api.TypeAlreadyAcknowledged, "the exchange was answered already, with another acknowledgment; read it with GET /v1/exchanges/{id}"), 0
 	case errors.Is(err, middleoffice.ErrNoEvidence):

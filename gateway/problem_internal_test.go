@@ -80,6 +80,11 @@ func TestProblemFor(t *testing.T) {
 		{"unreachable", &middleoffice.RejectedError{Reason: middleoffice.ReasonUnreachable, Detail: "partner-b has no encryption certificate"}, api.TypeRecipientUnreachable, "", "encryption certificate", nil},
 		{"bad ack", &middleoffice.AckError{Reason: "the signed acknowledgment is not a CMS SignedData"}, api.TypeInvalidAcknowledgment, "", "not a CMS SignedData", nil},
 		{"already acknowledged", middleoffice.ErrAlreadyAcknowledged, api.TypeAlreadyAcknowledged, "", "answered already", nil},
+		{"unknown upload", middleoffice.ErrUploadNotFound, api.TypeUnknownUpload, "", "no upload", nil},
+		{"upload offset", &middleoffice.OffsetError{Offset: 1024, Got: 0}, api.TypeUploadOffset, "", "at offset 1024", nil},
+		{"upload busy", middleoffice.ErrUploadBusy, api.TypeUploadInUse, "", "another request", nil},
+		{"upload refused", &middleoffice.UploadError{Reason: "size: -1 is not between 0 and 10 bytes"}, api.TypeInvalidRequest, "", "size: -1", nil},
+		{"shredded", middleoffice.ErrShredded, api.TypeShredded, "", "destroyed", nil},
 		{"unknown exchange", middleoffice.ErrExchangeNotFound, api.TypeUnknownExchange, "", "for this client", nil},
 	} {
 		covered[tc.want] = true

@@ -242,3 +242,10 @@ func (c *faultyP11) Decrypt(sh pkcs11.SessionHandle, in []byte) ([]byte, error) 
 	}
 	return c.p11.Decrypt(sh, in)
 }
+
+func (c *faultyP11) DestroyObject(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle) error {
+	if err := c.f.check("DestroyObject"); err != nil {
+		return err
+	}
+	return c.p11.DestroyObject(sh, o)
+}

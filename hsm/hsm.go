@@ -85,6 +85,24 @@
 // reference counts by every KeyStore and by [InitToken], and finalised when
 // its last user closes: PKCS#11 allows one C_Initialize per application.
 //
+// # Destroying keys
+//
+// [KeyStore.DestroyKey] destroys a key pair for good (C_DestroyObject on both
+// halves, in a read/write session): crypto-shredding, where the destruction of
+// a key-encryption key makes what it wrapped unreadable, relies on it. A key
+// handed out before keeps failing afterwards with ErrKeyNotFound, without
+// touching the token, and leaves the keys a recovery looks for: a destroyed key
+// is never taken for a key gone with its token (which would make the KeyStore
+// re-initialise the module and report itself unavailable). A KeyStore of
+// another process that had handed the key out too sees it gone with its
+// token at its next use of it: destroy only keys no other node still uses.
+// What a token keeps
+// of a destroyed object, in its own backups or its storage, is the token's
+// business: SoftHSM2 unlinks the object's file. A software key's file is
+// overwritten with zeros, synced, and removed; on a copy-on-write or
+// flash file system the old blocks may survive, which is one more reason for
+// software keys to be a fallback only.
+//
 // # Software keys
 //
 // Without a module, keys are PKCS#8 PEM files KEY_DIR/LABEL.key of mode 0600,
@@ -214,18 +232,18 @@ func (c Config) readPIN() (string, error) {
 	if c.PINEnv != "" {
 		pin, ok := os.LookupEnv(c.PINEnv)
 		if !ok || pin == "" {
-			return "", fmt.Errorf("hsm: pin_env: environment variable %s is not set", c.PINEnv)
+			return "", fmt.Errorf("hsm: pin_env: environment variable %s is not set (export it with the token's user PIN, or give hsm.pin_file)", c.PINEnv)
 		}
 		return pin, nil
 	}
 	data, err := os.ReadFile(c.PINFile)
 	if err != nil {
 		// The *PathError names the file only.
-		return "", fmt.Errorf("hsm: pin_file: %w", err)
+		return "", fmt.Errorf("hsm: pin_file: %w (write the token's user PIN in it, mode 0600; pec init makes one for a development token)", err)
 	}
 	pin := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
 	if pin == "" {
-		return "", fmt.Errorf("hsm: pin_file: %s is empty", c.PINFile)
+		return "", fmt.Errorf("hsm: pin_file: %s is empty (write the token's user PIN in it)", c.PINFile)
 	}
 	return pin, nil
 }
@@ -273,6 +291,13 @@ type KeyStore interface {
 	// GenerateKey makes a new key pair labelled label. The error wraps
 	// ErrKeyExists if a key already has the label.
 	GenerateKey(ctx context.Context, label string, kt KeyType) (crypto.Signer, error)
+	// DestroyKey destroys the key pair labelled label: both halves on a
+	// token, the key file of software keys. The error wraps ErrKeyNotFound
+	// if there is none. The keys handed out for the label stop working:
+	// their calls fail with an error wrapping ErrKeyNotFound, and a
+	// recovery does not look for them (see "Destroying keys" in the
+	// package doc).
+	DestroyKey(ctx context.Context, label string) error
 	// Ready returns nil while the keys can be used, and an error wrapping
 	// ErrUnavailable, naming the token or the keys handed out that are
 	// missing, while they cannot: a readiness check (/readyz). It may ask

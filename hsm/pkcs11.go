@@ -45,6 +45,7 @@ type p11 interface {
 	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
 	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
 	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
+	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
 }
 
 var _ p11 = (*pkcs11.Ctx)(nil)
@@ -151,12 +152,12 @@ func acquireModule(ctx context.Context, path, conf string) (*module, error) {
 	if m == nil {
 		if strings.ContainsRune(path, '/') {
 			if _, err := os.Stat(path); err != nil {
-				return nil, fmt.Errorf("hsm: PKCS#11 module: %w", err)
+				return nil, fmt.Errorf("hsm: PKCS#11 module: %w (install it, SoftHSM2: apt-get install softhsm2, or correct hsm.module)", err)
 			}
 		}
 		ctx := pkcs11.New(path)
 		if ctx == nil {
-			return nil, fmt.Errorf("hsm: PKCS#11 module %s: cannot be loaded (not a PKCS#11 library, or built for another architecture)", path)
+			return nil, fmt.Errorf("hsm: PKCS#11 module %s: cannot be loaded (not a PKCS#11 library, or built for another architecture: check hsm.module)", path)
 		}
 		// The library stays loaded for the life of the process, even once
 		// finalised: unloading and reloading a library that links OpenSSL
@@ -176,6 +177,10 @@ func acquireModule(ctx context.Context, path, conf string) (*module, error) {
 			}
 		}
 		if err := m.initialize(); err != nil {
+			if conf != "" && errors.Is(err, pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)) {
+				// SoftHSM2's answer to a configuration it cannot use.
+				return nil, fmt.Errorf("%w (SoftHSM2 says so when %s, hsm.softhsm2_conf, cannot be read or names a directories.tokendir that is missing or unreadable)", err, conf)
+			}
 			return nil, err
 		}
 	} else if conf != "" && filepath.Clean(conf) != filepath.Clean(m.conf) {
@@ -302,9 +307,11 @@ func findToken(p p11, sel tokenSelector) (slot uint, serial string, err error) {
 		if len(seen) > 0 {
 			tokens = strings.Join(seen, ", ")
 		}
-		return 0, "", fmt.Errorf("hsm: no %s (tokens present: %s)", sel, tokens)
+		// What to check: the selector in pec.yaml, and for SoftHSM2 the
+		// token directory its configuration names.
+		return 0, "", fmt.Errorf("hsm: no %s (tokens present: %s): check hsm.token_label and hsm.token_serial; with SoftHSM2, the directories.tokendir of hsm.softhsm2_conf (softhsm2-util --show-slots lists the tokens it finds)", sel, tokens)
 	}
-	return 0, "", fmt.Errorf("hsm: %d tokens match %s (serials %s): select one by token_serial", len(found), sel, strings.Join(serials, ", "))
+	return 0, "", fmt.Errorf("hsm: %d tokens match %s (serials %s): select one with hsm.token_serial", len(found), sel, strings.Join(serials, ", "))
 }
 
 // login logs the user in. CKR_USER_ALREADY_LOGGED_IN is success: another
@@ -322,9 +329,9 @@ func login(p p11, sh pkcs11.SessionHandle, pin string) (already bool, err error)
 func loginError(sel tokenSelector, err error) error {
 	switch {
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)):
-		return fmt.Errorf("hsm: log in to %s: wrong PIN: %w", sel, err)
+		return fmt.Errorf("hsm: log in to %s: wrong PIN: %w (check the user PIN in hsm.pin_file or hsm.pin_env; each wrong try counts towards locking the token)", sel, err)
 	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)):
-		return fmt.Errorf("hsm: log in to %s: PIN locked: %w", sel, err)
+		return fmt.Errorf("hsm: log in to %s: PIN locked: %w (the security officer must unlock it: softhsm2-util or the HSM vendor's tool)", sel, err)
 	}
 	return fmt.Errorf("hsm: log in to %s: %w", sel, err)
 }

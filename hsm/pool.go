@@ -180,6 +180,9 @@ func (s *tokenStore) try(ctx context.Context, k *Key, fn func(pkcs11.SessionHand
 		return view{}, o.err
 	}
 	if k != nil {
+		if k.destroyed.Load() {
+			return view{}, destroyedError(k.label)
+		}
 		if o := k.gone.Load(); o != nil {
 			return view{}, o.err
 		}

@@ -29,6 +29,9 @@ type Key struct {
 	h       atomic.Pointer[keyHandle]
 	gone    atomic.Pointer[outage] // not on the token since a recovery
 	observe prometheus.Observer
+
+	// destroyed: by DestroyKey; calls fail at once, recoveries skip it.
+	destroyed atomic.Bool
 }
 
 var (

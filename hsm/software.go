@@ -246,6 +246,8 @@ type softKey struct {
 	label   string
 	priv    crypto.Signer // *rsa.PrivateKey or *ecdsa.PrivateKey
 	observe prometheus.Observer
+	// destroyed: by DestroyKey; the key fails from then on.
+	destroyed atomic.Bool
 }
 
 var (
@@ -264,6 +266,9 @@ func (k *softKey) Public() crypto.PublicKey { return k.priv.Public() }
 func (k *softKey) Sign(random io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if k.store.closed.Load() {
 		return nil, errClosed
+	}
+	if k.destroyed.Load() {
+		return nil, fmt.Errorf("hsm: sign: %w", destroyedError(k.label))
 	}
 	if _, err := checkDigest(digest, opts); err != nil {
 		k.store.met.errors.WithLabelValues("sign").Inc()
@@ -291,6 +296,9 @@ func (k *softKey) Sign(random io.Reader, digest []byte, opts crypto.SignerOpts) 
 func (k *softKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	if k.store.closed.Load() {
 		return nil, errClosed
+	}
+	if k.destroyed.Load() {
+		return nil, fmt.Errorf("hsm: decrypt: %w", destroyedError(k.label))
 	}
 	priv, ok := k.priv.(*rsa.PrivateKey)
 	if !ok {

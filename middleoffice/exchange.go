@@ -57,6 +57,9 @@ type ExchangeConfig struct {
 	// PushTimeout bounds one push to a recipient's webhook, documents
 	// included, and one notification to a sender; 0: 5m.
 	PushTimeout time.Duration `yaml:"push_timeout"`
+	// Retention is how long each procedure's dossiers are kept before
+	// their payloads are destroyed (crypto-shredding, see AtRest).
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // MaxDocumentsLimit bounds ExchangeConfig.MaxDocuments: the
@@ -98,15 +101,24 @@ func (c ExchangeConfig) Validate() error {
 	if c.MaxDocuments < 0 || c.MaxDocuments > MaxDocumentsLimit {
 		errs = append(errs, fmt.Errorf("exchange.max_documents: %d is not between 1 and %d (0: 64)", c.MaxDocuments, MaxDocumentsLimit))
 	}
-	if c.MaxDocumentSize < 0 || c.MaxDossierSize < 0 {
-		errs = append(errs, errors.New("exchange.max_document_size, max_dossier_size: not negative"))
+	if c.MaxDocumentSize < 0 {
+		errs = append(errs, errors.New("exchange.max_document_size: not negative"))
+	}
+	if c.MaxDossierSize < 0 {
+		errs = append(errs, errors.New("exchange.max_dossier_size: not negative"))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Workers < 0 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("exchange.workers: %d is not between 1 and 256 (0: 2)", c.Workers))
 	}
-	for name, d := range map[string]time.Duration{"poll_interval": c.PollInterval, "retry_delay": c.RetryDelay, "max_retry_delay": c.MaxRetryDelay, "step_timeout": c.StepTimeout, "dead_letter_after": c.DeadLetterAfter, "push_timeout": c.PushTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("exchange.%s: not negative", name))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"poll_interval", c.PollInterval}, {"retry_delay", c.RetryDelay}, {"max_retry_delay", c.MaxRetryDelay}, {"step_timeout", c.StepTimeout}, {"dead_letter_after", c.DeadLetterAfter}, {"push_timeout", c.PushTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("exchange.%s: not negative", d.name))
 		}
 	}
 	return errors.Join(errs...)
@@ -138,6 +150,10 @@ type Document struct {
 	// certvalidation's documentSigning purpose) before the submission is
 	// accepted; they travel in the sealed manifest to the recipient.
 	Signatures [][]byte `json:"signatures,omitempty"`
+	// Upload, in a submission, names a complete resumable upload of the
+	// sender (POST /v1/uploads) that holds the content, instead of a part
+	// of the submission's body; it is not kept in the exchange.
+	Upload string `json:"upload,omitempty"`
 }
 
 // Limits of a manifest's fields (the configuration's limits come on top).
@@ -192,6 +208,16 @@ func (m Manifest) normalized() Manifest {
 	return m
 }
 
+// withoutUploads is m without its documents' upload ids: how the content
+// came is the transport's, not the dossier's (the DocumentSource has
+// read them).
+func (m Manifest) withoutUploads() Manifest {
+	for i := range m.Documents {
+		m.Documents[i].Upload = ""
+	}
+	return m
+}
+
 // Validate checks the manifest's syntax (the limits of the configuration
 // are the service's); the error is a *ManifestError.
 func (m Manifest) Validate() error {
@@ -242,6 +268,9 @@ func (m Manifest) Validate() error {
 		}
 		if d.Size < 0 {
 			fault("%s.size: negative", at)
+		}
+		if d.Upload != "" && !uploadIDSyntax.MatchString(d.Upload) {
+			fault("%s.upload: %q is not an upload id", at, d.Upload)
 		}
 		if len(d.Signatures) > maxSignatures {
 			fault("%s.signatures: at most %d", at, maxSignatures)

@@ -262,11 +262,20 @@ func (e *exchangeEnv) records(subject string) []*evidence.Record {
 		}
 	}
 	ctx := context.Background()
-	if err := e.logStore.Records(ctx, 0, func(_ uint64, r *proof.StoredRecord) error { add(r.Data); return nil }); err != nil && !errors.Is(err, proof.ErrNotFound) {
-		t.Fatal(err)
-	}
+	// The unsealed records first; then, once no tree is pending
+	// (integrated, its checkpoint not signed yet: a seal interval at
+	// most), the sealed ones: a record is in one of the two reads, or in
+	// both (deduplicated).
 	unsealed, err := e.logStore.Unsealed(ctx, 1<<20)
 	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := e.logStore.Pending(ctx); errors.Is(err, proof.ErrNotFound) {
+			break
+		}
+	}
+	if err := e.logStore.Records(ctx, 0, func(_ uint64, r *proof.StoredRecord) error { add(r.Data); return nil }); err != nil && !errors.Is(err, proof.ErrNotFound) {
 		t.Fatal(err)
 	}
 	for _, r := range unsealed {

@@ -125,11 +125,15 @@ func TestExchangeEndToEnd(t *testing.T) {
 	if err != nil || st.State != middleoffice.StateAccepted {
 		t.Fatalf("Status before processing: %+v, %v", st, err)
 	}
-	if _, err := e.x.Fetch(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+	// To b it is on its way (try again); to c it does not exist.
+	if _, err := e.x.Fetch(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrNotSealedYet) {
 		t.Errorf("b fetches before delivery: %v", err)
 	}
-	if _, err := e.x.Status(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+	if _, err := e.x.Status(ctx, b.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrNotSealedYet) {
 		t.Errorf("b reads the status before delivery: %v", err)
+	}
+	if _, err := e.x.Status(ctx, c.principal, sub.Exchange); !errors.Is(err, middleoffice.ErrExchangeNotFound) {
+		t.Errorf("c reads the status: %v", err)
 	}
 
 	// A retry with the same key: the same exchange and receipt; the

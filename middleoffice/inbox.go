@@ -40,8 +40,12 @@ func party(p *Principal, ex *Exchange, asSender, asRecipient bool) bool {
 	if asSender && ex.Sender == p.ID() && ex.State != StatePending {
 		return true
 	}
-	// A dead letter never reached its recipient.
-	delivered := !slices.Contains([]State{StatePending, StateAccepted, StateDeadLetter}, ex.State)
+	// A dead letter never reached its recipient; a shredded exchange did
+	// if it was delivered first.
+	delivered := !slices.Contains([]State{StatePending, StateAccepted, StateDeadLetter, StateShredded}, ex.State)
+	if ex.State == StateShredded {
+		_, delivered = ex.event(evidence.Delivered)
+	}
 	return asRecipient && ex.Recipient == p.ID() && delivered
 }
 
@@ -54,15 +58,23 @@ func (x *Exchanges) visible(ctx context.Context, p *Principal, id string, asSend
 		return nil, err
 	}
 	if !party(p, ex, asSender, asRecipient) {
-		if asRecipient && ex.State == StateAccepted && party(p, &Exchange{Recipient: ex.Recipient, State: StateDelivered}, false, true) {
+		if asRecipient && ex.State == StateAccepted && !pushing(ex) && party(p, &Exchange{Recipient: ex.Recipient, State: StateDelivered}, false, true) {
 			// Its recipient, a moment before the queue delivers it (the
 			// submission answered, the seal not made yet): try again,
-			// rather than "no such exchange" to the one it is for.
+			// rather than "no such exchange" to the one it is for. (A
+			// sealed exchange still accepted is being pushed to a
+			// webhook: not for the pull API.)
 			return nil, ErrNotSealedYet
 		}
 		return nil, ErrExchangeNotFound
 	}
 	return ex, nil
+}
+
+// pushing reports whether a channel has tried to push ex already.
+func pushing(ex *Exchange) bool {
+	_, failed := ex.event(evidence.DeliveryAttemptFailed)
+	return failed
 }
 
 // forRecipient is the exchange as its recipient sees it: without the
@@ -156,8 +168,11 @@ func (x *Exchanges) fetch(ctx context.Context, recipient *Principal, id string) 
 	if err != nil {
 		return nil, err
 	}
-	if ex.State == StateExpired {
+	switch ex.State {
+	case StateExpired:
 		return nil, ErrExpired
+	case StateShredded:
+		return nil, ErrShredded
 	}
 	seal, _, manifest, err := x.readSeal(ctx, ex)
 	if err != nil {
@@ -213,6 +228,9 @@ func (x *Exchanges) Seal(ctx context.Context, p *Principal, id string) ([]byte, 
 	ex, err := x.visible(ctx, p, id, true, true)
 	if err != nil {
 		return nil, err
+	}
+	if ex.State == StateShredded {
+		return nil, ErrShredded
 	}
 	if ex.Seal == nil {
 		return nil, ErrNotSealedYet
@@ -300,8 +318,11 @@ func (x *Exchanges) Ack(ctx context.Context, recipient *Principal, id string, a 
 	case !validText(a.Reject, maxReason, true):
 		return nil, &AckError{Reason: fmt.Sprintf("the reason: at most %d bytes of text without control characters", maxReason)}
 	}
-	if ex.State == StateExpired {
+	switch ex.State {
+	case StateExpired:
 		return nil, ErrExpired
+	case StateShredded:
+		return nil, ErrShredded
 	}
 	ackSum := sha256.Sum256(a.Signed)
 	if ex.State == StateAcknowledged || ex.State == StateRefused {

@@ -172,8 +172,11 @@ func (c Config) Validate() error {
 				p.Certificates[j] = CertificateRule{Fingerprint: strings.Repeat("0", 64)}
 			}
 		}
-		if err := p.validate(at + "."); err != nil {
-			errs = append(errs, err)
+		// One fault a line, each with its path: pec.yaml points at its line.
+		if ie, ok := errors.AsType[*InvalidError](p.validate(at + ".")); ok {
+			for _, f := range ie.Faults {
+				errs = append(errs, errors.New(f))
+			}
 		}
 		if ids[p.ID] {
 			errs = append(errs, fmt.Errorf("%s.id: %q is used by another partner", at, p.ID))

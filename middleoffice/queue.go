@@ -153,6 +153,10 @@ func (x *Exchanges) process(ctx context.Context, job *Job) error {
 		return x.notify(ctx, job)
 	case JobExpire:
 		return x.expire(ctx, job)
+	case JobShred:
+		return x.shred(ctx, job)
+	case JobDestroyKEK:
+		return x.destroyKEK(ctx, job)
 	default:
 		return fmt.Errorf("middleoffice: job %s: unknown kind %q", job.ID, job.Kind)
 	}

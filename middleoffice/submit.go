@@ -120,6 +120,10 @@ func NewExchanges(cfg ExchangeConfig, store ExchangeStore, policy *Policy, ev ev
 	return x, nil
 }
 
+// MaxDocumentSize is the largest document the service takes (the
+// exchange section's max_document_size).
+func (x *Exchanges) MaxDocumentSize() int64 { return x.cfg.MaxDocumentSize }
+
 // DocumentSource gives the contents of a submission's documents:
 // Document is called once per document of the manifest, in order, and
 // its reader is read up to the declared size (and one byte more, to see
@@ -207,7 +211,7 @@ func (x *Exchanges) submit(ctx context.Context, sender *Principal, m Manifest, d
 		return nil, errors.New("middleoffice: a submission needs the sender's principal")
 	}
 	now := x.now().UTC()
-	s := &submission{x: x, id: evidence.NewID(now), sender: sender, m: m.normalized(), now: now}
+	s := &submission{x: x, id: evidence.NewID(now), sender: sender, m: m.normalized().withoutUploads(), now: now}
 	m = s.m
 	if err := m.Validate(); err != nil {
 		return nil, s.reject(ctx, ReasonInvalidManifest, err.Error(), err)

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"go.yaml.in/yaml/v3"
+	"slices"
 
 	"pec/certvalidation"
 	"pec/gateway"
@@ -117,41 +115,44 @@ func (l *ListenConfig) addr(name string) *string {
 	return nil
 }
 
-// LoadConfig reads pec.yaml strictly: unknown fields, a second document and
-// trailing content are errors, as are the faults each section's Validate
-// finds. Relative paths are resolved against the file's directory.
+// LoadConfig reads pec.yaml strictly and reports every fault of the file at
+// once, as a *ConfigError, each fault with its line: a YAML syntax error
+// (alone: nothing after it can be read), unknown fields (with the nearest
+// known name), values of the wrong type, the faults of each section's
+// Validate, and the files and directories it names that are missing or
+// unusable. Nothing is opened: no key, no store. Relative paths are
+// resolved against the file's directory.
 func LoadConfig(path string) (*File, error) {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: no such file (pec init --dir DIR writes the pec.yaml of a development node)", path)
+	} else if err != nil {
 		return nil, err
 	}
-	cfg, err := parseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	cfg, doc, faults, fatal := decodeConfig(data)
+	if !fatal {
+		cfg.path = path
+		cfg.resolvePaths(filepath.Dir(path))
+		faults = append(faults, placeFaults(doc, cfg.Validate(), faults)...)
+		faults = append(faults, placeFaults(doc, cfg.checkFiles(), faults)...)
 	}
-	cfg.path = path
-	cfg.resolvePaths(filepath.Dir(path))
-	if err := cfg.Validate(); err != nil {
-		return nil, prefixLines(filepath.Base(path), err)
+	if len(faults) > 0 {
+		slices.SortStableFunc(faults, func(a, b ConfigFault) int {
+			return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+		})
+		return nil, &ConfigError{File: path, Faults: faults}
 	}
 	return cfg, nil
 }
 
+// parseConfig decodes pec.yaml (syntax, fields, types) without validating
+// it.
 func parseConfig(data []byte) (*File, error) {
-	var cfg File
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty configuration")
-		}
-		return nil, err
+	cfg, _, faults, _ := decodeConfig(data)
+	if len(faults) > 0 {
+		return nil, &ConfigError{File: "pec.yaml", Faults: faults}
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("trailing content after the configuration document")
-	}
-	return &cfg, nil
+	return cfg, nil
 }
 
 // Validate reports every fault of the file at once.
@@ -250,13 +251,4 @@ func (f *File) resolvePaths(dir string) {
 		// The rollback guard is never off: by default, beside the data.
 		f.Proof.CheckpointFile = filepath.Join(f.DataDir, "proof-checkpoint")
 	}
-}
-
-// prefixLines puts "pec.yaml: " before each fault, one per line.
-func prefixLines(prefix string, err error) error {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + ": " + l
-	}
-	return errors.New(strings.Join(lines, "\n"))
 }

@@ -14,6 +14,7 @@ import (
 	"pec/hsm"
 	"pec/internal/devca"
 	"pec/internal/devpki"
+	"pec/internal/lifecycle"
 	"pec/proof"
 )
 
@@ -24,7 +25,7 @@ import (
 // time-stamp load. Each issuance and revocation of `pec ca` is appended to
 // plog (when the node keeps an evidence log) as soon as the state file
 // shows it. Without a devca section h is returned as it is.
-func withDevCA(ctx context.Context, cfg *File, keys hsm.KeyStore, plog *proof.Log, h http.Handler, log *slog.Logger, reg prometheus.Registerer, n *node) (http.Handler, error) {
+func withDevCA(ctx context.Context, cfg *File, keys hsm.KeyStore, plog *proof.Log, h http.Handler, log *slog.Logger, reg prometheus.Registerer, life *lifecycle.Group) (http.Handler, error) {
 	if !cfg.DevCA.Configured() {
 		return h, nil
 	}
@@ -46,14 +47,14 @@ func withDevCA(ctx context.Context, cfg *File, keys hsm.KeyStore, plog *proof.Lo
 		log.Warn("development CA: the certificates name devca.url, which is not the tsa listener: relying parties will not reach this node's CRL and OCSP responder",
 			"url", cfg.DevCA.URL, "tsa", cfg.Listen.TSA)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Run(runCtx)
-	}()
-	// Stopped before the evidence log closes (closers run in reverse).
-	n.onClose(func() error { cancel(); <-done; return nil })
+	// A component started after the evidence log's sequencer: stopped
+	// before it, so that its last records are sealed.
+	if err := life.Start(ctx, &lifecycle.Runner{ComponentName: "development CA", Run: func(ctx context.Context) error {
+		r.Run(ctx)
+		return nil
+	}}); err != nil {
+		return nil, err
+	}
 	log.Info("development CA: serving its CRL and OCSP responder", "crl", cfg.DevCA.CRLURL(), "ocsp", cfg.DevCA.OCSPURL())
 
 	mux := http.NewServeMux()

@@ -74,6 +74,7 @@ func newExchangeSendCommand() *cobra.Command {
 		docType, key, receipt, mtFlag string
 		retries                       int
 		sign                          bool
+		uploadAbove, chunk            int64
 	)
 	cmd := &cobra.Command{
 		Use:   "send --api URL --cert C.pem --key C.key [--roots ROOT.pem] --to PARTNER --procedure P FILE...",
@@ -115,6 +116,17 @@ A submission that fails on the way (the node unavailable, a lost connection) is 
 			if key == "" {
 				key = randomKey()
 			}
+			// Large files go first as resumable uploads, so that a cut
+			// connection costs a chunk, not the whole dossier.
+			for i, f := range files {
+				if m.Documents[i].Size > uploadAbove {
+					id, err := uploadFile(cmd.Context(), c, f, m.Documents[i], chunk, retries, cmd.ErrOrStderr())
+					if err != nil {
+						return exchangeError(err)
+					}
+					m.Documents[i].Upload = id
+				}
+			}
 			s, err := submitWithRetries(cmd.Context(), c, m, key, files, retries, cmd.ErrOrStderr())
 			if err != nil {
 				return exchangeError(err)
@@ -139,6 +151,8 @@ A submission that fails on the way (the node unavailable, a lost connection) is 
 	fl.StringVar(&key, "idempotency-key", "", "the submission's idempotency key (default: a random one, kept across retries)")
 	fl.StringVar(&receipt, "receipt", "", "save the acknowledgment of receipt (DER CMS) to FILE")
 	fl.BoolVar(&sign, "sign", false, "sign each file with --cert and --key (a detached CMS signature, checked by the node, in the sealed manifest for the recipient)")
+	fl.Int64Var(&uploadAbove, "upload-above", 64<<20, "send files larger than this many bytes as resumable uploads first")
+	fl.Int64Var(&chunk, "chunk-size", 16<<20, "bytes per request of a resumable upload")
 	fl.IntVar(&retries, "retries", 3, "send again this many times when the node is unavailable or the connection fails")
 	return cmd
 }
@@ -277,16 +291,60 @@ func retryable(err error) bool {
 }
 
 func submitFiles(ctx context.Context, c *api.Client, m middleoffice.Manifest, key string, files []string) (*api.Submission, error) {
-	uploads := make([]api.Upload, len(files))
+	var uploads []api.Upload
 	for i, path := range files {
+		if m.Documents[i].Upload != "" {
+			continue // uploaded beforehand
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, inputError(err)
 		}
 		defer f.Close()
-		uploads[i] = api.Upload{Name: m.Documents[i].Name, Content: f}
+		uploads = append(uploads, api.Upload{Name: m.Documents[i].Name, Content: f})
 	}
 	return c.Submit(ctx, m, key, uploads)
+}
+
+// uploadFile sends path as a resumable upload, chunk bytes per request;
+// after a failed request it asks the node where the upload stands and
+// goes on from there, up to retries times in a row.
+func uploadFile(ctx context.Context, c *api.Client, path string, d middleoffice.Document, chunk int64, retries int, stderr io.Writer) (string, error) {
+	if chunk <= 0 {
+		return "", inputError(errors.New("--chunk-size: must be positive"))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", inputError(err)
+	}
+	defer f.Close()
+	up, err := c.CreateUpload(ctx, d.Size, d.SHA256)
+	if err != nil {
+		return "", err
+	}
+	failures := 0
+	for up.Offset < up.Size {
+		n := min(chunk, up.Size-up.Offset)
+		next, err := c.AppendUpload(ctx, up.ID, up.Offset, io.NewSectionReader(f, up.Offset, n), n)
+		if err == nil {
+			up, failures = next, 0
+			continue
+		}
+		if failures++; failures > retries || ctx.Err() != nil || !retryable(err) && !offsetMismatch(err) {
+			return "", err
+		}
+		fmt.Fprintf(stderr, "pec exchange send: upload of %s: %v; resuming\n", d.Name, err)
+		time.Sleep(time.Duration(failures) * time.Second)
+		if up, err = c.UploadStatus(ctx, up.ID); err != nil {
+			return "", err
+		}
+	}
+	return up.ID, nil
+}
+
+func offsetMismatch(err error) bool {
+	e, ok := errors.AsType[*api.Error](err)
+	return ok && e.Problem.Type == api.TypeUploadOffset
 }
 
 func newExchangeInboxCommand() *cobra.Command {
@@ -397,6 +455,26 @@ in DIR are not overwritten without --force. It prints the documents written, one
 			verifier, err := sealVerifier(conn.roots)
 			if err != nil {
 				return err
+			}
+			// The seal first (reading it records nothing): what the
+			// documents are called, so that a file of DIR in the way is
+			// told before the retrieval is recorded.
+			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
+			if err != nil {
+				return exchangeError(err)
+			}
+			content, err := verifySeal(verifier, seal)
+			if err != nil {
+				return err
+			}
+			var sm middleoffice.SealedManifest
+			if err := json.Unmarshal(content, &sm); err != nil {
+				return failure(fmt.Errorf("the seal's content is not a sealed manifest: %w", err))
+			}
+			for _, d := range sm.Manifest.Documents {
+				if _, err := os.Stat(filepath.Join(dir, d.Name)); err == nil && !force {
+					return inputError(fmt.Errorf("%s exists (--force overwrites it)", filepath.Join(dir, d.Name)))
+				}
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return inputError(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -43,7 +44,21 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 		return nil, failure(err)
 	}
 	n.onClose(store.Close)
-	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, store, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
+	// Every payload encrypted at rest under its exchange's data key,
+	// wrapped by a key of the HSM per retention period and month:
+	// destroyed at the end of the retention (crypto-shredding).
+	atRest, err := middleoffice.NewAtRest(store, keys, cfg.Exchange.Retention, middleoffice.AtRestOptions{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		// This month's and next month's keys made ahead, so that no
+		// submission waits for a key generation (seconds for RSA-3072).
+		if err := atRest.PrepareKEKs(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			log.Warn("exchange: the at-rest keys could not be made ahead; the first submission of the month makes them", "err", err)
+		}
+	}()
+	return middleoffice.NewExchanges(cfg.Exchange.ExchangeConfig, atRest, pol, plog, p.Signer(), middleoffice.ExchangeOptions{
 		Logger: log, Registry: reg, AckVerifier: verifier, Webhook: webhook,
 	})
 }
@@ -78,17 +93,4 @@ func webhookClient(ctx context.Context, cfg *File, keys hsm.KeyStore) (*http.Cli
 		}
 	}
 	return middleoffice.NewWebhookClient(tcfg), nil
-}
-
-// runExchanges runs the work queue until ctx ends; done is closed once
-// every worker stopped.
-func runExchanges(ctx context.Context, x *middleoffice.Exchanges, log *slog.Logger) (done chan struct{}) {
-	done = make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := x.Run(ctx); err != nil {
-			log.Error("exchange: work queue stopped", "err", err)
-		}
-	}()
-	return done
 }

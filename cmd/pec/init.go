@@ -49,19 +49,34 @@ var devClients = []struct{ name, org, role string }{
 const defaultCAURL = "http://127.0.0.1:8318"
 
 func newInitCommand() *cobra.Command {
-	var opts initOptions
+	var (
+		opts    initOptions
+		join    joinOptions
+		listens []string
+	)
 	cmd := &cobra.Command{
-		Use:   "init --dir DIR",
-		Short: "Create a development node: PKI, HSM keys, and a commented pec.yaml",
+		Use:   "init --dir DIR | init --join DIR --dir NEWDIR [--node-id N] [--listen NAME=HOST:PORT]...",
+		Short: "Create a development node (PKI, HSM keys, a commented pec.yaml), or another node of a platform",
 		Long: `init writes DIR/pec.yaml, a development root CA (DIR/pki/root-ca.pem), the TSA and
 TLS certificates, and client certificates for partner-a, partner-b, auditor and admin
 (DIR/pki/clients/NAME.pem and NAME.key). Keys of the node go into a SoftHSM2 token under
 DIR/hsm when softhsm2 is installed, into PKCS#8 files under DIR/keys otherwise. The token's
-PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is left as it is.`,
+PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is left as it is.
+
+With --join DIR, init makes NEWDIR another node of DIR's platform, whose evidence log must be
+on PostgreSQL (proof.postgres_url_env): NEWDIR/pec.yaml is DIR's with its own tsa.node_id (the
+next free one of the platform's list of nodes, or --node-id), data directory and listen
+addresses (DIR's ports plus 10 per node id, or --listen), and no devca section (the
+development CA stays DIR's). The certificates of DIR/pki are copied; the keys are shared: the
+same PKCS#11 token (for SoftHSM2, the token directory of DIR's softhsm2.conf), or copies of
+software keys. The ids handed out are listed in the first node's directory (DIR/nodes).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.dir == "" {
 				return &exitError{code: exitUsage, err: usageMistake{errors.New("--dir is required")}}
+			}
+			if join.from != "" || cmd.Flags().Changed("node-id") || len(listens) > 0 {
+				return runJoin(cmd, opts, join, listens)
 			}
 			if err := initNode(cmd.Context(), opts, cmd.OutOrStdout()); err != nil {
 				return err
@@ -73,7 +88,34 @@ PIN is in DIR/hsm/pin (mode 0600). A directory that already holds pec.yaml is le
 	cmd.Flags().StringVar(&opts.module, "module", "", "PKCS#11 module for a new SoftHSM2 token (default: "+softHSMModule+" when installed)")
 	cmd.Flags().BoolVar(&opts.softwareKeys, "software-keys", false, "keep keys in PKCS#8 files even when SoftHSM2 is installed")
 	cmd.Flags().StringVar(&opts.caURL, "ca-url", defaultCAURL, "http://HOST:PORT of the tsa listener, where the certificates say the CRL and OCSP responder of the development CA are")
+	cmd.Flags().StringVar(&join.from, "join", "", "make --dir another node of the platform of this node's directory")
+	cmd.Flags().IntVar(&join.nodeID, "node-id", -1, "with --join: the new node's tsa.node_id (default: the next free one)")
+	cmd.Flags().StringArrayVar(&listens, "listen", nil, "with --join: NAME=HOST:PORT, the new node's address of service NAME (tsa, api, ops, web, smtp)")
 	return cmd
+}
+
+// runJoin checks the flags of init --join and runs it (join.go).
+func runJoin(cmd *cobra.Command, opts initOptions, join joinOptions, listens []string) error {
+	mistake := func(format string, args ...any) error {
+		return &exitError{code: exitUsage, err: usageMistake{fmt.Errorf(format, args...)}}
+	}
+	if join.from == "" {
+		return mistake("--node-id and --listen go with --join DIR")
+	}
+	for _, f := range []string{"module", "software-keys", "ca-url"} {
+		if cmd.Flags().Changed(f) {
+			return mistake("--%s does not go with --join: the new node takes the keys and the CA of %s", f, join.from)
+		}
+	}
+	if cmd.Flags().Changed("node-id") && (join.nodeID < 0 || join.nodeID > 0xffff) {
+		return mistake("--node-id %d: not within 0-65535", join.nodeID)
+	}
+	var err error
+	if join.listens, err = parseListens(listens); err != nil {
+		return err
+	}
+	join.dir = opts.dir
+	return joinNode(cmd.Context(), join, cmd.OutOrStdout())
 }
 
 type initOptions struct {

@@ -50,21 +50,57 @@ func failure(err error) error { return &exitError{code: exitFailure, err: err} }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdin, stdout, stderr)
+	failuresExit1(root) // after every AddCommand
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "pec: %v\n", err)
+	if ce, ok := errors.AsType[*ConfigError](err); ok {
+		// "pec.yaml:12: listen.max_in_flight: ...", one fault a line, as
+		// compilers print them: the file is the prefix.
+		fmt.Fprintln(stderr, ce.Error())
+	} else {
+		fmt.Fprintf(stderr, "pec: %v\n", err)
+	}
 	if e, ok := errors.AsType[*exitError](err); ok {
 		if e.code == exitUsage && isUsageMistake(err) {
 			fmt.Fprintf(stderr, "usage: %s\n", cmd.UseLine())
 		}
 		return e.code
 	}
-	// Cobra's own errors: an unknown command or flag, a missing argument.
+	// Cobra's own errors: an unknown command, a missing argument, a
+	// required flag. The commands' own failures are exitErrors (see
+	// failuresExit1): they never print a usage line.
 	fmt.Fprintf(stderr, "usage: %s\n", cmd.UseLine())
 	return exitUsage
+}
+
+// failuresExit1 makes an error that a command returns without an exit
+// status a failure (exit 1, no usage line), in cmd and its subcommands:
+// a runtime failure (a port in use, a node already running, a refused
+// request) is not a mistake in the command line. Usage and input errors
+// say so (usageError, inputError); cobra's own errors do not come through
+// RunE.
+func failuresExit1(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		failuresExit1(c)
+	}
+	wrap := func(f func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+		if f == nil {
+			return nil
+		}
+		return func(c *cobra.Command, a []string) error {
+			err := f(c, a)
+			if _, ok := errors.AsType[*exitError](err); err != nil && !ok {
+				return failure(err)
+			}
+			return err
+		}
+	}
+	cmd.RunE = wrap(cmd.RunE)
+	cmd.PreRunE = wrap(cmd.PreRunE)
+	cmd.PostRunE = wrap(cmd.PostRunE)
 }
 
 type usageMistake struct{ error }

@@ -6,6 +6,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,15 +29,8 @@ func TestDevDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.resolvePaths(t.TempDir())
-	dir, err := middleoffice.Open(context.Background(), cfg.Directory, nil, middleoffice.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := middleoffice.NewPolicy(dir, middleoffice.Rules{SignProfiles: middleoffice.SignRules(cfg.Signing), Auditors: cfg.Proof.Auditors})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmp := t.TempDir()
+	cfg.resolvePaths(tmp)
 	now := time.Now()
 	key := func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -45,6 +40,23 @@ func TestDevDirectory(t *testing.T) {
 		return k
 	}
 	ca, err := devpki.NewRootCA(key(), "PEC development root CA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The partners' encryption certificates, as pec init writes them.
+	if err := os.MkdirAll(filepath.Join(tmp, "pki", "clients"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"partner-a", "partner-b"} {
+		if err := issueEncryption(ca, filepath.Join(tmp, "pki", "clients", name), name, "Partner", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := middleoffice.Open(context.Background(), cfg.Directory, nil, middleoffice.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := middleoffice.NewPolicy(dir, middleoffice.Rules{SignProfiles: middleoffice.SignRules(cfg.Signing), Auditors: cfg.Proof.Auditors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +81,8 @@ func TestDevDirectory(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"partner-a", "partner-b"} {
-		if p, _ := dir.Partner(id); p.Channel.Type != middleoffice.ChannelPull {
-			t.Errorf("%s: channel %q", id, p.Channel.Type)
+		if p, _ := dir.Partner(id); p.Channel.Type != middleoffice.ChannelPull || len(p.EncryptionCertificate) == 0 {
+			t.Errorf("%s: channel %q, %d bytes of encryption certificate", id, p.Channel.Type, len(p.EncryptionCertificate))
 		}
 	}
 	if pr := dir.Resolve(forged); pr.Partner != nil {

@@ -224,6 +224,11 @@ func proofConfig(path string) (*File, error) {
 	if !cfg.Proof.Configured() {
 		return nil, usageError("%s: no proof section: this node keeps no evidence log", path)
 	}
+	if cfg.Proof.PostgresURLEnv == "" {
+		if err := nodeStopped(cfg.DataDir, "this command opens the embedded evidence log, which the node holds: stop the node first"); err != nil {
+			return nil, failure(err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -575,6 +580,9 @@ func newProofAuditCommand() *cobra.Command {
 				return failure(errors.New(oneLine(err.Error())))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "audit: %d records, %d tree heads: the store checks\n", rep.Records, rep.Heads)
+			if rep.Pending > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records integrated into a tree whose signed head is not stored yet (the next start signs exactly that tree)\n", rep.Pending)
+			}
 			if rep.Unsealed > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "audit: %d more records durable, not yet sealed (the next start seals them)\n", rep.Unsealed)
 			}
@@ -596,7 +604,7 @@ func openProof(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa
 	}
 	key, err := keys.Signer(ctx, cfg.Proof.KeyLabel)
 	if err != nil {
-		return nil, fmt.Errorf("proof.key_label %q: %w", cfg.Proof.KeyLabel, err)
+		return nil, keyError("proof.key_label", cfg.Proof.KeyLabel, err)
 	}
 	chain, err := devpki.LoadCertsPEM(cfg.Proof.CertFile)
 	if err != nil || len(chain) == 0 {

@@ -25,6 +25,7 @@ import (
 	"pec/gateway"
 	"pec/hsm"
 	"pec/internal/devpki"
+	"pec/internal/lifecycle"
 	"pec/middleoffice"
 	"pec/proof"
 	"pec/tsa"
@@ -140,8 +141,18 @@ func (n *node) close(log *slog.Logger) {
 	}
 }
 
-// serve runs the node until ctx is cancelled, then shuts the listeners down
-// gracefully (requests under way finish, for at most 15 s).
+// stopTimeout bounds a node's stop: the requests under way, the queue's
+// jobs in flight, the last seal.
+const stopTimeout = 30 * time.Second
+
+// serve runs the node until ctx is cancelled or one of its components
+// fails. Its long-running parts are components of one lifecycle
+// (internal/lifecycle): the clock guard, the evidence log's sequencer, the
+// development CA, the exchange's queue workers, then the listeners; they
+// stop in the reverse order — the listeners finish the requests under
+// way, the queue finishes its jobs in flight or hands them back, the log
+// seals what waits — within stopTimeout, before the stores and the keys
+// close.
 func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	setServingProcs()
@@ -150,9 +161,25 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 
 	var n node
 	defer n.close(log)
+	life := lifecycle.New(log)
+	defer func() {
+		// Before the stores and keys close (deferred after n.close: run
+		// first).
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+		defer cancel()
+		if err := life.Stop(stopCtx); err != nil {
+			log.Warn("stop", "err", err)
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	// One node per data directory, told before any key or store opens.
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
 		return err
 	}
+	n.onClose(unlock)
 
 	if _, err := applyKeyState(cfg); err != nil { // keystate.go: the current generation of each key
 		return inputError(err)
@@ -167,7 +194,13 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	go clock.Run(ctx)
+	if err := life.Start(ctx, &lifecycle.Runner{ComponentName: "tsa clock guard", Run: func(ctx context.Context) error {
+		clock.Run(ctx) // returns at once when it has no NTP server to watch
+		<-ctx.Done()
+		return nil
+	}}); err != nil {
+		return err
+	}
 
 	// The log time-stamps its checkpoints with the authority, which knows
 	// nothing of the log; clients get tokens from the same authority
@@ -177,6 +210,12 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		// A rolled-back, forked or damaged store is refused: exit 1,
 		// the sizes and roots named.
 		return failure(err)
+	}
+	if plog != nil {
+		// The sequencer runs since Open; stopping it seals what waits.
+		if err := life.Start(ctx, lifecycle.Func{ComponentName: "evidence log sequencer", OnStop: func(context.Context) error { return plog.Close() }}); err != nil {
+			return err
+		}
 	}
 	served := authority
 	gopts := gateway.Options{
@@ -220,20 +259,23 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		return err
 	}
 	if gopts.Exchanges != nil {
+		if gopts.Uploads, err = middleoffice.OpenUploads(filepath.Join(cfg.DataDir, "uploads"), 0, nil); err != nil {
+			return err
+		}
+	}
+	if gopts.Exchanges != nil {
 		// The queue stops after the listeners: requests under way finish
-		// their steps first.
-		qctx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
-		queueDone := runExchanges(qctx, gopts.Exchanges, log)
-		defer func() { stopQueue(); <-queueDone }()
+		// their steps first; its jobs in flight finish or go back.
+		if err := life.Start(ctx, &lifecycle.Runner{ComponentName: "exchange queue", Run: gopts.Exchanges.Run}); err != nil {
+			return err
+		}
 	}
 
-	var servers []*http.Server
 	var lines []string
-	errc := make(chan error, 3)
 	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("listen %s on %s: %w", name, addr, err)
+			return listenError(name, addr, err)
 		}
 		srv := &http.Server{
 			Handler:           handler,
@@ -250,13 +292,24 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 			scheme = "https"
 			ln = tls.NewListener(ln, tlsCfg)
 		}
-		servers = append(servers, srv)
 		lines = append(lines, fmt.Sprintf("  %-4s %s://%s%s", name, scheme, ln.Addr(), path))
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s listener: %w", name, err)
-			}
-		}()
+		err = life.Start(ctx, lifecycle.Func{
+			ComponentName: name + " listener",
+			OnStart: func(context.Context) error {
+				go func() {
+					if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+						life.Fail(fmt.Errorf("%s listener: %w", name, err))
+					}
+				}()
+				return nil
+			},
+			// The requests under way finish; new ones are refused.
+			OnStop: srv.Shutdown,
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
 		log.Info("listening", "service", name, "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 		return nil
 	}
@@ -277,7 +330,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	if cfg.Listen.TSA != "" {
 		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)
-		if h, err = withDevCA(ctx, cfg, keys, plog, h, log, reg, &n); err != nil { // devca.go
+		if h, err = withDevCA(ctx, cfg, keys, plog, h, log, reg, life); err != nil { // devca.go
 			return err
 		}
 		var tcfg *tls.Config
@@ -322,15 +375,8 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case runErr = <-errc:
-		log.Error("listener failed", "err", runErr)
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(shutdownCtx); err != nil {
-			log.Warn("shutdown", "err", err)
-		}
+	case runErr = <-life.Failed():
+		log.Error("a component failed: stopping the node", "err", runErr)
 	}
 	return runErr
 }
@@ -359,7 +405,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 	}
 	signer, err := keys.Signer(ctx, cfg.TSA.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tsa.key_label %q: %w", cfg.TSA.KeyLabel, err)
+		return nil, nil, keyError("tsa.key_label", cfg.TSA.KeyLabel, err)
 	}
 	serials, err := tsa.OpenFileSerials(cfg.TSA.SerialFile, cfg.TSA.NodeID)
 	if err != nil {
@@ -380,7 +426,7 @@ func openTSA(ctx context.Context, cfg *File, keys hsm.KeyStore, log *slog.Logger
 		Logger: log, Registry: reg, Clock: clock, Recorder: journal,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (tsa.cert_file %s, tsa.key_label %q)", err, cfg.TSA.CertFile, cfg.TSA.KeyLabel)
 	}
 	return authority, clock, nil
 }
@@ -394,7 +440,7 @@ func loadTLS(ctx context.Context, cfg *File, keys hsm.KeyStore) (server, api *tl
 	}
 	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+		return nil, nil, keyError("tls.key_label", cfg.TLS.KeyLabel, err)
 	}
 	server, err = gateway.ServerTLSConfig(chain, key, nil)
 	if err != nil {

@@ -124,6 +124,9 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ap
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if err := nodeStopped(cfg.DataDir, "sign through it (pec sign --api URL --cert C.pem --key C.key), or stop it first"); err != nil {
+		return nil, failure(err)
+	}
 	if _, err := applyKeyState(cfg); err != nil { // keystate.go
 		return nil, inputError(err)
 	}

@@ -88,6 +88,13 @@ type AckRequest struct {
 	Reject string `json:"reject,omitempty"`
 }
 
+// UploadRequest is the body of POST /v1/uploads: the document's declared
+// size and SHA-256 (hexadecimal), as its manifest will declare them.
+type UploadRequest struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
 // Upload is a document of a submission, in the manifest's order.
 type Upload struct {
 	Name    string // the part's file name
@@ -266,4 +273,31 @@ func (c *Client) decode(req *http.Request, out any, want ...int) (*http.Response
 		return nil, fmt.Errorf("%w: %v", ErrUnexpected, err)
 	}
 	return resp, nil
+}
+
+// CreateUpload is POST /v1/uploads: a resumable upload of size bytes of
+// SHA-256 sum (hexadecimal).
+func (c *Client) CreateUpload(ctx context.Context, size int64, sum string) (*middleoffice.Upload, error) {
+	return call[middleoffice.Upload](ctx, c, http.MethodPost, "/v1/uploads", MediaJSON, UploadRequest{Size: size, SHA256: sum})
+}
+
+// UploadStatus is GET /v1/uploads/{id}: where the upload stands.
+func (c *Client) UploadStatus(ctx context.Context, id string) (*middleoffice.Upload, error) {
+	return call[middleoffice.Upload](ctx, c, http.MethodGet, "/v1/uploads/"+url.PathEscape(id), "", nil)
+}
+
+// AppendUpload is PATCH /v1/uploads/{id}: n bytes of r at offset.
+func (c *Client) AppendUpload(ctx context.Context, id string, offset int64, r io.Reader, n int64) (*middleoffice.Upload, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.base+"/v1/uploads/"+url.PathEscape(id), io.LimitReader(r, n))
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	req.Header.Set("Upload-Offset", strconv.FormatInt(offset, 10))
+	var out middleoffice.Upload
+	if _, err := c.decode(req, &out, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

@@ -51,7 +51,11 @@ const (
 	TypeUnknownPartner   ProblemType = ProblemPrefix + "unknown-partner"
 	TypeUnknownProof     ProblemType = ProblemPrefix + "unknown-proof"
 	TypeUnknownExchange  ProblemType = ProblemPrefix + "unknown-exchange"
+	TypeUnknownUpload    ProblemType = ProblemPrefix + "unknown-upload"
+	TypeUploadOffset     ProblemType = ProblemPrefix + "upload-offset-mismatch"
+	TypeUploadInUse      ProblemType = ProblemPrefix + "upload-in-use"
 	TypeMethodNotAllowed ProblemType = ProblemPrefix + "method-not-allowed"
+	TypeShredded         ProblemType = ProblemPrefix + "shredded"
 	TypePartnerExists    ProblemType = ProblemPrefix + "partner-exists"
 	TypePartnerConflict  ProblemType = ProblemPrefix + "partner-conflict"
 
@@ -99,7 +103,11 @@ var problemTypes = []ProblemInfo{
 	{TypeUnknownPartner, http.StatusNotFound, "No such partner", false},
 	{TypeUnknownProof, http.StatusNotFound, "No such proof for this client", false},
 	{TypeUnknownExchange, http.StatusNotFound, "No such exchange for this client", false},
+	{TypeUnknownUpload, http.StatusNotFound, "No such upload for this client", false},
+	{TypeUploadOffset, http.StatusConflict, "The upload is at another offset", false},
+	{TypeUploadInUse, http.StatusConflict, "The upload is in use by another request", false},
 	{TypeMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed on this resource", false},
+	{TypeShredded, http.StatusGone, "The dossier's content is destroyed", false},
 	{TypePartnerExists, http.StatusConflict, "A partner with this id exists", false},
 	{TypePartnerConflict, http.StatusConflict, "The partner's certificates are another partner's", false},
 	{TypeInternal, http.StatusInternalServerError, "Internal failure", false},

@@ -123,11 +123,13 @@ func (ca *CA) IssueServer(pub crypto.PublicKey, dnsNames []string, ips []net.IP,
 		cn = dnsNames[0]
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: cn, Organization: []string{"PEC development"}},
-		NotBefore:   now.Add(-backdate),
-		NotAfter:    now.Add(LeafValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:   pkix.Name{CommonName: cn, Organization: []string{"PEC development"}},
+		NotBefore: now.Add(-backdate),
+		NotAfter:  now.Add(LeafValidity),
+		KeyUsage:  x509.KeyUsageDigitalSignature,
+		// clientAuth too: the node authenticates with it to the partners'
+		// webhook endpoints (mutual TLS).
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:    dnsNames,
 		IPAddresses: ips,
 	}

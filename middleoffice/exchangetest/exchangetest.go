@@ -45,6 +45,8 @@ func RunStore(t *testing.T, f Factory) {
 		{"JobsOfAStep", testJobsOfAStep},
 		{"Done", testDone},
 		{"DeadLetterAndExpiry", testDeadLetterAndExpiry},
+		{"Shredded", testShredded},
+		{"LifecycleJobs", testLifecycleJobs},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t, f.New)) })
 	}
@@ -669,5 +671,95 @@ func testDeadLetterAndExpiry(t *testing.T, s middleoffice.ExchangeStore) {
 	}
 	if jobs, _ := s.Jobs(ctx); len(jobs) != 0 {
 		t.Errorf("jobs left: %+v", jobs)
+	}
+}
+
+// testShredded: a step to StateShredded takes an exchange out of its
+// recipient's inbox, from any state it applies to; the exchange, its
+// events and its idempotency key stay, its payloads go.
+func testShredded(t *testing.T, s middleoffice.ExchangeStore) {
+	ctx := t.Context()
+	shreddable := []middleoffice.State{middleoffice.StateAccepted, middleoffice.StateDelivered, middleoffice.StateRetrieved,
+		middleoffice.StateAcknowledged, middleoffice.StateRefused, middleoffice.StateDeadLetter, middleoffice.StateExpired}
+	deliver(t, s, "x1", "b")
+	mustDo(t, s, Step("x1", "r1", evidence.Retrieved, []middleoffice.State{middleoffice.StateDelivered}, middleoffice.StateRetrieved))
+	mustDo(t, s, CreateStep(NewExchange("x2", "a", "b", "k2"))) // accepted, never delivered
+	for _, id := range []string{"x1", "x2"} {
+		w, err := s.CreatePayload(ctx, id, "document-0.p7m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("envelope"))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		st := Step(id, id+"-destroyed", evidence.PayloadDestroyed, shreddable, middleoffice.StateShredded)
+		if err := s.Prepare(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemovePayloads(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, id, st.Event.EvidenceID); err != nil {
+			t.Fatal(err)
+		}
+		ex := mustExchange(t, s, id)
+		if ex.State != middleoffice.StateShredded || ex.Events[len(ex.Events)-1].Type != evidence.PayloadDestroyed || ex.Manifest.Procedure != "dossier" {
+			t.Errorf("%s shredded: state %s, events %+v", id, ex.State, ex.Events)
+		}
+		if _, err := s.OpenPayload(ctx, id, "document-0.p7m"); !errors.Is(err, middleoffice.ErrPayloadNotFound) {
+			t.Errorf("%s: a payload after the shredding: %v", id, err)
+		}
+	}
+	if list, err := s.Inbox(ctx, "b", "", 10); err != nil || len(list) != 0 {
+		t.Errorf("Inbox(b) after the shredding: %d, %v", len(list), err)
+	}
+	if id, err := s.ByIdempotencyKey(ctx, "a", "k2"); err != nil || id != "x2" {
+		t.Errorf("the idempotency key of a shredded exchange: %q, %v", id, err)
+	}
+	if err := s.Prepare(ctx, Step("x1", "again", evidence.PayloadDestroyed, shreddable, middleoffice.StateShredded)); !errors.Is(err, middleoffice.ErrStateChanged) {
+		t.Errorf("shredding twice: %v, want ErrStateChanged", err)
+	}
+}
+
+// testLifecycleJobs: the jobs of the retention lifecycle, among them one
+// that names no exchange (a key's destruction), enqueued by several
+// exchanges under one id: one job, due when said.
+func testLifecycleJobs(t *testing.T, s middleoffice.ExchangeStore) {
+	ctx := t.Context()
+	kek := &middleoffice.Job{ID: "destroy-kek-pec-atrest-30d-202611", Kind: middleoffice.JobDestroyKEK, NotBefore: t0.Add(36 * 24 * time.Hour)}
+	for i, id := range []string{"x1", "x2"} {
+		st := CreateStep(NewExchange(id, "a", "b", ""))
+		st.Enqueue = append(st.Enqueue,
+			&middleoffice.Job{ID: id + "-shred", Kind: middleoffice.JobShred, Exchange: id, NotBefore: t0.Add(time.Duration(30+i) * 24 * time.Hour)},
+			kek)
+		mustDo(t, s, st)
+	}
+	jobs, err := s.Jobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 5 {
+		t.Fatalf("%d jobs, want 2 process, 2 shred, 1 KEK", len(jobs))
+	}
+	var got []string
+	for {
+		j, err := s.Claim(ctx, t0.Add(40*24*time.Hour), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j == nil {
+			break
+		}
+		got = append(got, j.ID)
+		if j.Kind == middleoffice.JobDestroyKEK && (j.Exchange != "" || !j.NotBefore.Equal(kek.NotBefore)) {
+			t.Errorf("the KEK job back: %+v", j)
+		}
+		if err := s.Done(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"x1-process", "x2-process", "x1-shred", "x2-shred", kek.ID}; !slices.Equal(got, want) {
+		t.Errorf("claimed %v, want %v", got, want)
 	}
 }

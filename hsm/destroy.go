@@ -1,0 +1,135 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/miekg/pkcs11"
+)
+
+// destroyedError is what a key handed out fails with once destroyed.
+func destroyedError(label string) error {
+	return fmt.Errorf("%w: %q was destroyed", ErrKeyNotFound, label)
+}
+
+// DestroyKey implements KeyStore: both halves of the key pair, in a
+// read/write session (token objects cannot be destroyed in a read-only
+// one: CKR_SESSION_READ_ONLY).
+func (s *tokenStore) DestroyKey(ctx context.Context, label string) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	// Against a GenerateKey of the same label under way.
+	s.genMu.Lock()
+	defer s.genMu.Unlock()
+	destroyed := false // by an attempt that a fault cut short afterwards (CloseSession)
+	err := s.do(ctx, nil, func(sh pkcs11.SessionHandle, st *tokenState) error {
+		priv, pub, err := findKeyPair(s.p, sh, label, nil)
+		if errors.Is(err, ErrKeyNotFound) {
+			if destroyed {
+				return nil
+			}
+			// As in key: a token that is going finds nothing either.
+			if _, terr := s.p.GetTokenInfo(st.slot); classify(terr) != faultNone {
+				return fmt.Errorf("hsm: read the token's information: %w", terr)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		rw, err := s.p.OpenSession(st.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			return err
+		}
+		defer s.p.CloseSession(rw)
+		if err := s.p.DestroyObject(rw, priv); err != nil {
+			return err
+		}
+		destroyed = true
+		if pub != 0 {
+			// The public half reveals nothing: a failure is only logged,
+			// and the destruction not tried again for it.
+			if err := s.p.DestroyObject(rw, pub); err != nil {
+				s.log.WarnContext(ctx, "hsm: destroy key: the public key object is left", "key_label", label, "err", err)
+			}
+		}
+		return nil
+	})
+	if destroyed {
+		// The private key is gone whatever became of the public half.
+		s.forget(label)
+	}
+	if errors.Is(err, ErrKeyNotFound) {
+		return fmt.Errorf("%w: %q", ErrKeyNotFound, label)
+	}
+	if err != nil {
+		return fmt.Errorf("hsm: destroy key %q: %w", label, err)
+	}
+	s.log.Info("hsm: key destroyed", "key_label", label)
+	return nil
+}
+
+// forget marks the key handed out for label destroyed and drops it from
+// the keys that recoveries find again.
+func (s *tokenStore) forget(label string) {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if k := s.keys[label]; k != nil {
+		k.destroyed.Store(true)
+		delete(s.keys, label)
+	}
+}
+
+// DestroyKey implements KeyStore: the key file is overwritten with zeros,
+// synced and removed, and its directory synced.
+func (s *softStore) DestroyKey(ctx context.Context, label string) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if err := validLabel(label); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := s.path(label)
+	if err := overwrite(path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %q", ErrKeyNotFound, label)
+		}
+		return fmt.Errorf("hsm: destroy key %q: %w", label, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("hsm: destroy key %q: %w", label, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	if k := s.keys[label]; k != nil {
+		k.destroyed.Store(true)
+		delete(s.keys, label)
+	}
+	s.log.Info("hsm: key destroyed", "key_label", label)
+	return nil
+}
+
+// overwrite writes zeros over the file at path, in place, and syncs it.
+func overwrite(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(make([]byte, fi.Size()), 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
