@@ -79,8 +79,11 @@ func reloads(ts *testscript.TestScript, url string) map[string]float64 {
 }
 
 // childServes are the pids of this process's children running `pec serve`
-// with arg among their arguments.
+// with arg among their arguments, in this script's directory (the
+// scripts run in parallel, as children of one process).
 func childServes(ts *testscript.TestScript, arg string) []int {
+	work, err := filepath.EvalSymlinks(ts.Getenv("WORK"))
+	ts.Check(err)
 	entries, err := os.ReadDir("/proc")
 	ts.Check(err)
 	self := os.Getpid()
@@ -104,7 +107,8 @@ func childServes(ts *testscript.TestScript, arg string) []int {
 			continue
 		}
 		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if slices.Contains(argv, "serve") && slices.Contains(argv, arg) {
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err == nil && cwd == work && slices.Contains(argv, "serve") && slices.Contains(argv, arg) {
 			pids = append(pids, pid)
 		}
 	}
