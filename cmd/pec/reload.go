@@ -169,13 +169,13 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 	}
 	slots := []string{slot}
 	var old *x509.Certificate
+	absent := ""
 	switch {
 	case slot == "tsa":
 		old, err = rl.r.tsa.Rotate(key, chain)
+	case slot == "proof" && rl.r.log == nil:
+		absent = "the node keeps no evidence log"
 	case slot == "proof":
-		if rl.r.log == nil {
-			return nil, errors.New("the node keeps no evidence log")
-		}
 		if !proof.IsEvidenceLogCertificate(chain[0]) || !samePublic(key.Public(), chain[0].PublicKey) {
 			return nil, errors.New("not an evidence log certificate of the key")
 		}
@@ -184,15 +184,13 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 		if err = rl.r.logCerts.Rotate(chain); err == nil {
 			err = rl.r.log.Rotate(key)
 		}
+	case slot == "tls" && rl.tlsCert == nil:
+		absent = "no listener serves TLS"
 	case slot == "tls":
-		if rl.tlsCert == nil {
-			return nil, errors.New("no TLS listener")
-		}
 		old, err = rl.tlsCert.Set(chain, key)
+	case strings.HasPrefix(slot, "signing/") && rl.r.signing == nil:
+		absent = "no signature service"
 	case strings.HasPrefix(slot, "signing/"):
-		if rl.r.signing == nil {
-			return nil, errors.New("no signature service")
-		}
 		profiles := g.Profiles
 		if len(profiles) == 0 {
 			profiles = []string{strings.TrimPrefix(slot, "signing/")}
@@ -207,6 +205,13 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 	}
 	if err != nil {
 		return nil, err
+	}
+	if absent != "" {
+		// Nothing serves with this key now; the node opens it at its
+		// next start (the key and certificate were checked above).
+		rl.live[slot] = g.Label
+		rl.log.Info("keys: not in use by this node ("+absent+"); taken at its next start", "key", slot, "key_label", g.Label)
+		return slots, nil
 	}
 	for _, s := range slots {
 		rl.live[s] = g.Label
