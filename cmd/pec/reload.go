@@ -97,12 +97,14 @@ func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-stop: // the node closes, whatever ctx says (a listener that failed)
 				return
 			case <-hup:
 				if err := rl.reload(ctx); err != nil {
@@ -114,7 +116,7 @@ func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable
 			}
 		}
 	}()
-	n.onClose(func() error { signal.Stop(hup); <-done; return nil })
+	n.onClose(func() error { signal.Stop(hup); close(stop); <-done; return nil })
 	return nil
 }
 
