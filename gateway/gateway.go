@@ -127,6 +127,13 @@ func (o Options) logger() *slog.Logger {
 	return o.Logger
 }
 
+func (o Options) logCerts() *proof.LogCerts {
+	if o.Proofs == nil {
+		return nil
+	}
+	return o.Proofs.Export.LogCerts
+}
+
 func (o Options) log() *proof.Log {
 	if o.Proofs == nil {
 		return nil
@@ -162,7 +169,7 @@ func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Han
 	mux := http.NewServeMux()
 	m := newMetrics(opts.Registry, "tsa")
 	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: e.log, failures: e.failures}))
-	registerTlog(mux, m, e, opts.log())
+	registerTlog(mux, m, e, opts.log(), opts.logCerts())
 	registerProbes(mux, opts.Ready)
 	return limitInFlight(problemRoutes(mux), opts.MaxInFlight, m)
 }

@@ -26,6 +26,7 @@ var tsaRoutes = map[string]string{
 	"GET /checkpoints/{name}": "/checkpoints/{size}",
 	"GET /tile/":              "/tile/",
 	"GET /proof/consistency":  "/proof/consistency",
+	"GET /log-certificates":   "/log-certificates",
 }
 
 // registeredRoutes are the patterns the package's source gives to

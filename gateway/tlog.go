@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +23,7 @@ import (
 //	GET /checkpoints/{size}.tst           its RFC 3161 TimeStampToken (DER) on SHA-256 of the note
 //	GET /tile/<L>/<N>[.p/<W>]             hash tiles (c2sp.org/tlog-tiles); tile/entries/... is 404
 //	GET /proof/consistency?old=A&new=B    the RFC 9162 section 2.1.4 consistency proof, JSON
+//	GET /log-certificates                 the certificates of the log's checkpoint keys, PEM
 //
 // A monitor reads /checkpoint, then the token of that checkpoint's size:
 // both name one sealed head, so a head sealed in between does not mix two
@@ -30,19 +33,49 @@ import (
 
 // tlogPublisher serves the published log from the node's evidence log.
 type tlogPublisher struct {
-	log *proof.Log
+	log   *proof.Log
+	certs *proof.LogCerts // nil: none published
 }
 
-func registerTlog(mux *http.ServeMux, m *metrics, e *edge, log *proof.Log) {
+func registerTlog(mux *http.ServeMux, m *metrics, e *edge, log *proof.Log, certs *proof.LogCerts) {
 	if log == nil {
 		return
 	}
-	p := &tlogPublisher{log: log}
+	p := &tlogPublisher{log: log, certs: certs}
 	op := operation{name: "tlog"}
 	mux.Handle("GET /checkpoint", m.instrument("/checkpoint", e.handle(op, p.checkpoint)))
 	mux.Handle("GET /checkpoints/{name}", m.instrument("/checkpoints/{size}", e.handle(op, p.checkpointAt)))
 	mux.Handle("GET /tile/", m.instrument("/tile/", e.handle(op, p.tile)))
 	mux.Handle("GET /proof/consistency", m.instrument("/proof/consistency", e.handle(op, p.consistency)))
+	mux.Handle("GET /log-certificates", m.instrument("/log-certificates", e.handle(op, p.logCertificates)))
+}
+
+// logCertificates serves the certificates of the log's checkpoint keys,
+// the current key's first, then those of the keys rotated out, each
+// followed by its chain (every certificate once): a monitor that meets a
+// checkpoint signed by a key it does not know finds the key's
+// certificate here, and trusts it only if it chains to its own roots.
+func (p *tlogPublisher) logCertificates(w http.ResponseWriter, r *http.Request) error {
+	var chains [][]*x509.Certificate
+	if p.certs != nil {
+		chains = p.certs.Chains()
+	}
+	if len(chains) == 0 {
+		return refuse(api.TypeNotFound, "this node publishes no log certificates")
+	}
+	var out []byte
+	seen := map[string]bool{}
+	for _, chain := range chains {
+		for _, c := range chain {
+			if !seen[string(c.Raw)] {
+				seen[string(c.Raw)] = true
+				out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+			}
+		}
+	}
+	publicHeaders(w, "application/pem-certificate-chain", cacheMutable)
+	_, _ = w.Write(out)
+	return nil
 }
 
 // Cache lifetimes: the newest checkpoint changes at every seal (at most

@@ -156,7 +156,11 @@ func (e *BundleError) Unwrap() error { return e.Err }
 // ExportOptions are the certificates a bundle carries, and the validator
 // that gathers their revocation data.
 type ExportOptions struct {
-	LogChain []*x509.Certificate // the tree-head key's certificate, then its chain; required
+	LogChain []*x509.Certificate // the tree-head key's certificate, then its chain; required without LogCerts
+	// LogCerts, when set, are the log keys' certificates, of the current
+	// key and of those it replaced: the bundle carries the one whose key
+	// signed its tree head (LogChain is then not used).
+	LogCerts *LogCerts
 	TSAChain []*x509.Certificate // the TSA's chain, when its tokens lack intermediates
 
 	// Validator, when set, validates the log key's certificate and the
@@ -187,7 +191,7 @@ type ExportOptions struct {
 // since, as long as the revocation data is (a CA's new CRL changes them);
 // a consistency proof ties the head to any later one.
 func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte, error) {
-	if len(opts.LogChain) == 0 {
+	if len(opts.LogChain) == 0 && opts.LogCerts == nil {
 		return nil, errors.New("proof: export: the log key's certificate is required")
 	}
 	b := &Bundle{Manifest: Manifest{Format: BundleFormat, Evidence: id}}
@@ -231,6 +235,13 @@ func Export(ctx context.Context, s Store, id string, opts ExportOptions) ([]byte
 		return nil, fmt.Errorf("proof: export: the checkpoint of tree head %d: %w", head.Size, err)
 	}
 	b.Manifest.Origin = cp.Origin
+	if opts.LogCerts != nil {
+		// The certificate of the key that signed this head: the head of
+		// a record sealed before a rotation is signed by the old key.
+		if opts.LogChain = opts.LogCerts.ChainFor(cp.Origin, head.Checkpoint); opts.LogChain == nil {
+			return nil, fmt.Errorf("proof: export: tree head %d is signed by none of the log keys whose certificates are known (key IDs in its note: %08x)", head.Size, NoteKeyIDs(head.Checkpoint, cp.Origin))
+		}
+	}
 	for _, mr := range b.Manifest.Records {
 		incl, err := InclusionProof(ctx, s, mr.Index, head.Size)
 		if err != nil {

@@ -13,8 +13,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 )
@@ -42,16 +45,34 @@ var (
 const maxNoteSize = 64 << 10
 
 // NoteSigner signs notes (c2sp.org/signed-note) with an ECDSA P-256 key,
-// such as an HSM key. It is safe for concurrent use if the key is.
+// such as an HSM key. Its key can be replaced while it signs ([Rotate]):
+// the name stays, the key ID of the signatures changes, and its
+// [NoteSigner.Verifier] goes on accepting the keys it replaced. It is safe
+// for concurrent use if the keys are.
 type NoteSigner struct {
 	name string
-	id   uint32
-	key  crypto.Signer
+	cur  atomic.Pointer[signingKey]
+
+	mu       sync.Mutex                   // serialises Rotate and AcceptRetired
+	verifier atomic.Pointer[NoteVerifier] // the current key first, then the retired ones
 }
 
-// NoteVerifier checks the signatures of one key on notes.
+// signingKey is one key of a NoteSigner and its key ID.
+type signingKey struct {
+	id  uint32
+	key crypto.Signer
+}
+
+// NoteVerifier checks the signatures of one log's keys on notes: one key,
+// or the successive keys of a log whose key was rotated (all under one
+// name, each with its key ID). It is immutable.
 type NoteVerifier struct {
 	name string
+	keys []noteKey // the first is the current key
+}
+
+// noteKey is one public key of a NoteVerifier.
+type noteKey struct {
 	id   uint32
 	pub  *ecdsa.PublicKey
 	spki []byte
@@ -69,20 +90,20 @@ func validKeyName(name string) bool {
 	return true
 }
 
-func keyInfo(name string, pub crypto.PublicKey) (*ecdsa.PublicKey, []byte, uint32, error) {
+func keyInfo(name string, pub crypto.PublicKey) (noteKey, error) {
 	if !validKeyName(name) {
-		return nil, nil, 0, fmt.Errorf("proof: note key name %q: must be non-empty, with no space or +", name)
+		return noteKey{}, fmt.Errorf("proof: note key name %q: must be non-empty, with no space or +", name)
 	}
 	ec, ok := pub.(*ecdsa.PublicKey)
 	if !ok || ec.Curve != elliptic.P256() {
-		return nil, nil, 0, fmt.Errorf("proof: note key %q: an ECDSA P-256 key is required (signature type 0x02), not %T", name, pub)
+		return noteKey{}, fmt.Errorf("proof: note key %q: an ECDSA P-256 key is required (signature type 0x02), not %T", name, pub)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(ec)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("proof: note key %q: %w", name, err)
+		return noteKey{}, fmt.Errorf("proof: note key %q: %w", name, err)
 	}
 	sum := sha256.Sum256(spki)
-	return ec, spki, binary.BigEndian.Uint32(sum[:4]), nil
+	return noteKey{id: binary.BigEndian.Uint32(sum[:4]), pub: ec, spki: spki}, nil
 }
 
 // NewNoteSigner signs with key under name (a schema-less URL such as
@@ -91,26 +112,69 @@ func NewNoteSigner(name string, key crypto.Signer) (*NoteSigner, error) {
 	if key == nil {
 		return nil, errors.New("proof: a note signer needs a key")
 	}
-	_, _, id, err := keyInfo(name, key.Public())
+	k, err := keyInfo(name, key.Public())
 	if err != nil {
 		return nil, err
 	}
-	return &NoteSigner{name: name, id: id, key: key}, nil
+	s := &NoteSigner{name: name}
+	s.cur.Store(&signingKey{id: k.id, key: key})
+	s.verifier.Store(&NoteVerifier{name: name, keys: []noteKey{k}})
+	return s, nil
 }
 
 // Name is the key name.
 func (s *NoteSigner) Name() string { return s.name }
 
-// KeyID is the key ID of the signatures.
-func (s *NoteSigner) KeyID() uint32 { return s.id }
+// KeyID is the key ID of the signatures of the current key.
+func (s *NoteSigner) KeyID() uint32 { return s.cur.Load().id }
 
-// Public is the public key.
-func (s *NoteSigner) Public() crypto.PublicKey { return s.key.Public() }
+// Public is the current public key.
+func (s *NoteSigner) Public() crypto.PublicKey { return s.cur.Load().key.Public() }
 
-// Verifier is the verifier of this signer's notes.
-func (s *NoteSigner) Verifier() *NoteVerifier {
-	v, _ := NewNoteVerifier(s.name, s.key.Public())
-	return v
+// Verifier is the verifier of this signer's notes: those of the current
+// key, and of the keys it replaced or was told to accept.
+func (s *NoteSigner) Verifier() *NoteVerifier { return s.verifier.Load() }
+
+// Rotate makes key the signer's key: every note signed from now on is
+// signed by it (a Sign under way finishes with the old one), under the
+// same name with the new key's ID. The key replaced stays in
+// [NoteSigner.Verifier], so that notes it signed still verify. The key
+// must be ECDSA P-256 and new to the signer.
+func (s *NoteSigner) Rotate(key crypto.Signer) error {
+	if key == nil {
+		return errors.New("proof: rotate: a note signer needs a key")
+	}
+	k, err := keyInfo(s.name, key.Public())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.verifier.Load()
+	if v.hasKey(k.id) {
+		return fmt.Errorf("proof: rotate: the key %08x of %s already signed for it: a rotation needs a new key", k.id, s.name)
+	}
+	s.verifier.Store(&NoteVerifier{name: s.name, keys: append([]noteKey{k}, v.keys...)})
+	s.cur.Store(&signingKey{id: k.id, key: key})
+	return nil
+}
+
+// AcceptRetired adds pub, a key that signed notes of this signer before
+// (a key rotated out), to [NoteSigner.Verifier]. A key it has already is
+// ignored.
+func (s *NoteSigner) AcceptRetired(pub crypto.PublicKey) error {
+	k, err := keyInfo(s.name, pub)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.verifier.Load()
+	if v.hasKey(k.id) {
+		return nil
+	}
+	s.verifier.Store(&NoteVerifier{name: s.name, keys: append(slices.Clip(v.keys), k)})
+	return nil
 }
 
 // Sign returns the signed note of text, which must end in a newline,
@@ -120,12 +184,13 @@ func (s *NoteSigner) Sign(text []byte) ([]byte, error) {
 	if err := checkNoteText(text); err != nil {
 		return nil, err
 	}
+	k := s.cur.Load()
 	digest := sha256.Sum256(text)
-	sig, err := s.key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	sig, err := k.key.Sign(rand.Reader, digest[:], crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("proof: sign note: %w", err)
 	}
-	blob := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(sig)), s.id)
+	blob := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(sig)), k.id)
 	blob = append(blob, sig...)
 	var b bytes.Buffer
 	b.Grow(len(text) + len(s.name) + 140)
@@ -158,23 +223,58 @@ func checkNoteText(text []byte) error {
 
 // NewNoteVerifier verifies the signatures of name's key pub.
 func NewNoteVerifier(name string, pub crypto.PublicKey) (*NoteVerifier, error) {
-	ec, spki, id, err := keyInfo(name, pub)
+	k, err := keyInfo(name, pub)
 	if err != nil {
 		return nil, err
 	}
-	return &NoteVerifier{name: name, id: id, pub: ec, spki: spki}, nil
+	return &NoteVerifier{name: name, keys: []noteKey{k}}, nil
+}
+
+// NewNoteVerifierKeys verifies the signatures of any of the keys pubs of
+// name: the successive keys of a log, the current one first (whose ID
+// [NoteVerifier.KeyID] and [NoteVerifier.String] give).
+func NewNoteVerifierKeys(name string, pubs ...crypto.PublicKey) (*NoteVerifier, error) {
+	if len(pubs) == 0 {
+		return nil, fmt.Errorf("proof: note verifier %q: no key", name)
+	}
+	v := &NoteVerifier{name: name}
+	for _, pub := range pubs {
+		k, err := keyInfo(name, pub)
+		if err != nil {
+			return nil, err
+		}
+		if !v.hasKey(k.id) {
+			v.keys = append(v.keys, k)
+		}
+	}
+	return v, nil
+}
+
+func (v *NoteVerifier) hasKey(id uint32) bool {
+	return slices.ContainsFunc(v.keys, func(k noteKey) bool { return k.id == id })
+}
+
+// KeyIDs are the key IDs of every key of v, the current one first.
+func (v *NoteVerifier) KeyIDs() []uint32 {
+	ids := make([]uint32, len(v.keys))
+	for i, k := range v.keys {
+		ids[i] = k.id
+	}
+	return ids
 }
 
 // Name is the key name.
 func (v *NoteVerifier) Name() string { return v.name }
 
-// KeyID is the key ID of the signatures.
-func (v *NoteVerifier) KeyID() uint32 { return v.id }
+// KeyID is the key ID of the signatures of the (current) key.
+func (v *NoteVerifier) KeyID() uint32 { return v.keys[0].id }
 
-// String is the verifier key in the text form of golang.org/x/mod's note
-// package: name+hex key ID+base64(type byte || SPKI DER).
+// String is the (current) verifier key in the text form of
+// golang.org/x/mod's note package: name+hex key ID+base64(type byte ||
+// SPKI DER).
 func (v *NoteVerifier) String() string {
-	return fmt.Sprintf("%s+%08x+%s", v.name, v.id, base64.StdEncoding.EncodeToString(append([]byte{SigTypeECDSA}, v.spki...)))
+	k := v.keys[0]
+	return fmt.Sprintf("%s+%08x+%s", v.name, k.id, base64.StdEncoding.EncodeToString(append([]byte{SigTypeECDSA}, k.spki...)))
 }
 
 // ParseNoteVerifier reads a verifier key written by [NoteVerifier.String].
@@ -197,62 +297,120 @@ func ParseNoteVerifier(vkey string) (*NoteVerifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	if binary.BigEndian.Uint32(id) != v.id {
+	if binary.BigEndian.Uint32(id) != v.KeyID() {
 		return nil, errors.New("proof: verifier key: the key id does not match the key")
 	}
 	return v, nil
 }
 
-// Open checks that note carries a valid signature of v's key and returns
-// its text. Signatures of other keys are ignored, as signed-note wants
-// (they may be witnesses' cosignatures); a signature of v's name and ID
-// that does not verify rejects the note.
+// Open checks that note carries a valid signature of one of v's keys and
+// returns its text. Signatures of other keys are ignored, as signed-note
+// wants (they may be witnesses' cosignatures); a signature of v's name and
+// of one of its key IDs that does not verify rejects the note.
 func (v *NoteVerifier) Open(note []byte) ([]byte, error) {
+	text, _, err := v.OpenKey(note)
+	return text, err
+}
+
+// OpenKey is Open, also returning the key ID of the signature that
+// verified (the first, if several of v's keys signed): which key of the
+// log signed the note.
+func (v *NoteVerifier) OpenKey(note []byte) (text []byte, keyID uint32, err error) {
+	text, keyID, err = v.openKey(note)
+	if err != nil {
+		return nil, 0, err
+	}
+	return text, keyID, nil
+}
+
+func (v *NoteVerifier) openKey(note []byte) ([]byte, uint32, error) {
 	if len(note) > maxNoteSize {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrMalformedNote, maxNoteSize)
+		return nil, 0, fmt.Errorf("%w: over %d bytes", ErrMalformedNote, maxNoteSize)
 	}
 	if !utf8.Valid(note) {
-		return nil, fmt.Errorf("%w: not UTF-8", ErrMalformedNote)
+		return nil, 0, fmt.Errorf("%w: not UTF-8", ErrMalformedNote)
 	}
 	split := bytes.LastIndex(note, []byte("\n\n"))
 	if split < 0 {
-		return nil, fmt.Errorf("%w: no signature block", ErrMalformedNote)
+		return nil, 0, fmt.Errorf("%w: no signature block", ErrMalformedNote)
 	}
 	text, sigs := note[:split+1], note[split+2:]
 	if err := checkNoteText(text); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(sigs) == 0 || sigs[len(sigs)-1] != '\n' {
-		return nil, fmt.Errorf("%w: the signatures must end in a newline", ErrMalformedNote)
+		return nil, 0, fmt.Errorf("%w: the signatures must end in a newline", ErrMalformedNote)
 	}
-	verified := false
+	verified, signer := false, uint32(0)
 	lines := strings.Split(string(sigs[:len(sigs)-1]), "\n")
 	if len(lines) > 100 {
-		return nil, fmt.Errorf("%w: too many signatures", ErrMalformedNote)
+		return nil, 0, fmt.Errorf("%w: too many signatures", ErrMalformedNote)
 	}
 	for _, line := range lines {
 		rest, ok := strings.CutPrefix(line, "— ")
 		if !ok {
-			return nil, fmt.Errorf("%w: a signature line must start with an em dash and a space", ErrMalformedNote)
+			return nil, 0, fmt.Errorf("%w: a signature line must start with an em dash and a space", ErrMalformedNote)
 		}
 		name, b64, ok := strings.Cut(rest, " ")
 		blob, err := base64.StdEncoding.DecodeString(b64)
 		if !ok || !validKeyName(name) || err != nil || len(blob) < 5 || base64.StdEncoding.EncodeToString(blob) != b64 {
-			return nil, fmt.Errorf("%w: bad signature line", ErrMalformedNote)
+			return nil, 0, fmt.Errorf("%w: bad signature line", ErrMalformedNote)
 		}
-		if name != v.name || binary.BigEndian.Uint32(blob) != v.id {
+		if name != v.name {
+			continue
+		}
+		id := binary.BigEndian.Uint32(blob)
+		i := slices.IndexFunc(v.keys, func(k noteKey) bool { return k.id == id })
+		if i < 0 {
 			continue
 		}
 		digest := sha256.Sum256(text)
-		if !ecdsa.VerifyASN1(v.pub, digest[:], blob[4:]) {
-			return nil, fmt.Errorf("%w: the signature of %s does not verify", ErrNoteSignature, v.name)
+		if !ecdsa.VerifyASN1(v.keys[i].pub, digest[:], blob[4:]) {
+			return nil, 0, fmt.Errorf("%w: the signature of %s (key ID %08x) does not verify", ErrNoteSignature, v.name, id)
 		}
-		verified = true
+		if !verified {
+			verified, signer = true, id
+		}
 	}
 	if !verified {
-		return nil, fmt.Errorf("%w: no signature of %s (key ID %08x)", ErrNoteSignature, v.name, v.id)
+		return nil, 0, fmt.Errorf("%w: no signature of %s (%s)", ErrNoteSignature, v.name, v.keyIDText())
 	}
-	return text, nil
+	return text, signer, nil
+}
+
+// keyIDText names v's key IDs for an error.
+func (v *NoteVerifier) keyIDText() string {
+	if len(v.keys) == 1 {
+		return fmt.Sprintf("key ID %08x", v.keys[0].id)
+	}
+	ids := make([]string, len(v.keys))
+	for i, k := range v.keys {
+		ids[i] = fmt.Sprintf("%08x", k.id)
+	}
+	return "key IDs " + strings.Join(ids, ", ")
+}
+
+// NoteKeyIDs are the key IDs of the signature lines of name in note,
+// unverified, in their order: which keys claim to have signed it. A note
+// that is not a signed note has none.
+func NoteKeyIDs(note []byte, name string) []uint32 {
+	split := bytes.LastIndex(note, []byte("\n\n"))
+	if split < 0 || len(note) > maxNoteSize {
+		return nil
+	}
+	var ids []uint32
+	for line := range strings.Lines(string(note[split+2:])) {
+		rest, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "— ")
+		if !ok {
+			continue
+		}
+		n, b64, ok := strings.Cut(rest, " ")
+		blob, err := base64.StdEncoding.DecodeString(b64)
+		if ok && n == name && err == nil && len(blob) >= 5 {
+			ids = append(ids, binary.BigEndian.Uint32(blob))
+		}
+	}
+	return ids
 }
 
 // Checkpoint is a tree head in the form of c2sp.org/tlog-checkpoint: the

@@ -28,6 +28,10 @@ import (
 // A file that is not a PDF this reader understands, or that is encrypted,
 // is a *RequestError.
 func (s *Signer) SignPDF(ctx context.Context, pdf []byte, opts PDFOptions) (*Signature, error) {
+	return s.current().signPDF(ctx, pdf, opts)
+}
+
+func (s *signerKey) signPDF(ctx context.Context, pdf []byte, opts PDFOptions) (*Signature, error) {
 	doc, err := readPDF(pdf)
 	if err != nil {
 		return nil, badRequest("the document is not a readable PDF: %s", pdfReason(err))
@@ -75,7 +79,7 @@ func (s *Signer) SignPDF(ctx context.Context, pdf []byte, opts PDFOptions) (*Sig
 // contentsReserve is the room left for the CMS in /Contents: the
 // certificates, the attributes, a signature of up to RSA-4096, and a
 // timestamp token with its TSA certificate.
-func (s *Signer) contentsReserve() int {
+func (s *signerKey) contentsReserve() int {
 	n := len(s.certs) + len(s.sid) + len(s.attrSigningCert) + 1024
 	if s.ts != nil {
 		n += 6 << 10

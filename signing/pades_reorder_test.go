@@ -71,7 +71,7 @@ func fieldFirst(pdf []byte, name string) ([]byte, error) {
 	for num := range doc.xref {
 		next = max(next, num+1)
 	}
-	(&Signer{}).appendXRef(doc, inc, next)
+	(&signerKey{}).appendXRef(doc, inc, next)
 	return append(out, inc.buf...), nil
 }
 

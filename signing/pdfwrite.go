@@ -153,7 +153,7 @@ type pdfPlan struct {
 
 // planPDF writes the incremental update that adds a signature field with
 // a signature dictionary whose /Contents is reserve zero bytes.
-func (s *Signer) planPDF(doc *pdfDoc, opts PDFOptions, now time.Time, reserve int) (*pdfPlan, error) {
+func (s *signerKey) planPDF(doc *pdfDoc, opts PDFOptions, now time.Time, reserve int) (*pdfPlan, error) {
 	if _, ok := doc.trailer["Encrypt"]; ok {
 		return nil, badRequest("encrypted PDFs cannot be signed here")
 	}
@@ -329,7 +329,7 @@ func (s *Signer) planPDF(doc *pdfDoc, opts PDFOptions, now time.Time, reserve in
 // appendXRef writes the update's cross-reference section and trailer: a
 // table after a table, a stream after a stream (section 7.5.8.4 lets a
 // reader expect the kind it started with).
-func (s *Signer) appendXRef(doc *pdfDoc, inc *increment, next int) {
+func (s *signerKey) appendXRef(doc *pdfDoc, inc *increment, next int) {
 	id := make([]byte, 16)
 	rand.Read(id)
 	trailer := pdfDict{"Root": doc.trailer["Root"], "Prev": doc.startxref}

@@ -109,9 +109,8 @@ type Profile struct {
 	Name      string
 	Format    Format
 	Timestamp bool
-	signer    *Signer
+	signer    *Signer // its key rotates (Signer.Rotate)
 	pdf       PDFOptions
-	actor     evidence.Actor // the signer, in the evidence
 	m         *profileMetrics
 }
 
@@ -216,8 +215,7 @@ func Load(ctx context.Context, cfg Config, keys KeyStore, opts Options) (*Servic
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
 		}
-		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format)),
-			actor: evidence.ActorFromCertificate("signer", signer.Certificate())}
+		p := &Profile{Name: pc.Name, Format: Format(pc.Format), Timestamp: pc.Timestamp, signer: signer, m: s.metrics.profile(pc.Name, Format(pc.Format))}
 		p.pdf = PDFOptions{Visible: pc.PDF.Visible, Page: pc.PDF.Page, Reason: pc.PDF.Reason, Location: pc.PDF.Location}
 		if len(pc.PDF.Rect) == 4 {
 			p.pdf.Rect = [4]float64(pc.PDF.Rect)
@@ -261,6 +259,22 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	return certs, nil
+}
+
+// RotateKey makes key, certified by chain[0], the key of the profile
+// called name (see [Signer.Rotate]): its next signature is made by it,
+// recorded under the new certificate. It returns the certificate
+// replaced.
+func (s *Service) RotateKey(name string, key crypto.Signer, chain []*x509.Certificate) (old *x509.Certificate, err error) {
+	p := s.profiles[name]
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, name)
+	}
+	old, err = p.signer.Rotate(key, chain)
+	if err != nil {
+		return nil, fmt.Errorf("signing: profile %s: %w", name, err)
+	}
+	return old, nil
 }
 
 // Profile returns the profile called name, or nil.
@@ -324,7 +338,7 @@ func (s *Service) profileFor(ctx context.Context, id *identity, name string) (*P
 	}
 	if why := s.authz.AuthorizeSign(ctx, id.cert, name); why != nil {
 		p.m.refused.Inc()
-		rec := &evidence.Record{Type: evidence.SignatureRefused, Time: s.now().UTC(), Actors: []evidence.Actor{id.actor, p.actor},
+		rec := &evidence.Record{Type: evidence.SignatureRefused, Time: s.now().UTC(), Actors: []evidence.Actor{id.actor, p.signer.current().actor},
 			Attributes: []evidence.Attribute{{Key: "profile", Value: name}, {Key: "reason", Value: reasonText(why)}}}
 		if _, err := s.evidence.Append(ctx, rec); err != nil {
 			s.log.ErrorContext(ctx, "signing: record refusal", "err", err)
@@ -358,12 +372,15 @@ func (s *Service) Sign(ctx context.Context, c Client, req Request) (*Result, err
 	if err != nil {
 		return nil, err
 	}
-	res, digest, err := s.sign(ctx, p, req)
+	// One key for the signature and its evidence, whatever a rotation
+	// does meanwhile.
+	k := p.signer.current()
+	res, digest, err := s.sign(ctx, p, k, req)
 	if err != nil {
 		p.m.failure(err)
 		return nil, err
 	}
-	if res.ID, err = s.record(ctx, id, p, [][]byte{digest}, []*Signature{res.Signature}); err != nil {
+	if res.ID, err = s.record(ctx, id, p, k, [][]byte{digest}, []*Signature{res.Signature}); err != nil {
 		p.m.errors.Inc()
 		return nil, err
 	}
@@ -371,8 +388,7 @@ func (s *Service) Sign(ctx context.Context, c Client, req Request) (*Result, err
 	return res, nil
 }
 
-func (s *Service) sign(ctx context.Context, p *Profile, req Request) (*Result, []byte, error) {
-	signer := p.signer
+func (s *Service) sign(ctx context.Context, p *Profile, signer *signerKey, req Request) (*Result, []byte, error) {
 	res := &Result{Profile: p.Name, Format: p.Format}
 	hasDoc, hasDigest := req.Document != nil, req.Digest != nil
 	switch {
@@ -392,16 +408,16 @@ func (s *Service) sign(ctx context.Context, p *Profile, req Request) (*Result, [
 	switch {
 	case hasDigest:
 		res.Detached = true
-		sig, err = signer.SignDigest(ctx, req.Digest)
+		sig, err = signer.signDigest(ctx, req.Digest)
 	case p.Format == PAdES:
 		opts := p.pdf
 		if req.Visible != nil {
 			opts.Visible = *req.Visible
 		}
-		sig, err = signer.SignPDF(ctx, req.Document, opts)
+		sig, err = signer.signPDF(ctx, req.Document, opts)
 	default:
 		res.Detached = req.Detached
-		sig, err = signer.Sign(ctx, req.Document, req.Detached)
+		sig, err = signer.signContent(ctx, req.Document, req.Detached)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -410,7 +426,7 @@ func (s *Service) sign(ctx context.Context, p *Profile, req Request) (*Result, [
 	if p.Format == PAdES {
 		// The evidence names the document submitted; the signature
 		// itself covers the byte range of the signed PDF.
-		return res, digestOf(signer.Hash(), req.Document), nil
+		return res, digestOf(signer.hash, req.Document), nil
 	}
 	return res, sig.Digest, nil
 }
@@ -435,6 +451,7 @@ func (s *Service) SignDigests(ctx context.Context, c Client, profile string, dig
 		p.m.failure(err)
 		return nil, err
 	}
+	k := p.signer.current() // the whole batch with one key
 	sigs := make([]*Signature, len(digests))
 	errs := make([]error, len(digests))
 	ctx, cancel := context.WithCancel(ctx)
@@ -444,7 +461,7 @@ func (s *Service) SignDigests(ctx context.Context, c Client, profile string, dig
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(digests); i += workers {
-				if sigs[i], errs[i] = p.signer.SignDigest(ctx, digests[i]); errs[i] != nil {
+				if sigs[i], errs[i] = k.signDigest(ctx, digests[i]); errs[i] != nil {
 					cancel()
 					return
 				}
@@ -464,7 +481,7 @@ func (s *Service) SignDigests(ctx context.Context, c Client, profile string, dig
 		return nil, err
 	}
 	res := &BatchResult{Profile: p.Name, Signatures: sigs}
-	if res.ID, err = s.record(ctx, id, p, digests, sigs); err != nil {
+	if res.ID, err = s.record(ctx, id, p, k, digests, sigs); err != nil {
 		p.m.errors.Inc()
 		return nil, err
 	}
@@ -496,9 +513,9 @@ func (s *Service) checkBatch(p *Profile, digests [][]byte) error {
 // signatures, appended together (one write), which share their subject
 // and say which part they are. It returns the id of the (first) record,
 // which is the operation's.
-func (s *Service) record(ctx context.Context, id *identity, p *Profile, digests [][]byte, sigs []*Signature) (string, error) {
+func (s *Service) record(ctx context.Context, id *identity, p *Profile, k *signerKey, digests [][]byte, sigs []*Signature) (string, error) {
 	now := s.now().UTC()
-	hash := hashNames[p.signer.Hash()]
+	hash := hashNames[k.hash]
 	var recs []*evidence.Record
 	subject := ""
 	if len(sigs) > sigsPerRecord {
@@ -506,7 +523,7 @@ func (s *Service) record(ctx context.Context, id *identity, p *Profile, digests 
 	}
 	for start := 0; start < len(sigs); start += sigsPerRecord {
 		end := min(start+sigsPerRecord, len(sigs))
-		rec := &evidence.Record{Type: evidence.SignatureCreated, Time: now, Subject: subject, Actors: []evidence.Actor{id.actor, p.actor}}
+		rec := &evidence.Record{Type: evidence.SignatureCreated, Time: now, Subject: subject, Actors: []evidence.Actor{id.actor, k.actor}}
 		rec.Digests = make([]evidence.Digest, 0, 3*(end-start))
 		for i := start; i < end; i++ {
 			rec.Digests = append(rec.Digests, evidence.Digest{Name: indexedName("document/", i), Algorithm: hash, Value: digests[i]})

@@ -12,24 +12,36 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
+	"pec/evidence"
 	"pec/internal/cms"
 	"pec/tsa"
 )
 
 // Signer makes CMS signatures (RFC 5652) in the CAdES baseline profiles
 // (ETSI EN 319 122-1) with one key and its certificate chain, and PDF
-// signatures in the PAdES baseline profiles ([Signer.SignPDF]). It is safe
-// for concurrent use.
+// signatures in the PAdES baseline profiles ([Signer.SignPDF]). Its key
+// and certificate can be replaced while it signs ([Signer.Rotate]): each
+// signature is made by one key and names that key's certificate. It is
+// safe for concurrent use.
 type Signer struct {
+	cur  atomic.Pointer[signerKey]
+	opts SignerOptions // what every key is prepared with
+}
+
+// signerKey is a Signer's key, its certificate, and the constant parts of
+// their signatures. A signature loads it once.
+type signerKey struct {
 	key        crypto.Signer
 	cert       *x509.Certificate
 	hash       crypto.Hash
 	signerOpts crypto.SignerOpts
 	ts         Timestamper
 	now        func() time.Time
-	sigAlg     string // for reports and evidence: "ECDSA", "RSA-PSS", "RSA PKCS#1 v1.5"
+	sigAlg     string         // for reports and evidence: "ECDSA", "RSA-PSS", "RSA PKCS#1 v1.5"
+	actor      evidence.Actor // the signer, in the evidence of its signatures
 
 	// The parts of every signature that do not change (DER).
 	digestAlgID     []byte // AlgorithmIdentifier of hash, parameters absent (RFC 5754 section 2)
@@ -73,6 +85,33 @@ var ErrSignerConfig = errors.New("signing: unusable signer")
 // The rest of chain is embedded in each signature, self-signed roots left
 // out: a verifier must hold its trust anchors itself.
 func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions) (*Signer, error) {
+	k, err := newSignerKey(key, chain, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Signer{opts: opts}
+	s.cur.Store(k)
+	return s, nil
+}
+
+// Rotate makes key, certified by chain[0], the signer's key, with the
+// checks of NewSigner and the options the signer was made with: every
+// signature begun after it returns is made by key and carries chain; a
+// signature under way finishes with the key it began with. Signatures
+// made before stay valid: they carry the old certificate. It returns the
+// certificate replaced; on error nothing changes.
+func (s *Signer) Rotate(key crypto.Signer, chain []*x509.Certificate) (old *x509.Certificate, err error) {
+	k, err := newSignerKey(key, chain, s.opts)
+	if err != nil {
+		return nil, err
+	}
+	return s.cur.Swap(k).cert, nil
+}
+
+// current is the key a signature is made with.
+func (s *Signer) current() *signerKey { return s.cur.Load() }
+
+func newSignerKey(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions) (*signerKey, error) {
 	if key == nil || len(chain) == 0 {
 		return nil, fmt.Errorf("%w: a key and its certificate are required", ErrSignerConfig)
 	}
@@ -80,7 +119,7 @@ func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions)
 	if k, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("%w: the certificate %q is not that of the key", ErrSignerConfig, cert.Subject)
 	}
-	s := &Signer{key: key, cert: cert, hash: opts.Hash, ts: opts.Timestamper, now: opts.Now}
+	s := &signerKey{key: key, cert: cert, hash: opts.Hash, ts: opts.Timestamper, now: opts.Now, actor: evidence.ActorFromCertificate("signer", cert)}
 	if s.hash == 0 {
 		s.hash = crypto.SHA256
 	}
@@ -159,15 +198,25 @@ func NewSigner(key crypto.Signer, chain []*x509.Certificate, opts SignerOptions)
 	return s, nil
 }
 
-// Certificate is the signer's certificate.
-func (s *Signer) Certificate() *x509.Certificate { return s.cert }
+// Certificate is the signer's (current) certificate.
+func (s *Signer) Certificate() *x509.Certificate { return s.current().cert }
 
 // Hash is the digest algorithm of the signatures.
-func (s *Signer) Hash() crypto.Hash { return s.hash }
+func (s *Signer) Hash() crypto.Hash { return s.current().hash }
 
 // Sign makes a CAdES signature of content: attached (the content inside
 // the SignedData) or detached.
 func (s *Signer) Sign(ctx context.Context, content []byte, detached bool) (*Signature, error) {
+	return s.current().signContent(ctx, content, detached)
+}
+
+// SignDigest makes a detached CAdES signature of a document the caller
+// hashed with [Signer.Hash]: the signer never sees the document.
+func (s *Signer) SignDigest(ctx context.Context, digest []byte) (*Signature, error) {
+	return s.current().signDigest(ctx, digest)
+}
+
+func (s *signerKey) signContent(ctx context.Context, content []byte, detached bool) (*Signature, error) {
 	digest := digestOf(s.hash, content)
 	if detached {
 		content = nil
@@ -175,9 +224,7 @@ func (s *Signer) Sign(ctx context.Context, content []byte, detached bool) (*Sign
 	return s.sign(ctx, digest, content, true, s.now())
 }
 
-// SignDigest makes a detached CAdES signature of a document the caller
-// hashed with [Signer.Hash]: the signer never sees the document.
-func (s *Signer) SignDigest(ctx context.Context, digest []byte) (*Signature, error) {
+func (s *signerKey) signDigest(ctx context.Context, digest []byte) (*Signature, error) {
 	return s.sign(ctx, digest, nil, true, s.now())
 }
 
@@ -186,7 +233,7 @@ func (s *Signer) SignDigest(ctx context.Context, digest []byte) (*Signature, err
 // the signing-time attribute out (ETSI EN 319 142-1 section 6.3): the
 // time is the signature dictionary's /M. The constant parts were encoded by
 // NewSigner: a signature is the HSM call and a few appends into one buffer.
-func (s *Signer) sign(ctx context.Context, digest, content []byte, signingTime bool, now time.Time) (*Signature, error) {
+func (s *signerKey) sign(ctx context.Context, digest, content []byte, signingTime bool, now time.Time) (*Signature, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,8 +23,10 @@ import (
 
 // Authority answers time-stamp requests. It is safe for concurrent use.
 type Authority struct {
-	enc       *encoder
-	cert      *x509.Certificate
+	// key is the signing key and its certificate, replaced whole by
+	// Rotate; shared by the authorities of WithEvidence.
+	key       *atomic.Pointer[authorityKey]
+	profile   keyProfile
 	policy    asn1.ObjectIdentifier
 	policyDER []byte
 	accepted  [][]byte // DER of every policy a request may ask for, the default first
@@ -33,13 +36,30 @@ type Authority struct {
 	serials  SerialSource
 	recorder Recorder
 	evidence evidence.Appender
-	tsaActor evidence.Actor
 	clock    ClockStatus
 	now      func() time.Time
 	log      *slog.Logger
 	metrics  *metrics
 
 	order *orderState // shared by the authorities of WithEvidence
+}
+
+// authorityKey is what a token's signature depends on: the key, its
+// certificate and the encoder of both. A request loads it once, so that a
+// token is signed by the key its certificate names even while Rotate
+// replaces it.
+type authorityKey struct {
+	enc   *encoder
+	cert  *x509.Certificate
+	actor evidence.Actor // the TSA in the evidence
+}
+
+// keyProfile is what a new key is prepared with: the parts of cfg that
+// New read.
+type keyProfile struct {
+	sigHash  crypto.Hash
+	accuracy time.Duration
+	ordering bool
 }
 
 // orderState is the genTime of the last token, with ordering.
@@ -67,40 +87,30 @@ func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials Se
 	if now == nil {
 		now = time.Now
 	}
-	cert := chain[0]
-	if err := CheckTSACertificate(cert, signer.Public(), now()); err != nil {
-		return nil, err
-	}
-	var extra []*x509.Certificate
-	for _, c := range chain[1:] {
-		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
-			continue
-		}
-		extra = append(extra, c)
-	}
 	sigHash := crypto.SHA256
 	if cfg.SignatureHash != "" {
 		sigHash = hashByName[cfg.SignatureHash]
 	}
-	enc, err := newEncoder(signer, cert, extra, sigHash, cfg.Accuracy, cfg.Ordering)
+	prof := keyProfile{sigHash: sigHash, accuracy: cfg.Accuracy, ordering: cfg.Ordering}
+	k, err := prof.prepare(signer, chain, now())
 	if err != nil {
 		return nil, err
 	}
 	a := &Authority{
-		enc:      enc,
-		cert:     cert,
+		key:      new(atomic.Pointer[authorityKey]),
+		profile:  prof,
 		hashes:   map[crypto.Hash]bool{},
 		ordering: cfg.Ordering,
 		serials:  serials,
 		recorder: opts.Recorder,
 		evidence: opts.Evidence,
-		tsaActor: evidence.ActorFromCertificate("tsa", cert),
 		clock:    opts.Clock,
 		now:      now,
 		log:      opts.Logger,
 		metrics:  newMetrics(opts.Registry),
 		order:    &orderState{},
 	}
+	a.key.Store(k)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -119,6 +129,46 @@ func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials Se
 		a.hashes[hashByName[n]] = true
 	}
 	return a, nil
+}
+
+// prepare checks chain[0] against signer (see New) and builds the
+// encoder of the pair.
+func (p keyProfile) prepare(signer crypto.Signer, chain []*x509.Certificate, now time.Time) (*authorityKey, error) {
+	if signer == nil || len(chain) == 0 {
+		return nil, errors.New("tsa: a signer and its certificate are required")
+	}
+	cert := chain[0]
+	if err := CheckTSACertificate(cert, signer.Public(), now); err != nil {
+		return nil, err
+	}
+	var extra []*x509.Certificate
+	for _, c := range chain[1:] {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			continue
+		}
+		extra = append(extra, c)
+	}
+	enc, err := newEncoder(signer, cert, extra, p.sigHash, p.accuracy, p.ordering)
+	if err != nil {
+		return nil, err
+	}
+	return &authorityKey{enc: enc, cert: cert, actor: evidence.ActorFromCertificate("tsa", cert)}, nil
+}
+
+// Rotate makes signer, certified by chain[0], the key of every token
+// issued from now on, by a and by the authorities of WithEvidence that
+// share its key, with the checks of New. The swap is atomic: a request
+// under way finishes with the key it started with, a request after
+// Rotate returns gets the new one; none fails because of the rotation.
+// Tokens issued before stay verifiable with the old certificate, which
+// they name (ESSCertIDv2) and carry when asked. It returns the
+// certificate replaced. On error nothing changes.
+func (a *Authority) Rotate(signer crypto.Signer, chain []*x509.Certificate) (old *x509.Certificate, err error) {
+	k, err := a.profile.prepare(signer, chain, a.now())
+	if err != nil {
+		return nil, err
+	}
+	return a.key.Swap(k).cert, nil
 }
 
 // CheckTSACertificate reports why cert cannot sign time-stamp tokens with
@@ -153,7 +203,8 @@ func (a *Authority) WithEvidence(ev evidence.Appender) *Authority {
 }
 
 // Certificate is the TSA's certificate.
-func (a *Authority) Certificate() *x509.Certificate { return a.cert }
+// After Rotate, the new one.
+func (a *Authority) Certificate() *x509.Certificate { return a.key.Load().cert }
 
 // Ready reports whether the authority can issue now: nil, or why not (the
 // clock guard's reason, an expired certificate).
@@ -163,7 +214,7 @@ func (a *Authority) Ready() error {
 			return err
 		}
 	}
-	if a.now().After(a.cert.NotAfter) {
+	if a.now().After(a.key.Load().cert.NotAfter) {
 		return errors.New("tsa: the TSA certificate has expired")
 	}
 	return nil
@@ -250,7 +301,8 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 		nonce:       req.nonce,
 		certReq:     req.certReq,
 	}
-	resp, tokenAt, err := a.enc.encode(&f)
+	key := a.key.Load()
+	resp, tokenAt, err := key.enc.encode(&f)
 	if err != nil {
 		return nil, "", FailSystemFailure, err
 	}
@@ -279,7 +331,7 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 		if a.evidence != nil {
 			// One durable write: the evidence record is the record of
 			// the token (the journal is for nodes without a log).
-			ids, err := a.evidence.Append(ctx, a.issuedRecord(&issued, opts.Client))
+			ids, err := a.evidence.Append(ctx, key.issuedRecord(&issued, opts.Client))
 			if err != nil {
 				// Not recorded, not released: the token is dropped.
 				return nil, "", FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
@@ -295,7 +347,7 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 
 // issuedRecord is the timestamp.issued evidence of a token: the imprint,
 // the SHA-256 of the token, serial and policy, the TSA and the client.
-func (a *Authority) issuedRecord(issued *Issued, client *evidence.Actor) *evidence.Record {
+func (k *authorityKey) issuedRecord(issued *Issued, client *evidence.Actor) *evidence.Record {
 	rec := &evidence.Record{
 		Type:    evidence.TimestampIssued,
 		Time:    issued.GenTime,
@@ -307,9 +359,9 @@ func (a *Authority) issuedRecord(issued *Issued, client *evidence.Actor) *eviden
 		Attributes: []evidence.Attribute{{Key: "policy", Value: issued.Policy.String()}, {Key: "serial", Value: issued.Serial.Text(16)}},
 	}
 	if client != nil {
-		rec.Actors = []evidence.Actor{*client, a.tsaActor}
+		rec.Actors = []evidence.Actor{*client, k.actor}
 	} else {
-		rec.Actors = []evidence.Actor{a.tsaActor}
+		rec.Actors = []evidence.Actor{k.actor}
 	}
 	return rec
 }

@@ -148,6 +148,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newPartnerCommand(), newExchangeCommand())
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCACommand())
+	root.AddCommand(newKeysCommand())
 	registerCompletions(root)
 	return root
 }

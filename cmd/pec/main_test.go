@@ -61,6 +61,7 @@ func TestScripts(t *testing.T) {
 			"pg":       cmdPG,
 			"tsaload":  cmdTSALoad,
 			"sleep":    cmdSleep,
+			"hup":      cmdHUP, // keys_test.go
 		},
 	})
 }

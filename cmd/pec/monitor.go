@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,11 @@ type monitorState struct {
 	Token      string    `json:"token"`      // base64 of the DER TimeStampToken on SHA-256 of the note
 	Time       time.Time `json:"time"`       // the token's time
 	Checked    time.Time `json:"checked"`    // when the monitor verified it
+	// Certificates is the certificate (then its chain, PEM) of the log
+	// key that signed Checkpoint, when it is not --log-cert's: a key the
+	// log rotated to, found at /log-certificates and trusted because it
+	// chains to --roots.
+	Certificates string `json:"certificates,omitempty"`
 }
 
 // monitorHead is one verified checkpoint.
@@ -81,9 +87,22 @@ type monitorReport struct {
 	Head     *monitorHead `json:"head,omitempty"`     // the checkpoint fetched, once its signature verified
 	Previous *monitorHead `json:"previous,omitempty"` // the one of the state file
 	Via      string       `json:"via,omitempty"`      // how consistency was checked: "proof" or "tiles"
-	Problem  string       `json:"problem,omitempty"`
-	Conflict string       `json:"conflict,omitempty"` // the file keeping the offending checkpoint
+	Key      string       `json:"key,omitempty"`      // the note key ID (hex) of the log key that signed the checkpoint
+	// NewKey is the certificate of that key when it is not the key of the
+	// previous checkpoint (the log rotated its key) or of --log-cert.
+	NewKey   *monitorKey `json:"new_key,omitempty"`
+	Problem  string      `json:"problem,omitempty"`
+	Conflict string      `json:"conflict,omitempty"` // the file keeping the offending checkpoint
 }
+
+// monitorKey names a log key's certificate.
+type monitorKey struct {
+	Subject string `json:"subject"`
+	SHA256  string `json:"sha256"`
+}
+
+// maxMonitorCerts bounds GET /log-certificates.
+const maxMonitorCerts = 256 << 10
 
 type monitorOptions struct {
 	url, state, logCert, roots, origin string
@@ -209,6 +228,9 @@ func runMonitor(ctx context.Context, o monitorOptions, out io.Writer) error {
 			fmt.Fprintf(out, "ok: checkpoint %d of %s, root %s, time-stamped %s, extends checkpoint %d (checked with the %s)\n",
 				h.Size, m.report.Origin, h.Root, stamp(h.Time), m.report.Previous.Size, map[string]string{"proof": "node's consistency proof", "tiles": "hash tiles"}[m.report.Via])
 		}
+		if k := m.report.NewKey; k != nil {
+			fmt.Fprintf(out, "  signed by a new log key: key ID %s, certificate %q (sha256 %s), which chains to --roots\n", m.report.Key, k.Subject, k.SHA256)
+		}
 	}
 	return nil
 }
@@ -246,6 +268,7 @@ type verified struct {
 	note  []byte
 	token []byte
 	time  time.Time
+	chain []*x509.Certificate // of the log key that signed it
 }
 
 func (v *verified) head() *monitorHead {
@@ -278,7 +301,11 @@ func (m *monitor) run(ctx context.Context) error {
 		origin = string(first)
 	}
 	m.report.Origin = origin
-	v, err := proof.NewNoteVerifier(origin, m.logChain[0].PublicKey)
+	chain, err := m.keyChain(ctx, origin, note, prev)
+	if err != nil {
+		return err
+	}
+	v, err := proof.NewNoteVerifier(origin, chain[0].PublicKey)
 	if err != nil {
 		return monitorFail("invalid", "the checkpoint: %w", err)
 	}
@@ -286,7 +313,15 @@ func (m *monitor) run(ctx context.Context) error {
 	if err != nil {
 		return monitorFail("invalid", "the checkpoint served at %s/checkpoint: %w", m.base, err)
 	}
-	cur := &verified{cp: cp, note: note}
+	cur := &verified{cp: cp, note: note, chain: chain}
+	m.report.Key = fmt.Sprintf("%08x", v.KeyID())
+	known := m.logChain[0]
+	if prev != nil {
+		known = prev.chain[0]
+	}
+	if !chain[0].Equal(known) {
+		m.report.NewKey = &monitorKey{Subject: chain[0].Subject.String(), SHA256: certSHA256(chain[0])}
+	}
 	m.report.Head = cur.head()
 	if cur.token, err = m.fetch("/checkpoints/"+strconv.FormatUint(cp.Size, 10)+".tst", maxMonitorToken, func(limit int64) ([]byte, error) {
 		return m.client.CheckpointToken(ctx, cp.Size, limit)
@@ -341,12 +376,16 @@ func (m *monitor) run(ctx context.Context) error {
 // certificate at the token's time.
 func (m *monitor) checkToken(cur *verified) error {
 	digest := sha256.Sum256(cur.note)
-	tok, err := tsa.Verify(cur.token, digest[:], crypto.SHA256, tsa.VerifyOptions{Roots: m.roots, Intermediates: m.inter, Certificates: m.logChain[1:]})
+	inter := m.inter.Clone()
+	for _, c := range cur.chain[1:] {
+		inter.AddCert(c)
+	}
+	tok, err := tsa.Verify(cur.token, digest[:], crypto.SHA256, tsa.VerifyOptions{Roots: m.roots, Intermediates: inter, Certificates: cur.chain[1:]})
 	if err != nil {
 		return monitorFail("invalid", "the time-stamp token of checkpoint %d: %w", cur.cp.Size, err)
 	}
 	cur.time = tok.GenTime
-	if _, err := m.logChain[0].Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: m.inter, CurrentTime: tok.GenTime, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if _, err := cur.chain[0].Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: inter, CurrentTime: tok.GenTime, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return monitorFail("invalid", "the log key's certificate at the time of checkpoint %d (%s): %w", cur.cp.Size, stamp(tok.GenTime), err)
 	}
 	return nil
@@ -508,11 +547,113 @@ func (m *monitor) loadState() (*verified, error) {
 	if err != nil {
 		return nil, inputError(fmt.Errorf("--state: %w", err))
 	}
-	v, err := parseMonitorState(data, m.logChain[0].PublicKey)
+	chain, err := m.stateChain(data)
 	if err != nil {
 		return nil, inputError(fmt.Errorf("--state %s: %w", m.o.state, err))
 	}
+	v, err := parseMonitorState(data, chain[0].PublicKey)
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--state %s: %w", m.o.state, err))
+	}
+	v.chain = chain
 	return v, nil
+}
+
+// stateChain is the certificate chain of the key that signed the state
+// file's checkpoint: the one the file keeps, if it still chains to
+// --roots, else --log-cert's.
+func (m *monitor) stateChain(data []byte) ([]*x509.Certificate, error) {
+	var st struct {
+		Certificates string    `json:"certificates"`
+		Time         time.Time `json:"time"`
+	}
+	if len(data) > maxMonitorState || json.Unmarshal(data, &st) != nil || st.Certificates == "" {
+		return m.logChain, nil // parseMonitorState says what is wrong
+	}
+	chain, err := devpki.ParseCertsPEM([]byte(st.Certificates))
+	if err != nil || len(chain) == 0 {
+		return nil, fmt.Errorf("its log key certificate: %v", err)
+	}
+	if err := m.trustLogCert(chain, st.Time); err != nil {
+		return nil, fmt.Errorf("its log key certificate: %w", err)
+	}
+	return chain, nil
+}
+
+// trustLogCert checks that chain[0] is an evidence log's certificate that
+// chains to --roots at time at.
+func (m *monitor) trustLogCert(chain []*x509.Certificate, at time.Time) error {
+	if !proof.IsEvidenceLogCertificate(chain[0]) {
+		return fmt.Errorf("%q is not an evidence log's certificate (no extended key usage %s)", chain[0].Subject, proof.OIDEvidenceLog)
+	}
+	inter := m.inter.Clone()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: m.roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("%q does not chain to --roots: %v", chain[0].Subject, err)
+	}
+	return nil
+}
+
+// keyChain is the certificate chain of the log key that signed note: the
+// previous checkpoint's key or --log-cert's when the note names it;
+// otherwise (the log rotated its key) the certificate the node publishes
+// at /log-certificates for the key the note names — trusted only once the
+// token's time is known, by checkToken, if it chains to --roots.
+func (m *monitor) keyChain(ctx context.Context, origin string, note []byte, prev *verified) ([]*x509.Certificate, error) {
+	ids := proof.NoteKeyIDs(note, origin)
+	known := [][]*x509.Certificate{m.logChain}
+	if prev != nil {
+		known = append([][]*x509.Certificate{prev.chain}, known...)
+	}
+	for _, chain := range known {
+		if v, err := proof.NewNoteVerifier(origin, chain[0].PublicKey); err == nil && slices.Contains(ids, v.KeyID()) {
+			return chain, nil
+		}
+	}
+	if len(ids) == 0 {
+		return nil, monitorFail("invalid", "the checkpoint served at %s/checkpoint has no signature of %s", m.base, origin)
+	}
+	data, err := m.fetch("/log-certificates", maxMonitorCerts, func(limit int64) ([]byte, error) { return m.client.LogCertificates(ctx, limit) })
+	if err != nil {
+		if f, ok := errors.AsType[*monitorFailure](err); ok && f.status == "unavailable" {
+			return nil, monitorFail("invalid", "the checkpoint is signed by log key %08x, not by the key of --log-cert, and the node gives no certificate for it: %v", ids[0], f.err)
+		}
+		return nil, err
+	}
+	chain, err := findLogCert(data, origin, ids)
+	if err != nil {
+		return nil, monitorFail("invalid", "the checkpoint is signed by log key %08x, not by the key of --log-cert: %s/log-certificates: %v", ids[0], m.base, err)
+	}
+	return chain, nil
+}
+
+// findLogCert reads the PEM certificates of GET /log-certificates and
+// returns the evidence log certificate of a key of origin among ids,
+// followed by the other certificates (candidate intermediates).
+func findLogCert(data []byte, origin string, ids []uint32) ([]*x509.Certificate, error) {
+	if len(data) > maxMonitorCerts {
+		return nil, fmt.Errorf("over %d bytes", maxMonitorCerts)
+	}
+	certs, err := devpki.ParseCertsPEM(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) > 64 {
+		return nil, fmt.Errorf("%d certificates", len(certs))
+	}
+	for i, c := range certs {
+		if !proof.IsEvidenceLogCertificate(c) {
+			continue
+		}
+		v, err := proof.NewNoteVerifier(origin, c.PublicKey)
+		if err != nil || !slices.Contains(ids, v.KeyID()) {
+			continue
+		}
+		return append([]*x509.Certificate{c}, slices.Delete(slices.Clone(certs), i, i+1)...), nil
+	}
+	return nil, fmt.Errorf("no evidence log certificate of key %08x", ids)
 }
 
 // parseMonitorState reads a state file whose checkpoint must be signed by
@@ -553,7 +694,7 @@ func parseMonitorState(data []byte, pub crypto.PublicKey) (*verified, error) {
 }
 
 func (m *monitor) stateOf(v *verified) monitorState {
-	return monitorState{
+	st := monitorState{
 		Format:     monitorStateFormat,
 		URL:        m.base,
 		Origin:     v.cp.Origin,
@@ -564,6 +705,10 @@ func (m *monitor) stateOf(v *verified) monitorState {
 		Time:       v.time.UTC(),
 		Checked:    time.Now().UTC(),
 	}
+	if len(v.chain) > 0 && !v.chain[0].Equal(m.logChain[0]) {
+		st.Certificates = string(devpki.CertPEM(v.chain...))
+	}
+	return st
 }
 
 func (m *monitor) saveState(v *verified) error {

@@ -220,6 +220,9 @@ func proofConfig(path string) (*File, error) {
 	if err != nil {
 		return nil, inputError(err)
 	}
+	if _, err := applyKeyState(cfg); err != nil { // keystate.go
+		return nil, inputError(err)
+	}
 	if !cfg.Proof.Configured() {
 		return nil, usageError("%s: no proof section: this node keeps no evidence log", path)
 	}
@@ -497,7 +500,11 @@ func exportBundle(ctx context.Context, cfg *File, ops, id string) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	data, err := proof.Export(ctx, s, id, proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain, Validator: validator})
+	certs, err := logCertsOf(cfg) // every key of the log, rotated ones too
+	if err != nil {
+		return nil, inputError(err)
+	}
+	data, err := proof.Export(ctx, s, id, proof.ExportOptions{LogChain: logChain, LogCerts: certs, TSAChain: tsaChain, Validator: validator})
 	if errors.Is(err, proof.ErrNotFound) {
 		return nil, failure(fmt.Errorf("evidence %q: not in the log", id))
 	}
@@ -553,7 +560,13 @@ func newProofAuditCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := proof.NewNoteVerifier(cfg.Proof.Origin, logChain[0].PublicKey)
+			// Every key of the log: the heads of before a rotation are
+			// the old key's.
+			certs, err := logCertsOf(cfg)
+			if err != nil {
+				return inputError(err)
+			}
+			v, err := certs.Verifier(cfg.Proof.Origin)
 			if err != nil {
 				return inputError(fmt.Errorf("proof.cert_file: %w", err))
 			}
@@ -625,6 +638,9 @@ func openProof(ctx context.Context, cfg *File, keys hsm.KeyStore, authority *tsa
 	if err != nil {
 		return nil, fmt.Errorf("proof: %w", err)
 	}
+	if err := acceptRetiredLogKeys(cfg, signer); err != nil { // keystate.go
+		return nil, err
+	}
 	var store proof.Store
 	if cfg.Proof.PostgresURLEnv != "" {
 		store, err = openPGStore(cfg)
@@ -663,9 +679,13 @@ func proofReader(cfg *File, l *proof.Log) (*gateway.ProofReader, error) {
 	if err != nil {
 		return nil, err
 	}
+	certs, err := logCertsOf(cfg) // rotated by SIGHUP (reload.go)
+	if err != nil {
+		return nil, err
+	}
 	return &gateway.ProofReader{
 		Log:    l,
-		Export: proof.ExportOptions{LogChain: logChain, TSAChain: tsaChain},
+		Export: proof.ExportOptions{LogChain: logChain, LogCerts: certs, TSAChain: tsaChain},
 		// Who reads what is the policy's (openDirectory): proof.auditors
 		// are among its rules.
 	}, nil

@@ -184,6 +184,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	n.onClose(unlock)
 
+	if _, err := applyKeyState(cfg); err != nil { // keystate.go: the current generation of each key
+		return inputError(err)
+	}
 	keys, err := hsm.Open(ctx, cfg.HSM, hsm.Options{Logger: log, Registry: reg})
 	if err != nil {
 		return fmt.Errorf("open keys: %w", err)
@@ -325,6 +328,10 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	}
 	if apiTLS != nil {
 		gateway.ValidateClientCertificates(apiTLS, gopts.Validator, log)
+	}
+	// SIGHUP takes rotated keys (reload.go).
+	if err := watchReload(ctx, cfg, keys, reloadable{tsa: authority, log: plog, logCerts: logCertsIn(gopts.Proofs), signing: gopts.Signing, tls: []*tls.Config{serverTLS, apiTLS}}, log, reg, &n); err != nil {
+		return err
 	}
 	if cfg.Listen.TSA != "" {
 		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)

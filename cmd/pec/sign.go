@@ -127,6 +127,9 @@ func signLocal(ctx context.Context, configPath string, req signing.Request) (*ap
 	if err := nodeStopped(cfg.DataDir, "sign through it (pec sign --api URL --cert C.pem --key C.key), or stop it first"); err != nil {
 		return nil, failure(err)
 	}
+	if _, err := applyKeyState(cfg); err != nil { // keystate.go
+		return nil, inputError(err)
+	}
 	i := slices.IndexFunc(cfg.Signing.Profiles, func(p signing.ProfileConfig) bool { return p.Name == req.Profile })
 	if i < 0 {
 		var names []string

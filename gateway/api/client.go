@@ -287,6 +287,14 @@ func (c *Client) ConsistencyProof(ctx context.Context, oldSize, newSize uint64, 
 	return c.published(ctx, fmt.Sprintf("/proof/consistency?old=%d&new=%d", oldSize, newSize), limit)
 }
 
+// LogCertificates is GET /log-certificates: the certificates of the log's
+// checkpoint keys (PEM), the current key's first, each followed by its
+// chain, of at most limit bytes. Nothing in it is trusted before it
+// chains to the caller's roots.
+func (c *Client) LogCertificates(ctx context.Context, limit int64) ([]byte, error) {
+	return c.published(ctx, "/log-certificates", limit)
+}
+
 func (c *Client) published(ctx context.Context, path string, limit int64) ([]byte, error) {
 	_, data, err := c.do(ctx, http.MethodGet, path, "", nil, limit, http.StatusOK)
 	return data, err
