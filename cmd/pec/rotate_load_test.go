@@ -168,7 +168,7 @@ func TestRotateUnderLoad(t *testing.T) {
 	// last key) both verify, each with its own log certificate.
 	var logCerts []string
 	for _, id := range []string{ids[0], ids[len(ids)-1]} {
-		data, err := exportBundle(context.Background(), cfg, id)
+		data, err := exportBundle(context.Background(), cfg, "", id)
 		if err != nil {
 			t.Fatal(err)
 		}
