@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +20,9 @@ import (
 
 // BoltExchangeStore is the embedded ExchangeStore: one bbolt file,
 // DATA_DIR/exchanges.db, whose every transaction is fsynced when it
-// commits, and the payloads as files under DATA_DIR/payloads/<id>/,
+// commits — the writes of concurrent callers are group-committed: a write
+// that arrives while a transaction commits joins the next one, and each
+// returns once the transaction holding it is durable — and the payloads as files under DATA_DIR/payloads/<id>/,
 // written to a temporary name, fsynced, renamed into place and their
 // directory fsynced before Commit returns. The bbolt file's lock keeps a
 // second process out: the embedded store serves one node, so opening it
@@ -27,6 +30,7 @@ import (
 type BoltExchangeStore struct {
 	db       *bolt.DB
 	payloads string
+	writes   groupCommit
 }
 
 var (
@@ -53,7 +57,7 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 		}
 		return nil, fmt.Errorf("middleoffice: open exchange store %s: %w", path, err)
 	}
-	s := &BoltExchangeStore{db: db, payloads: payloads}
+	s := &BoltExchangeStore{db: db, payloads: payloads, writes: groupCommit{db: db}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -189,7 +193,7 @@ func (s *BoltExchangeStore) Prepare(ctx context.Context, st *Step) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
 		if ob.Get([]byte(st.Exchange)) != nil {
 			return ErrStepPending
@@ -247,7 +251,7 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writes.update(func(tx *bolt.Tx) error {
 		st, err := preparedStep(tx, exchange, evidenceID)
 		if err != nil {
 			return err
@@ -307,7 +311,7 @@ func (s *BoltExchangeStore) Abort(ctx context.Context, exchange, evidenceID stri
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		st, err := preparedStep(tx, exchange, evidenceID)
 		if err != nil {
 			return err
@@ -417,7 +421,7 @@ func (s *BoltExchangeStore) Claim(ctx context.Context, now time.Time, lease time
 		return nil, err
 	}
 	var job *Job
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writes.update(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketJobs).Cursor().First()
 		if k == nil || len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
 			return nil
@@ -441,7 +445,7 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		k := tx.Bucket(bucketJobIDs).Get([]byte(job.ID))
 		if k == nil {
 			return nil
@@ -461,7 +465,7 @@ func (s *BoltExchangeStore) Done(ctx context.Context, jobID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
+	return s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
 }
 
 // Jobs implements ExchangeStore.
@@ -595,4 +599,81 @@ func (s *BoltExchangeStore) RemovePayloads(_ context.Context, exchange string) e
 		return fmt.Errorf("middleoffice: %q is not an exchange id", exchange)
 	}
 	return os.RemoveAll(filepath.Join(s.payloads, exchange))
+}
+
+// groupCommit runs the store's write transactions. bbolt has one writer
+// at a time and fsyncs each transaction twice (its pages, then its meta
+// page), so that one transaction per call bounds the store at a few
+// hundred writes a second whatever the number of callers. Here the
+// caller that finds no transaction running leads: it runs every call
+// queued meanwhile in one transaction, until the queue is empty; the
+// others wait for the commit of the transaction that holds their call.
+// Nobody waits for a timer (bbolt's own Batch waits MaxBatchDelay): a
+// lone caller commits at once. A call that fails is taken out, the others
+// run again without it, and it runs alone afterwards, so that its error
+// is that of its own transaction, as bbolt's Batch does: every function
+// must therefore be safe to run more than once.
+type groupCommit struct {
+	db      *bolt.DB
+	mu      sync.Mutex
+	queue   []*writeCall
+	leading bool
+}
+
+type writeCall struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+func (g *groupCommit) update(fn func(*bolt.Tx) error) error {
+	c := &writeCall{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	if g.leading {
+		g.mu.Unlock()
+		return <-c.done
+	}
+	g.leading = true
+	g.mu.Unlock()
+	for {
+		g.mu.Lock()
+		calls := g.queue
+		g.queue = nil
+		if len(calls) == 0 {
+			g.leading = false
+			g.mu.Unlock()
+			break
+		}
+		g.mu.Unlock()
+		g.run(calls)
+	}
+	return <-c.done
+}
+
+// run commits calls in one transaction; those that fail run alone after.
+func (g *groupCommit) run(calls []*writeCall) {
+	var alone []*writeCall
+	for len(calls) > 0 {
+		failed := -1
+		err := g.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range calls {
+				if err := c.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 || len(calls) == 1 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			break
+		}
+		alone = append(alone, calls[failed])
+		calls = slices.Delete(calls, failed, failed+1)
+	}
+	for _, c := range alone {
+		c.done <- g.db.Update(c.fn)
+	}
 }
