@@ -24,8 +24,9 @@ import (
 // upload's progress (idleTransfer without a byte ends it), so that a
 // 1 GiB dossier is not cut by the listener's request timeout.
 
-// idleTransfer is how long an upload or a download may stall.
-const idleTransfer = 30 * time.Second
+// idleTransfer is how long an upload or a download may stall (a variable
+// for the tests).
+var idleTransfer = 30 * time.Second
 
 // maxPartHeader bounds the bytes a submission may spend on a part's
 // headers and boundary, on top of the declared sizes.
@@ -99,6 +100,8 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	// The answer's write deadline from now, however long the node took.
+	_ = body.rc.SetWriteDeadline(time.Now().Add(idleTransfer))
 	w.Header().Set("Location", "/v1/exchanges/"+s.Exchange)
 	w.Header().Set(api.EvidenceHeader, s.EvidenceID)
 	status := http.StatusCreated
@@ -218,11 +221,13 @@ func (p *progressReader) extend() {
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 && time.Since(p.last) > time.Second {
+	// Before the read, not after its bytes: the deadline bounds the wait
+	// for the sender, not the time the node spent between two reads (a
+	// large upload's writes wait behind the others' for the disk).
+	if time.Since(p.last) > time.Second {
 		p.extend()
 	}
-	return n, err
+	return p.r.Read(b)
 }
 
 // progressWriter does the same for the write deadline of a download.
