@@ -91,6 +91,7 @@ type xrow struct {
 	nodeCPU     float64 // cores used by pec serve
 	benchCPU    float64 // cores used by edgeload
 	rssMax      int64   // the node's largest VmRSS sampled, bytes
+	anonMax     int64   // and RssAnon: without the mapped store file
 	errors      int64
 	node        nodeDeltas
 	// For dossiers of 1 MiB and more: the reference (SHA-256 then
@@ -234,6 +235,17 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 		if err != nil {
 			return rows, notes, err
 		}
+		if si == 0 && o.big > 0 {
+			// First, on the fresh node: its store's file, which the node
+			// maps, is small yet.
+			note, err := bigDossier(ctx, n, tlsCfg, o.big)
+			if err != nil {
+				n.stop()
+				return rows, notes, err
+			}
+			notes = append(notes, note)
+			fmt.Fprintln(os.Stderr, "edgeload:", note)
+		}
 		sizes := o.sizes
 		if si > 0 {
 			sizes = []int64{slices.Min(o.sizes)}
@@ -252,10 +264,10 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 				r, err := runExchangeStep(ctx, n, tlsCfg, docs, c, o, prof, p.Timestamp)
 				r.seal = label
 				rows = append(rows, r)
-				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, edgeload %.2f; RSS %s MiB; %d errors\n",
+				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, edgeload %.2f; RSS %s MiB (anonymous %s); %d errors\n",
 					seal, sizeName(size), c, thousands(r.acks), mib(r.acks*float64(size)), percent(r.acks*float64(size), r.ref), mbps(r.ref), percent(r.perNodeCPU, r.refCPU),
 					fmtDuration(r.ackP50), fmtDuration(r.ackP99), thousands(r.delivered), fmtDuration(r.delP50), fmtDuration(r.delP99),
-					r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), r.errors)
+					r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
 				if err != nil {
 					n.stop()
 					return rows, notes, err
@@ -273,15 +285,6 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 				notes = append(notes, fmt.Sprintf("node metrics, %s %s at %d clients: %.0f accepted; %.2f HSM signatures per exchange (mean %.2f ms); %.2f evidence records per exchange (mean %.2f ms to durable, %.1f records per durable write)",
 					seal, sizeName(size), c, d.accepted, d.signs, d.signMean, d.appends, d.ackMean, d.recordsPerWrite))
 			}
-		}
-		if si == 0 && o.big > 0 {
-			note, err := bigDossier(ctx, n, tlsCfg, o.big)
-			if err != nil {
-				n.stop()
-				return rows, notes, err
-			}
-			notes = append(notes, note)
-			fmt.Fprintln(os.Stderr, "edgeload:", note)
 		}
 		if err := n.stop(); err != nil {
 			return rows, notes, err
@@ -452,6 +455,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	defer cancel()
 
 	stopRSS := sampleRSS(n.cmd.Process.Pid, 100*time.Millisecond, &r.rssMax)
+	stopAnon := sampleField(n.cmd.Process.Pid, "RssAnon", 100*time.Millisecond, &r.anonMax)
 	var profErr error
 	var profDone chan struct{}
 	if profile != "" {
@@ -475,10 +479,12 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 			defer tr.CloseIdleConnections()
 			var local []time.Duration
 			var localSubs []submitted
-			i := w * 7919
+			i, failed := w*7919, 0
 			for first := true; ; first = false {
 				t0 := time.Now()
-				if sctx.Err() != nil || (!t0.Before(deadline) && len(local) > 0) {
+				// Past the deadline, a client stops once it has one
+				// measured answer, or three failures.
+				if sctx.Err() != nil || (!t0.Before(deadline) && (len(local) > 0 || failed >= 3)) {
 					break
 				}
 				i++
@@ -490,8 +496,11 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 					err = checkReceipt(s, d, bt)
 				}
 				if err != nil {
+					failed++
 					errs.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
+					if firstErr.CompareAndSwap(nil, &err) {
+						fmt.Fprintf(os.Stderr, "edgeload:   first error of the step: %v\n", err)
+					}
 					if sctx.Err() == nil {
 						time.Sleep(10 * time.Millisecond)
 					}
@@ -550,6 +559,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 		fmt.Fprintln(os.Stderr, "edgeload:", err)
 	}
 	stopRSS()
+	stopAnon()
 	after, err := scrapeAll(n.metricsURL)
 	if err != nil {
 		return r, err
@@ -563,9 +573,6 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	r.delP50, r.delP99 = quantiles(dl)
 	if len(dl) > 0 {
 		r.delivered = float64(len(dl)) / last.Sub(measureFrom).Seconds()
-	}
-	if e := firstErr.Load(); e != nil {
-		fmt.Fprintf(os.Stderr, "edgeload:   first error: %v\n", *e)
 	}
 	return r, nil
 }
@@ -700,8 +707,9 @@ func bigDossier(ctx context.Context, n *node, tlsCfg *tls.Config, size int64) (s
 	// "5" resets the peak RSS (proc(5), clear_refs): VmHWM then covers this
 	// dossier alone.
 	hwmReset := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) == nil
-	var rssMax int64
+	var rssMax, anonMax int64
 	stop := sampleRSS(pid, 20*time.Millisecond, &rssMax)
+	stopAnon := sampleField(pid, "RssAnon", 20*time.Millisecond, &anonMax)
 	client, tr, err := newAPIClient(n.apiURL, tlsCfg)
 	if err != nil {
 		return "", err
@@ -713,6 +721,7 @@ func bigDossier(ctx context.Context, n *node, tlsCfg *tls.Config, size int64) (s
 	s, err := client.Submit(ctx, manifest(docs[0]), fmt.Sprintf("edgeload-big-%d", t0.UnixNano()), []api.Upload{{Name: "dossier.bin", Content: docs[0].reader()}})
 	took := time.Since(t0)
 	stop()
+	stopAnon()
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		return "", fmt.Errorf("the %s dossier: %w", sizeName(size), err)
@@ -725,8 +734,8 @@ func bigDossier(ctx context.Context, n *node, tlsCfg *tls.Config, size int64) (s
 	if hwmReset {
 		peak = "VmHWM " + mib(float64(hwm)) + " MiB"
 	}
-	return fmt.Sprintf("%s dossier alone: acknowledged in %s (%s MiB/s); the node's VmRSS %s MiB before, at most %s MiB sampled every 20 ms while it went through, %s; edgeload's heap grew by %s MiB",
-		sizeName(size), took.Round(time.Millisecond), mib(float64(size)/took.Seconds()), mib(float64(rss0)), mib(float64(rssMax)), peak,
+	return fmt.Sprintf("%s dossier alone, on the fresh node: acknowledged in %s (%s MiB/s); the node's VmRSS %s MiB before, at most %s MiB sampled every 20 ms while it went through (anonymous memory at most %s MiB), %s; edgeload's heap grew by %s MiB",
+		sizeName(size), took.Round(time.Millisecond), mib(float64(size)/took.Seconds()), mib(float64(rss0)), mib(float64(rssMax)), mib(float64(anonMax)), peak,
 		mib(float64(int64(after.HeapInuse)-int64(before.HeapInuse)))), nil
 }
 
@@ -763,6 +772,11 @@ func parseStatus(data []byte, field string) (int64, error) {
 
 // sampleRSS keeps the largest VmRSS of pid in *max until stop is called.
 func sampleRSS(pid int, every time.Duration, maxRSS *int64) (stop func()) {
+	return sampleField(pid, "VmRSS", every, maxRSS)
+}
+
+// sampleField keeps the largest value of a field of /proc/PID/status.
+func sampleField(pid int, field string, every time.Duration, maxRSS *int64) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -770,7 +784,7 @@ func sampleRSS(pid int, every time.Duration, maxRSS *int64) (stop func()) {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if v, err := procStatus(pid, "VmRSS"); err == nil && v > *maxRSS {
+			if v, err := procStatus(pid, field); err == nil && v > *maxRSS {
 				*maxRSS = v
 			}
 			select {
@@ -1161,7 +1175,7 @@ func threadCPU() time.Duration {
 // The report.
 
 func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
-	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | edgeload CPU | node RSS max | errors |")
+	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | edgeload CPU | node RSS max (anonymous) | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		del := thousands(r.delivered)
@@ -1172,10 +1186,10 @@ func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
 		if r.ref > 0 {
 			ref, of, ofCPU = mbps(r.ref), percent(r.acks*float64(r.size), r.ref), percent(r.perNodeCPU, r.refCPU)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s MiB | %d |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s MiB (%s) | %d |\n",
 			r.seal, sizeName(r.size), r.clients, thousands(r.acks), mib(r.acks*float64(r.size)), ref, of, ofCPU,
 			fmtDuration(r.ackP50), fmtDuration(r.ackP99), del, fmtDuration(r.delP50), fmtDuration(r.delP99),
-			r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), r.errors)
+			r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
 	}
 }
 
