@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestProgressReader: an upload that stalls is cut after idleTransfer;
@@ -87,4 +89,51 @@ func TestProgressReader(t *testing.T) {
 			t.Errorf("a stalled upload was read in full: %q", got)
 		}
 	})
+}
+
+// TestDeadlinesThroughTheChain: behind the route's instrumentation, as
+// submissions and downloads are served, the handler reaches the
+// connection's deadlines, and a transfer longer than the server's
+// ReadTimeout and WriteTimeout goes through while it moves.
+func TestDeadlinesThroughTheChain(t *testing.T) {
+	const idle = 2 * time.Second
+	saved := idleTransfer
+	idleTransfer = idle
+	defer func() { idleTransfer = saved }()
+	m := newMetrics(prometheus.NewRegistry(), "api")
+	srv := httptest.NewUnstartedServer(m.instrument("/v1/exchanges", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+			http.Error(w, "deadline: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		body := &progressReader{r: r.Body, rc: http.NewResponseController(w)}
+		body.extend()
+		data, err := io.ReadAll(body)
+		if err != nil {
+			http.Error(w, "read: "+err.Error(), http.StatusRequestTimeout)
+			return
+		}
+		w.Write(data[:5])
+	})))
+	// The listener's timeouts, shorter than the transfer.
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = idle, idle
+	srv.Start()
+	defer srv.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		for range 4 { // 4 × 0.6 idle: longer than the timeouts
+			pw.Write([]byte("moves"))
+			time.Sleep(idle * 6 / 10)
+		}
+		pw.Close()
+	}()
+	resp, err := http.Post(srv.URL, "application/octet-stream", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(got) != "moves" {
+		t.Errorf("%d %q; want 200 moves", resp.StatusCode, got)
+	}
 }

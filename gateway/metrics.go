@@ -68,3 +68,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection: without it,
+// the deadlines that an upload or a download moves on as it progresses
+// were refused (ErrNotSupported) and the listener's 30 s request timeout
+// cut every transfer longer than that.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
