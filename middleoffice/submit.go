@@ -433,7 +433,9 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	plainHash := sha256.New()
 	taken := &countingWriter{w: plainHash}
 	sr := &sourceReader{r: io.LimitReader(src, d.Size+1)}
-	_, copyErr := io.Copy(io.MultiWriter(taken, ew), sr)
+	// The envelope writer reads into its own chunk (ReadFrom), the tee
+	// hashing what it reads: no copy buffer, no second copy of the bytes.
+	_, copyErr := io.Copy(ew, io.TeeReader(sr, taken))
 	switch {
 	case sr.err != nil:
 		if ctx.Err() != nil {
