@@ -527,9 +527,16 @@ type payloadWriter struct {
 	path           string
 	buf            []byte
 	f              *os.File // once spilled
+	written        int64    // to f
+	flushed        int64    // of which writeback has started
 	syncParent     bool
 	done           bool
 }
+
+// writebackEvery is how much of a spilled payload is written between two
+// starts of its writeback: the disk writes while the upload goes on, not
+// all in Commit's fsync.
+const writebackEvery = 8 << 20
 
 func (w *payloadWriter) Write(p []byte) (int, error) {
 	if w.done {
@@ -544,7 +551,13 @@ func (w *payloadWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return w.f.Write(p)
+	n, err := w.f.Write(p)
+	w.written += int64(n)
+	if w.written-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.written-w.flushed)
+		w.flushed = w.written
+	}
+	return n, err
 }
 
 func (w *payloadWriter) spill() error {
@@ -563,7 +576,7 @@ func (w *payloadWriter) spill() error {
 		os.Remove(f.Name())
 		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	w.f, w.buf = f, nil
+	w.f, w.written, w.buf = f, int64(len(w.buf)), nil
 	return nil
 }
 
