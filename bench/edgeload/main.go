@@ -21,6 +21,13 @@
 //
 //	go run ./bench/edgeload [-duration 5s] [-concurrency 1,8,64] [-keys software,softhsm]
 //	                        [-scenarios tsa,sign-bb,sign-bt] [-pec PATH]
+//
+// With -mode exchange it measures the exchange instead (exchange.go):
+// submissions of tele-dossiers to acknowledgment and to delivery, by size
+// and clients, beside the raw SHA-256 and AES-256-GCM references.
+//
+//	go run ./bench/edgeload -mode exchange [-sizes 10KiB,1MiB,100MiB] [-concurrency 1,16,128]
+//	                        [-big 1GiB] [-seals default,cades-bb] [-workers N] [-profile=false]
 package main
 
 import (
