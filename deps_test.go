@@ -66,8 +66,10 @@ var allowedImports = map[string][]string{
 	"pec/middleoffice/exchangetest": {"pec/evidence", "pec/middleoffice"},
 	// Benchmarks drive the production path from outside, like cmd/pec.
 	"pec/bench/tsaload": {"pec/gateway", "pec/hsm", "pec/tsa", "pec/internal/devpki"},
-	// edgeload runs the real pec binary; it shares only the API's wire types.
-	"pec/bench/edgeload": {"pec/gateway/api"},
+	// edgeload runs the real pec binary; it shares only the API's wire
+	// types (the manifest is middleoffice's), and reads the acknowledgments
+	// of receipt it gets with the CMS and record parsers.
+	"pec/bench/edgeload": {"pec/gateway/api", "pec/middleoffice", "pec/evidence", "pec/internal/cms"},
 	"pec/cmd/pec":        append([]string{"pec/gateway", "pec/gateway/api", "pec/frontoffice", "pec/middleoffice", "pec/configs", "pec/internal/devpki", "pec/internal/devca", "pec/internal/yamlpath", "pec/internal/lifecycle"}, capabilities...),
 }
 

@@ -142,6 +142,8 @@ func (h *exchangeHandlers) submit(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	// The answer's write deadline from now, however long the node took.
+	_ = body.rc.SetWriteDeadline(time.Now().Add(idleTransfer))
 	w.Header().Set("Location", "/v1/exchanges/"+s.Exchange)
 	w.Header().Set(api.EvidenceHeader, s.EvidenceID)
 	status := http.StatusCreated
@@ -300,11 +302,13 @@ func (p *progressReader) extend() {
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 && time.Since(p.last) > time.Second {
+	// Before the read, not after its bytes: the deadline bounds the wait
+	// for the sender, not the time the node spent between two reads (a
+	// large upload's writes wait behind the others' for the disk).
+	if time.Since(p.last) > time.Second {
 		p.extend()
 	}
-	return n, err
+	return p.r.Read(b)
 }
 
 // progressWriter does the same for the write deadline of a download.

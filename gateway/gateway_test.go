@@ -256,6 +256,22 @@ func TestReadyz(t *testing.T) {
 			t.Errorf("%s serves /metrics: %d %.200s", name, rec.Code, rec.Body.String())
 		}
 	}
+
+	// Go's profiles: on the ops listener only.
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+		rec := httptest.NewRecorder()
+		ops.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 || rec.Body.Len() == 0 {
+			t.Errorf("ops %s: %d %.200s", path, rec.Code, rec.Body.String())
+		}
+		for name, h := range partnerFacing {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			if rec.Code != http.StatusNotFound {
+				t.Errorf("%s serves %s: %d %.200s", name, path, rec.Code, rec.Body.String())
+			}
+		}
+	}
 }
 
 // TestAPIMutualTLS serves the API over real TLS on 127.0.0.1 and calls it

@@ -27,6 +27,12 @@ var tsaRoutes = map[string]string{
 	"GET /tile/":              "/tile/",
 	"GET /proof/consistency":  "/proof/consistency",
 	"GET /log-certificates":   "/log-certificates",
+	// The ops listener's profiles (net/http/pprof), for operators.
+	"GET /debug/pprof/":        "/debug/pprof/",
+	"GET /debug/pprof/cmdline": "/debug/pprof/",
+	"GET /debug/pprof/profile": "/debug/pprof/",
+	"GET /debug/pprof/symbol":  "/debug/pprof/",
+	"GET /debug/pprof/trace":   "/debug/pprof/",
 }
 
 // registeredRoutes are the patterns the package's source gives to

@@ -111,6 +111,7 @@ func newShredEnv(t *testing.T, ret middleoffice.RetentionConfig, setup ...func(*
 }
 
 func (s *shredEnv) wrap(store middleoffice.ExchangeStore, ev evidence.Appender) (middleoffice.ExchangeStore, evidence.Appender) {
+	middleoffice.WithoutInlinePayloads(store) // these tests read the payload files
 	if s.inner != nil {
 		store = s.inner(store)
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,14 +20,22 @@ import (
 
 // BoltExchangeStore is the embedded ExchangeStore: one bbolt file,
 // DATA_DIR/exchanges.db, whose every transaction is fsynced when it
-// commits, and the payloads as files under DATA_DIR/payloads/<id>/,
-// written to a temporary name, fsynced, renamed into place and their
-// directory fsynced before Commit returns. The bbolt file's lock keeps a
+// commits — the writes of concurrent callers are group-committed: a write
+// that arrives while a transaction commits joins the next one, and each
+// returns once the transaction holding it is durable. Payloads of up to
+// 64 KiB (an envelope of a small document, a seal) are kept in that file
+// too; larger ones are files under DATA_DIR/payloads/<id>/, written to a
+// temporary name, fsynced, renamed into place and their directory
+// fsynced before Commit returns. The bbolt file's lock keeps a
 // second process out: the embedded store serves one node, so opening it
 // gives back the jobs a previous process held when it stopped.
 type BoltExchangeStore struct {
 	db       *bolt.DB
 	payloads string
+	writes   groupCommit
+	// inlineMax is the largest payload kept in the bbolt file
+	// (inlinePayloadMax; tests that look at the payload files set 0).
+	inlineMax int
 }
 
 var (
@@ -36,6 +45,7 @@ var (
 	bucketOutbox    = []byte("outbox")      // exchange id → Step (JSON)
 	bucketJobs      = []byte("jobs")        // due (8 bytes, UnixNano) || job id → Job (JSON)
 	bucketJobIDs    = []byte("job-ids")     // job id → its key in jobs
+	bucketPayloads  = []byte("payloads")    // exchange id \0 name → a payload of inlinePayloadMax bytes at most
 )
 
 // OpenBoltExchanges opens (or creates) the embedded exchange store of the
@@ -55,9 +65,9 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 		}
 		return nil, fmt.Errorf("middleoffice: open exchange store %s: %w", path, err)
 	}
-	s := &BoltExchangeStore{db: db, payloads: payloads}
+	s := &BoltExchangeStore{db: db, payloads: payloads, writes: groupCommit{db: db}, inlineMax: inlinePayloadMax}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs} {
+		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -191,7 +201,7 @@ func (s *BoltExchangeStore) Prepare(ctx context.Context, st *Step) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		ob := tx.Bucket(bucketOutbox)
 		if ob.Get([]byte(st.Exchange)) != nil {
 			return ErrStepPending
@@ -249,7 +259,7 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writes.update(func(tx *bolt.Tx) error {
 		st, err := preparedStep(tx, exchange, evidenceID)
 		if err != nil {
 			return err
@@ -309,7 +319,7 @@ func (s *BoltExchangeStore) Abort(ctx context.Context, exchange, evidenceID stri
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		st, err := preparedStep(tx, exchange, evidenceID)
 		if err != nil {
 			return err
@@ -419,7 +429,7 @@ func (s *BoltExchangeStore) Claim(ctx context.Context, now time.Time, lease time
 		return nil, err
 	}
 	var job *Job
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.writes.update(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketJobs).Cursor().First()
 		if k == nil || len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
 			return nil
@@ -443,7 +453,7 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.writes.update(func(tx *bolt.Tx) error {
 		k := tx.Bucket(bucketJobIDs).Get([]byte(job.ID))
 		if k == nil {
 			return nil
@@ -463,7 +473,7 @@ func (s *BoltExchangeStore) Done(ctx context.Context, jobID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
+	return s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
 }
 
 // Jobs implements ExchangeStore.
@@ -489,6 +499,16 @@ func (s *BoltExchangeStore) payloadPath(exchange, name string) (string, error) {
 	return filepath.Join(s.payloads, exchange, name), nil
 }
 
+// inlinePayloadMax is the largest payload kept in the bbolt file rather
+// than in a file of its own: a 10 KiB document's envelope, a seal, an
+// acknowledgment. Committed with the other writes of the moment (one
+// group commit), it costs no file creation and none of the three fsyncs
+// of a payload file (the file, its directory, the new directory's
+// parent). A writer buffers this much at most before it spills to a file.
+const inlinePayloadMax = 64 << 10
+
+func payloadKey(exchange, name string) []byte { return []byte(exchange + "\x00" + name) }
+
 // CreatePayload implements ExchangeStore.
 func (s *BoltExchangeStore) CreatePayload(ctx context.Context, exchange, name string) (PayloadWriter, error) {
 	path, err := s.payloadPath(exchange, name)
@@ -498,34 +518,96 @@ func (s *BoltExchangeStore) CreatePayload(ctx context.Context, exchange, name st
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(path)
-	created := false
+	return &payloadWriter{s: s, exchange: exchange, name: name, path: path}, nil
+}
+
+// payloadWriter keeps a payload in memory up to inlinePayloadMax, then
+// spills it to a temporary file of the exchange's directory. Commit puts
+// a small one in the bbolt file, a large one in place (fsynced, renamed,
+// its directory fsynced); either way the other copy, if any, is removed,
+// so that the payload committed last is the one read.
+type payloadWriter struct {
+	s              *BoltExchangeStore
+	exchange, name string
+	path           string
+	buf            []byte
+	f              *os.File // once spilled
+	written        int64    // to f
+	flushed        int64    // of which writeback has started
+	syncParent     bool
+	done           bool
+}
+
+// writebackEvery is how much of a spilled payload is written between two
+// starts of its writeback: the disk writes while the upload goes on, not
+// all in Commit's fsync.
+const writebackEvery = 8 << 20
+
+func (w *payloadWriter) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("middleoffice: payload committed or aborted already")
+	}
+	if w.f == nil && len(w.buf)+len(p) <= w.s.inlineMax {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	if w.f == nil {
+		if err := w.spill(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := w.f.Write(p)
+	w.written += int64(n)
+	if w.written-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.written-w.flushed)
+		w.flushed = w.written
+	}
+	return n, err
+}
+
+func (w *payloadWriter) spill() error {
+	dir := filepath.Dir(w.path)
 	if err := os.Mkdir(dir, 0o700); err == nil {
-		created = true
+		w.syncParent = true
 	} else if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+name+".*")
+	f, err := os.CreateTemp(dir, "."+w.name+".*")
 	if err != nil {
-		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	return &filePayloadWriter{f: f, path: path, syncParent: created}, nil
+	if _, err := f.Write(w.buf); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	w.f, w.written, w.buf = f, int64(len(w.buf)), nil
+	return nil
 }
 
-type filePayloadWriter struct {
-	f          *os.File
-	path       string
-	syncParent bool
-	done       bool
-}
-
-func (w *filePayloadWriter) Write(p []byte) (int, error) { return w.f.Write(p) }
-
-func (w *filePayloadWriter) Commit() error {
+func (w *payloadWriter) Commit() error {
 	if w.done {
 		return errors.New("middleoffice: payload committed or aborted already")
 	}
 	w.done = true
+	if w.f == nil {
+		data := w.buf
+		if data == nil {
+			data = []byte{} // bbolt keeps an empty value; nil would not be one
+		}
+		err := w.s.writes.update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketPayloads).Put(payloadKey(w.exchange, w.name), data)
+		})
+		if err != nil {
+			return fmt.Errorf("middleoffice: payload %s: %w", w.name, err)
+		}
+		// A payload file of the same name, from before: the inline one
+		// now wins (OpenPayload reads it first); the file goes.
+		if err := os.Remove(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("middleoffice: payload %s: %w", w.name, err)
+		}
+		return nil
+	}
 	err := w.f.Sync()
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
@@ -539,6 +621,17 @@ func (w *filePayloadWriter) Commit() error {
 	if err == nil && w.syncParent {
 		err = syncDir(filepath.Dir(filepath.Dir(w.path)))
 	}
+	if err == nil {
+		// An inline payload of the same name, from before, goes: the
+		// file is the one committed last.
+		err = w.s.writes.update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketPayloads)
+			if b.Get(payloadKey(w.exchange, w.name)) == nil {
+				return nil
+			}
+			return b.Delete(payloadKey(w.exchange, w.name))
+		})
+	}
 	if err != nil {
 		os.Remove(w.f.Name())
 		return fmt.Errorf("middleoffice: payload %s: %w", filepath.Base(w.path), err)
@@ -546,11 +639,15 @@ func (w *filePayloadWriter) Commit() error {
 	return nil
 }
 
-func (w *filePayloadWriter) Abort() error {
+func (w *payloadWriter) Abort() error {
 	if w.done {
 		return nil
 	}
 	w.done = true
+	w.buf = nil
+	if w.f == nil {
+		return nil
+	}
 	w.f.Close()
 	return os.Remove(w.f.Name())
 }
@@ -571,11 +668,32 @@ type filePayload struct {
 
 func (p filePayload) Size() int64 { return p.size }
 
+// inlinePayload is a payload kept in the bbolt file, copied out of it.
+type inlinePayload struct{ *bytes.Reader }
+
+func (inlinePayload) Close() error { return nil }
+
 // OpenPayload implements ExchangeStore.
 func (s *BoltExchangeStore) OpenPayload(_ context.Context, exchange, name string) (Payload, error) {
 	path, err := s.payloadPath(exchange, name)
 	if err != nil {
 		return nil, err
+	}
+	var inline []byte
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketPayloads).Get(payloadKey(exchange, name)); v != nil {
+			inline = bytes.Clone(v)
+			if inline == nil {
+				inline = []byte{}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("middleoffice: payload: %w", err)
+	}
+	if inline != nil {
+		return inlinePayload{bytes.NewReader(inline)}, nil
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -596,5 +714,101 @@ func (s *BoltExchangeStore) RemovePayloads(_ context.Context, exchange string) e
 	if !validExchangeID(exchange) {
 		return fmt.Errorf("middleoffice: %q is not an exchange id", exchange)
 	}
+	prefix := payloadKey(exchange, "")
+	err := s.writes.update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPayloads).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("middleoffice: remove the payloads of %s: %w", exchange, err)
+	}
 	return os.RemoveAll(filepath.Join(s.payloads, exchange))
+}
+
+// groupCommit runs the store's write transactions. bbolt has one writer
+// at a time and fsyncs each transaction twice (its pages, then its meta
+// page), so that one transaction per call bounds the store at a few
+// hundred writes a second whatever the number of callers. Here the
+// caller that finds no transaction running leads: it runs every call
+// queued meanwhile in one transaction, until the queue is empty; the
+// others wait for the commit of the transaction that holds their call.
+// Nobody waits for a timer (bbolt's own Batch waits MaxBatchDelay): a
+// lone caller commits at once. A call that fails is taken out, the others
+// run again without it, and it runs alone afterwards, so that its error
+// is that of its own transaction, as bbolt's Batch does: every function
+// must therefore be safe to run more than once.
+type groupCommit struct {
+	db      *bolt.DB
+	mu      sync.Mutex
+	queue   []*writeCall
+	leading bool
+}
+
+type writeCall struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+func (g *groupCommit) update(fn func(*bolt.Tx) error) error {
+	c := &writeCall{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	if !g.leading {
+		// A goroutine of its own, not the caller's: a caller that led
+		// would go on committing the others' calls after its own.
+		g.leading = true
+		go g.lead()
+	}
+	g.mu.Unlock()
+	return <-c.done
+}
+
+// lead commits what is queued, transaction after transaction, until the
+// queue is empty.
+func (g *groupCommit) lead() {
+	for {
+		g.mu.Lock()
+		calls := g.queue
+		g.queue = nil
+		if len(calls) == 0 {
+			g.leading = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		g.run(calls)
+	}
+}
+
+// run commits calls in one transaction; those that fail run alone after.
+func (g *groupCommit) run(calls []*writeCall) {
+	var alone []*writeCall
+	for len(calls) > 0 {
+		failed := -1
+		err := g.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range calls {
+				if err := c.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 || len(calls) == 1 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			break
+		}
+		alone = append(alone, calls[failed])
+		calls = slices.Delete(calls, failed, failed+1)
+	}
+	for _, c := range alone {
+		c.done <- g.db.Update(c.fn)
+	}
 }

@@ -38,6 +38,7 @@ func TestExchangeSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	s := openExchangeStore(t, dir)
 	defer s.Close()
+	middleoffice.WithoutInlinePayloads(s) // the payloads as files, copied beside the database
 	createExchange(t, s, "x1", "dossier one")
 	createExchange(t, s, "x2", "dossier two")
 	// Being written: a temporary name.

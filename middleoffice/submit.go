@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -432,7 +433,17 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 		}
 	}()
 	envHash := sha256.New()
-	out := &countingWriter{w: io.MultiWriter(w, envHash)}
+	var sink io.Writer = io.MultiWriter(w, envHash)
+	var pipe *pipeWriter
+	if d.Size >= pipelineMin {
+		// The envelope is hashed and stored on another core while this
+		// one reads, hashes and encrypts the plaintext. Deferred after
+		// the Abort, so that it runs first: no write after an abort.
+		pipe = newPipeWriter(sink)
+		defer pipe.Close()
+		sink = pipe
+	}
+	out := &countingWriter{w: sink}
 	ew, err := cms.NewEnvelopeWriter(out, d.Size, []cms.Recipient{{Cert: encCert}}, &cms.EnvelopeOptions{Content: content})
 	if err != nil {
 		if errors.Is(err, cms.ErrUnsupported) {
@@ -449,9 +460,15 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	for _, h := range sigHashes {
 		hashes = append(hashes, h)
 	}
-	taken := &countingWriter{w: io.MultiWriter(hashes...)}
+	var hw io.Writer = plainHash
+	if len(hashes) > 1 {
+		hw = io.MultiWriter(hashes...)
+	}
+	taken := &countingWriter{w: hw}
 	sr := &sourceReader{r: io.LimitReader(src, d.Size+1)}
-	_, copyErr := io.Copy(io.MultiWriter(taken, ew), sr)
+	// The envelope writer reads into its own chunk (ReadFrom), the tee
+	// hashing what it reads: no copy buffer, no second copy of the bytes.
+	_, copyErr := io.Copy(ew, io.TeeReader(sr, taken))
 	switch {
 	case sr.err != nil:
 		if ctx.Err() != nil {
@@ -468,6 +485,11 @@ func (s *submission) receive(ctx context.Context, docs DocumentSource, i int, d 
 	}
 	if err := ew.Close(); err != nil {
 		return PayloadInfo{}, nil, fmt.Errorf("middleoffice: store documents[%d]: %w", i, err)
+	}
+	if pipe != nil {
+		if err := pipe.Close(); err != nil {
+			return PayloadInfo{}, nil, fmt.Errorf("middleoffice: store documents[%d]: %w", i, err)
+		}
 	}
 	digest := plainHash.Sum(nil)
 	if hex.EncodeToString(digest) != d.SHA256 {
@@ -540,6 +562,81 @@ func (x *Exchanges) checkSignatures(ctx context.Context, i int, d Document, sum 
 			}
 			return &refusal{reason: ReasonInvalidSignature, detail: detail}
 		}
+	}
+	return nil
+}
+
+// pipelineMin is the size from which a document's envelope is hashed and
+// stored by a goroutine of its own: below it, the handover costs more
+// than it saves.
+const pipelineMin = 1 << 20
+
+// pipeWriter hands what is written to a goroutine that writes it to w, in
+// order, through pipeBuffers buffers of pipeBuffer bytes (copied: the
+// envelope writer reuses its chunk). A failure of w is returned by the
+// next Write, or by Close, which waits until every byte handed over is
+// written. It is for one writer goroutine.
+type pipeWriter struct {
+	w      io.Writer
+	full   chan []byte
+	free   chan []byte
+	done   chan struct{}
+	err    atomic.Pointer[error]
+	closed bool
+}
+
+const (
+	pipeBuffers = 4
+	pipeBuffer  = 64 << 10
+)
+
+func newPipeWriter(w io.Writer) *pipeWriter {
+	p := &pipeWriter{w: w, full: make(chan []byte, pipeBuffers), free: make(chan []byte, pipeBuffers), done: make(chan struct{})}
+	for range pipeBuffers {
+		p.free <- make([]byte, 0, pipeBuffer)
+	}
+	go p.run()
+	return p
+}
+
+func (p *pipeWriter) run() {
+	defer close(p.done)
+	for b := range p.full {
+		if p.err.Load() == nil {
+			if _, err := p.w.Write(b); err != nil {
+				p.err.Store(&err)
+			}
+		}
+		p.free <- b[:0]
+	}
+}
+
+func (p *pipeWriter) Write(b []byte) (int, error) {
+	if p.closed {
+		return 0, errors.New("middleoffice: write after close")
+	}
+	if e := p.err.Load(); e != nil {
+		return 0, *e
+	}
+	n := len(b)
+	for len(b) > 0 {
+		buf := <-p.free
+		c := min(len(b), cap(buf))
+		p.full <- append(buf, b[:c]...)
+		b = b[c:]
+	}
+	return n, nil
+}
+
+// Close waits for the writes handed over and returns the first failure.
+func (p *pipeWriter) Close() error {
+	if !p.closed {
+		p.closed = true
+		close(p.full)
+	}
+	<-p.done
+	if e := p.err.Load(); e != nil {
+		return *e
 	}
 	return nil
 }

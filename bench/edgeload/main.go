@@ -21,6 +21,13 @@
 //
 //	go run ./bench/edgeload [-duration 5s] [-concurrency 1,8,64] [-keys software,softhsm]
 //	                        [-scenarios tsa,sign-bb,sign-bt] [-pec PATH]
+//
+// With -mode exchange it measures the exchange instead (exchange.go):
+// submissions of tele-dossiers to acknowledgment and to delivery, by size
+// and clients, beside the raw SHA-256 and AES-256-GCM references.
+//
+//	go run ./bench/edgeload -mode exchange [-sizes 10KiB,1MiB,100MiB] [-concurrency 1,16,128]
+//	                        [-big 1GiB] [-seals default,cades-bb] [-workers N] [-profile=false]
 package main
 
 import (
@@ -78,11 +85,24 @@ type options struct {
 	keys, scenarios               []string
 	pec                           string
 	keep                          bool
+	// The exchange mode (exchange.go).
+	mode    string
+	sizes   []int64
+	big     int64
+	seals   []string
+	profile bool
+	workers int
 }
 
 func main() {
 	var o options
-	var conc, keys, scenarios string
+	var conc, keys, scenarios, sizes, big, seals string
+	flag.StringVar(&o.mode, "mode", "sign", "sign: the tsa and signature scenarios; exchange: the exchange (see exchange.go)")
+	flag.StringVar(&sizes, "sizes", "10KiB,1MiB,100MiB", "exchange: dossier sizes (KiB, MiB, GiB)")
+	flag.StringVar(&big, "big", "1GiB", "exchange: the dossier sent alone while the node's RSS is sampled; 0: none")
+	flag.StringVar(&seals, "seals", "default,cades-bb", "exchange: seal profiles (exchange.seal_profile), each on the node restarted; after the first, the smallest size only")
+	flag.IntVar(&o.workers, "workers", 0, "exchange: exchange.workers of the node (queue workers sealing and delivering); 0: as pec init writes it")
+	flag.BoolVar(&o.profile, "profile", true, "exchange: CPU profiles of the node (ops /debug/pprof/profile) at the smallest size with the most clients and the largest size with the fewest")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time of each step")
 	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured load before each step")
 	flag.DurationVar(&o.rawDuration, "raw", 2*time.Second, "time of each raw signing-rate measurement")
@@ -94,6 +114,36 @@ func main() {
 	flag.Parse()
 	if flag.NArg() > 0 {
 		usage("unexpected arguments %q", flag.Args())
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch o.mode {
+	case "sign":
+	case "exchange":
+		// The exchange's defaults: the clients of issue 10's targets, and
+		// the node as `pec init` makes it (a SoftHSM2 token).
+		if !set["concurrency"] {
+			conc = "1,16,128"
+		}
+		if !set["keys"] {
+			keys = "softhsm"
+		}
+		for _, s := range splitList(sizes) {
+			n, err := parseSize(s)
+			if err != nil || n < 1 || n > 1<<30 {
+				usage("-sizes %q: want sizes from 1 B to 1 GiB (10KiB, 1MiB, 100MiB)", sizes)
+			}
+			o.sizes = append(o.sizes, n)
+		}
+		var err error
+		if o.big, err = parseSize(big); err != nil || o.big < 0 || o.big > 1<<30 {
+			usage("-big %q: want a size up to 1 GiB, or 0", big)
+		}
+		if o.seals = splitList(seals); len(o.sizes) == 0 || len(o.seals) == 0 {
+			usage("-sizes and -seals: want at least one")
+		}
+	default:
+		usage("-mode %q: sign or exchange", o.mode)
 	}
 	for _, s := range strings.Split(conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -110,6 +160,9 @@ func main() {
 	}
 	o.scenarios = splitList(scenarios)
 	for _, s := range o.scenarios {
+		if o.mode == "exchange" {
+			break
+		}
 		if _, ok := profiles[s]; !ok && s != "tsa" {
 			usage("-scenarios: unknown scenario %q (tsa, sign-bb, sign-bt)", s)
 		}
@@ -120,7 +173,11 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o); err != nil {
+	runMode := run
+	if o.mode == "exchange" {
+		runMode = runExchange
+	}
+	if err := runMode(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "edgeload:", err)
 		os.Exit(1)
 	}
@@ -155,26 +212,39 @@ type row struct {
 	sealDelay     string
 }
 
-func run(ctx context.Context, o options) (err error) {
-	work, err := os.MkdirTemp("", "edgeload-")
+// setup makes the working directory (removed by cleanup unless -keep)
+// and builds pec into it unless -pec names one.
+func setup(ctx context.Context, o options) (work, pec string, cleanup func(), err error) {
+	work, err = os.MkdirTemp("", "edgeload-")
 	if err != nil {
-		return err
+		return "", "", nil, err
 	}
+	cleanup = func() {}
 	if o.keep {
 		fmt.Fprintln(os.Stderr, "edgeload: working directory", work)
 	} else {
-		defer os.RemoveAll(work)
+		cleanup = func() { os.RemoveAll(work) }
 	}
-	pec := o.pec
+	pec = o.pec
 	if pec == "" {
 		pec = filepath.Join(work, "pec")
 		fmt.Fprintln(os.Stderr, "edgeload: go build -o", pec, "./cmd/pec")
 		build := exec.CommandContext(ctx, "go", "build", "-o", pec, "pec/cmd/pec")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
-			return fmt.Errorf("build pec (run edgeload inside the pec module, or pass -pec): %w", err)
+			cleanup()
+			return "", "", nil, fmt.Errorf("build pec (run edgeload inside the pec module, or pass -pec): %w", err)
 		}
 	}
+	return work, pec, cleanup, nil
+}
+
+func run(ctx context.Context, o options) (err error) {
+	work, pec, cleanup, err := setup(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 
 	began := time.Now()
 	load0 := loadAverage()

@@ -208,7 +208,10 @@ func NewEnvelopeWriter(w io.Writer, size int64, recipients []Recipient, opts *En
 	if err != nil {
 		return nil, err
 	}
-	e := &EnvelopeWriter{w: w, size: size, mode: alg.mode, buf: make([]byte, streamChunk+aes.BlockSize)}
+	// One chunk and a block (the CBC padding); a content smaller than a
+	// chunk needs no more than itself (a 10 KiB document does not cost
+	// 64 KiB).
+	e := &EnvelopeWriter{w: w, size: size, mode: alg.mode, buf: make([]byte, min(size, streamChunk)+aes.BlockSize)}
 	var params []byte
 	ctLen, trailer := size, int64(0)
 	if alg.mode == modeGCM {
@@ -289,7 +292,7 @@ func (e *EnvelopeWriter) Write(p []byte) (int, error) {
 	}
 	taken := 0
 	for len(p) > 0 {
-		c := copy(e.buf[e.fill:streamChunk], p)
+		c := copy(e.buf[e.fill:min(streamChunk, len(e.buf))], p)
 		e.fill += c
 		p = p[c:]
 		taken += c
