@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -51,7 +52,8 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // NewOpsHandler serves the ops listener: /healthz, /readyz with every
-// check and its reason, and /metrics from opts.Gatherer. It has no
+// check and its reason, /metrics from opts.Gatherer and, with opts.Pprof,
+// the runtime's profiles under /debug/pprof/. It has no
 // in-flight bound, so that operators see a node that refuses partners
 // for overload.
 func NewOpsHandler(opts Options) http.Handler {
@@ -63,6 +65,11 @@ func NewOpsHandler(opts Options) http.Handler {
 	})
 	if opts.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	if opts.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return problemRoutes(mux)
 }

@@ -184,6 +184,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		// Each partner-facing listener answers 503 + Retry-After beyond
 		// it, rather than queueing without bound.
 		MaxInFlight: cfg.Listen.MaxInFlight,
+		// A diagnosis aid, off unless asked for: the runtime's profiles
+		// on the ops listener (bench/edgeload -profile).
+		Pprof: os.Getenv("PEC_DEBUG_PPROF") == "1",
 	}
 	if plog != nil {
 		served = authority.WithEvidence(plog)

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cpuSample is the CPU time used so far by the node, by edgeload and by the
+// whole machine (Linux /proc; zero elsewhere), to tell where a step's
+// cores went: µs of CPU per request in the node and in the load
+// generator, and how busy the machine was (other engineers' work
+// included).
+type cpuSample struct {
+	at          time.Time
+	node, self  time.Duration // user + system
+	busy, total float64       // machine: busy and all clock ticks
+}
+
+// clockTick is USER_HZ, 100 on every Linux the project runs on.
+const clockTick = 10 * time.Millisecond
+
+func takeCPUSample(pid int) cpuSample {
+	s := cpuSample{at: time.Now(), node: procCPU(strconv.Itoa(pid)), self: procCPU("self")}
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(data), "\n")
+		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseFloat(v, 64)
+			s.total += n
+			if i != 3 && i != 4 { // idle, iowait
+				s.busy += n
+			}
+		}
+	}
+	return s
+}
+
+// procCPU is utime + stime of /proc/PID/stat.
+func procCPU(pid string) time.Duration {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from its end.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * clockTick
+}
+
+// cpuUse is what the node and edgeload used between a and b for n
+// requests.
+type cpuUse struct {
+	nodePerReq, selfPerReq time.Duration
+	machineBusy            float64 // 0..1
+}
+
+func cpuBetween(a, b cpuSample, n float64) (cpuUse, bool) {
+	if n <= 0 || b.total <= a.total || b.node == 0 {
+		return cpuUse{}, false
+	}
+	return cpuUse{
+		nodePerReq:  time.Duration(float64(b.node-a.node) / n),
+		selfPerReq:  time.Duration(float64(b.self-a.self) / n),
+		machineBusy: (b.busy - a.busy) / (b.total - a.total),
+	}, true
+}
+
+func (u cpuUse) String() string {
+	return fmt.Sprintf("CPU per request: node %s, edgeload %s; machine %.0f%% busy", fmtDuration(u.nodePerReq), fmtDuration(u.selfPerReq), 100*u.machineBusy)
+}
