@@ -17,13 +17,18 @@ type cpuSample struct {
 	at          time.Time
 	node, self  time.Duration // user + system
 	busy, total float64       // machine: busy and all clock ticks
+	// The node's durable writes of evidence records, and their records
+	// (pec_proof_write_records): how well the group commit groups.
+	writes, records float64
 }
 
 // clockTick is USER_HZ, 100 on every Linux the project runs on.
 const clockTick = 10 * time.Millisecond
 
-func takeCPUSample(pid int) cpuSample {
+func takeCPUSample(pid int, metricsURL string) cpuSample {
 	s := cpuSample{at: time.Now(), node: procCPU(strconv.Itoa(pid)), self: procCPU("self")}
+	s.writes, _ = scrapeGauge(metricsURL, "pec_proof_write_records_count")
+	s.records, _ = scrapeGauge(metricsURL, "pec_proof_write_records_sum")
 	if data, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(data), "\n")
 		f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
@@ -64,6 +69,7 @@ func procCPU(pid string) time.Duration {
 type cpuUse struct {
 	nodePerReq, selfPerReq time.Duration
 	machineBusy            float64 // 0..1
+	recordsPerWrite        float64 // 0: no write
 }
 
 func cpuBetween(a, b cpuSample, n float64) (cpuUse, bool) {
@@ -74,9 +80,19 @@ func cpuBetween(a, b cpuSample, n float64) (cpuUse, bool) {
 		nodePerReq:  time.Duration(float64(b.node-a.node) / n),
 		selfPerReq:  time.Duration(float64(b.self-a.self) / n),
 		machineBusy: (b.busy - a.busy) / (b.total - a.total),
+		recordsPerWrite: func() float64 {
+			if b.writes > a.writes {
+				return (b.records - a.records) / (b.writes - a.writes)
+			}
+			return 0
+		}(),
 	}, true
 }
 
 func (u cpuUse) String() string {
-	return fmt.Sprintf("CPU per request: node %s, edgeload %s; machine %.0f%% busy", fmtDuration(u.nodePerReq), fmtDuration(u.selfPerReq), 100*u.machineBusy)
+	s := fmt.Sprintf("CPU per request: node %s, edgeload %s; machine %.0f%% busy", fmtDuration(u.nodePerReq), fmtDuration(u.selfPerReq), 100*u.machineBusy)
+	if u.recordsPerWrite > 0 {
+		s += fmt.Sprintf("; %.1f evidence records per durable write", u.recordsPerWrite)
+	}
+	return s
 }

@@ -322,9 +322,9 @@ func runKind(ctx context.Context, o options, pec, dir, kind string) ([]row, erro
 				prof = startProfile(ctx, o.profile, fmt.Sprintf("%s-%s-%d", kind, sc, c), n.opsBase(), o.warmup, o.duration)
 			}
 			cpu0 := make(chan cpuSample, 1)
-			go func() { time.Sleep(o.warmup); cpu0 <- takeCPUSample(n.cmd.Process.Pid) }()
+			go func() { time.Sleep(o.warmup); cpu0 <- takeCPUSample(n.cmd.Process.Pid, n.metricsURL) }()
 			r := runStep(ctx, s, c, o.warmup, o.duration)
-			cpu1 := takeCPUSample(n.cmd.Process.Pid)
+			cpu1 := takeCPUSample(n.cmd.Process.Pid, n.metricsURL)
 			if prof != nil {
 				prof.finish()
 			}
