@@ -149,22 +149,24 @@ func ValidID(id string) bool {
 
 // validType: dotted words of [a-z0-9_], at least two.
 func validType(t EventType) bool {
-	parts := strings.Split(string(t), ".")
-	if len(parts) < 2 || len(t) > 64 {
+	if len(t) > 64 {
 		return false
 	}
-	for _, p := range parts {
-		if p == "" {
+	words, n := 0, 0 // dotted words, and the length of the current one
+	for i := 0; i <= len(t); i++ {
+		if i == len(t) || t[i] == '.' {
+			if n == 0 {
+				return false // an empty word
+			}
+			words, n = words+1, 0
+			continue
+		}
+		if c := t[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
 			return false
 		}
-		for i := 0; i < len(p); i++ {
-			c := p[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
-				return false
-			}
-		}
+		n++
 	}
-	return true
+	return words >= 2
 }
 
 var digestSizes = map[string]int{"sha256": 32, "sha384": 48, "sha512": 64}
@@ -186,12 +188,13 @@ func (r *Record) Validate() error {
 	if r.Time.IsZero() {
 		fault("time: required")
 	}
-	checkString := func(what, s string) {
-		if len(s) > maxString || !utf8.ValidString(s) {
-			fault("%s: not UTF-8 or over %d bytes", what, maxString)
-		}
+	// The names of the fields are formatted only for a fault: a record
+	// is validated on every append (the hot path of every operation).
+	bad := func(s string) bool { return len(s) > maxString || !utf8.ValidString(s) }
+	const badString = "%s: not UTF-8 or over %d bytes"
+	if bad(r.Subject) {
+		fault(badString, "subject", maxString)
 	}
-	checkString("subject", r.Subject)
 	if len(r.Actors) > maxItems || len(r.Digests) > maxItems || len(r.Previous) > maxItems || len(r.Attributes) > maxItems {
 		fault("over %d actors, digests, previous records or attributes", maxItems)
 	}
@@ -199,11 +202,17 @@ func (r *Record) Validate() error {
 		if a.Role == "" {
 			fault("actors[%d].role: required", i)
 		}
-		checkString(fmt.Sprintf("actors[%d].role", i), a.Role)
-		checkString(fmt.Sprintf("actors[%d].subject", i), a.Subject)
+		if bad(a.Role) {
+			fault(badString, fmt.Sprintf("actors[%d].role", i), maxString)
+		}
+		if bad(a.Subject) {
+			fault(badString, fmt.Sprintf("actors[%d].subject", i), maxString)
+		}
 	}
 	for i, d := range r.Digests {
-		checkString(fmt.Sprintf("digests[%d].name", i), d.Name)
+		if bad(d.Name) {
+			fault(badString, fmt.Sprintf("digests[%d].name", i), maxString)
+		}
 		if n, ok := digestSizes[d.Algorithm]; !ok || len(d.Value) != n {
 			fault("digests[%d]: a sha256, sha384 or sha512 digest of its size", i)
 		}
@@ -214,8 +223,12 @@ func (r *Record) Validate() error {
 		}
 	}
 	for i, a := range r.Attributes {
-		checkString(fmt.Sprintf("attributes[%d].key", i), a.Key)
-		checkString(fmt.Sprintf("attributes[%d].value", i), a.Value)
+		if bad(a.Key) {
+			fault(badString, fmt.Sprintf("attributes[%d].key", i), maxString)
+		}
+		if bad(a.Value) {
+			fault(badString, fmt.Sprintf("attributes[%d].value", i), maxString)
+		}
 		if a.Key == "" {
 			fault("attributes[%d].key: required", i)
 		}

@@ -102,6 +102,12 @@ func TestRecordInvalid(t *testing.T) {
 		{"id with a slash", func(r *evidence.Record) { r.ID = "a/b" }},
 		{"no type", func(r *evidence.Record) { r.Type = "" }},
 		{"one-word type", func(r *evidence.Record) { r.Type = "submission" }},
+		{"type ending in a dot", func(r *evidence.Record) { r.Type = "submission." }},
+		{"type starting with a dot", func(r *evidence.Record) { r.Type = ".submission.accepted" }},
+		{"type with an empty word", func(r *evidence.Record) { r.Type = "submission..accepted" }},
+		{"type in capitals", func(r *evidence.Record) { r.Type = "Submission.accepted" }},
+		{"type with a dash", func(r *evidence.Record) { r.Type = "submission.accept-ed" }},
+		{"type over 64 bytes", func(r *evidence.Record) { r.Type = evidence.EventType("a." + strings.Repeat("b", 63)) }},
 		{"no time", func(r *evidence.Record) { r.Time = time.Time{} }},
 		{"short digest", func(r *evidence.Record) { r.Digests[0].Value = r.Digests[0].Value[:31] }},
 		{"md5 digest", func(r *evidence.Record) { r.Digests[0].Algorithm = "md5" }},
@@ -118,6 +124,44 @@ func TestRecordInvalid(t *testing.T) {
 				t.Errorf("MarshalBinary: %v, want ErrMalformedRecord", err)
 			}
 		})
+	}
+}
+
+// TestRecordInvalidNamesField: every string field that is not UTF-8 or
+// too long is named in the error (the names are built only on a fault).
+func TestRecordInvalidNamesField(t *testing.T) {
+	long := strings.Repeat("x", 4097)
+	for _, tc := range []struct {
+		field  string
+		mutate func(*evidence.Record, string)
+	}{
+		{"subject", func(r *evidence.Record, v string) { r.Subject = v }},
+		{"actors[1].role", func(r *evidence.Record, v string) { r.Actors[1].Role = v }},
+		{"actors[0].subject", func(r *evidence.Record, v string) { r.Actors[0].Subject = v }},
+		{"digests[1].name", func(r *evidence.Record, v string) { r.Digests[1].Name = v }},
+		{"attributes[0].key", func(r *evidence.Record, v string) { r.Attributes[0].Key = "a" + v }},
+		{"attributes[1].value", func(r *evidence.Record, v string) { r.Attributes[1].Value = v }},
+	} {
+		for _, v := range []string{"\xff", long} {
+			t.Run(fmt.Sprintf("%s %d bytes", tc.field, len(v)), func(t *testing.T) {
+				r := goldenRecord()
+				tc.mutate(r, v)
+				err := r.Validate()
+				if !errors.Is(err, evidence.ErrMalformedRecord) || !strings.Contains(err.Error(), tc.field+": not UTF-8 or over 4096 bytes") {
+					t.Errorf("Validate: %v, want ErrMalformedRecord naming %s", err, tc.field)
+				}
+			})
+		}
+	}
+	if err := goldenRecord().Validate(); err != nil {
+		t.Errorf("the golden record: %v", err)
+	}
+	for _, typ := range []evidence.EventType{"a.b", "proof.read", "x_1.y2.z_", evidence.EventType("a." + strings.Repeat("b", 62))} {
+		r := goldenRecord()
+		r.Type = typ
+		if err := r.Validate(); err != nil {
+			t.Errorf("type %q: %v", typ, err)
+		}
 	}
 }
 

@@ -110,6 +110,11 @@ type Options struct {
 	// at once (listen.max_in_flight); more are answered 503 with
 	// Retry-After. 0: DefaultMaxInFlight; negative: no bound.
 	MaxInFlight int
+
+	// Pprof serves net/http/pprof's /debug/pprof/ on the ops listener
+	// (profiles of the running node, for diagnosis); off by default:
+	// `pec serve` turns it on when PEC_DEBUG_PPROF=1.
+	Pprof bool
 }
 
 // ProofReader is the evidence log a node serves, and what every bundle

@@ -132,6 +132,9 @@ func TestTSAEndpoint(t *testing.T) {
 		{"GET", "GET", "", nil, 405, 2, 2},
 		{"wrong content type", "POST", "application/json", bytes.NewReader(good), 415, 2, 2},
 		{"no content type", "POST", "", bytes.NewReader(good), 415, 2, 2},
+		{"content type in capitals", "POST", "Application/Timestamp-Query", bytes.NewReader(good), 200, 0, -1},
+		{"a longer content type", "POST", "application/timestamp-query-x", bytes.NewReader(good), 415, 2, 2},
+		{"a content type with a bad parameter", "POST", "application/timestamp-query; =", bytes.NewReader(good), 415, 2, 2},
 		{"empty body", "POST", "application/timestamp-query", bytes.NewReader(nil), 200, 2, 5},
 		{"truncated", "POST", "application/timestamp-query", bytes.NewReader(good[:len(good)-3]), 200, 2, 5},
 		{"trailing garbage", "POST", "application/timestamp-query", bytes.NewReader(append(bytes.Clone(good), 0, 1, 2)), 200, 2, 5},
@@ -196,6 +199,33 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return sum
 }
 
+// TestPprof: the runtime's profiles are on the ops listener when asked
+// for (PEC_DEBUG_PPROF=1 in pec serve), never by default, never on a
+// partner-facing listener.
+func TestPprof(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		opts := gateway.Options{Pprof: on}
+		handlers := map[string]http.Handler{"ops": gateway.NewOpsHandler(opts), "tsa": gateway.NewTSAHandler(nil, 1024, opts), "api": gateway.NewAPIHandler(nil, 1024, opts)}
+		for name, h := range handlers {
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/allocs", "/debug/pprof/goroutine?debug=1"} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+				want := http.StatusNotFound
+				if on && name == "ops" {
+					want = http.StatusOK
+				}
+				if name == "api" && rec.Code == http.StatusUnauthorized {
+					rec.Code = http.StatusNotFound // no client certificate: refused before routing
+				}
+				if rec.Code != want {
+					t.Errorf("Pprof %v: %s %s: %d, want %d", on, name, path, rec.Code, want)
+				}
+			}
+		}
+	}
+}
+
 // TestReadyz: the ops listener's /readyz names every check and why it
 // fails; the partner-facing listeners' /readyz says ready or not, nothing
 // more; /metrics is on the ops listener only.
@@ -209,7 +239,7 @@ func TestReadyz(t *testing.T) {
 			return failing
 		}
 		return nil
-	}}}}
+	}}}, Pprof: true}
 	ops := gateway.NewOpsHandler(opts)
 	partnerFacing := map[string]http.Handler{"tsa": gateway.NewTSAHandler(nil, 1024, opts), "api": gateway.NewAPIHandler(nil, 1024, opts)}
 	get := func(h http.Handler, path string) (*httptest.ResponseRecorder, api.Readiness) {
@@ -257,7 +287,7 @@ func TestReadyz(t *testing.T) {
 		}
 	}
 
-	// Go's profiles: on the ops listener only.
+	// Go's profiles, when asked for: on the ops listener only.
 	for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
 		rec := httptest.NewRecorder()
 		ops.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))

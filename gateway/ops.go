@@ -52,10 +52,10 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // NewOpsHandler serves the ops listener: /healthz, /readyz with every
-// check and its reason, /metrics from opts.Gatherer, and Go's runtime
-// profiles under /debug/pprof/ (CPU, heap, goroutines, execution trace),
-// as Boulder's debug listener serves them, for operators and
-// bench/edgeload to see where a loaded node spends its time. It has no
+// check and its reason, /metrics from opts.Gatherer and, with opts.Pprof,
+// the runtime's profiles under /debug/pprof/ (CPU, heap, goroutines,
+// execution trace: off unless asked for, PEC_DEBUG_PPROF=1 for pec serve,
+// which bench/edgeload sets to see where a loaded node spends its time). It has no
 // in-flight bound, so that operators see a node that refuses partners
 // for overload.
 func NewOpsHandler(opts Options) http.Handler {
@@ -69,12 +69,14 @@ func NewOpsHandler(opts Options) http.Handler {
 	if opts.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}
-	// A CPU profile or trace runs for ?seconds=N (default 30), within the
-	// listener's write timeout; it costs the node nothing until asked for.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if opts.Pprof {
+		// A CPU profile or trace runs for ?seconds=N (default 30), within
+		// the listener's write timeout.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return problemRoutes(mux)
 }

@@ -39,7 +39,7 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.reject(w, http.StatusMethodNotAllowed, "use POST with "+timestampQuery)
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != timestampQuery {
+	if !isTimestampQuery(r.Header.Get("Content-Type")) {
 		e.reject(w, http.StatusUnsupportedMediaType, "content type must be "+timestampQuery)
 		return
 	}
@@ -93,13 +93,28 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeReply(w, http.StatusOK, resp)
 }
 
+// isTimestampQuery: the media type is application/timestamp-query, with
+// or without parameters. The exact string, what every client sends, is
+// known without parsing (mime.ParseMediaType builds a map a request).
+func isTimestampQuery(contentType string) bool {
+	if contentType == timestampQuery {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == timestampQuery
+}
+
 func (e *tsaEndpoint) reject(w http.ResponseWriter, status int, text string) {
 	writeReply(w, status, tsa.Reject(tsa.FailBadRequest, text))
 }
 
+// replyContentType is the Content-Type of every reply: one slice, never
+// modified, for all of them (net/http only reads it).
+var replyContentType = []string{timestampReply}
+
 func writeReply(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h["Content-Type"] = []string{timestampReply}
+	h["Content-Type"] = replyContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(status)
 	_, _ = w.Write(body)

@@ -295,9 +295,13 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func nodeKey(id compact.NodeID) []byte {
 	k := make([]byte, 9)
+	putNodeKey(k, id)
+	return k
+}
+
+func putNodeKey(k []byte, id compact.NodeID) {
 	k[0] = byte(id.Level)
 	binary.BigEndian.PutUint64(k[1:], id.Index)
-	return k
 }
 
 func encodeHead(h *Head) []byte {
@@ -324,7 +328,9 @@ func decodeHead(size uint64, v []byte) (*Head, error) {
 	}, nil
 }
 
-// Append implements Store.
+// Append implements Store. The ids of Fresh records are not looked up
+// among the pending and the sealed ones (a read transaction and a B+tree
+// search per record, on the hot path).
 func (s *BoltStore) Append(ctx context.Context, recs []StoredRecord) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -337,30 +343,7 @@ func (s *BoltStore) Append(ctx context.Context, recs []StoredRecord) error {
 	}
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
-	seen := make(map[string]struct{}, len(recs))
-	s.mu.Lock()
-	for _, r := range recs {
-		_, pending := s.pendingIDs[r.ID]
-		_, twice := seen[r.ID]
-		if pending || twice {
-			s.mu.Unlock()
-			return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
-		}
-		seen[r.ID] = struct{}{}
-	}
-	s.mu.Unlock()
-	// A record pending now stays pending or sealed; one that is neither
-	// cannot be sealed meanwhile (only this Append adds pending records).
-	err := s.view(func(tx *bolt.Tx) error {
-		ids := tx.Bucket(bucketIDs)
-		for _, r := range recs {
-			if ids.Get([]byte(r.ID)) != nil {
-				return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.checkNewIDs(recs); err != nil {
 		return err
 	}
 	data := make([][]byte, len(recs))
@@ -376,11 +359,49 @@ func (s *BoltStore) Append(ctx context.Context, recs []StoredRecord) error {
 	}
 	s.mu.Lock()
 	for _, r := range recs {
-		s.pending = append(s.pending, walRecord{r, seg})
+		s.pending = append(s.pending, walRecord{StoredRecord{ID: r.ID, Data: r.Data}, seg})
 		s.pendingIDs[r.ID] = struct{}{}
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// checkNewIDs fails with ErrDuplicateID when an id of recs is twice in
+// recs, pending or sealed; Fresh records are not looked up. The caller
+// holds appendMu.
+func (s *BoltStore) checkNewIDs(recs []StoredRecord) error {
+	check := 0
+	for _, r := range recs {
+		if !r.Fresh {
+			check++
+		}
+	}
+	if check == 0 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(recs))
+	s.mu.Lock()
+	for _, r := range recs {
+		_, pending := s.pendingIDs[r.ID]
+		_, twice := seen[r.ID]
+		if !r.Fresh && (pending || twice) {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+		}
+		seen[r.ID] = struct{}{}
+	}
+	s.mu.Unlock()
+	// A record pending now stays pending or sealed; one that is neither
+	// cannot be sealed meanwhile (only Append adds pending records).
+	return s.view(func(tx *bolt.Tx) error {
+		ids := tx.Bucket(bucketIDs)
+		for _, r := range recs {
+			if !r.Fresh && ids.Get([]byte(r.ID)) != nil {
+				return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
+			}
+		}
+		return nil
+	})
 }
 
 // Unsealed implements Store.
@@ -434,20 +455,35 @@ func (s *BoltStore) Integrate(ctx context.Context, prev *Tree, b *Batch) error {
 		nodes := tx.Bucket(bucketNodes)
 		nodes.FillPercent = 0.95
 		trees.FillPercent = 1
+		// The records are the oldest pending ones (checked above), and a
+		// pending id is in no sealed record: Append checked it (or the log
+		// made it: Fresh), OpenBolt skips what bbolt holds. No
+		// lookup of each id here, then: a second B+tree search per record.
+		//
+		// bbolt keeps the keys and values it is given until the commit:
+		// they are cut from one allocation per kind, not one per Put.
+		idLen := 0
+		for _, r := range b.Records {
+			idLen += len(r.ID)
+		}
+		idx := make([]byte, 8*len(b.Records)) // record key, and value of its id
+		idKeys := make([]byte, 0, idLen)
 		for i, r := range b.Records {
-			idx := b.Start + uint64(i)
-			if ids.Get([]byte(r.ID)) != nil {
-				return fmt.Errorf("%w: %q", ErrDuplicateID, r.ID)
-			}
-			if err := recs.Put(u64(idx), r.Data); err != nil {
+			k := idx[8*i : 8*i+8 : 8*i+8]
+			binary.BigEndian.PutUint64(k, b.Start+uint64(i))
+			if err := recs.Put(k, r.Data); err != nil {
 				return err
 			}
-			if err := ids.Put([]byte(r.ID), u64(idx)); err != nil {
+			idKeys = append(idKeys, r.ID...)
+			if err := ids.Put(idKeys[len(idKeys)-len(r.ID):len(idKeys):len(idKeys)], k); err != nil {
 				return err
 			}
 		}
-		for _, n := range b.Nodes {
-			if err := nodes.Put(nodeKey(n.ID), n.Hash); err != nil {
+		nodeKeys := make([]byte, 9*len(b.Nodes))
+		for i, n := range b.Nodes {
+			k := nodeKeys[9*i : 9*i+9 : 9*i+9]
+			putNodeKey(k, n.ID)
+			if err := nodes.Put(k, n.Hash); err != nil {
 				return err
 			}
 		}

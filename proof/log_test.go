@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -361,4 +362,47 @@ func metric(t testing.TB, reg *prometheus.Registry, name string) *dto.Metric {
 
 func gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	return metric(t, reg, name).GetGauge().GetValue()
+}
+
+// freshSpy records the Fresh mark of every record appended to its store.
+type freshSpy struct {
+	*proof.BoltStore
+	mu    sync.Mutex
+	fresh map[string]bool
+}
+
+func (s *freshSpy) Append(ctx context.Context, recs []proof.StoredRecord) error {
+	s.mu.Lock()
+	for _, r := range recs {
+		s.fresh[r.ID] = r.Fresh
+	}
+	s.mu.Unlock()
+	return s.BoltStore.Append(ctx, recs)
+}
+
+// TestLogMarksItsOwnIDsFresh: the ids the log makes are appended Fresh
+// (the store need not look them up), a caller's never.
+func TestLogMarksItsOwnIDsFresh(t *testing.T) {
+	e := newEnv(t)
+	s := &freshSpy{BoltStore: openBolt(t, filepath.Join(t.TempDir(), "proof.db")), fresh: map[string]bool{}}
+	defer s.Close()
+	l := e.openLog(t, s, fastSeal)
+	defer l.Close()
+	ctx := t.Context()
+	caller := sampleRecord(2)
+	caller.ID = "caller-chosen"
+	ids, err := l.Append(ctx, sampleRecord(1), caller, sampleRecord(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := l.Append(ctx, sampleRecord(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{ids[0]: true, "caller-chosen": false, ids[2]: true, more[0]: true}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if diff := cmp.Diff(want, s.fresh); diff != "" {
+		t.Errorf("Fresh marks (-want +got):\n%s", diff)
+	}
 }

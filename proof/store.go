@@ -36,7 +36,9 @@ type Store interface {
 	// Append writes recs durably and atomically: when it returns nil they
 	// survive a crash, and they are the newest unsealed records. It fails
 	// with evidence.ErrDuplicateID, writing nothing, when the store
-	// already holds (sealed or not) a record with one of their ids.
+	// already holds (sealed or not) a record with one of their ids; the
+	// ids of Fresh records need not be looked up. It does not keep recs
+	// (the slice) after it returns.
 	Append(ctx context.Context, recs []StoredRecord) error
 	// Unsealed returns up to max of the records appended and not yet
 	// integrated, oldest first: the order in which they will be
@@ -110,6 +112,13 @@ type Leader interface {
 type StoredRecord struct {
 	ID   string
 	Data []byte
+	// Fresh says that the log made the id itself (evidence.NewID: the
+	// time in milliseconds and 80 random bits; two are the same with a
+	// chance of about 2^-80 for a pair made in one millisecond), so that
+	// no record of any store has it: Append may take the record as new
+	// without looking the id up. Only Append reads it; records a store
+	// returns have it false.
+	Fresh bool
 }
 
 // Tree is a tree of the log: its size and RFC 9162 root hash.

@@ -29,9 +29,11 @@ type Authority struct {
 	profile   keyProfile
 	policy    asn1.ObjectIdentifier
 	policyDER []byte
-	accepted  [][]byte // DER of every policy a request may ask for, the default first
-	hashes    map[crypto.Hash]bool
-	ordering  bool
+	// policyText is policy.String(), for every record.
+	policyText string
+	accepted   [][]byte // DER of every policy a request may ask for, the default first
+	hashes     map[crypto.Hash]bool
+	ordering   bool
 
 	serials  SerialSource
 	recorder Recorder
@@ -116,6 +118,7 @@ func New(cfg Config, signer crypto.Signer, chain []*x509.Certificate, serials Se
 	}
 	a.policy, _ = parseOID(cfg.PolicyOID)
 	a.policyDER = mustMarshal(a.policy)
+	a.policyText = a.policy.String()
 	a.accepted = append(a.accepted, a.policyDER)
 	for _, p := range cfg.AcceptedPolicies {
 		oid, _ := parseOID(p)
@@ -322,21 +325,21 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 		} else {
 			issued.Policy = a.policy
 		}
-		if req.nonce != nil {
-			issued.Nonce = new(big.Int).SetBytes(req.nonce)
-			if req.nonce[0]&0x80 != 0 { // a negative nonce, two's complement
-				issued.Nonce.Sub(issued.Nonce, new(big.Int).Lsh(big.NewInt(1), uint(8*len(req.nonce))))
-			}
-		}
 		if a.evidence != nil {
 			// One durable write: the evidence record is the record of
 			// the token (the journal is for nodes without a log).
-			ids, err := a.evidence.Append(ctx, key.issuedRecord(&issued, opts.Client))
+			ids, err := a.evidence.Append(ctx, key.issuedRecord(&issued, req.policy == nil, a.policyText, opts.Client))
 			if err != nil {
 				// Not recorded, not released: the token is dropped.
 				return nil, "", FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
 			}
 			return resp, ids[0], FailNone, nil
+		}
+		if req.nonce != nil { // the journal keeps the nonce; the evidence record does not
+			issued.Nonce = new(big.Int).SetBytes(req.nonce)
+			if req.nonce[0]&0x80 != 0 { // a negative nonce, two's complement
+				issued.Nonce.Sub(issued.Nonce, new(big.Int).Lsh(big.NewInt(1), uint(8*len(req.nonce))))
+			}
 		}
 		if err := a.recorder.Record(ctx, &issued); err != nil {
 			return nil, "", FailSystemFailure, fmt.Errorf("tsa: record token %s: %w", serial.Text(16), err)
@@ -347,21 +350,41 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 
 // issuedRecord is the timestamp.issued evidence of a token: the imprint,
 // the SHA-256 of the token, serial and policy, the TSA and the client.
-func (k *authorityKey) issuedRecord(issued *Issued, client *evidence.Actor) *evidence.Record {
-	rec := &evidence.Record{
-		Type:    evidence.TimestampIssued,
-		Time:    issued.GenTime,
-		Subject: "tsa-serial-" + issued.Serial.Text(16),
-		Digests: []evidence.Digest{
-			{Name: "imprint", Algorithm: hashNames[issued.Hash], Value: issued.Imprint},
-			{Name: "token", Algorithm: "sha256", Value: issued.TokenSHA256[:]},
-		},
-		Attributes: []evidence.Attribute{{Key: "policy", Value: issued.Policy.String()}, {Key: "serial", Value: issued.Serial.Text(16)}},
+// defaultPolicy says that the policy is the TSA's own, whose text
+// (policyText) is prepared.
+func (k *authorityKey) issuedRecord(issued *Issued, defaultPolicy bool, policyText string, client *evidence.Actor) *evidence.Record {
+	// One allocation for the record and its lists (this runs for every
+	// token).
+	buf := new(struct {
+		rec     evidence.Record
+		digests [2]evidence.Digest
+		attrs   [2]evidence.Attribute
+		actors  [2]evidence.Actor
+	})
+	subject := "tsa-serial-" + issued.Serial.Text(16)
+	policy := policyText
+	if !defaultPolicy {
+		policy = issued.Policy.String()
+	}
+	buf.digests = [2]evidence.Digest{
+		{Name: "imprint", Algorithm: hashNames[issued.Hash], Value: issued.Imprint},
+		{Name: "token", Algorithm: "sha256", Value: issued.TokenSHA256[:]},
+	}
+	buf.attrs = [2]evidence.Attribute{{Key: "policy", Value: policy}, {Key: "serial", Value: subject[len("tsa-serial-"):]}}
+	rec := &buf.rec
+	*rec = evidence.Record{
+		Type:       evidence.TimestampIssued,
+		Time:       issued.GenTime,
+		Subject:    subject,
+		Digests:    buf.digests[:],
+		Attributes: buf.attrs[:],
 	}
 	if client != nil {
-		rec.Actors = []evidence.Actor{*client, k.actor}
+		buf.actors = [2]evidence.Actor{*client, k.actor}
+		rec.Actors = buf.actors[:2]
 	} else {
-		rec.Actors = []evidence.Actor{k.actor}
+		buf.actors[0] = k.actor
+		rec.Actors = buf.actors[:1]
 	}
 	return rec
 }

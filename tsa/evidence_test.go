@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"testing"
@@ -44,12 +46,19 @@ func TestEvidenceOfTokens(t *testing.T) {
 		!bytes.Equal(r.Digests[1].Value, sum[:]) || r.Attributes[1].Value != tok.Serial.Text(16) || !r.Time.Equal(tok.GenTime) {
 		t.Errorf("record %+v", r)
 	}
-	// Plain RFC 3161 over HTTP: no client, the TSA alone.
-	if _, _, err := a.RespondWith(context.Background(), req, tsa.RespondOptions{}); err != nil {
+	wantAttrs := []evidence.Attribute{{Key: "policy", Value: "2.999.3161.1"}, {Key: "serial", Value: tok.Serial.Text(16)}}
+	if r.Subject != "tsa-serial-"+tok.Serial.Text(16) || r.Digests[0].Algorithm != "sha256" || !bytes.Equal(r.Digests[0].Value, tok.Imprint) ||
+		r.Digests[1].Name != "token" || r.Digests[1].Algorithm != "sha256" || fmt.Sprint(r.Attributes) != fmt.Sprint(wantAttrs) {
+		t.Errorf("record %+v; want subject tsa-serial-%s and attributes %v", r, tok.Serial.Text(16), wantAttrs)
+	}
+	// Plain RFC 3161 over HTTP: no client, the TSA alone. A policy the
+	// request names is the record's.
+	other := makeRequest(t, reqOpts{policy: asn1.ObjectIdentifier{2, 999, 3161, 2}})
+	if _, _, err := a.RespondWith(context.Background(), other, tsa.RespondOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if recs := ev.Records(); len(recs) != 2 || len(recs[1].Actors) != 1 {
-		t.Errorf("a record without a client: %+v", recs[len(recs)-1])
+	if recs := ev.Records(); len(recs) != 2 || len(recs[1].Actors) != 1 || recs[1].Actors[0].Role != "tsa" || recs[1].Attributes[0].Value != "2.999.3161.2" {
+		t.Errorf("a record without a client, policy 2.999.3161.2: %+v", recs[len(recs)-1])
 	}
 	// Unrecorded (a checkpoint's token, a signature timestamp): no record.
 	if _, id, err := a.RespondWith(context.Background(), req, tsa.RespondOptions{Unrecorded: true}); err != nil || id != "" {

@@ -231,7 +231,7 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 		fmt.Fprintf(os.Stderr, "edgeload: seal profile %s: key %q raw %s signatures/s on all cores\n", label, p.KeyLabel, thousands(rawSig))
 		notes = append(notes, fmt.Sprintf("raw signatures/s of the seal key %q (%s) on all cores, before the node started: %s", p.KeyLabel, keyName(kind, cfg.path(p.CertFile)), thousands(rawSig)))
 
-		n, err := startNode(ctx, pec, cfgPath, filepath.Join(dir, "serve-"+seal+".log"))
+		n, err := startNode(ctx, pec, cfgPath, filepath.Join(dir, "serve-"+seal+".log"), o.cpuProfiles)
 		if err != nil {
 			return rows, notes, err
 		}
@@ -258,7 +258,7 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 			}
 			for ci, c := range o.concurrency {
 				var prof string
-				if o.profile && si == 0 && ((size == slices.Min(o.sizes) && ci == len(o.concurrency)-1) || (size == slices.Max(o.sizes) && ci == 0)) {
+				if o.cpuProfiles && si == 0 && ((size == slices.Min(o.sizes) && ci == len(o.concurrency)-1) || (size == slices.Max(o.sizes) && ci == 0)) {
 					prof = filepath.Join(dir, fmt.Sprintf("cpu-%s-%d.pprof", sizeName(size), c))
 				}
 				r, err := runExchangeStep(ctx, n, tlsCfg, docs, c, o, prof, p.Timestamp)
@@ -466,7 +466,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 			profErr = fetchProfile(sctx, n.metricsURL, profile, min(o.duration, 25*time.Second))
 		}()
 	}
-	cpu0, bench0 := procCPU(n.cmd.Process.Pid), selfCPU()
+	cpu0, bench0 := procCPUSeconds(n.cmd.Process.Pid), selfCPU()
 	var lastDone, ackedBytes atomic.Int64
 	for w := range c {
 		wg.Go(func() {
@@ -529,7 +529,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	if end.Before(deadline) {
 		end = deadline
 	}
-	cpu1, bench1 := procCPU(n.cmd.Process.Pid), selfCPU()
+	cpu1, bench1 := procCPUSeconds(n.cmd.Process.Pid), selfCPU()
 	elapsed := end.Sub(measureFrom)
 	whole := time.Since(start).Seconds()
 	if cpu1 > cpu0 {
@@ -797,17 +797,11 @@ func sampleField(pid int, field string, every time.Duration, maxRSS *int64) (sto
 	return func() { close(done); <-finished }
 }
 
-// procCPU is the user and system CPU time of pid, seconds (/proc/PID/stat
-// fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func procCPU(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	v, _ := parseStatCPU(data)
-	return v
-}
+// procCPUSeconds is the user and system CPU time of pid, seconds.
+func procCPUSeconds(pid int) float64 { return procCPU(strconv.Itoa(pid)).Seconds() }
 
+// parseStatCPU reads utime + stime, seconds, from a /proc/PID/stat
+// (fields 14 and 15, in clock ticks of 1/100 s on Linux).
 func parseStatCPU(data []byte) (float64, error) {
 	// The command name, field 2, is in parentheses and may hold spaces.
 	i := bytes.LastIndexByte(data, ')')

@@ -41,7 +41,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -52,6 +51,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -68,6 +68,8 @@ import (
 	"github.com/digitorus/timestamp"
 	"github.com/miekg/pkcs11"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"pec/gateway/api"
 )
@@ -86,12 +88,13 @@ type options struct {
 	pec                           string
 	keep                          bool
 	// The exchange mode (exchange.go).
-	mode    string
-	sizes   []int64
-	big     int64
-	seals   []string
-	profile bool
-	workers int
+	mode        string
+	sizes       []int64
+	big         int64
+	seals       []string
+	cpuProfiles bool // exchange: the node's CPU profiles into the report
+	workers     int
+	profile     string // directory for the node's and the load generator's profiles; "" none
 }
 
 func main() {
@@ -102,7 +105,7 @@ func main() {
 	flag.StringVar(&big, "big", "1GiB", "exchange: the dossier sent alone while the node's RSS is sampled; 0: none")
 	flag.StringVar(&seals, "seals", "default,cades-bb", "exchange: seal profiles (exchange.seal_profile), each on the node restarted; after the first, the smallest size only")
 	flag.IntVar(&o.workers, "workers", 0, "exchange: exchange.workers of the node (queue workers sealing and delivering); 0: as pec init writes it")
-	flag.BoolVar(&o.profile, "profile", true, "exchange: CPU profiles of the node (ops /debug/pprof/profile) at the smallest size with the most clients and the largest size with the fewest")
+	flag.BoolVar(&o.cpuProfiles, "cpu-profiles", true, "exchange: CPU profiles of the node (ops /debug/pprof/profile) at the smallest size with the most clients and the largest size with the fewest")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time of each step")
 	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured load before each step")
 	flag.DurationVar(&o.rawDuration, "raw", 2*time.Second, "time of each raw signing-rate measurement")
@@ -111,6 +114,7 @@ func main() {
 	flag.StringVar(&scenarios, "scenarios", "tsa,sign-bb,sign-bt", "scenarios: tsa, sign-bb, sign-bt")
 	flag.StringVar(&o.pec, "pec", "", "pec binary to run (default: go build ./cmd/pec into a temporary directory)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (nodes, logs) and print its path")
+	flag.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the node (PEC_DEBUG_PPROF=1) and of edgeload for each step into this directory")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		usage("unexpected arguments %q", flag.Args())
@@ -355,7 +359,7 @@ func runKind(ctx context.Context, o options, pec, dir, kind string) ([]row, erro
 		return nil, err
 	}
 
-	n, err := startNode(ctx, pec, cfgPath, filepath.Join(dir, "serve.log"))
+	n, err := startNode(ctx, pec, cfgPath, filepath.Join(dir, "serve.log"), o.profile != "")
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +387,17 @@ func runKind(ctx context.Context, o options, pec, dir, kind string) ([]row, erro
 			if err := ctx.Err(); err != nil {
 				return rows, err
 			}
+			var prof *stepProfile
+			if o.profile != "" {
+				prof = startProfile(ctx, o.profile, fmt.Sprintf("%s-%s-%d", kind, sc, c), n.opsBase(), o.warmup, o.duration)
+			}
+			cpu0 := make(chan cpuSample, 1)
+			go func() { time.Sleep(o.warmup); cpu0 <- takeCPUSample(n.cmd.Process.Pid, n.metricsURL) }()
 			r := runStep(ctx, s, c, o.warmup, o.duration)
+			cpu1 := takeCPUSample(n.cmd.Process.Pid, n.metricsURL)
+			if prof != nil {
+				prof.finish()
+			}
 			if err := ctx.Err(); err != nil {
 				return rows, fmt.Errorf("interrupted during %s at %d clients", sc, c)
 			}
@@ -395,6 +409,9 @@ func runKind(ctx context.Context, o options, pec, dir, kind string) ([]row, erro
 			rows = append(rows, rw)
 			fmt.Fprintf(os.Stderr, "edgeload: %-8s %-15s %3d clients: %8s req/s (%s of raw), p50 %s, p99 %s, seal %s, %d errors\n",
 				sc, rw.key, c, thousands(r.rate), percent(r.rate, rw.raw), fmtDuration(r.p50), fmtDuration(r.p99), seal, r.errors)
+			if u, ok := cpuBetween(<-cpu0, cpu1, r.rate*o.duration.Seconds()); ok {
+				fmt.Fprintf(os.Stderr, "edgeload:   %s\n", u)
+			}
 			if r.firstErr != nil {
 				fmt.Fprintf(os.Stderr, "edgeload:   first error: %v\n", r.firstErr)
 			}
@@ -724,7 +741,7 @@ type node struct {
 
 // startNode runs `pec serve` on free loopback ports and waits until it is
 // ready. Its JSON log goes to logFile.
-func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error) {
+func startNode(ctx context.Context, pec, cfgPath, logFile string, pprof bool) (*node, error) {
 	logf, err := os.Create(logFile)
 	if err != nil {
 		return nil, err
@@ -732,6 +749,9 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string) (*node, error)
 	cmd := exec.Command(pec, "serve", "--config", cfgPath, "--listen", "tsa=127.0.0.1:0", "--listen", "api=127.0.0.1:0", "--listen", "ops=127.0.0.1:0")
 	// The node sets SOFTHSM2_CONF from its own configuration.
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "SOFTHSM2_CONF=") })
+	if pprof {
+		cmd.Env = append(cmd.Env, "PEC_DEBUG_PPROF=1")
+	}
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -916,7 +936,11 @@ func newTSAScenario(url string) (*tsaScenario, error) {
 }
 
 func (s *tsaScenario) newWorker(id int) (func(context.Context, bool) error, func()) {
-	client := newHTTPClient(nil)
+	c, err := newConn(s.url, nil)
+	if err != nil {
+		return func(context.Context, bool) error { return err }, func() {}
+	}
+	path := urlPath(s.url)
 	var seed [32]byte
 	crand.Read(seed[:])
 	rng := rand.NewChaCha8(seed)
@@ -927,45 +951,52 @@ func (s *tsaScenario) newWorker(id int) (func(context.Context, bool) error, func
 		rng.Read(digest)
 		rng.Read(nonce)
 		nonce[0] = nonce[0]&0x7f | 0x01 // positive and minimal (DER)
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(req))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/timestamp-query")
-		body, hdr, err := send(client, hr)
+		resp, err := send(ctx, c, path, "application/timestamp-query", req)
 		if err != nil {
 			return err
 		}
 		if full {
-			return checkToken(body, hdr, digest, nonce)
+			return checkToken(resp.body, resp.evidenceID, digest, nonce)
 		}
-		return checkGranted(body)
+		return checkGranted(resp.body)
 	}
-	return do, client.CloseIdleConnections
+	return do, c.close
+}
+
+// urlPath is the path of a URL that newConn accepted.
+func urlPath(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Path == "" {
+		return "/"
+	}
+	return u.RequestURI()
 }
 
 // checkGranted reads the PKIStatus of a TimeStampResp (RFC 3161 section
 // 2.4.2) and requires granted or grantedWithMods with a token.
 func checkGranted(body []byte) error {
-	var resp struct {
-		Status asn1.RawValue
-		Token  asn1.RawValue `asn1:"optional"`
+	// TimeStampResp ::= SEQUENCE { status PKIStatusInfo, timeStampToken
+	// ContentInfo OPTIONAL }; PKIStatusInfo ::= SEQUENCE { status INTEGER, ... }
+	in := cryptobyte.String(body)
+	var resp, info cryptobyte.String
+	var status int64
+	if !in.ReadASN1(&resp, cbasn1.SEQUENCE) || !resp.ReadASN1(&info, cbasn1.SEQUENCE) {
+		return errors.New("tsa: reply is not a TimeStampResp")
 	}
-	if _, err := asn1.Unmarshal(body, &resp); err != nil {
-		return fmt.Errorf("tsa: reply is not a TimeStampResp: %w", err)
+	if !info.ReadASN1Integer(&status) {
+		return errors.New("tsa: reply status: not an INTEGER")
 	}
-	var status int
-	if _, err := asn1.Unmarshal(resp.Status.Bytes, &status); err != nil {
-		return fmt.Errorf("tsa: reply status: %w", err)
-	}
-	if status > 1 || len(resp.Token.FullBytes) == 0 {
+	var token cryptobyte.String
+	var tag cbasn1.Tag
+	hasToken := resp.ReadAnyASN1Element(&token, &tag) && len(token) > 0
+	if status > 1 || !hasToken {
 		return fmt.Errorf("tsa: not granted: status %d", status)
 	}
 	return nil
 }
 
 // checkToken parses the whole reply and checks that it answers the request.
-func checkToken(body []byte, hdr http.Header, digest, nonce []byte) error {
+func checkToken(body []byte, evidenceID string, digest, nonce []byte) error {
 	if err := checkGranted(body); err != nil {
 		return err
 	}
@@ -976,7 +1007,7 @@ func checkToken(body []byte, hdr http.Header, digest, nonce []byte) error {
 	if !bytes.Equal(ts.HashedMessage, digest) || ts.Nonce == nil || ts.Nonce.Cmp(new(big.Int).SetBytes(nonce)) != 0 {
 		return errors.New("tsa: the token does not answer the request (imprint or nonce)")
 	}
-	if hdr.Get("PEC-Evidence-ID") == "" {
+	if evidenceID == "" {
 		return errWarning("tsa: no PEC-Evidence-ID header in the reply: is the evidence log on?")
 	}
 	return nil
@@ -1013,21 +1044,20 @@ func newSignScenario(url, profile string, timestamp bool, tlsCfg *tls.Config) *s
 }
 
 func (s *signScenario) newWorker(id int) (func(context.Context, bool) error, func()) {
-	client := newHTTPClient(s.tls)
+	c, err := newConn(s.url, s.tls)
+	if err != nil {
+		return func(context.Context, bool) error { return err }, func() {}
+	}
+	path := urlPath(s.url)
 	i := id * 7919 // clients start at different documents
 	do := func(ctx context.Context, full bool) error {
 		i = (i + 1) % len(s.bodies)
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.bodies[i]))
-		if err != nil {
-			return err
-		}
-		hr.Header.Set("Content-Type", "application/json")
-		body, _, err := send(client, hr)
+		r, err := send(ctx, c, path, "application/json", s.bodies[i])
 		if err != nil || !full {
 			return err
 		}
 		var resp api.SignatureResponse
-		if err := json.Unmarshal(body, &resp); err != nil {
+		if err := json.Unmarshal(r.body, &resp); err != nil {
 			return fmt.Errorf("sign: reply: %w", err)
 		}
 		switch {
@@ -1042,7 +1072,7 @@ func (s *signScenario) newWorker(id int) (func(context.Context, bool) error, fun
 		}
 		return nil
 	}
-	return do, client.CloseIdleConnections
+	return do, c.close
 }
 
 // newClientTLS is partner-a's mutual TLS configuration, trusting the node's
@@ -1064,38 +1094,17 @@ func newClientTLS(nodeDir string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// newHTTPClient is one client's connection: HTTP/1.1 with keep-alive, one
-// connection at most.
-func newHTTPClient(tlsCfg *tls.Config) *http.Client {
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			TLSClientConfig:     tlsCfg,
-			MaxIdleConns:        1,
-			MaxIdleConnsPerHost: 1,
-			MaxConnsPerHost:     1,
-			IdleConnTimeout:     time.Minute,
-			DisableCompression:  true,
-		},
-	}
-}
-
-// send posts hr and returns the body of a 2xx answer; any other status is
-// an error that quotes the start of the body.
-func send(client *http.Client, hr *http.Request) ([]byte, http.Header, error) {
-	resp, err := client.Do(hr)
+// send posts body to path on c and returns the answer when it is 2xx;
+// any other status is an error that quotes the start of the body.
+func send(ctx context.Context, c *conn, path, contentType string, body []byte) (response, error) {
+	resp, err := c.post(ctx, path, contentType, body)
 	if err != nil {
-		return nil, nil, err
+		return response{}, err
 	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, nil, err
+	if resp.status/100 != 2 {
+		return response{}, fmt.Errorf("HTTP %d: %.512s", resp.status, resp.body)
 	}
-	if resp.StatusCode/100 != 2 {
-		return nil, nil, fmt.Errorf("HTTP %s: %.512s", resp.Status, body)
-	}
-	return body, resp.Header, nil
+	return resp, nil
 }
 
 // The load.

@@ -383,6 +383,10 @@ func testDuplicate(t *testing.T, s proof.Store) {
 		{"a sealed id", []proof.StoredRecord{fresh[0], {ID: sealed.Records[1].ID, Data: sealed.Records[1].Data}}},
 		{"an unsealed id", []proof.StoredRecord{pending[0], fresh[0]}},
 		{"twice in one call", []proof.StoredRecord{fresh[1], fresh[1]}},
+		// A Fresh record (an id the log made) is not looked up; the
+		// others of the call still are.
+		{"a sealed id beside a Fresh record", []proof.StoredRecord{markFresh(fresh[0]), {ID: sealed.Records[0].ID, Data: sealed.Records[0].Data}}},
+		{"an unsealed id beside a Fresh record", []proof.StoredRecord{pending[0], markFresh(fresh[1])}},
 	} {
 		if err := s.Append(ctx, tc.recs); !errors.Is(err, proof.ErrDuplicateID) {
 			t.Errorf("Append of %s: %v, want ErrDuplicateID", tc.name, err)
@@ -393,6 +397,26 @@ func testDuplicate(t *testing.T, s proof.Store) {
 	if _, err := s.Lookup(ctx, fresh[0].ID); !errors.Is(err, proof.ErrNotFound) {
 		t.Errorf("a refused append left %s: %v", fresh[0].ID, err)
 	}
+	// A Fresh record is appended like any other, and read back without
+	// the mark (only Append reads it).
+	if err := s.Append(ctx, []proof.StoredRecord{markFresh(fresh[0]), markFresh(fresh[1])}); err != nil {
+		t.Fatalf("Append of Fresh records: %v", err)
+	}
+	got, err := s.Unsealed(ctx, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "Unsealed after Fresh records", ids(got), append(ids(pending), fresh[0].ID, fresh[1].ID))
+	for _, r := range got {
+		if r.Fresh {
+			t.Errorf("Unsealed returns %s marked Fresh", r.ID)
+		}
+	}
+}
+
+func markFresh(r proof.StoredRecord) proof.StoredRecord {
+	r.Fresh = true
+	return r
 }
 
 func testConflict(t *testing.T, s proof.Store) {
