@@ -185,8 +185,9 @@ func TestProductionUnit(t *testing.T) {
 			t.Errorf("%s = %q, want %q", key, got, want)
 		}
 	}
-	if _, ok := u["Service.ExecReload"]; ok {
-		t.Error("ExecReload: pec serve does not reload on SIGHUP (it would stop)")
+	// pec serve takes rotated keys on SIGHUP (reload.go).
+	if got := u["Service.ExecReload"]; len(got) == 0 || got[len(got)-1] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("ExecReload = %q, want SIGHUP", got)
 	}
 	cfg, err := parseConfig(mustRead(t, productionConfig))
 	if err != nil {
