@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -166,6 +167,17 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 		return nil, fmt.Errorf("certificate %s has sha256 %s, the key state says %s", certFile, got, g.CertSHA256)
 	}
 	key, err := rl.keys.Signer(ctx, g.Label)
+	// A key another process (pec keys rotate) made a moment ago: a token
+	// may show it to this process's sessions a little later (SoftHSM2
+	// re-reads its object store when it sees the token's generation move).
+	for wait := 100 * time.Millisecond; errors.Is(err, hsm.ErrKeyNotFound) && wait <= 1600*time.Millisecond; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		key, err = rl.keys.Signer(ctx, g.Label)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", g.Label, err)
 	}
