@@ -178,6 +178,15 @@ func joinNode(ctx context.Context, opts joinOptions, out io.Writer) (err error) 
 	if err != nil {
 		return failure(fmt.Errorf("the pec.yaml made from %s is refused: %w", srcPath, err))
 	}
+	// The keys' generations (pec keys rotate): the same keys as the first
+	// node's, rotated ones included, from the first start.
+	if state, err := os.ReadFile(keyStatePath(cfg)); err == nil {
+		if err := writeFile(keyStatePath(joined), state, 0o600); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return failure(fmt.Errorf("the key state of %s: %w", from, err))
+	}
 	if err := checkJoinedKeys(ctx, joined); err != nil {
 		return failure(err)
 	}

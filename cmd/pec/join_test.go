@@ -57,10 +57,21 @@ func exitCode(err error) int {
 // first's with its own node id, ports and no devca section, and loads.
 func TestJoinSoftwareKeys(t *testing.T) {
 	from := firstNode(t)
+	// The first node rotated its TSA key: the new node starts with the
+	// same generations (keys.json), the rotated key among the keys.
+	var rotOut, rotErr bytes.Buffer
+	if code := run([]string{"keys", "rotate", "--config", filepath.Join(from, "pec.yaml"), "tsa"}, nil, &rotOut, &rotErr); code != exitOK {
+		t.Fatalf("pec keys rotate: exit %d: %s", code, rotErr.String())
+	}
 	dir := filepath.Join(filepath.Dir(from), "node2")
 	var out bytes.Buffer
 	if err := joinNode(t.Context(), joinOptions{from: from, dir: dir, nodeID: -1}, &out); err != nil {
 		t.Fatal(err)
+	}
+	stateA, err1 := os.ReadFile(filepath.Join(from, "data", keyStateName))
+	stateB, err2 := os.ReadFile(filepath.Join(dir, "data", keyStateName))
+	if err1 != nil || err2 != nil || !bytes.Equal(stateA, stateB) {
+		t.Errorf("the key state is not the first node's: %v, %v", err1, err2)
 	}
 	cfg, err := LoadConfig(filepath.Join(dir, "pec.yaml"))
 	if err != nil {
