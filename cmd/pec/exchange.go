@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -452,24 +453,12 @@ in DIR are not overwritten without --force. It prints the documents written, one
 			if err != nil {
 				return err
 			}
-			verifier, err := sealVerifier(conn.roots)
-			if err != nil {
-				return err
-			}
 			// The seal first (reading it records nothing): what the
 			// documents are called, so that a file of DIR in the way is
 			// told before the retrieval is recorded.
-			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
-			if err != nil {
-				return exchangeError(err)
-			}
-			content, err := verifySeal(verifier, seal)
+			seal, _, sm, err := fetchSeal(cmd.Context(), c, conn.roots, a[0])
 			if err != nil {
 				return err
-			}
-			var sm middleoffice.SealedManifest
-			if err := json.Unmarshal(content, &sm); err != nil {
-				return failure(fmt.Errorf("the seal's content is not a sealed manifest: %w", err))
 			}
 			for _, d := range sm.Manifest.Documents {
 				if _, err := os.Stat(filepath.Join(dir, d.Name)); err == nil && !force {
@@ -479,7 +468,7 @@ in DIR are not overwritten without --force. It prints the documents written, one
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return inputError(err)
 			}
-			f := &fetcher{dir: dir, keys: keys, verifier: verifier, force: force, out: cmd.OutOrStdout()}
+			f := &fetcher{dir: dir, keys: keys, force: force, out: cmd.OutOrStdout(), seal: seal, manifest: sm}
 			if _, err := whileSealing(cmd.Context(), func() (string, error) { return c.Delivery(cmd.Context(), a[0], f.part) }); err != nil {
 				f.cleanup()
 				if _, ok := errors.AsType[*exitError](err); ok {
@@ -561,12 +550,14 @@ func sealVerifier(roots []string) (*signing.Verifier, error) {
 // first, checked, then each envelope, decrypted and checked against the
 // sealed manifest.
 type fetcher struct {
-	dir      string
-	keys     []cms.RecipientKey
-	verifier *signing.Verifier
-	force    bool
-	out      io.Writer
+	dir   string
+	keys  []cms.RecipientKey
+	force bool
+	out   io.Writer
 
+	// seal is the platform's seal, checked (fetchSeal) before the
+	// delivery, and manifest the sealed manifest it holds; the delivery's
+	// first part must be that seal.
 	seal     []byte
 	manifest middleoffice.SealedManifest
 	sealed   bool
@@ -650,15 +641,32 @@ func (f *fetcher) readSeal(r io.Reader) error {
 	if err != nil {
 		return failure(fmt.Errorf("download the seal: %w", err))
 	}
-	content, err := verifySeal(f.verifier, seal)
-	if err != nil {
-		return err
+	if !bytes.Equal(seal, f.seal) {
+		return failure(errors.New("the delivery's seal is not the one the node gave before"))
 	}
-	if err := json.Unmarshal(content, &f.manifest); err != nil {
-		return failure(fmt.Errorf("the seal's content is not a sealed manifest: %w", err))
-	}
-	f.seal, f.sealed = seal, true
+	f.sealed = true
 	return nil
+}
+
+// fetchSeal reads exchange id's seal (waiting while it is being made),
+// checks it against roots, and returns it with the sealed manifest's
+// bytes and the manifest they hold.
+func fetchSeal(ctx context.Context, c *api.Client, roots []string, id string) (seal, content []byte, sm middleoffice.SealedManifest, err error) {
+	verifier, err := sealVerifier(roots)
+	if err != nil {
+		return nil, nil, sm, err
+	}
+	seal, err = whileSealing(ctx, func() ([]byte, error) { return c.Seal(ctx, id) })
+	if err != nil {
+		return nil, nil, sm, exchangeError(err)
+	}
+	if content, err = verifySeal(verifier, seal); err != nil {
+		return nil, nil, sm, err
+	}
+	if err := json.Unmarshal(content, &sm); err != nil {
+		return nil, nil, sm, failure(fmt.Errorf("the seal's content is not a sealed manifest: %w", err))
+	}
+	return seal, content, sm, nil
 }
 
 // verifySeal checks the platform's seal and returns the sealed manifest's
@@ -700,15 +708,7 @@ exchange leaves the inbox; the sender sees it in its status. It prints the evide
 			if err != nil {
 				return err
 			}
-			verifier, err := sealVerifier(conn.roots)
-			if err != nil {
-				return err
-			}
-			seal, err := whileSealing(cmd.Context(), func() ([]byte, error) { return c.Seal(cmd.Context(), a[0]) })
-			if err != nil {
-				return exchangeError(err)
-			}
-			content, err := verifySeal(verifier, seal)
+			_, content, _, err := fetchSeal(cmd.Context(), c, conn.roots, a[0])
 			if err != nil {
 				return err
 			}
