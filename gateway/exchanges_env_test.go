@@ -29,6 +29,7 @@ import (
 	"pec/internal/devpki"
 	"pec/middleoffice"
 	"pec/proof"
+	"pec/proof/prooftest"
 	"pec/signing"
 	"pec/tsa"
 )
@@ -276,24 +277,7 @@ func (n *exchangeNode) deliver() {
 // record is the log's record id, once sealed: its proof exists.
 func (n *exchangeNode) record(t testing.TB, id string) *evidence.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	idx, _, err := n.log.WaitSealed(ctx, id)
-	if err != nil {
-		t.Fatalf("evidence %s: %v", id, err)
-	}
-	sr, err := n.logStore.Record(ctx, idx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := evidence.UnmarshalRecord(sr.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.ID != id {
-		t.Fatalf("the log's record %d is %s, not %s", idx, r.ID, id)
-	}
-	return r
+	return prooftest.SealedRecord(t, n.log, n.logStore, id)
 }
 
 // records are the log's records of type typ, sealed or not.

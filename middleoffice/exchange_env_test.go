@@ -25,6 +25,7 @@ import (
 	"pec/internal/devpki"
 	"pec/middleoffice"
 	"pec/proof"
+	"pec/proof/prooftest"
 	"pec/signing"
 	"pec/tsa"
 )
@@ -286,23 +287,8 @@ func (e *exchangeEnv) records(subject string) []*evidence.Record {
 
 // record is the log's record id, sealed: its proof exists.
 func (e *exchangeEnv) record(id string) *evidence.Record {
-	t := e.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	idx, _, err := e.log.WaitSealed(ctx, id)
-	if err != nil {
-		t.Fatalf("evidence %s: %v", id, err)
-	}
-	sr, err := e.logStore.Record(ctx, idx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := evidence.UnmarshalRecord(sr.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	e.t.Helper()
+	return prooftest.SealedRecord(e.t, e.log, e.logStore, id)
 }
 
 // document is a test document: its manifest entry and content.

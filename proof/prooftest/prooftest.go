@@ -748,3 +748,27 @@ func testProofs(t *testing.T, s proof.Store) {
 		}
 	}
 }
+
+// SealedRecord waits (10 s at most) for the record id to be sealed in
+// log, whose store is s, and returns it decoded: its proof exists.
+func SealedRecord(t testing.TB, log *proof.Log, s proof.Store, id string) *evidence.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, _, err := log.WaitSealed(ctx, id)
+	if err != nil {
+		t.Fatalf("evidence %s: %v", id, err)
+	}
+	sr, err := s.Record(ctx, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := evidence.UnmarshalRecord(sr.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != id {
+		t.Fatalf("the log's record %d is %s, not %s", idx, r.ID, id)
+	}
+	return r
+}
