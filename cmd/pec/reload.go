@@ -168,9 +168,10 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 	}
 	key, err := rl.keys.Signer(ctx, g.Label)
 	// A key another process (pec keys rotate) made a moment ago: a token
-	// may show it to this process's sessions a little later (SoftHSM2
-	// re-reads its object store when it sees the token's generation move).
-	for wait := 100 * time.Millisecond; errors.Is(err, hsm.ErrKeyNotFound) && wait <= 1600*time.Millisecond; wait *= 2 {
+	// may show it to this process's sessions a little later, or be
+	// briefly unavailable while SoftHSM2 re-reads its object store (the
+	// HSM recovers by itself): look again, 13 s at most.
+	for wait := 100 * time.Millisecond; (errors.Is(err, hsm.ErrKeyNotFound) || errors.Is(err, hsm.ErrUnavailable)) && wait <= 6400*time.Millisecond; wait *= 2 {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
