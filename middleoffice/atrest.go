@@ -89,25 +89,56 @@ type AtRestOptions struct {
 // An exchange's data key (32 random bytes) is made when its first payload
 // is written, kept in memory while the submission streams its documents,
 // and wrapped when the exchange is created ([ExchangeStore.Prepare] with
-// Step.Create, which names its procedure and submission time) by the
+// Step.Create, which names its procedure and submission time) under the
 // key-encryption key (KEK) of its retention epoch: an RSA key in the HSM
 // (hsm.KeyStore; 3072 bits unless AtRestOptions.KEKType says otherwise)
 // labelled pec-atrest-<period>-<YYYYMM> — the procedure's retention period
-// ("3650d", or "keep") and the UTC month of the submission. The wrapping is
-// RSA-OAEP with SHA-256 (RFC 8017 section 7.1) under the KEK's public key;
-// the OAEP label binds the wrapped key to its exchange. Unwrapping is a
-// decryption by the HSM: the KEK never leaves it. The wrapped key lives
-// with the exchange, as a small record that the store keeps beside the
-// payloads (the payload named "data-key", which callers cannot name), and
-// is written before the step that creates the exchange: an exchange never
-// exists without its data key, and the same Prepare enqueues the
-// exchange's shredding (JobShred, due at the end of its retention) and
-// the destruction of its KEK (JobDestroyKEK, see below) in the one
-// transaction that creates it.
+// ("3650d", or "keep") and the UTC month of the submission. The KEK never
+// leaves the HSM. The wrapped key lives with the exchange, as a small
+// record that the store keeps beside the payloads (the payload named
+// "data-key", which callers cannot name), and is written before the step
+// that creates the exchange: an exchange never exists without its data
+// key, and the same Prepare enqueues the exchange's shredding (JobShred,
+// due at the end of its retention) and the destruction of its KEK
+// (JobDestroyKEK, see below) in the one transaction that creates it.
+//
+// The wrapping (record version 2) goes through an intermediate key, as
+// envelope encryption with a cached data-encryption key does (NIST SP
+// 800-57 part 1, section 6.1.2, key-wrapping keys): each node makes, per
+// KEK, a random 256-bit wrapping key W, encrypts W once under the KEK's
+// public key (RSA-OAEP with SHA-256, RFC 8017 section 7.1, the OAEP label
+// naming the KEK), and wraps each data key under W with AES-256-GCM
+// (NIST SP 800-38D; a random 96-bit nonce, the exchange and the KEK as
+// additional data, so that a wrapped key moved to another exchange does
+// not open). Every record carries W encrypted under the KEK beside its
+// own wrapped data key:
+//
+//	{"v":2, "exchange", "kek", "kek_sha256", "alg":"AES-256-GCM/RSA-OAEP-SHA256",
+//	 "wrapping_key": RSA-OAEP(KEK, W, label "pec at-rest wrapping key v2" 0x00 kek),
+//	 "wrapped": nonce || AES-256-GCM(W, nonce, data key, "pec at-rest data key v2" 0x00 exchange 0x00 kek), ...}
+//
+// So a wrap costs one AES-GCM encryption instead of an RSA public-key
+// operation, and an unwrap one AES-GCM decryption once W is known: the
+// HSM decrypts each W once (then held in memory for heldKeyTTL), instead
+// of every evicted data key. A W wraps at most maxWrapUses data keys and
+// is replaced after wrapKeyAge (far below the 2^32 random nonces that SP
+// 800-38D section 8.3 allows one key). The shredding properties are those
+// of one level: W exists outside memory only encrypted under its KEK, in
+// the records, so destroying the KEK makes every W it encrypted, and every
+// data key wrapped under those, unrecoverable, in the store and in every
+// copy of it; DestroyKEK forgets the Ws and data keys held for it. Records
+// of version 1 (the data key RSA-OAEP-encrypted under the KEK directly,
+// the OAEP label "pec at-rest data key v1" 0x00 exchange 0x00 kek) stay
+// readable, each unwrapped by the HSM.
+//
+// The KEKs of this month and the next are made ahead ([AtRest.PrepareKEKs],
+// at the node's start), and in the last week of a month the first data key
+// wrapped under its KEK has the next month's made in the background: no
+// submission waits for a key generation (seconds of RSA-3072 in SoftHSM2).
 //
 // Recently used data keys stay in memory (a few thousand, for minutes) so
 // that the seal written just after a submission, and the documents of one
-// fetch, cost no HSM operation each; a shredding forgets the key.
+// fetch, cost no unwrapping each; a shredding forgets the key.
 //
 // # Retention and shredding
 //
@@ -160,7 +191,7 @@ type AtRestOptions struct {
 //
 // # Limits
 //
-// KEKs are made on first use (and ahead with [AtRest.PrepareKEKs]): nodes
+// KEKs are made on first use if not ahead ([AtRest.PrepareKEKs]): nodes
 // sharing one HSM token should not make the same KEK at the same moment
 // (two keys with one label are an error to every later use); start them
 // one after the other, or make the month's KEKs ahead. Several nodes must
@@ -180,12 +211,28 @@ type AtRest struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	mu      sync.Mutex
-	pending map[string]*heldKey // exchange → data key not wrapped yet (a submission under way)
-	cache   map[string]*heldKey // exchange → data key unwrapped lately
-	pubs    map[string]*kekPublic
+	mu       sync.Mutex
+	pending  map[string]*heldKey // exchange → data key not wrapped yet (a submission under way)
+	cache    map[string]*heldKey // exchange → data key unwrapped lately
+	pubs     map[string]*kekPublic
+	wrapping map[string]*wrapKey   // KEK label → this node's current W for it
+	wrapKeys map[[32]byte]*wrapKey // SHA-256 of W's encryption under its KEK → W, made or unwrapped lately
+	ahead    map[string]bool       // KEK labels being made ahead in the background
 
-	genMu sync.Mutex // the making of KEKs
+	genMu  sync.Mutex // the making of KEKs
+	bg     sync.WaitGroup
+	closed bool // guarded by mu
+}
+
+// wrapKey is an intermediate wrapping key W (see "Data keys and
+// key-encryption keys" in [AtRest]).
+type wrapKey struct {
+	kek     string
+	aead    cipher.AEAD // AES-256-GCM under W
+	wrapped []byte      // W under the KEK, RSA-OAEP
+	id      [32]byte    // SHA-256 of wrapped
+	made    time.Time   // made, or unwrapped by the HSM
+	uses    int64       // data keys wrapped (guarded by AtRest.mu)
 }
 
 type heldKey struct {
@@ -207,6 +254,16 @@ const (
 	// keys of those that wrote nothing for so long are dropped (a
 	// submission that failed without removing its payloads).
 	pendingTTL = 24 * time.Hour
+	// A W wraps so many data keys at most, for so long at most (see
+	// "Data keys and key-encryption keys" in [AtRest]).
+	maxWrapUses = 1 << 24
+	wrapKeyAge  = time.Hour
+	// maxWrapKeys bounds the Ws held in memory (each node makes one per
+	// KEK and per wrapKeyAge; the others' are unwrapped when read).
+	maxWrapKeys = 1024
+	// aheadWindow: a data key wrapped this close to the end of its month
+	// has the next month's KEK made in the background.
+	aheadWindow = 7 * 24 * time.Hour
 )
 
 // dataKeyName is the payload of an exchange that holds its wrapped data
@@ -232,6 +289,7 @@ func NewAtRest(inner ExchangeStore, keks KEKStore, ret RetentionConfig, opts AtR
 	a := &AtRest{
 		inner: inner, keks: keks, ret: ret, kekType: opts.KEKType, log: opts.Logger, now: opts.Now,
 		pending: map[string]*heldKey{}, cache: map[string]*heldKey{}, pubs: map[string]*kekPublic{},
+		wrapping: map[string]*wrapKey{}, wrapKeys: map[[32]byte]*wrapKey{}, ahead: map[string]bool{},
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -246,12 +304,16 @@ var _ ExchangeStore = (*AtRest)(nil)
 
 // dataKeyRecord is the wrapped data key of an exchange, as stored.
 type dataKeyRecord struct {
-	Version   int    `json:"v"`
+	Version   int    `json:"v"` // 2; 1 for the records written before W
 	Exchange  string `json:"exchange"`
 	KEK       string `json:"kek"`        // the KEK's label
 	KEKSHA256 string `json:"kek_sha256"` // SHA-256 of its SubjectPublicKeyInfo, hex
-	Algorithm string `json:"alg"`        // "RSA-OAEP-SHA256"
-	Wrapped   []byte `json:"wrapped"`
+	Algorithm string `json:"alg"`        // wrapAlgorithm2 (version 1: wrapAlgorithm)
+	// WrappingKey is W encrypted under the KEK (version 2).
+	WrappingKey []byte `json:"wrapping_key,omitempty"`
+	// Wrapped is the data key: nonce || AES-256-GCM under W (version 2),
+	// or RSA-OAEP under the KEK (version 1).
+	Wrapped []byte `json:"wrapped"`
 	// Retention is the exchange's, in days (0: kept), counted from
 	// SubmittedAt; ShredAt is when it ends.
 	Retention   Period    `json:"retention"`
@@ -259,13 +321,30 @@ type dataKeyRecord struct {
 	ShredAt     time.Time `json:"shred_at,omitzero"`
 }
 
-const wrapAlgorithm = "RSA-OAEP-SHA256"
+// The algorithms of the records: version 1, the data key under the KEK;
+// version 2, the data key under W, W under the KEK.
+const (
+	wrapAlgorithm  = "RSA-OAEP-SHA256"
+	wrapAlgorithm2 = "AES-256-GCM/RSA-OAEP-SHA256"
+)
 
 // maxDataKeyRecord bounds the record read back.
 const maxDataKeyRecord = 16 << 10
 
+// wrappedLen2 is a version 2 wrapped data key: nonce, key, tag.
+const wrappedLen2 = 12 + 32 + 16
+
+// oaepLabel binds a version 1 wrapped data key to its exchange and KEK.
 func oaepLabel(exchange, kek string) []byte {
 	return []byte("pec at-rest data key v1\x00" + exchange + "\x00" + kek)
+}
+
+// wrapKeyLabel is the OAEP label of a W under the KEK kek.
+func wrapKeyLabel(kek string) []byte { return []byte("pec at-rest wrapping key v2\x00" + kek) }
+
+// dataKeyAD is the additional data of a data key wrapped under W.
+func dataKeyAD(exchange, kek string) []byte {
+	return []byte("pec at-rest data key v2\x00" + exchange + "\x00" + kek)
 }
 
 // DataKeyInfo describes an exchange's wrapped data key.
@@ -348,12 +427,16 @@ func (a *AtRest) writeRecord(ctx context.Context, c *Exchange, key []byte) (*dat
 	if err != nil {
 		return nil, err
 	}
-	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, kek.pub, key, oaepLabel(c.ID, label))
+	a.makeAhead(r, c.SubmittedAt)
+	w, err := a.wrapKeyFor(label, kek)
 	if err != nil {
 		return nil, fmt.Errorf("middleoffice: at rest: wrap the data key of exchange %s: %w", c.ID, err)
 	}
+	nonce := make([]byte, 12, wrappedLen2)
+	rand.Read(nonce)
 	rec := &dataKeyRecord{
-		Version: 1, Exchange: c.ID, KEK: label, KEKSHA256: kek.sha256, Algorithm: wrapAlgorithm, Wrapped: wrapped,
+		Version: 2, Exchange: c.ID, KEK: label, KEKSHA256: kek.sha256, Algorithm: wrapAlgorithm2,
+		WrappingKey: w.wrapped, Wrapped: w.aead.Seal(nonce, nonce, key, dataKeyAD(c.ID, label)),
 		Retention: r, SubmittedAt: c.SubmittedAt.UTC(),
 	}
 	if r != 0 {
@@ -363,18 +446,109 @@ func (a *AtRest) writeRecord(ctx context.Context, c *Exchange, key []byte) (*dat
 	if err != nil {
 		return nil, err
 	}
-	w, err := a.inner.CreatePayload(ctx, c.ID, dataKeyName)
+	pw, err := a.inner.CreatePayload(ctx, c.ID, dataKeyName)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := w.Write(data); err != nil {
-		w.Abort()
+	if _, err := pw.Write(data); err != nil {
+		pw.Abort()
 		return nil, err
 	}
-	if err := w.Commit(); err != nil {
+	if err := pw.Commit(); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// wrapKeyFor returns this node's current W for the KEK label, made (and
+// encrypted under the KEK's public key) when there is none, or when the
+// current one has wrapped maxWrapUses keys or is older than wrapKeyAge.
+// The use it returns is counted.
+func (a *AtRest) wrapKeyFor(label string, kek *kekPublic) (*wrapKey, error) {
+	now := a.now()
+	a.mu.Lock()
+	if w := a.wrapping[label]; w != nil && w.uses < maxWrapUses && now.Sub(w.made) < wrapKeyAge {
+		w.uses++
+		a.mu.Unlock()
+		return w, nil
+	}
+	a.mu.Unlock()
+	key := newDataKey()
+	wrapped, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, kek.pub, key, wrapKeyLabel(label))
+	if err != nil {
+		return nil, err
+	}
+	w, err := newWrapKey(label, key, wrapped, now)
+	if err != nil {
+		return nil, err
+	}
+	w.uses = 1
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur := a.wrapping[label]; cur != nil && cur.uses < maxWrapUses && now.Sub(cur.made) < wrapKeyAge {
+		cur.uses++ // made meanwhile by another caller: that one
+		return cur, nil
+	}
+	a.wrapping[label] = w
+	a.holdWrapKey(w)
+	return w, nil
+}
+
+func newWrapKey(label string, key, wrapped []byte, now time.Time) (*wrapKey, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(b)
+	if err != nil {
+		return nil, err
+	}
+	return &wrapKey{kek: label, aead: aead, wrapped: wrapped, id: sha256.Sum256(wrapped), made: now}, nil
+}
+
+// holdWrapKey keeps W for the unwrapping of the records that carry it.
+// The caller holds a.mu.
+func (a *AtRest) holdWrapKey(w *wrapKey) {
+	if len(a.wrapKeys) >= maxWrapKeys {
+		now := a.now()
+		for id, h := range a.wrapKeys {
+			if now.Sub(h.made) > heldKeyTTL || len(a.wrapKeys) >= maxWrapKeys/2 {
+				delete(a.wrapKeys, id)
+			}
+		}
+	}
+	a.wrapKeys[w.id] = w
+}
+
+// makeAhead makes the KEK of the month after t's in the background, once,
+// when t is in the last aheadWindow of its month and that KEK is not known
+// yet (PrepareKEKs made it at the start otherwise).
+func (a *AtRest) makeAhead(r Period, t time.Time) {
+	t = t.UTC()
+	next := time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+	if next.Sub(t) > aheadWindow {
+		return
+	}
+	label, _ := kekOf(r, next)
+	a.mu.Lock()
+	if a.pubs[label] != nil || a.ahead[label] || a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.ahead[label] = true
+	a.bg.Add(1)
+	a.mu.Unlock()
+	go func() {
+		defer a.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if _, err := a.kek(ctx, label); err != nil {
+			a.log.Warn("exchange: at rest: next month's key-encryption key could not be made ahead; its first submission makes it", "key_label", label, "err", err)
+			a.mu.Lock()
+			delete(a.ahead, label) // the next submission tries again
+			a.mu.Unlock()
+		}
+	}()
 }
 
 // readRecord reads the wrapped data key of an exchange, and its SHA-256
@@ -398,7 +572,7 @@ func (a *AtRest) readRecord(ctx context.Context, exchange string) (*dataKeyRecor
 }
 
 // decodeDataKeyRecord reads a stored record strictly: it must be version
-// 1, of this exchange, of the algorithm, and well formed.
+// 2 (or 1), of this exchange, of its version's algorithm, and well formed.
 func decodeDataKeyRecord(data []byte, exchange string) (*dataKeyRecord, error) {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: the data key record of exchange %s: %s", ErrPayloadDamaged, exchange, why)
@@ -416,14 +590,20 @@ func decodeDataKeyRecord(data []byte, exchange string) (*dataKeyRecord, error) {
 		return nil, bad("data after the record")
 	}
 	switch {
-	case rec.Version != 1:
+	case rec.Version != 1 && rec.Version != 2:
 		return nil, bad(fmt.Sprintf("version %d", rec.Version))
 	case rec.Exchange != exchange:
 		return nil, bad("it names another exchange")
-	case rec.Algorithm != wrapAlgorithm:
-		return nil, bad(fmt.Sprintf("algorithm %q", rec.Algorithm))
+	case rec.Version == 1 && rec.Algorithm != wrapAlgorithm, rec.Version == 2 && rec.Algorithm != wrapAlgorithm2:
+		return nil, bad(fmt.Sprintf("algorithm %q in version %d", rec.Algorithm, rec.Version))
 	case rec.KEK == "" || len(rec.Wrapped) == 0 || len(rec.Wrapped) > 1024:
 		return nil, bad("no KEK or no wrapped key")
+	case rec.Version == 1 && len(rec.WrappingKey) != 0:
+		return nil, bad("a wrapping key in version 1")
+	case rec.Version == 2 && (len(rec.WrappingKey) == 0 || len(rec.WrappingKey) > 1024):
+		return nil, bad("no wrapping key")
+	case rec.Version == 2 && len(rec.Wrapped) != wrappedLen2:
+		return nil, bad(fmt.Sprintf("a wrapped key of %d bytes", len(rec.Wrapped)))
 	}
 	return &rec, nil
 }
@@ -634,8 +814,43 @@ func (a *AtRest) dataKey(ctx context.Context, exchange string, create bool) ([]b
 	return key, nil
 }
 
-// unwrap has the HSM unwrap the data key of rec.
+// unwrap unwraps the data key of rec: under its W (version 2), held or
+// unwrapped by the HSM, or by the HSM itself (version 1).
 func (a *AtRest) unwrap(ctx context.Context, rec *dataKeyRecord) ([]byte, error) {
+	if rec.Version == 1 {
+		return a.hsmUnwrap(ctx, rec, rec.Wrapped, oaepLabel(rec.Exchange, rec.KEK), "data key")
+	}
+	id := sha256.Sum256(rec.WrappingKey)
+	now := a.now()
+	a.mu.Lock()
+	w := a.wrapKeys[id]
+	if w != nil && (w.kek != rec.KEK || now.Sub(w.made) > heldKeyTTL && a.wrapping[w.kek] != w) {
+		w = nil // another KEK's (a record altered), or held too long
+	}
+	a.mu.Unlock()
+	if w == nil {
+		key, err := a.hsmUnwrap(ctx, rec, rec.WrappingKey, wrapKeyLabel(rec.KEK), "wrapping key")
+		if err != nil {
+			return nil, err
+		}
+		if w, err = newWrapKey(rec.KEK, key, rec.WrappingKey, now); err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		a.holdWrapKey(w)
+		a.mu.Unlock()
+	}
+	nonce, sealed := rec.Wrapped[:12], rec.Wrapped[12:]
+	key, err := w.aead.Open(nil, nonce, sealed, dataKeyAD(rec.Exchange, rec.KEK))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the data key of exchange %s does not unwrap", ErrPayloadDamaged, rec.Exchange)
+	}
+	return key, nil
+}
+
+// hsmUnwrap has the HSM decrypt ct (what of rec: its data key, version 1,
+// or its W) with the KEK of rec, under the OAEP label.
+func (a *AtRest) hsmUnwrap(ctx context.Context, rec *dataKeyRecord, ct, label []byte, what string) ([]byte, error) {
 	d, err := a.keks.Decrypter(ctx, rec.KEK)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: the key-encryption key %s of exchange %s was destroyed", ErrShredded, rec.KEK, rec.Exchange)
@@ -650,16 +865,16 @@ func (a *AtRest) unwrap(ctx context.Context, rec *dataKeyRecord) ([]byte, error)
 	if k.sha256 != rec.KEKSHA256 {
 		return nil, fmt.Errorf("middleoffice: at rest: the key labelled %s is not the one that wrapped the data key of exchange %s", rec.KEK, rec.Exchange)
 	}
-	key, err := d.Decrypt(nil, rec.Wrapped, &rsa.OAEPOptions{Hash: crypto.SHA256, Label: oaepLabel(rec.Exchange, rec.KEK)})
+	key, err := d.Decrypt(nil, ct, &rsa.OAEPOptions{Hash: crypto.SHA256, Label: label})
 	switch {
 	case errors.Is(err, hsm.ErrKeyNotFound):
 		return nil, fmt.Errorf("%w: the key-encryption key %s of exchange %s was destroyed", ErrShredded, rec.KEK, rec.Exchange)
 	case errors.Is(err, rsa.ErrDecryption):
-		return nil, fmt.Errorf("%w: the data key of exchange %s does not unwrap", ErrPayloadDamaged, rec.Exchange)
+		return nil, fmt.Errorf("%w: the %s of exchange %s does not unwrap", ErrPayloadDamaged, what, rec.Exchange)
 	case err != nil:
-		return nil, fmt.Errorf("middleoffice: at rest: unwrap the data key of exchange %s: %w", rec.Exchange, err)
+		return nil, fmt.Errorf("middleoffice: at rest: unwrap the %s of exchange %s: %w", what, rec.Exchange, err)
 	case len(key) != 32:
-		return nil, fmt.Errorf("%w: the data key of exchange %s is %d bytes", ErrPayloadDamaged, rec.Exchange, len(key))
+		return nil, fmt.Errorf("%w: the %s of exchange %s is %d bytes", ErrPayloadDamaged, what, rec.Exchange, len(key))
 	}
 	return key, nil
 }
@@ -757,6 +972,12 @@ func (a *AtRest) Shred(ctx context.Context, exchange string) error {
 func (a *AtRest) DestroyKEK(ctx context.Context, label string) error {
 	a.mu.Lock()
 	delete(a.pubs, label)
+	delete(a.wrapping, label)
+	for id, w := range a.wrapKeys {
+		if w.kek == label {
+			delete(a.wrapKeys, id)
+		}
+	}
 	for id, h := range a.cache {
 		if h.kek == label {
 			delete(a.cache, id)
@@ -827,11 +1048,18 @@ func (a *AtRest) Done(ctx context.Context, jobID string) error { return a.inner.
 // Jobs implements ExchangeStore.
 func (a *AtRest) Jobs(ctx context.Context) ([]*Job, error) { return a.inner.Jobs(ctx) }
 
-// Close implements ExchangeStore: the data keys held are dropped.
+// Close implements ExchangeStore: the data keys and wrapping keys held
+// are dropped, once a KEK being made ahead is made.
 func (a *AtRest) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.bg.Wait()
 	a.mu.Lock()
 	clear(a.pending)
 	clear(a.cache)
+	clear(a.wrapping)
+	clear(a.wrapKeys)
 	a.mu.Unlock()
 	return a.inner.Close()
 }
