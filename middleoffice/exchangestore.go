@@ -107,6 +107,10 @@ type Step struct {
 	// Create is the exchange a submission creates, in StatePending; the
 	// commit makes it To.
 	Create *Exchange `json:"create,omitempty"`
+	// Created is set, instead of Create, in an outbox entry that leaves
+	// the exchange it creates to the store's exchanges (the embedded
+	// store's); the steps the store returns have Create.
+	Created bool `json:"created,omitempty"`
 	// From are the states the step applies to (not with Create); To the
 	// state after it ("": unchanged).
 	From []State `json:"from,omitempty"`
@@ -168,7 +172,11 @@ var (
 )
 
 // PayloadWriter writes a payload file. Commit makes it durable (written,
-// fsynced, in place) and returns once it is; Abort discards it.
+// fsynced, in place) and returns once it is — or, for a small payload of
+// the embedded store, once it is staged to be written in the transaction
+// of its exchange's next Prepare: durable before any step prepared after
+// it, which is what names a payload (see [BoltExchangeStore]). Abort
+// discards it.
 type PayloadWriter interface {
 	io.Writer
 	Commit() error
