@@ -45,8 +45,9 @@ import (
 //     with the next transaction, and Close writes the rest. A crash loses
 //     only staged payloads that no step names (the submission was not
 //     acknowledged, the seal is made again).
-//   - Claim looks for a due job in a read transaction first: an idle
-//     worker's look costs no write.
+//   - Claim holds a job in memory only (the store gives back at its
+//     opening every job held before): a read transaction finds it, and
+//     Release, Done or the step that finishes it write.
 //   - The outbox entry of a step that creates an exchange does not hold
 //     the exchange a second time: it is read from the exchanges bucket.
 //   - The exchanges and steps this process wrote last are kept decoded,
@@ -63,6 +64,7 @@ type BoltExchangeStore struct {
 	inlineMax int
 
 	staged    stagedPayloads
+	claims    heldJobs
 	exchanges decodeCache[Exchange] // exchange id → as last written
 	steps     decodeCache[Step]     // exchange id → its outbox entry as last written
 }
@@ -390,10 +392,18 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var released []string
 	err := s.writes.update(func(tx *bolt.Tx) error {
 		st, err := s.preparedStep(tx, exchange, evidenceID)
 		if err != nil {
 			return err
+		}
+		released = released[:0]
+		for _, q := range st.Enqueue {
+			released = append(released, q.ID)
+		}
+		if st.Finish != "" {
+			released = append(released, st.Finish)
 		}
 		e, err := s.exchangeIn(tx, exchange)
 		if err != nil {
@@ -440,6 +450,9 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 		return tx.Bucket(bucketOutbox).Delete([]byte(exchange))
 	})
 	s.steps.drop(exchange)
+	if err == nil {
+		s.claims.release(released...)
+	}
 	if errors.Is(err, ErrStepCommitted) {
 		return nil
 	}
@@ -573,39 +586,65 @@ func (s *BoltExchangeStore) Inbox(_ context.Context, recipient, after string, li
 	return out, err
 }
 
-// Claim implements ExchangeStore.
+// Claim implements ExchangeStore. The embedded store serves one process,
+// and gives back at its opening the jobs held before: so a job is held in
+// memory only, and claiming one writes nothing (a read transaction finds
+// the first due job that no worker of this process holds).
 func (s *BoltExchangeStore) Claim(ctx context.Context, now time.Time, lease time.Duration) (*Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// A look first, in a read transaction: nothing due costs no write.
-	due := false
-	err := s.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketJobs).Cursor().First()
-		due = k != nil && len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) <= now.UnixNano()
-		return nil
-	})
-	if err != nil || !due {
-		return nil, err
-	}
+	s.claims.mu.Lock()
+	defer s.claims.mu.Unlock()
 	var job *Job
-	err = s.writes.update(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketJobs).Cursor().First()
-		if k == nil || len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketJobs).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) < 8 || int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+				return nil // none due
+			}
+			if until, held := s.claims.held[string(k[8:])]; held && until.After(now) {
+				continue
+			}
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			j.HeldUntil = now.Add(lease)
+			job = &j
 			return nil
 		}
-		var j Job
-		if err := json.Unmarshal(v, &j); err != nil {
-			return err
-		}
-		j.HeldUntil = now.Add(lease)
-		if err := putJob(tx, &j); err != nil {
-			return err
-		}
-		job = &j
 		return nil
 	})
+	if job != nil {
+		if s.claims.held == nil {
+			s.claims.held = map[string]time.Time{}
+		}
+		s.claims.held[job.ID] = job.HeldUntil
+	}
 	return job, err
+}
+
+// heldJobs are the jobs the workers of this process hold, by id.
+type heldJobs struct {
+	mu   sync.Mutex
+	held map[string]time.Time // job id → held until
+}
+
+// release forgets the holds of ids (a job done, released, finished or
+// enqueued again: as a stored job, due by its own time).
+func (h *heldJobs) release(ids ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		delete(h.held, id)
+	}
+}
+
+func (h *heldJobs) until(id string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held[id]
 }
 
 // Release implements ExchangeStore.
@@ -613,7 +652,7 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.writes.update(func(tx *bolt.Tx) error {
+	err := s.writes.update(func(tx *bolt.Tx) error {
 		k := tx.Bucket(bucketJobIDs).Get([]byte(job.ID))
 		if k == nil {
 			return nil
@@ -626,6 +665,10 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 		j.LastError, j.NotBefore, j.HeldUntil = lastErr, notBefore, time.Time{}
 		return putJob(tx, &j)
 	})
+	if err == nil {
+		s.claims.release(job.ID)
+	}
+	return err
 }
 
 // Done implements ExchangeStore.
@@ -633,7 +676,11 @@ func (s *BoltExchangeStore) Done(ctx context.Context, jobID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
+	err := s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
+	if err == nil {
+		s.claims.release(jobID)
+	}
+	return err
 }
 
 // Jobs implements ExchangeStore.
@@ -644,6 +691,9 @@ func (s *BoltExchangeStore) Jobs(context.Context) ([]*Job, error) {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return err
+			}
+			if until := s.claims.until(j.ID); until.After(j.HeldUntil) {
+				j.HeldUntil = until
 			}
 			out = append(out, &j)
 			return nil
@@ -754,6 +804,9 @@ func (w *payloadWriter) Commit() error {
 		data := w.buf
 		if data == nil {
 			data = []byte{} // bbolt keeps an empty value; nil would not be one
+		}
+		if cap(data)-len(data) > 4<<10 {
+			data = bytes.Clone(data) // staged a while: not the spare room of append
 		}
 		if _, err := os.Lstat(w.path); errors.Is(err, fs.ErrNotExist) && w.s.staged.stage(w.exchange, w.name, data, time.Now()) {
 			return nil // written by the exchange's next Prepare

@@ -31,9 +31,16 @@ type stagedPayloads struct {
 
 type stagedPayload struct {
 	exchange, name string
-	data           []byte
+	data           []byte // guarded by stagedPayloads.mu: nil once written or dropped
 	at             time.Time
 	written        bool // guarded by stagedPayloads.mu
+}
+
+// stagedWrite is a staged payload to write: its bytes, taken under the
+// lock, and the entry to remove once they are written.
+type stagedWrite struct {
+	p    *stagedPayload
+	data []byte
 }
 
 // stage keeps data as the payload name of exchange, unless the bounds are
@@ -76,6 +83,7 @@ func (s *stagedPayloads) remove(p *stagedPayload) {
 	p.written = true
 	s.n--
 	s.bytes -= len(p.data)
+	p.data = nil // the queue may keep the entry a while, not its bytes
 }
 
 // get returns the staged payload (nil: none); its bytes do not change.
@@ -89,28 +97,28 @@ func (s *stagedPayloads) get(exchange, name string) []byte {
 }
 
 // of returns the payloads staged for exchange, to write with its step.
-func (s *stagedPayloads) of(exchange string) []*stagedPayload {
+func (s *stagedPayloads) of(exchange string) []stagedWrite {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := s.m[exchange]
 	if len(names) == 0 {
 		return nil
 	}
-	out := make([]*stagedPayload, 0, len(names))
+	out := make([]stagedWrite, 0, len(names))
 	for _, p := range names {
-		out = append(out, p)
+		out = append(out, stagedWrite{p, p.data})
 	}
 	return out
 }
 
 // all returns every staged payload.
-func (s *stagedPayloads) all() []*stagedPayload {
+func (s *stagedPayloads) all() []stagedWrite {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*stagedPayload
+	var out []stagedWrite
 	for _, names := range s.m {
 		for _, p := range names {
-			out = append(out, p)
+			out = append(out, stagedWrite{p, p.data})
 		}
 	}
 	return out
@@ -118,10 +126,10 @@ func (s *stagedPayloads) all() []*stagedPayload {
 
 // stale returns the payloads staged before t, oldest first, taking the
 // written ones off the queue.
-func (s *stagedPayloads) stale(t time.Time) []*stagedPayload {
+func (s *stagedPayloads) stale(t time.Time) []stagedWrite {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*stagedPayload
+	var out []stagedWrite
 	i := 0
 	for ; i < len(s.fifo); i++ {
 		p := s.fifo[i]
@@ -131,7 +139,7 @@ func (s *stagedPayloads) stale(t time.Time) []*stagedPayload {
 		if !p.at.Before(t) {
 			break
 		}
-		out = append(out, p)
+		out = append(out, stagedWrite{p, p.data})
 	}
 	// The written ones ahead of the first recent one go; the stale ones
 	// stay until written.
@@ -147,14 +155,14 @@ func (s *stagedPayloads) stale(t time.Time) []*stagedPayload {
 
 // written removes the payloads a committed transaction wrote, unless
 // staged again meanwhile.
-func (s *stagedPayloads) written(ps []*stagedPayload) {
+func (s *stagedPayloads) written(ps []stagedWrite) {
 	if len(ps) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range ps {
-		s.remove(p)
+	for _, w := range ps {
+		s.remove(w.p)
 	}
 }
 
@@ -178,10 +186,10 @@ func (s *stagedPayloads) dropExchange(exchange string) {
 }
 
 // putStaged writes staged payloads in tx.
-func putStaged(tx *bolt.Tx, ps []*stagedPayload) error {
+func putStaged(tx *bolt.Tx, ps []stagedWrite) error {
 	b := tx.Bucket(bucketPayloads)
-	for _, p := range ps {
-		if err := b.Put(payloadKey(p.exchange, p.name), p.data); err != nil {
+	for _, w := range ps {
+		if err := b.Put(payloadKey(w.p.exchange, w.p.name), w.data); err != nil {
 			return err
 		}
 	}

@@ -78,7 +78,7 @@ func TestStagedPayloads(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := openExchangeStore(t, dir)
-	defer s.Close()
+	defer func() { s.Close() }()
 	ctx := t.Context()
 	ex := exchangetest.NewExchange("x1", "a", "b", "k1")
 	tx0 := middleoffice.WriteTransactions(s)
@@ -111,6 +111,7 @@ func TestStagedPayloads(t *testing.T) {
 	stagePayload(t, s, "x1", "seal.p7m", []byte("seal"))
 	dst := exchangetest.Step("x1", "x1-delivered", evidence.Delivered, []middleoffice.State{middleoffice.StateAccepted}, middleoffice.StateDelivered)
 	dst.Seal = &middleoffice.PayloadInfo{Name: "seal.p7m", Size: 4}
+	dst.Finish = "x1-process"
 	if err := s.Prepare(ctx, dst); err != nil {
 		t.Fatal(err)
 	}
@@ -123,13 +124,32 @@ func TestStagedPayloads(t *testing.T) {
 	if n := middleoffice.WriteTransactions(s) - tx0; n != 4 {
 		t.Errorf("%d write transactions for a submission and its delivery, want 4", n)
 	}
-	// Nothing due: a claim writes nothing.
+	// Claims write nothing, whether a job is due or not; the job is held
+	// all the same, and given back to the next process.
+	mustStep(t, s, exchangetest.CreateStep(exchangetest.NewExchange("x2", "a", "b", "")))
 	before := middleoffice.WriteTransactions(s)
 	if j, err := s.Claim(ctx, time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Minute); j != nil || err != nil {
 		t.Fatalf("Claim before anything is due: %v, %v", j, err)
 	}
+	far := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	if j, err := s.Claim(ctx, far, time.Minute); j == nil || err != nil || j.ID != "x2-process" {
+		t.Fatalf("Claim of x2's job: %v, %v", j, err)
+	}
+	if j, err := s.Claim(ctx, far, time.Minute); j != nil || err != nil {
+		t.Fatalf("Claim of a held job: %v, %v", j, err)
+	}
 	if n := middleoffice.WriteTransactions(s) - before; n != 0 {
-		t.Errorf("a claim with nothing due ran %d write transactions", n)
+		t.Errorf("claims ran %d write transactions", n)
+	}
+	if jobs, err := s.Jobs(ctx); err != nil || len(jobs) != 1 || !jobs[0].HeldUntil.Equal(far.Add(time.Minute)) {
+		t.Errorf("Jobs with x2's held: %+v, %v", jobs, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openExchangeStore(t, dir)
+	if j, err := s.Claim(ctx, far, time.Minute); j == nil || err != nil || j.ID != "x2-process" {
+		t.Errorf("Claim of a job held by the previous process: %v, %v", j, err)
 	}
 }
 
