@@ -265,7 +265,8 @@ func TestLookupOnVanishedToken(t *testing.T) {
 }
 
 // TestKeyGoneAlone: a key handed out that is no longer on a token that is
-// otherwise there (its object files moved away) is unavailable alone,
+// otherwise there (its object files moved away) is unavailable alone (once
+// its session copy has signed for KeyCheckEvery),
 // named by Ready, while the token's other key keeps signing; both sign
 // again once the files are back.
 func TestKeyGoneAlone(t *testing.T) {
@@ -290,6 +291,9 @@ func TestKeyGoneAlone(t *testing.T) {
 	if len(moved) == 0 {
 		t.Fatal("GenerateKey added no file to the token directory")
 	}
+	// The key signs from its session copy for KeyCheckEvery at most, then
+	// from the token object, which is not there.
+	time.Sleep(hsm.KeyCheckEvery)
 	_, err = lose.Sign(nil, digest(crypto.SHA256, "x"), crypto.SHA256)
 	if !errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatalf("Sign with the key's files away: %v, want ErrUnavailable", err)

@@ -50,6 +50,7 @@ func (s *tokenStore) DestroyKey(ctx context.Context, label string) error {
 			return err
 		}
 		destroyed = true
+		s.destroyCopy(label, st)
 		if pub != 0 {
 			// The public half reveals nothing: a failure is only logged,
 			// and the destruction not tried again for it.
@@ -132,4 +133,24 @@ func overwrite(path string) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// destroyCopy destroys the session copy of the key handed out for label,
+// if it has one in the token's current epoch: the token object gone, no
+// copy of it may sign on. The key is marked destroyed right after, so no
+// new copy is made. The caller holds the module's lock for reading.
+func (s *tokenStore) destroyCopy(label string, st *tokenState) {
+	s.keysMu.Lock()
+	k := s.keys[label]
+	s.keysMu.Unlock()
+	if k == nil {
+		return
+	}
+	k.destroyed.Store(true) // no copy made from now on
+	if h := k.h.Load(); h != nil && h.epoch == st.epoch && h.copy != 0 {
+		if err := s.p.DestroyObject(st.anchor, h.copy); err != nil && classify(err) == faultNone {
+			s.log.Warn("hsm: destroy key: its session copy is left until the session closes", "key_label", label, "err", err)
+		}
+		k.h.Store(&keyHandle{epoch: h.epoch, obj: h.obj})
+	}
 }

@@ -2,6 +2,8 @@ package hsm
 
 import (
 	"context"
+	"crypto"
+	"errors"
 	"sync"
 
 	"github.com/miekg/pkcs11"
@@ -248,4 +250,62 @@ func (c *faultyP11) DestroyObject(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle
 		return err
 	}
 	return c.p11.DestroyObject(sh, o)
+}
+
+// KeyCheckEvery is how long a key signs from its session copy at most
+// before its token object signs again.
+const KeyCheckEvery = keyCheckEvery
+
+// SessionCopy reads, through a pooled session, the attributes
+// CKA_TOKEN, CKA_SENSITIVE, CKA_EXTRACTABLE and CKA_LABEL of the session
+// copy of a PKCS#11 key: ok false when it has none.
+func SessionCopy(ctx context.Context, signer crypto.Signer) (attrs [][]byte, ok bool, err error) {
+	k, isKey := signer.(*Key)
+	if !isKey {
+		return nil, false, errors.New("not a PKCS#11 key")
+	}
+	h := k.h.Load()
+	if h == nil || h.copy == 0 {
+		return nil, false, nil
+	}
+	err = k.s.do(ctx, nil, func(sh pkcs11.SessionHandle, _ *tokenState) error {
+		got, err := k.s.p.GetAttributeValue(sh, h.copy, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
+		})
+		for _, a := range got {
+			attrs = append(attrs, a.Value)
+		}
+		return err
+	})
+	return attrs, true, err
+}
+
+// CopyHandle is the handle of a key's session copy (0: none).
+func CopyHandle(signer crypto.Signer) uint {
+	if k, ok := signer.(*Key); ok {
+		if h := k.h.Load(); h != nil {
+			return uint(h.copy)
+		}
+	}
+	return 0
+}
+
+// ObjectExists tells whether the object handle names an object, through a
+// pooled session of the store.
+func ObjectExists(ctx context.Context, ks KeyStore, obj uint) (bool, error) {
+	s, ok := ks.(*tokenStore)
+	if !ok {
+		return false, errors.New("not a PKCS#11 key store")
+	}
+	exists := false
+	err := s.do(ctx, nil, func(sh pkcs11.SessionHandle, _ *tokenState) error {
+		_, err := s.p.GetAttributeValue(sh, pkcs11.ObjectHandle(obj), []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)})
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID)) {
+			return nil
+		}
+		exists = err == nil
+		return err
+	})
+	return exists, err
 }

@@ -85,6 +85,28 @@
 // reference counts by every KeyStore and by [InitToken], and finalised when
 // its last user closes: PKCS#11 allows one C_Initialize per application.
 //
+// # Signing from a session copy
+//
+// SoftHSM2 re-reads, in C_SignInit and again in C_Sign, the token's
+// generation file and the key object's file (open, lock, fstat, read,
+// unlock, close each) to see whether another process changed them, and
+// rebuilds the OpenSSL key from its attributes in every C_SignInit: the
+// file checks are about a third of a signature's cost. So a key that
+// signed once from its token object gets a session copy of itself
+// (C_CopyObject with CKA_TOKEN false, PKCS#11 v2.40 section 5.7: a session
+// object in the module's memory, sensitive and not extractable like the
+// token object, made in the anchor session and gone with it), which signs
+// without those checks; every keyCheckEvery (100 ms) the token object
+// signs again, and so is checked to be there. A key whose token object
+// went away (its files, its token, another process's destruction) thus
+// fails within 100 ms, the time its copy signs on, instead of at once.
+// Only signatures use copies: decryptions, for which crypto-shredding
+// counts on the destruction of the key taking effect at once, always go
+// to the token object. Lookups by label ask for token objects only, so a
+// copy is never taken for the key itself; DestroyKey destroys the copy
+// too. A module that refuses to copy a key (CKA_COPYABLE false, or no
+// C_CopyObject) signs from the token object.
+//
 // # Destroying keys
 //
 // [KeyStore.DestroyKey] destroys a key pair for good (C_DestroyObject on both
@@ -95,7 +117,9 @@
 // is never taken for a key gone with its token (which would make the KeyStore
 // re-initialise the module and report itself unavailable). A KeyStore of
 // another process that had handed the key out too sees it gone with its
-// token at its next use of it: destroy only keys no other node still uses.
+// token at its next use of it (of its token object, within 100 ms for a
+// signing key: see "Signing from a session copy"): destroy only keys no
+// other node still uses.
 // What a token keeps
 // of a destroyed object, in its own backups or its storage, is the token's
 // business: SoftHSM2 unlinks the object's file. A software key's file is

@@ -46,6 +46,7 @@ type p11 interface {
 	DecryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
 	Decrypt(sh pkcs11.SessionHandle, cipher []byte) ([]byte, error)
 	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
+	CopyObject(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
 }
 
 var _ p11 = (*pkcs11.Ctx)(nil)
@@ -844,6 +845,10 @@ func findPrivateKey(p p11, sh pkcs11.SessionHandle, label string, id []byte) (pk
 	t := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		// Token objects only: a key's session copy (see "Signing from a
+		// session copy") has its label and CKA_ID, and outlives neither
+		// its session nor, for long, the token object.
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}
 	if len(id) > 0 {
 		t = append(t, pkcs11.NewAttribute(pkcs11.CKA_ID, id))

@@ -32,6 +32,14 @@ type Key struct {
 
 	// destroyed: by DestroyKey; calls fail at once, recoveries skip it.
 	destroyed atomic.Bool
+
+	// The session copy that signs (see "Signing from a session copy" in
+	// the package doc): checked is when the token object last signed
+	// (UnixNano), noCopy says the module refuses copies of this key,
+	// copying that one is being made.
+	checked atomic.Int64
+	noCopy  atomic.Bool
+	copying atomic.Bool
 }
 
 var (
@@ -44,7 +52,19 @@ var (
 type keyHandle struct {
 	epoch uint64
 	obj   pkcs11.ObjectHandle
+	// copy is a session object copy of the private key, made in the
+	// epoch's anchor session (0: none); it lives as long as that session.
+	copy pkcs11.ObjectHandle
 }
+
+// keyCheckEvery is how long a key signs from its session copy before the
+// token object signs again (and so is checked to be there): see "Signing
+// from a session copy" in the package doc.
+const keyCheckEvery = 100 * time.Millisecond
+
+// copyTemplate makes a session object (CKA_TOKEN false) of a key; every
+// other attribute is the token object's (sensitive, not extractable).
+var copyTemplate = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false)}
 
 func newKey(s *tokenStore, label string, id []byte, pub crypto.PublicKey, h *keyHandle) *Key {
 	k := &Key{s: s, label: label, id: id, pub: pub, observe: s.met.signSeconds.WithLabelValues(label)}
@@ -156,13 +176,51 @@ func (k *Key) op(ctx context.Context, mech []*pkcs11.Mechanism, in []byte, decry
 			}
 			return err
 		}
-		if err := p.SignInit(sh, mech, obj); err != nil {
+		signer, viaCopy := obj, false
+		if h := k.h.Load(); h != nil && h.epoch == st.epoch && h.obj == obj && h.copy != 0 &&
+			time.Now().UnixNano()-k.checked.Load() < int64(keyCheckEvery) {
+			signer, viaCopy = h.copy, true
+		}
+		if err := p.SignInit(sh, mech, signer); err != nil {
 			return err
 		}
-		out, err = p.Sign(sh, in)
-		return err
+		if out, err = p.Sign(sh, in); err != nil || viaCopy {
+			return err
+		}
+		k.checked.Store(time.Now().UnixNano())
+		k.makeCopy(st, obj)
+		return nil
 	})
 	return out, err
+}
+
+// makeCopy makes the session copy of the key's token object obj, in the
+// anchor session of st, if it has none: one caller at a time, the others
+// sign from the token object meanwhile. A module that refuses the copy
+// (no C_CopyObject, CKA_COPYABLE false) keeps signing from the token
+// object. The caller holds the module's lock for reading.
+func (k *Key) makeCopy(st *tokenState, obj pkcs11.ObjectHandle) {
+	if h := k.h.Load(); h == nil || h.epoch != st.epoch || h.obj != obj || h.copy != 0 || k.noCopy.Load() {
+		return
+	}
+	if !k.copying.CompareAndSwap(false, true) {
+		return
+	}
+	defer k.copying.Store(false)
+	p := k.s.p
+	cp, err := p.CopyObject(st.anchor, obj, copyTemplate)
+	if err != nil {
+		if classify(err) == faultNone {
+			k.noCopy.Store(true)
+			k.s.log.Info("hsm: the module does not copy this key into a session object: it signs from the token object", "key_label", k.label, "err", err)
+		}
+		return // a fault: the next signature from the token meets it
+	}
+	cur := k.h.Load()
+	if cur == nil || cur.epoch != st.epoch || cur.obj != obj || cur.copy != 0 ||
+		!k.h.CompareAndSwap(cur, &keyHandle{epoch: st.epoch, obj: obj, copy: cp}) || k.destroyed.Load() {
+		_ = p.DestroyObject(st.anchor, cp) // the handle changed meanwhile
+	}
 }
 
 // object returns the private key's handle in the token's current epoch,
