@@ -50,6 +50,10 @@ import (
 //     Release, Done or the step that finishes it write.
 //   - The outbox entry of a step that creates an exchange does not hold
 //     the exchange a second time: it is read from the exchanges bucket.
+//   - An exchange's receipt (a CMS SignedData of a few KiB, most of its
+//     JSON) is stored once, in the receipts bucket, not in the JSON that
+//     every step of the exchange rewrites; exchanges stored with it in
+//     their JSON read as before.
 //   - The exchanges and steps this process wrote last are kept decoded,
 //     each with the bytes it was stored as: a transaction that reads the
 //     same bytes back takes the decoded value instead of decoding them
@@ -70,13 +74,14 @@ type BoltExchangeStore struct {
 }
 
 var (
-	bucketExchanges = []byte("exchanges")   // id → Exchange (JSON)
+	bucketExchanges = []byte("exchanges")   // id → Exchange (JSON, without its receipt)
 	bucketIdem      = []byte("idempotency") // sender \0 key → id
 	bucketInbox     = []byte("inbox")       // recipient \0 id → empty
 	bucketOutbox    = []byte("outbox")      // exchange id → Step (JSON)
 	bucketJobs      = []byte("jobs")        // due (8 bytes, UnixNano) || job id → Job (JSON)
 	bucketJobIDs    = []byte("job-ids")     // job id → its key in jobs
 	bucketPayloads  = []byte("payloads")    // exchange id \0 name → a payload of inlinePayloadMax bytes at most
+	bucketReceipts  = []byte("receipts")    // exchange id → its Receipt, kept out of its JSON
 )
 
 // OpenBoltExchanges opens (or creates) the embedded exchange store of the
@@ -99,7 +104,7 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 	s := &BoltExchangeStore{db: db, payloads: payloads, inlineMax: inlinePayloadMax}
 	s.writes = groupCommit{db: db, before: s.flushStale}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads} {
+		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads, bucketReceipts} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -162,9 +167,21 @@ func getExchange(tx *bolt.Tx, id string) (*Exchange, error) {
 	if v == nil {
 		return nil, ErrExchangeNotFound
 	}
+	return decodeExchange(tx, id, v)
+}
+
+// decodeExchange decodes the stored exchange id, its receipt read back
+// from the receipts bucket (an exchange stored before holds it in its
+// JSON).
+func decodeExchange(tx *bolt.Tx, id string, v []byte) (*Exchange, error) {
 	var e Exchange
 	if err := json.Unmarshal(v, &e); err != nil {
 		return nil, fmt.Errorf("middleoffice: exchange store: exchange %s: %w", id, err)
+	}
+	if e.Receipt == nil {
+		if r := tx.Bucket(bucketReceipts).Get([]byte(id)); r != nil {
+			e.Receipt = bytes.Clone(r)
+		}
 	}
 	return &e, nil
 }
@@ -182,19 +199,33 @@ func (s *BoltExchangeStore) exchangeIn(tx *bolt.Tx, id string) (*Exchange, error
 		e.Events = slices.Clip(e.Events) // an append copies
 		return &e, nil
 	}
-	var e Exchange
-	if err := json.Unmarshal(v, &e); err != nil {
-		return nil, fmt.Errorf("middleoffice: exchange store: exchange %s: %w", id, err)
+	e, err := decodeExchange(tx, id, v)
+	if err != nil {
+		return nil, err
 	}
-	s.exchanges.put(id, v, &e)
-	c := e
+	s.exchanges.put(id, v, e)
+	c := *e
 	c.Events = slices.Clip(c.Events)
 	return &c, nil
 }
 
-// putExchange writes e and keeps it decoded; e must not change after.
+// putExchange writes e and keeps it decoded; e must not change after. Its
+// receipt (a CMS SignedData of some KiB, which never changes) goes to the
+// receipts bucket once, not into the JSON that every step rewrites.
 func (s *BoltExchangeStore) putExchange(tx *bolt.Tx, e *Exchange) error {
-	data, err := json.Marshal(e)
+	stored := e
+	if len(e.Receipt) > 0 {
+		rb := tx.Bucket(bucketReceipts)
+		if have := rb.Get([]byte(e.ID)); !bytes.Equal(have, e.Receipt) {
+			if err := rb.Put([]byte(e.ID), e.Receipt); err != nil {
+				return err
+			}
+		}
+		c := *e
+		c.Receipt = nil
+		stored = &c
+	}
+	data, err := json.Marshal(stored)
 	if err != nil {
 		return err
 	}
@@ -487,6 +518,9 @@ func (s *BoltExchangeStore) Abort(ctx context.Context, exchange, evidenceID stri
 				}
 			}
 			if err := tx.Bucket(bucketExchanges).Delete([]byte(c.ID)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketReceipts).Delete([]byte(c.ID)); err != nil {
 				return err
 			}
 		}

@@ -252,3 +252,73 @@ func TestDecodedExchangesChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiptsApart: an exchange's receipt is stored once, apart from the
+// JSON its steps rewrite, and read back with it (Exchange, Inbox, the
+// prepared step); an exchange stored with the receipt in its JSON (before)
+// reads the same; an aborted creation takes its receipt away.
+func TestReceiptsApart(t *testing.T) {
+	t.Parallel()
+	s := openExchangeStore(t, t.TempDir())
+	defer s.Close()
+	ctx := t.Context()
+	receipt := bytes.Repeat([]byte{0x30}, 3000)
+	ex := exchangetest.NewExchange("x1", "a", "b", "")
+	ex.Receipt = receipt
+	st := exchangetest.CreateStep(ex)
+	if err := s.Prepare(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.Prepared(ctx, "x1"); err != nil || !bytes.Equal(p.Create.Receipt, receipt) {
+		t.Fatalf("the prepared step's exchange: %v", err)
+	}
+	mustDo := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustDo(s.Commit(ctx, "x1", st.Event.EvidenceID))
+	var stored map[string]any
+	mustDo(middleoffice.BoltDB(s).View(func(tx *bolt.Tx) error {
+		return json.Unmarshal(tx.Bucket([]byte("exchanges")).Get([]byte("x1")), &stored)
+	}))
+	if _, in := stored["receipt"]; in {
+		t.Error("the receipt is in the exchange's JSON")
+	}
+	if e, err := s.Exchange(ctx, "x1"); err != nil || !bytes.Equal(e.Receipt, receipt) {
+		t.Errorf("Exchange: the receipt back: %v", err)
+	}
+	mustStep(t, s, exchangetest.Step("x1", "x1-delivered", evidence.Delivered, []middleoffice.State{middleoffice.StateAccepted}, middleoffice.StateDelivered))
+	if in, err := s.Inbox(ctx, "b", "", 10); err != nil || len(in) != 1 || !bytes.Equal(in[0].Receipt, receipt) {
+		t.Errorf("Inbox: the receipt back: %v", err)
+	}
+	// Stored the old way: the receipt in the JSON.
+	old := exchangetest.NewExchange("x2", "a", "b", "")
+	old.Receipt, old.State = []byte("old receipt"), middleoffice.StateAccepted
+	data, err := json.Marshal(old)
+	mustDo(err)
+	mustDo(middleoffice.BoltDB(s).Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("exchanges")).Put([]byte("x2"), data)
+	}))
+	if e, err := s.Exchange(ctx, "x2"); err != nil || string(e.Receipt) != "old receipt" {
+		t.Errorf("an exchange stored with its receipt in its JSON: %q, %v", e.Receipt, err)
+	}
+	dst := exchangetest.Step("x2", "x2-delivered", evidence.Delivered, []middleoffice.State{middleoffice.StateAccepted}, middleoffice.StateDelivered)
+	mustStep(t, s, dst)
+	if e, err := s.Exchange(ctx, "x2"); err != nil || string(e.Receipt) != "old receipt" {
+		t.Errorf("an exchange stored with its receipt in its JSON, after a step: %q, %v", e.Receipt, err)
+	}
+	// Aborted: no receipt left.
+	ab := exchangetest.NewExchange("x3", "a", "b", "")
+	ab.Receipt = receipt
+	ast := exchangetest.CreateStep(ab)
+	mustDo(s.Prepare(ctx, ast))
+	mustDo(s.Abort(ctx, "x3", ast.Event.EvidenceID))
+	mustDo(middleoffice.BoltDB(s).View(func(tx *bolt.Tx) error {
+		if tx.Bucket([]byte("receipts")).Get([]byte("x3")) != nil {
+			t.Error("an aborted exchange's receipt is left")
+		}
+		return nil
+	}))
+}
