@@ -90,8 +90,12 @@ type xrow struct {
 	undelivered int
 	nodeCPU     float64 // cores used by pec serve
 	benchCPU    float64 // cores used by edgeload
-	rssMax      int64   // the node's largest VmRSS sampled, bytes
-	anonMax     int64   // and RssAnon: without the mapped store file
+	// exchangeCPU is the node's CPU time per exchange accepted in the step
+	// (warm-up included), from its start until the queue delivered them
+	// all: submission, seal and delivery, whatever the delivery's lag.
+	exchangeCPU time.Duration
+	rssMax      int64 // the node's largest VmRSS sampled, bytes
+	anonMax     int64 // and RssAnon: without the mapped store file
 	errors      int64
 	node        nodeDeltas
 	// For dossiers of 1 MiB and more: the reference (SHA-256 then
@@ -267,10 +271,10 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 				r, err := runExchangeStep(ctx, n, tlsCfg, docs, c, o, prof, p.Timestamp)
 				r.seal = label
 				rows = append(rows, r)
-				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, edgeload %.2f; RSS %s MiB (anonymous %s); %d errors\n",
+				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, %s of CPU per exchange, edgeload %.2f; RSS %s MiB (anonymous %s); %d errors\n",
 					seal, sizeName(size), c, thousands(r.acks), mib(r.acks*float64(size)), percent(r.acks*float64(size), r.ref), mbps(r.ref), percent(r.perNodeCPU, r.refCPU),
 					fmtDuration(r.ackP50), fmtDuration(r.ackP99), thousands(r.delivered), fmtDuration(r.delP50), fmtDuration(r.delP99),
-					r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
+					r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
 				if err != nil {
 					n.stop()
 					return rows, notes, err
@@ -580,6 +584,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	if err := waitDelivered(ctx, n.metricsURL, 2*time.Minute+time.Duration(len(subs))*5*time.Millisecond); err != nil {
 		fmt.Fprintln(os.Stderr, "edgeload:", err)
 	}
+	cpu2 := procCPUSeconds(n.cmd.Process.Pid)
 	stopRSS()
 	stopAnon()
 	after, err := scrapeAll(n.metricsURL)
@@ -587,6 +592,9 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 		return r, err
 	}
 	r.node = deltas(before, after)
+	if r.node.accepted > 0 {
+		r.exchangeCPU = time.Duration((cpu2 - cpu0) / r.node.accepted * float64(time.Second))
+	}
 	dl, last, undelivered, err := deliveryTimes(ctx, n.apiURL, tlsCfg, subs)
 	if err != nil {
 		return r, err
@@ -1191,8 +1199,8 @@ func threadCPU() time.Duration {
 // The report.
 
 func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
-	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | edgeload CPU | node RSS max (anonymous) | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | node CPU per exchange | edgeload CPU | node RSS max (anonymous) | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		del := thousands(r.delivered)
 		if r.undelivered > 0 {
@@ -1202,10 +1210,10 @@ func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
 		if r.ref > 0 {
 			ref, of, ofCPU = mbps(r.ref), percent(r.acks*float64(r.size), r.ref), percent(r.perNodeCPU, r.refCPU)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f | %s MiB (%s) | %d |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %.2f | %s MiB (%s) | %d |\n",
 			r.seal, sizeName(r.size), r.clients, thousands(r.acks), mib(r.acks*float64(r.size)), ref, of, ofCPU,
 			fmtDuration(r.ackP50), fmtDuration(r.ackP99), del, fmtDuration(r.delP50), fmtDuration(r.delP99),
-			r.nodeCPU, r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
+			r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
 	}
 }
 
