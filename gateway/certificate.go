@@ -67,6 +67,14 @@ func (c *ServerCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certifica
 	return c.cur.Load(), nil
 }
 
+// GetClientCertificate is the tls.Config hook of a client that
+// authenticates as the node (the webhook pushes to partners): the
+// certificate presented now, so that a rotated TLS key is the one the next
+// handshake proves.
+func (c *ServerCertificate) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return c.cur.Load(), nil
+}
+
 // Serve makes cfg present c's certificate at each handshake, in place of
 // cfg.Certificates. Call it before cfg serves: a tls.Config must not be
 // changed once in use.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"pec/gateway"
 	"pec/hsm"
-	"pec/internal/devpki"
 	"pec/middleoffice"
 	"pec/proof"
 	"pec/signing"
@@ -25,7 +25,7 @@ import (
 // recipients' acknowledgments (the signing section's trust anchors, or
 // certvalidation's documentSigning purpose). It returns nil when the
 // section names no seal profile. The caller runs its work queue.
-func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signing.Service, verifier *signing.Verifier, pol *middleoffice.Policy, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*middleoffice.Exchanges, error) {
+func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, webhook *http.Client, svc *signing.Service, verifier *signing.Verifier, pol *middleoffice.Policy, plog *proof.Log, log *slog.Logger, reg prometheus.Registerer, n *node) (*middleoffice.Exchanges, error) {
 	if !cfg.Exchange.Configured() {
 		return nil, nil
 	}
@@ -35,10 +35,6 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 	p := svc.Profile(cfg.Exchange.SealProfile)
 	if p == nil {
 		return nil, fmt.Errorf("exchange.seal_profile: no signature profile %q", cfg.Exchange.SealProfile)
-	}
-	webhook, err := webhookClient(ctx, cfg, keys)
-	if err != nil {
-		return nil, err
 	}
 	store, err := openExchangeStore(ctx, cfg) // pgstores.go
 	if err != nil {
@@ -67,27 +63,16 @@ func openExchanges(ctx context.Context, cfg *File, keys hsm.KeyStore, svc *signi
 
 // webhookClient is the client that pushes exchanges and notifications to
 // partners' HTTPS endpoints: it authenticates with the node's TLS
-// certificate and HSM key (the key never leaves the module) and trusts
-// the endpoints' certificates that chain to exchange.webhook_roots (none
-// given: the system's roots). Without a TLS certificate configured, no
-// push is possible (nil).
-func webhookClient(ctx context.Context, cfg *File, keys hsm.KeyStore) (*http.Client, error) {
-	if cfg.TLS.CertFile == "" || cfg.TLS.KeyLabel == "" {
+// certificate and HSM key (cert, the one its listeners present: the key
+// never leaves the module, and a rotated key is the one the next
+// handshake proves) and trusts the endpoints' certificates that chain to
+// exchange.webhook_roots (none given: the system's roots). Without a TLS
+// certificate configured, no push is possible (nil).
+func webhookClient(cfg *File, cert *gateway.ServerCertificate) (*http.Client, error) {
+	if cert == nil {
 		return nil, nil
 	}
-	chain, err := devpki.LoadCertsPEM(cfg.TLS.CertFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls.cert_file: %w", err)
-	}
-	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
-	if err != nil {
-		return nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
-	}
-	cert := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, c := range chain {
-		cert.Certificate = append(cert.Certificate, c.Raw)
-	}
-	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: cert.GetClientCertificate}
 	if len(cfg.Exchange.WebhookRoots) > 0 {
 		tcfg.RootCAs = x509.NewCertPool()
 		if err := addPEMFiles(tcfg.RootCAs, cfg.Exchange.WebhookRoots); err != nil {

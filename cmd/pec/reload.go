@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -35,8 +36,34 @@ type reloadable struct {
 	logCerts *proof.LogCerts // what bundles and /log-certificates carry; nil with no log
 	signing  *signing.Service
 	// tls are the TLS configurations of the listeners (nil ones are
-	// skipped); they present the tls key through one ServerCertificate.
+	// skipped); they present cert, the tls key's certificate.
 	tls []*tls.Config
+	// cert is the node's TLS certificate and key (nodeCertificate): what
+	// its listeners present and its webhook client proves; nil without a
+	// TLS certificate configured.
+	cert *gateway.ServerCertificate
+	// webhook is the client of the webhook pushes (nil: none): its idle
+	// connections are closed when the tls key rotates, so that the next
+	// push authenticates with the new key.
+	webhook *http.Client
+}
+
+// nodeCertificate is the node's TLS certificate (tls.cert_file) with its
+// HSM key (tls.key_label), swapped by a reload when the tls key rotates;
+// nil when none is configured.
+func nodeCertificate(ctx context.Context, cfg *File, keys hsm.KeyStore) (*gateway.ServerCertificate, error) {
+	if cfg.TLS.CertFile == "" || cfg.TLS.KeyLabel == "" {
+		return nil, nil
+	}
+	chain, err := devpki.LoadCertsPEM(cfg.TLS.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert_file: %w", err)
+	}
+	key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
+	if err != nil {
+		return nil, fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
+	}
+	return gateway.NewServerCertificate(chain, key)
 }
 
 // reloader applies key rotations to a running node.
@@ -73,22 +100,17 @@ func watchReload(ctx context.Context, cfg *File, keys hsm.KeyStore, r reloadable
 		rl.live[ref.slot] = *ref.label
 	}
 	if slices.ContainsFunc(r.tls, func(c *tls.Config) bool { return c != nil }) {
-		chain, err := devpki.LoadCertsPEM(cfg.TLS.CertFile)
-		if err != nil {
-			return fmt.Errorf("tls.cert_file: %w", err)
+		if r.cert == nil {
+			return errors.New("keys: TLS listeners without the node's certificate")
 		}
-		key, err := keys.Signer(ctx, cfg.TLS.KeyLabel)
-		if err != nil {
-			return fmt.Errorf("tls.key_label %q: %w", cfg.TLS.KeyLabel, err)
-		}
-		if rl.tlsCert, err = gateway.NewServerCertificate(chain, key); err != nil {
-			return err
-		}
+		rl.tlsCert = r.cert
 		for _, c := range r.tls {
 			if c != nil {
 				rl.tlsCert.Serve(c)
 			}
 		}
+	} else {
+		rl.tlsCert = r.cert // the webhook client's alone, if any
 	}
 	if st, err := loadKeyState(cfg); err == nil {
 		rl.record(ctx, st)
@@ -202,7 +224,9 @@ func (rl *reloader) apply(ctx context.Context, slot string, g keyGeneration) ([]
 	case slot == "tls" && rl.tlsCert == nil:
 		absent = "no listener serves TLS"
 	case slot == "tls":
-		old, err = rl.tlsCert.Set(chain, key)
+		if old, err = rl.tlsCert.Set(chain, key); err == nil && rl.r.webhook != nil {
+			rl.r.webhook.CloseIdleConnections()
+		}
 	case strings.HasPrefix(slot, "signing/") && rl.r.signing == nil:
 		absent = "no signature service"
 	case strings.HasPrefix(slot, "signing/"):

@@ -262,7 +262,19 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	if gopts.Verifier != nil {
 		gopts.Verifier.Chain = documentSigners(gopts.Validator) // revocation included
 	}
-	if gopts.Exchanges, err = openExchanges(ctx, cfg, keys, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
+	// The node's TLS certificate: what its listeners present and its
+	// webhook client proves, swapped when the tls key rotates.
+	nodeCert, err := nodeCertificate(ctx, cfg, keys)
+	if err != nil {
+		return err
+	}
+	var webhook *http.Client
+	if cfg.Exchange.Configured() {
+		if webhook, err = webhookClient(cfg, nodeCert); err != nil {
+			return err
+		}
+	}
+	if gopts.Exchanges, err = openExchanges(ctx, cfg, keys, webhook, gopts.Signing, gopts.Verifier, gopts.Policy, plog, log, reg, &n); err != nil {
 		return err
 	}
 	if gopts.Exchanges != nil {
@@ -334,7 +346,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		gateway.ValidateClientCertificates(apiTLS, gopts.Validator, log)
 	}
 	// SIGHUP takes rotated keys (reload.go).
-	if err := watchReload(ctx, cfg, keys, reloadable{tsa: authority, log: plog, logCerts: logCertsIn(gopts.Proofs), signing: gopts.Signing, tls: []*tls.Config{serverTLS, apiTLS}}, log, reg, &n); err != nil {
+	if err := watchReload(ctx, cfg, keys, reloadable{tsa: authority, log: plog, logCerts: logCertsIn(gopts.Proofs), signing: gopts.Signing, tls: []*tls.Config{serverTLS, apiTLS}, cert: nodeCert, webhook: webhook}, log, reg, &n); err != nil {
 		return err
 	}
 	if cfg.Listen.TSA != "" {
