@@ -75,7 +75,7 @@ type TSAServer struct {
 	ln       net.Listener
 	handoff  *handoffListener
 	conns    map[*laneConn]struct{}
-	shutdown bool
+	shutdown atomic.Bool   // set under mu
 	drained  chan struct{} // closed when shut down and no lane connection is left
 }
 
@@ -112,7 +112,7 @@ func (s *TSAServer) Handler() http.Handler { return s.handler }
 // http.ErrServerClosed after Shutdown, or the listener's error.
 func (s *TSAServer) Serve(srv *http.Server, ln net.Listener) error {
 	s.mu.Lock()
-	if s.srv != nil || s.shutdown {
+	if s.srv != nil || s.shutdown.Load() {
 		s.mu.Unlock()
 		return errors.New("gateway: TSAServer serves once")
 	}
@@ -155,11 +155,10 @@ func (s *TSAServer) Serve(srv *http.Server, ln net.Listener) error {
 // them until ctx ends.
 func (s *TSAServer) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	first := !s.shutdown
-	s.shutdown = true
+	first := !s.shutdown.Swap(true)
 	srv, ln := s.srv, s.ln
 	for c := range s.conns {
-		if c.idle {
+		if c.idle.Load() {
 			c.Close()
 		}
 	}
@@ -187,16 +186,12 @@ func (s *TSAServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *TSAServer) isShutdown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.shutdown
-}
+func (s *TSAServer) isShutdown() bool { return s.shutdown.Load() }
 
 func (s *TSAServer) track(c *laneConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutdown {
+	if s.shutdown.Load() {
 		return false
 	}
 	s.conns[c] = struct{}{}
@@ -207,7 +202,7 @@ func (s *TSAServer) untrack(c *laneConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
-	if s.shutdown && len(s.conns) == 0 {
+	if s.shutdown.Load() && len(s.conns) == 0 {
 		select {
 		case <-s.drained:
 		default:
@@ -217,20 +212,21 @@ func (s *TSAServer) untrack(c *laneConn) {
 }
 
 // setIdle marks c waiting for a request (or not); false: the server is
-// shutting down, and c must close instead of waiting.
+// shutting down, and c must close instead of waiting. Without a lock: c
+// stores idle then loads shutdown, Shutdown stores shutdown then loads
+// idle, so that one of the two sees the other and c is closed.
 func (s *TSAServer) setIdle(c *laneConn, idle bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c.idle = idle
-	return !s.shutdown
+	c.idle.Store(idle)
+	return !s.shutdown.Load()
 }
 
 // laneConn is a connection the lane serves.
 type laneConn struct {
 	net.Conn
-	idle bool // guarded by TSAServer.mu
+	idle atomic.Bool // waiting for a request
 
 	readDeadline, writeDeadline time.Time // as set on Conn
+	token                       []byte    // the authority's buffer for the next response (tsa.RespondOptions.Buf)
 }
 
 // refresh sets the deadline of timeout d from now, *cur, with set, unless
@@ -283,7 +279,7 @@ func (s *TSAServer) serveConn(c *laneConn) {
 		if srv.WriteTimeout > 0 {
 			refresh(&c.writeDeadline, now, srv.WriteTimeout, c.SetWriteDeadline)
 		}
-		out = s.answer(out[:0], now, buf[head:], closeAfter)
+		out = s.answer(c, out[:0], now, buf[head:], closeAfter)
 		_, err = c.Write(out)
 		if cap(out) > 1<<16 {
 			out = nil
@@ -373,7 +369,7 @@ func (s *TSAServer) handOver(c net.Conn, br *bufio.Reader) {
 // answer appends to out the HTTP response to the TimeStampReq body: what
 // tsaEndpoint answers, counted as it counts (metrics.instrument) and under
 // the listener's in-flight bound (limitSlots).
-func (s *TSAServer) answer(out []byte, now time.Time, body []byte, closeAfter bool) []byte {
+func (s *TSAServer) answer(c *laneConn, out []byte, now time.Time, body []byte, closeAfter bool) []byte {
 	date := s.httpDate(now)
 	if s.slots != nil {
 		select {
@@ -386,7 +382,13 @@ func (s *TSAServer) answer(out []byte, now time.Time, body []byte, closeAfter bo
 		}
 	}
 	ctx := context.Background()
-	resp, id, err := s.endpoint.authority.RespondWith(ctx, body, tsa.RespondOptions{})
+	if c.token == nil {
+		c.token = make([]byte, 0, 2048)
+	}
+	resp, id, err := s.endpoint.authority.RespondWith(ctx, body, tsa.RespondOptions{Buf: c.token[:0]})
+	if cap(resp) > cap(c.token) && cap(resp) <= 1<<16 {
+		c.token = resp[:0] // larger tokens (with certificates): keep the larger buffer
+	}
 	status, retry := http.StatusOK, false
 	if err != nil {
 		status = http.StatusInternalServerError
