@@ -119,6 +119,9 @@ func (s *TSAServer) Serve(srv *http.Server, ln net.Listener) error {
 	s.srv, s.ln = srv, ln
 	s.handoff = &handoffListener{addr: ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 	s.mu.Unlock()
+	// srv.Shutdown alone stops the lane too (without waiting for its
+	// connections: Shutdown does).
+	srv.RegisterOnShutdown(s.stopAccepting)
 	go func() {
 		// Returns once Shutdown closed the hand-off listener.
 		_ = srv.Serve(s.handoff)
@@ -154,22 +157,11 @@ func (s *TSAServer) Serve(srv *http.Server, ln net.Listener) error {
 // connection, idle ones closed, requests under way answered; it waits for
 // them until ctx ends.
 func (s *TSAServer) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
 	s.mu.Lock()
-	first := !s.shutdown.Swap(true)
-	srv, ln := s.srv, s.ln
-	for c := range s.conns {
-		if c.idle.Load() {
-			c.Close()
-		}
-	}
-	if first && len(s.conns) == 0 {
-		close(s.drained)
-	}
+	srv := s.srv
 	s.mu.Unlock()
 	var err error
-	if ln != nil {
-		ln.Close()
-	}
 	if srv != nil {
 		err = srv.Shutdown(ctx) // closes the hand-off listener
 	}
@@ -183,6 +175,26 @@ func (s *TSAServer) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		return ctx.Err()
+	}
+}
+
+// stopAccepting begins the shutdown: no new connection, the idle ones
+// closed.
+func (s *TSAServer) stopAccepting() {
+	s.mu.Lock()
+	first := !s.shutdown.Swap(true)
+	ln := s.ln
+	for c := range s.conns {
+		if c.idle.Load() {
+			c.Close()
+		}
+	}
+	if first && len(s.conns) == 0 {
+		close(s.drained)
+	}
+	s.mu.Unlock()
+	if first && ln != nil {
+		ln.Close()
 	}
 }
 

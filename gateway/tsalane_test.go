@@ -731,3 +731,35 @@ func TestParseLaneHead(t *testing.T) {
 		})
 	}
 }
+
+// TestTSALaneHTTPShutdown: the http.Server's own Shutdown stops the lane
+// too: Serve returns, the listener is closed, an idle lane connection too.
+func TestTSALaneHTTPShutdown(t *testing.T) {
+	t.Parallel()
+	s := gateway.NewTSAServer(&idResponder{reply: tsa.Reject(tsa.FailBadRequest, "x")}, 1024, gateway.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: s.Handler()}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(srv, ln) }()
+	c, br := dial(t, ln.Addr().String())
+	c.Write(laneRequest(request(t, "x")))
+	readReply(t, br)
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running after the http.Server's Shutdown")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("the idle lane connection: %v, want EOF", err)
+	}
+}
