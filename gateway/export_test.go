@@ -9,3 +9,10 @@ func SetIdleTransfer(d time.Duration) (restore func()) {
 	idleTransfer = d
 	return func() { idleTransfer = old }
 }
+
+// LaneAnswered is how many requests the tsa listener's fast lane answered
+// itself (not handed to net/http).
+func LaneAnswered(s *TSAServer) int64 { return s.answered.Load() }
+
+// ParseLaneHead is parseLaneHead, for the fuzz target.
+var ParseLaneHead = parseLaneHead

@@ -169,14 +169,11 @@ func (e *edge) handle(op operation, f func(http.ResponseWriter, *http.Request) e
 // NewTSAHandler serves the tsa listener: POST /tsa, the published log
 // (with opts.Proofs: no client certificate), /healthz and a plain /readyz.
 // maxBody bounds a request (tsa.Config.MaxRequestBytes).
+//
+// It is NewTSAServer's Handler, without the fast lane of RFC 3161 requests
+// that NewTSAServer adds when it serves the listener itself.
 func NewTSAHandler(authority TSAResponder, maxBody int64, opts Options) http.Handler {
-	e := newEdge(opts)
-	mux := http.NewServeMux()
-	m := newMetrics(opts.Registry, "tsa")
-	mux.Handle("/tsa", m.instrument("/tsa", &tsaEndpoint{authority: authority, maxBody: maxBody, log: e.log, failures: e.failures}))
-	registerTlog(mux, m, e, opts.log(), opts.logCerts())
-	registerProbes(mux, opts.Ready)
-	return limitInFlight(problemRoutes(mux), opts.MaxInFlight, m)
+	return NewTSAServer(authority, maxBody, opts).Handler()
 }
 
 // NewAPIHandler serves the api listener. Every /v1 route requires a client

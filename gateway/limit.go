@@ -14,13 +14,27 @@ import (
 // queue without bound turns overload into latency for everyone and memory
 // for the node (Tessera's ErrPushback). The probes are not counted.
 func limitInFlight(next http.Handler, max int, m *metrics) http.Handler {
+	return limitSlots(next, inFlightSlots(max), m)
+}
+
+// inFlightSlots is the semaphore of an in-flight bound of max (see
+// limitInFlight); nil: no bound.
+func inFlightSlots(max int) chan struct{} {
 	if max == 0 {
 		max = DefaultMaxInFlight
 	}
 	if max < 0 {
+		return nil
+	}
+	return make(chan struct{}, max)
+}
+
+// limitSlots is limitInFlight with its semaphore, which the tsa
+// listener's fast lane shares (tsalane.go); nil: no bound.
+func limitSlots(next http.Handler, slots chan struct{}, m *metrics) http.Handler {
+	if slots == nil {
 		return next
 	}
-	slots := make(chan struct{}, max)
 	overloaded := m.overloaded.WithLabelValues(m.listener)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {

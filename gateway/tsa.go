@@ -33,6 +33,9 @@ type tsaEndpoint struct {
 
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// tokenBuffers hold responses (tsa.RespondOptions.Buf) until written.
+var tokenBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
 func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -73,7 +76,16 @@ func (e *tsaEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		client := evidence.ActorFromCertificate("client", r.TLS.PeerCertificates[0])
 		opts.Client = &client
 	}
+	tb := tokenBuffers.Get().(*[]byte)
+	opts.Buf = (*tb)[:0]
 	resp, id, err := e.authority.RespondWith(r.Context(), buf.Bytes(), opts)
+	defer func() {
+		// Written out (net/http copies it into its buffer): reused.
+		if cap(resp) > cap(*tb) && cap(resp) <= 1<<16 {
+			*tb = resp[:0]
+		}
+		tokenBuffers.Put(tb)
+	}()
 	if err != nil {
 		// Our own failure (HSM, disk, evidence log): logged here, once;
 		// the client gets systemFailure and no internal detail. A

@@ -3,8 +3,11 @@ package proof
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
 	mproof "github.com/transparency-dev/merkle/proof"
@@ -13,11 +16,40 @@ import (
 
 var hasher = rfc6962.DefaultHasher
 
-var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
+var rangeFactory = &compact.RangeFactory{Hash: hashChildren}
+
+// leafDigests are SHA-256 states for LeafHash: rfc6962's hasher makes one
+// for each hash, a 200-byte allocation each record of a seal.
+var leafDigests = sync.Pool{New: func() any { return sha256.New() }}
+
+var leafPrefix = []byte{rfc6962.RFC6962LeafHashPrefix}
 
 // LeafHash is the RFC 9162 leaf hash of an encoded record:
 // SHA-256(0x00 || record).
-func LeafHash(encoded []byte) []byte { return hasher.HashLeaf(encoded) }
+func LeafHash(encoded []byte) []byte {
+	h := leafDigests.Get().(hash.Hash)
+	h.Reset()
+	h.Write(leafPrefix)
+	h.Write(encoded)
+	sum := h.Sum(make([]byte, 0, sha256.Size))
+	leafDigests.Put(h)
+	return sum
+}
+
+// hashChildren is the RFC 9162 hash of an interior node,
+// SHA-256(0x01 || left || right), as rfc6962's HashChildren, without a
+// hash object for each node.
+func hashChildren(l, r []byte) []byte {
+	if len(l) != sha256.Size || len(r) != sha256.Size {
+		return hasher.HashChildren(l, r)
+	}
+	var b [1 + 2*sha256.Size]byte
+	b[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(b[1:], l)
+	copy(b[1+sha256.Size:], r)
+	sum := sha256.Sum256(b[:])
+	return sum[:]
+}
 
 // EmptyRoot is the root hash of the empty tree: SHA-256 of the empty
 // string (RFC 9162 section 2.1.1).
@@ -66,7 +98,7 @@ func rehash(ctx context.Context, s Store, nodes mproof.Nodes) ([][]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	return nodes.Rehash(hashes, hasher.HashChildren)
+	return nodes.Rehash(hashes, hashChildren)
 }
 
 // VerifyInclusion checks an inclusion proof of the record encoding in a

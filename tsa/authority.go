@@ -242,6 +242,11 @@ type RespondOptions struct {
 	// neither as evidence nor in the journal. Serial numbers stay unique
 	// (the serial source does not depend on the records).
 	Unrecorded bool
+	// Buf, when it has room for the response, holds it: a granted resp is
+	// then Buf[:len(resp)], for a caller that reuses its buffers (the
+	// gateway writes the answer out, then reuses Buf). The authority keeps
+	// no reference to it once RespondWith returns. nil: a new slice.
+	Buf []byte
 }
 
 // RespondWith answers one DER TimeStampReq with a DER TimeStampResp. A bad
@@ -303,6 +308,7 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 		signingTime: gen.Truncate(time.Second),
 		nonce:       req.nonce,
 		certReq:     req.certReq,
+		buf:         opts.Buf,
 	}
 	key := a.key.Load()
 	resp, tokenAt, err := key.enc.encode(&f)

@@ -161,6 +161,9 @@ type tokenFields struct {
 	signingTime time.Time // to the second
 	nonce       []byte    // INTEGER contents; nil: none
 	certReq     bool
+	// buf holds the response when it has room for it; nil or too small:
+	// a new slice.
+	buf []byte
 }
 
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
@@ -249,7 +252,11 @@ func (e *encoder) encode(f *tokenFields) (resp []byte, tokenAt int, err error) {
 	contentInfoLen := len(mustOIDSignedData) + cms.TLVLen(cms.TLVLen(signedDataLen))
 	total := cms.TLVLen(len(grantedStatusInfo) + cms.TLVLen(contentInfoLen))
 
-	resp = make([]byte, 0, total)
+	if cap(f.buf) >= total {
+		resp = f.buf[:0]
+	} else {
+		resp = make([]byte, 0, total)
+	}
 	resp = cms.AppendHeader(resp, tagSequence, len(grantedStatusInfo)+cms.TLVLen(contentInfoLen))
 	resp = append(resp, grantedStatusInfo...)
 	tokenAt = len(resp)

@@ -111,3 +111,55 @@ func TestWithEvidenceSharesOrdering(t *testing.T) {
 		last = tok
 	}
 }
+
+// TestRespondIntoBuf: a Buf with room holds the response, token after
+// token, each recorded with its own digest; one without room is left
+// alone; a rejection never uses it.
+func TestRespondIntoBuf(t *testing.T) {
+	t.Parallel()
+	ev := &evidence.Memory{}
+	a := newTestTSA(t, nil).WithEvidence(ev)
+	buf := make([]byte, 0, 8192)
+	var prev []byte
+	for i := range 3 {
+		req := makeRequest(t, reqOpts{nonce: big.NewInt(int64(i + 1)), certReq: i == 1})
+		resp, _, err := a.RespondWith(context.Background(), req, tsa.RespondOptions{Buf: buf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if &resp[0] != &buf[:1][0] {
+			t.Fatalf("token %d is not in Buf", i)
+		}
+		tok, err := tsa.ParseToken(resp)
+		if err != nil {
+			t.Fatalf("token %d: %v", i, err)
+		}
+		if tok.Nonce.Int64() != int64(i+1) {
+			t.Errorf("token %d has nonce %v", i, tok.Nonce)
+		}
+		sum := sha256.Sum256(tok.Raw)
+		if recs := ev.Records(); len(recs) != i+1 || !bytes.Equal(recs[i].Digests[1].Value, sum[:]) {
+			t.Errorf("token %d: its record does not name its digest", i)
+		}
+		if bytes.Equal(resp, prev) {
+			t.Errorf("token %d is the one before", i)
+		}
+		prev = bytes.Clone(resp)
+	}
+	small := make([]byte, 0, 16)
+	resp, _, err := a.RespondWith(context.Background(), makeRequest(t, reqOpts{}), tsa.RespondOptions{Buf: small})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp) <= cap(small) || &resp[0] == &small[:1][0] {
+		t.Errorf("a %d-byte response in a Buf of %d", len(resp), cap(small))
+	}
+	if _, err := tsa.ParseToken(resp); err != nil {
+		t.Error(err)
+	}
+	junk := bytes.Repeat([]byte{0xee}, 64)
+	rej, _, err := a.RespondWith(context.Background(), []byte{0x30, 0x00}, tsa.RespondOptions{Buf: junk[:0]})
+	if err != nil || &rej[0] == &junk[0] || !bytes.Equal(junk, bytes.Repeat([]byte{0xee}, 64)) {
+		t.Errorf("a rejection wrote into Buf: %v", err)
+	}
+}

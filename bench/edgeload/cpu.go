@@ -88,3 +88,47 @@ func (u cpuUse) String() string {
 	}
 	return s
 }
+
+// Settling: a node just started may still be busy with work of its own
+// start, which is no request's cost: `pec serve` with the dev
+// configuration makes the exchange's at-rest RSA-3072 keys in the
+// background (middleoffice.AtRest.PrepareKEKs; a random prime search, 0.1
+// to 2 s of CPU and more). Measured in the first steps, that work added 0
+// to 6 µs to the node's CPU a token at 64 clients, depending on how long
+// the search took and how much of it the 1-client step absorbed: the
+// bimodal 55 or 61-64 µs of 2026-12-01.
+const (
+	settleTick    = 100 * time.Millisecond
+	settleQuiet   = 5                    // ticks in a row
+	settleIdleCPU = 5 * time.Millisecond // at most this much CPU in a tick (5% of a core)
+	settleMax     = 60 * time.Second
+)
+
+// waitSettled waits until the node has used at most settleIdleCPU of CPU
+// in each of settleQuiet ticks in a row, for settleMax at most; it
+// returns how long it waited and the CPU the node used meanwhile.
+func waitSettled(pid int, done <-chan struct{}) (waited, used time.Duration, settled bool) {
+	p := strconv.Itoa(pid)
+	start, first := time.Now(), procCPU(p)
+	prev, quiet := first, 0
+	t := time.NewTicker(settleTick)
+	defer t.Stop()
+	for quiet < settleQuiet {
+		if time.Since(start) > settleMax {
+			return time.Since(start), prev - first, false
+		}
+		select {
+		case <-t.C:
+		case <-done:
+			return time.Since(start), prev - first, false
+		}
+		cur := procCPU(p)
+		if cur-prev <= settleIdleCPU {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		prev = cur
+	}
+	return time.Since(start), prev - first, true
+}

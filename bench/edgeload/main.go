@@ -816,6 +816,12 @@ func startNode(ctx context.Context, pec, cfgPath, logFile string, pprof bool) (*
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				waited, used, ok := waitSettled(cmd.Process.Pid, ctx.Done())
+				if !ok {
+					fmt.Fprintf(os.Stderr, "edgeload: the node is still busy %s after it was ready (%s of CPU meanwhile): measuring anyway\n", fmtDuration(waited), fmtDuration(used))
+				} else if used > 50*time.Millisecond {
+					fmt.Fprintf(os.Stderr, "edgeload: the node settled %s after it was ready (%s of CPU of its start meanwhile, not measured)\n", fmtDuration(waited), fmtDuration(used))
+				}
 				return n, nil
 			}
 		}

@@ -293,7 +293,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 	gopts.Backup = newNodeBackup(cfg, plog, n.exchangeStore, log)
 
 	var lines []string
-	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string) error {
+	// lane: the tsa listener's server, which takes RFC 3161 requests on
+	// its fast lane and hands the rest to srv (nil: srv alone).
+	start := func(name string, addr string, handler http.Handler, tlsCfg *tls.Config, path string, lane *gateway.TSAServer) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return listenError(name, addr, err)
@@ -314,18 +316,23 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 			ln = tls.NewListener(ln, tlsCfg)
 		}
 		lines = append(lines, fmt.Sprintf("  %-4s %s://%s%s", name, scheme, ln.Addr(), path))
+		serve, shutdown := srv.Serve, srv.Shutdown
+		if lane != nil {
+			serve = func(ln net.Listener) error { return lane.Serve(srv, ln) }
+			shutdown = lane.Shutdown
+		}
 		err = life.Start(ctx, lifecycle.Func{
 			ComponentName: name + " listener",
 			OnStart: func(context.Context) error {
 				go func() {
-					if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 						life.Fail(fmt.Errorf("%s listener: %w", name, err))
 					}
 				}()
 				return nil
 			},
 			// The requests under way finish; new ones are refused.
-			OnStop: srv.Shutdown,
+			OnStop: shutdown,
 		})
 		if err != nil {
 			ln.Close()
@@ -350,20 +357,21 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		return err
 	}
 	if cfg.Listen.TSA != "" {
-		h := gateway.NewTSAHandler(served, cfg.TSA.MaxBody(), gopts)
-		if h, err = withDevCA(ctx, cfg, keys, plog, h, log, reg, life); err != nil { // devca.go
+		lane := gateway.NewTSAServer(served, cfg.TSA.MaxBody(), gopts)
+		h, err := withDevCA(ctx, cfg, keys, plog, lane.Handler(), log, reg, life) // devca.go
+		if err != nil {
 			return err
 		}
 		var tcfg *tls.Config
 		if cfg.TLS.TSATLS {
 			tcfg = serverTLS
 		}
-		if err := start("tsa", cfg.Listen.TSA, h, tcfg, "/tsa"); err != nil {
+		if err := start("tsa", cfg.Listen.TSA, h, tcfg, "/tsa", lane); err != nil {
 			return err
 		}
 	}
 	if cfg.Listen.API != "" {
-		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(served, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/"); err != nil {
+		if err := start("api", cfg.Listen.API, gateway.NewAPIHandler(served, cfg.TSA.MaxBody(), gopts), apiTLS, "/v1/", nil); err != nil {
 			return err
 		}
 	}
@@ -371,7 +379,7 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		// Operators only: metrics and readiness details, never on the
 		// partner-facing listeners (which keep /healthz and a plain
 		// /readyz for load balancers).
-		if err := start("ops", cfg.Listen.Ops, gateway.NewOpsHandler(gopts), nil, "/metrics"); err != nil {
+		if err := start("ops", cfg.Listen.Ops, gateway.NewOpsHandler(gopts), nil, "/metrics", nil); err != nil {
 			return err
 		}
 	}
