@@ -235,6 +235,12 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 		if err != nil {
 			return rows, notes, err
 		}
+		// The node's start-up work (the month's at-rest KEKs: RSA keys
+		// generated in the token, some 0.3 s of CPU) is not the first
+		// step's.
+		if waited, quiet := settle(n.cmd.Process.Pid, 30*time.Second); !quiet {
+			fmt.Fprintf(os.Stderr, "edgeload: the node was still busy %s after its start\n", waited.Round(time.Millisecond))
+		}
 		if si == 0 && o.big > 0 {
 			// First, on the fresh node: its store's file, which the node
 			// maps, is small yet.
@@ -799,6 +805,21 @@ func sampleField(pid int, field string, every time.Duration, maxRSS *int64) (sto
 
 // procCPUSeconds is the user and system CPU time of pid, seconds.
 func procCPUSeconds(pid int) float64 { return procCPU(strconv.Itoa(pid)).Seconds() }
+
+// settle waits, max at most, until the process used less than 5% of a
+// core over 300 ms; quiet is false when it never did.
+func settle(pid int, max time.Duration) (waited time.Duration, quiet bool) {
+	start := time.Now()
+	const window = 300 * time.Millisecond
+	for time.Since(start) < max {
+		c0 := procCPUSeconds(pid)
+		time.Sleep(window)
+		if procCPUSeconds(pid)-c0 < 0.05*window.Seconds() {
+			return time.Since(start), true
+		}
+	}
+	return time.Since(start), false
+}
 
 // parseStatCPU reads utime + stime, seconds, from a /proc/PID/stat
 // (fields 14 and 15, in clock ticks of 1/100 s on Linux).
