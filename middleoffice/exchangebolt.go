@@ -531,9 +531,10 @@ type payloadWriter struct {
 	exchange, name string
 	path           string
 	buf            []byte
-	f              *os.File // once spilled
-	written        int64    // to f
-	flushed        int64    // of which writeback has started
+	f              *os.File    // once spilled
+	direct         *directFile // f's writer, when it takes direct I/O (payloadfile.go)
+	written        int64       // to f
+	flushed        int64       // of which writeback has started
 	syncParent     bool
 	done           bool
 }
@@ -556,6 +557,11 @@ func (w *payloadWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	if w.direct != nil {
+		n, err := w.direct.Write(p)
+		w.written += int64(n)
+		return n, err
+	}
 	n, err := w.f.Write(p)
 	w.written += int64(n)
 	if w.written-w.flushed >= writebackEvery {
@@ -576,13 +582,23 @@ func (w *payloadWriter) spill() error {
 	if err != nil {
 		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	if _, err := f.Write(w.buf); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+	w.f, w.direct = f, newDirectFile(f)
+	if _, err := w.Write(w.buf); err != nil {
+		w.abortFile()
 		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	w.f, w.written, w.buf = f, int64(len(w.buf)), nil
+	w.buf = nil
 	return nil
+}
+
+// abortFile drops the spilled file.
+func (w *payloadWriter) abortFile() {
+	if w.direct != nil {
+		w.direct.release()
+	}
+	w.f.Close()
+	os.Remove(w.f.Name())
+	w.f = nil
 }
 
 func (w *payloadWriter) Commit() error {
@@ -608,7 +624,13 @@ func (w *payloadWriter) Commit() error {
 		}
 		return nil
 	}
-	err := w.f.Sync()
+	var err error
+	if w.direct != nil {
+		err = w.direct.finish(w.written)
+	}
+	if err == nil {
+		err = w.f.Sync()
+	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -647,6 +669,9 @@ func (w *payloadWriter) Abort() error {
 	w.buf = nil
 	if w.f == nil {
 		return nil
+	}
+	if w.direct != nil {
+		w.direct.release()
 	}
 	w.f.Close()
 	return os.Remove(w.f.Name())
