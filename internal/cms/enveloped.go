@@ -350,6 +350,24 @@ func (e *EnvelopeWriter) ReadFrom(r io.Reader) (int64, error) {
 	return total, e.err
 }
 
+// WriteInPlace encrypts p where it is — p holds its ciphertext when it
+// returns, which Write may not do (io.Writer) — and writes it, saving the
+// copy into the writer's chunk: for a caller whose buffers are its own (a
+// pipeline handing over chunks). p must be whole 16-byte blocks, except
+// at the content's end; otherwise, and for CBC, or after a Write that
+// left part of a chunk, it is written as Write does (and left as it was).
+func (e *EnvelopeWriter) WriteInPlace(p []byte) (int, error) {
+	if e.mode != modeGCM || e.fill != 0 || e.closed || e.err != nil ||
+		int64(len(p)) > e.size-e.n || (len(p)%16 != 0 && e.n+int64(len(p)) != e.size) {
+		return e.Write(p)
+	}
+	e.n += int64(len(p))
+	if err := e.chunk(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 func (e *EnvelopeWriter) chunk(p []byte) error {
 	if e.mode == modeGCM {
 		e.ctr.XORKeyStream(p, p)
