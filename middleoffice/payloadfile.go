@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
-	"unsafe"
 )
 
 // A large payload file is written with direct I/O where the system has
@@ -34,10 +32,11 @@ const (
 	// directBuffer is the size of one write: at 2 MiB the system call's
 	// cost is lost in the copy (256 KiB writes cost 3.5 times as much CPU).
 	directBuffer = 2 << 20
-	// directBuffers bounds the node's direct I/O buffers (32 MiB): each
-	// large payload being written takes two, or one (no overlap), or
-	// none, and then writes through the page cache.
-	directBuffers = 16
+	// directBuffers bounds the node's direct I/O buffers (48 MiB): a
+	// large payload being written takes two while half of them are free
+	// (one written while the other fills), else one (written in turn),
+	// else none, and then writes through the page cache.
+	directBuffers = 24
 )
 
 var (
@@ -49,7 +48,11 @@ var (
 		}
 		return c
 	}()
-	directPool sync.Pool // of *[]byte, aligned, directBuffer bytes
+	// directFree holds the buffers made and given back. They are mapped
+	// outside the Go heap (allocDirect), so that they do not raise the
+	// garbage collector's goal (GOGC 400: five times the live heap), and
+	// kept for the next payloads: directBuffers at most are ever made.
+	directFree = make(chan []byte, directBuffers)
 )
 
 // takeDirectBuffer returns an aligned buffer of directBuffer bytes, or
@@ -60,20 +63,24 @@ func takeDirectBuffer() []byte {
 	default:
 		return nil
 	}
-	if p, ok := directPool.Get().(*[]byte); ok {
-		return (*p)[:0]
+	select {
+	case b := <-directFree:
+		return b[:0]
+	default:
 	}
-	raw := make([]byte, directBuffer+directAlign)
-	off := (directAlign - int(uintptr(unsafe.Pointer(&raw[0]))%directAlign)) % directAlign
-	return raw[off : off : off+directBuffer]
+	b := allocDirect(directBuffer)
+	if b == nil {
+		directTokens <- struct{}{}
+		return nil
+	}
+	return b[:0]
 }
 
 func putDirectBuffer(b []byte) {
 	if b == nil {
 		return
 	}
-	b = b[:0]
-	directPool.Put(&b)
+	directFree <- b[:0]
 	directTokens <- struct{}{}
 }
 
@@ -102,7 +109,9 @@ func newDirectFile(f *os.File) *directFile {
 	}
 	d := &directFile{f: f}
 	d.bufs[0] = b
-	d.bufs[1] = takeDirectBuffer() // nil: one buffer, written in turn
+	if len(directTokens) >= directBuffers/2 {
+		d.bufs[1] = takeDirectBuffer() // nil: one buffer, written in turn
+	}
 	return d
 }
 

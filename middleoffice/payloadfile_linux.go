@@ -45,3 +45,13 @@ func isDirect(f *os.File) bool {
 
 // directRefused: a write the file system refuses to do directly.
 func directRefused(err error) bool { return errors.Is(err, syscall.EINVAL) }
+
+// allocDirect maps n bytes of anonymous memory, page-aligned, outside the
+// Go heap; nil when it cannot. They are never unmapped (see directFree).
+func allocDirect(n int) []byte {
+	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil || len(b) != n {
+		return nil
+	}
+	return b
+}

@@ -10,3 +10,5 @@ func setDirect(*os.File, bool) bool { return false }
 func isDirect(*os.File) bool { return false }
 
 func directRefused(error) bool { return false }
+
+func allocDirect(int) []byte { return nil }

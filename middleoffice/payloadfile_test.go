@@ -21,7 +21,7 @@ func directContent(n int) []byte {
 
 // writeDirect writes content to a new file of dir through a directFile,
 // in writes of random sizes, and returns the file's bytes.
-func writeDirect(t *testing.T, dir string, content []byte, rng *rand.Rand) (got []byte, direct bool) {
+func writeDirect(t *testing.T, dir string, content []byte, rng *rand.Rand) (got []byte, direct bool, buffers int) {
 	t.Helper()
 	f, err := os.CreateTemp(dir, "direct")
 	if err != nil {
@@ -33,6 +33,10 @@ func writeDirect(t *testing.T, dir string, content []byte, rng *rand.Rand) (got 
 		t.Fatal("no direct file with every buffer free")
 	}
 	direct = isDirect(f)
+	buffers = 1
+	if d.bufs[1] != nil {
+		buffers = 2
+	}
 	for p := content; len(p) > 0; {
 		k := min(len(p), 1+rng.IntN(3*directBuffer/2))
 		if n, err := d.Write(p[:k]); n != k || err != nil {
@@ -50,7 +54,7 @@ func writeDirect(t *testing.T, dir string, content []byte, rng *rand.Rand) (got 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return got, direct
+	return got, direct, buffers
 }
 
 // TestDirectFile: a file written with direct I/O holds exactly the bytes
@@ -62,13 +66,18 @@ func TestDirectFile(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	sizes := []int{1, directAlign - 1, directAlign, directAlign + 1, 65 << 10,
 		directBuffer - 1, directBuffer, directBuffer + 1, 2 * directBuffer, 3*directBuffer + 12345}
-	for _, buffers := range []int{2, 1} {
+	// Two buffers while half the node's are free; one when fewer are.
+	for _, tc := range []struct{ held, buffers int }{{0, 2}, {directBuffers/2 - 1, 2}, {directBuffers / 2, 1}, {directBuffers - 1, 1}} {
+		buffers := tc.buffers
 		for _, n := range sizes {
-			held := holdDirectBuffers(t, directBuffers-buffers)
+			held := holdDirectBuffers(t, tc.held)
 			content := directContent(n)
-			got, direct := writeDirect(t, dir, content, rng)
+			got, direct, nbuf := writeDirect(t, dir, content, rng)
 			if !bytes.Equal(got, content) {
 				t.Errorf("%d buffers, %d bytes: the file holds %d bytes, not those written", buffers, n, len(got))
+			}
+			if nbuf != buffers {
+				t.Errorf("%d of the node's buffers in use: the file took %d, want %d", tc.held, nbuf, buffers)
 			}
 			if n == sizes[0] {
 				t.Logf("%d buffers: direct I/O %v on %s", buffers, direct, dir)
