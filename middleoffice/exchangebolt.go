@@ -25,7 +25,8 @@ import (
 // returns once the transaction holding it is durable. Payloads of up to
 // 64 KiB (an envelope of a small document, a seal) are kept in that file
 // too; larger ones are files under DATA_DIR/payloads/<id>/, written to a
-// temporary name, fsynced, renamed into place and their directory
+// temporary name (with direct I/O where the file system takes it:
+// payloadfile.go), fsynced, renamed into place and their directory
 // fsynced before Commit returns. The bbolt file's lock keeps a
 // second process out: the embedded store serves one node, so opening it
 // gives back the jobs a previous process held when it stopped.
