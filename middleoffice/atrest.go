@@ -1099,12 +1099,12 @@ func segmentNonce(nonce *[12]byte, i int64, last bool) {
 }
 
 // segmentWriter encrypts a payload segment by segment into w: it holds
-// one segment. The last segment is written by Commit.
+// one segment, sealed where it is (its buffer has room for the tag). The
+// last segment is written by Commit.
 type segmentWriter struct {
 	w     PayloadWriter
 	aead  cipher.AEAD
-	buf   []byte // plaintext of the segment being filled
-	out   []byte
+	buf   []byte // plaintext of the segment being filled, cap segmentFull
 	seq   int64
 	nonce [12]byte
 	err   error
@@ -1121,7 +1121,7 @@ func newSegmentWriter(w PayloadWriter, key []byte, exchange, name string) (*segm
 	if _, err := w.Write(append([]byte(atRestMagic), salt...)); err != nil {
 		return nil, err
 	}
-	return &segmentWriter{w: w, aead: aead, buf: make([]byte, 0, segmentSize), out: make([]byte, 0, segmentFull)}, nil
+	return &segmentWriter{w: w, aead: aead, buf: make([]byte, 0, segmentFull)}, nil
 }
 
 func (s *segmentWriter) Write(p []byte) (int, error) {
@@ -1152,8 +1152,8 @@ func (s *segmentWriter) flush(last bool) {
 		return
 	}
 	segmentNonce(&s.nonce, s.seq, last)
-	s.out = s.aead.Seal(s.out[:0], s.nonce[:], s.buf, nil)
-	if _, err := s.w.Write(s.out); err != nil {
+	out := s.aead.Seal(s.buf[:0], s.nonce[:], s.buf, nil) // in place
+	if _, err := s.w.Write(out); err != nil {
 		s.err = err
 		return
 	}

@@ -26,7 +26,8 @@ import (
 // returns once the transaction holding it is durable. Payloads of up to
 // 64 KiB (an envelope of a small document, a seal) are kept in that file
 // too; larger ones are files under DATA_DIR/payloads/<id>/, written to a
-// temporary name, fsynced, renamed into place and their directory
+// temporary name (with direct I/O where the file system takes it:
+// payloadfile.go), fsynced, renamed into place and their directory
 // fsynced before Commit returns. The bbolt file's lock keeps a
 // second process out: the embedded store serves one node, so opening it
 // gives back the jobs a previous process held when it stopped.
@@ -775,9 +776,10 @@ type payloadWriter struct {
 	exchange, name string
 	path           string
 	buf            []byte
-	f              *os.File // once spilled
-	written        int64    // to f
-	flushed        int64    // of which writeback has started
+	f              *os.File    // once spilled
+	direct         *directFile // f's writer, when it takes direct I/O (payloadfile.go)
+	written        int64       // to f
+	flushed        int64       // of which writeback has started
 	syncParent     bool
 	done           bool
 }
@@ -800,6 +802,11 @@ func (w *payloadWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	if w.direct != nil {
+		n, err := w.direct.Write(p)
+		w.written += int64(n)
+		return n, err
+	}
 	n, err := w.f.Write(p)
 	w.written += int64(n)
 	if w.written-w.flushed >= writebackEvery {
@@ -820,13 +827,23 @@ func (w *payloadWriter) spill() error {
 	if err != nil {
 		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	if _, err := f.Write(w.buf); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+	w.f, w.direct = f, newDirectFile(f)
+	if _, err := w.Write(w.buf); err != nil {
+		w.abortFile()
 		return fmt.Errorf("middleoffice: payload: %w", err)
 	}
-	w.f, w.written, w.buf = f, int64(len(w.buf)), nil
+	w.buf = nil
 	return nil
+}
+
+// abortFile drops the spilled file.
+func (w *payloadWriter) abortFile() {
+	if w.direct != nil {
+		w.direct.release()
+	}
+	w.f.Close()
+	os.Remove(w.f.Name())
+	w.f = nil
 }
 
 func (w *payloadWriter) Commit() error {
@@ -858,7 +875,13 @@ func (w *payloadWriter) Commit() error {
 		}
 		return nil
 	}
-	err := w.f.Sync()
+	var err error
+	if w.direct != nil {
+		err = w.direct.finish(w.written)
+	}
+	if err == nil {
+		err = w.f.Sync()
+	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -898,6 +921,9 @@ func (w *payloadWriter) Abort() error {
 	w.buf = nil
 	if w.f == nil {
 		return nil
+	}
+	if w.direct != nil {
+		w.direct.release()
 	}
 	w.f.Close()
 	return os.Remove(w.f.Name())

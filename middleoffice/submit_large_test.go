@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"pec/evidence"
 	"pec/middleoffice"
 )
 
@@ -86,4 +87,63 @@ func TestSubmitLargeDocuments(t *testing.T) {
 func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// diskFullStore is the real store whose payload files fill the disk after
+// limit bytes: a fault the real store cannot be made to have.
+type diskFullStore struct {
+	middleoffice.ExchangeStore
+	limit int64
+}
+
+var errDiskFull = errors.New("injected: no space left on device")
+
+func (s *diskFullStore) CreatePayload(ctx context.Context, exchange, name string) (middleoffice.PayloadWriter, error) {
+	w, err := s.ExchangeStore.CreatePayload(ctx, exchange, name)
+	if err != nil {
+		return nil, err
+	}
+	return &diskFullWriter{PayloadWriter: w, left: s.limit}, nil
+}
+
+type diskFullWriter struct {
+	middleoffice.PayloadWriter
+	left int64
+}
+
+func (w *diskFullWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > w.left {
+		return 0, errDiskFull
+	}
+	w.left -= int64(len(p))
+	return w.PayloadWriter.Write(p)
+}
+
+// TestSubmitStoreFails: when the store fails while a document streams in
+// (the disk full half way), the submission fails with the node's error —
+// not a refusal of the sender's document for its size — and leaves no
+// payload, whether the document is encrypted beside its reading (from
+// 1 MiB) or not.
+func TestSubmitStoreFails(t *testing.T) {
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{})
+	e.wrap = func(s middleoffice.ExchangeStore, ev evidence.Appender) (middleoffice.ExchangeStore, evidence.Appender) {
+		return &diskFullStore{ExchangeStore: s, limit: 300 << 10}, ev
+	}
+	e.restart()
+	a := e.partners["a"]
+	for _, n := range []int{600 << 10, 3 << 20} {
+		content := make([]byte, n)
+		for i := range content {
+			content[i] = byte(i * 31)
+		}
+		doc := newDocument("big.bin", content)
+		sub, err := e.x.Submit(t.Context(), a.principal, manifest("b", doc), sources(doc))
+		if re, refused := errors.AsType[*middleoffice.RejectedError](err); refused || !errors.Is(err, errDiskFull) {
+			t.Errorf("%d bytes: Submit = %+v, %v (refused: %+v); want the store's error", n, sub, err, re)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(e.dir, "payloads"))
+	if len(entries) > 0 {
+		t.Errorf("payloads left: %d directories", len(entries))
+	}
 }

@@ -239,8 +239,11 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 		if err != nil {
 			return rows, notes, err
 		}
-		if waited, cpu := settle(ctx, n.cmd.Process.Pid); cpu > 0.05 {
-			fmt.Fprintf(os.Stderr, "edgeload: the node's start-up work (the at-rest KEKs made ahead) took %.1f s of CPU in %v\n", cpu, waited.Round(100*time.Millisecond))
+		// The node's start-up work (the at-rest KEKs of this month and
+		// the next, made ahead: RSA keys generated in the token, up to
+		// seconds of CPU) is not the first step's.
+		if waited, used, settled := waitSettled(n.cmd.Process.Pid, ctx.Done()); used > 50*time.Millisecond || !settled {
+			fmt.Fprintf(os.Stderr, "edgeload: the node's start-up work (the at-rest KEKs made ahead) took %s of CPU in %s (settled: %v)\n", fmtDuration(used), fmtDuration(waited), settled)
 		}
 		if si == 0 && o.big > 0 {
 			// First, on the fresh node: its store's file, which the node
@@ -298,25 +301,6 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 		}
 	}
 	return rows, notes, nil
-}
-
-// settle waits, 30 s at most, until the node just started is idle (under
-// 5% of a core over 250 ms): its start-up work — the KEKs of this month
-// and the next, made ahead (RSA-3072 in SoftHSM2, seconds of CPU) — is not
-// measured as the first step's. It returns how long it waited and the CPU
-// seconds the node used meanwhile.
-func settle(ctx context.Context, pid int) (time.Duration, float64) {
-	start, cpu0 := time.Now(), procCPUSeconds(pid)
-	last := cpu0
-	for time.Since(start) < 30*time.Second && ctx.Err() == nil {
-		time.Sleep(250 * time.Millisecond)
-		now := procCPUSeconds(pid)
-		if now-last < 0.05*0.25 {
-			break
-		}
-		last = now
-	}
-	return time.Since(start), last - cpu0
 }
 
 var (

@@ -145,7 +145,8 @@ type EnvelopeWriter struct {
 	total   int64 // DER length
 	written int64
 	mode    contentMode
-	buf     []byte
+	buf     []byte // nil until needed (chunk)
+	bufLen  int
 	fill    int
 	ctr     cipher.Stream
 	gh      *ghash
@@ -208,10 +209,11 @@ func NewEnvelopeWriter(w io.Writer, size int64, recipients []Recipient, opts *En
 	if err != nil {
 		return nil, err
 	}
-	// One chunk and a block (the CBC padding); a content smaller than a
-	// chunk needs no more than itself (a 10 KiB document does not cost
-	// 64 KiB).
-	e := &EnvelopeWriter{w: w, size: size, mode: alg.mode, buf: make([]byte, min(size, streamChunk)+aes.BlockSize)}
+	// One chunk and a block (the CBC padding), made when first needed
+	// (never by a writer given whole blocks in place); a content smaller
+	// than a chunk needs no more than itself (a 10 KiB document does not
+	// cost 64 KiB).
+	e := &EnvelopeWriter{w: w, size: size, mode: alg.mode, bufLen: int(min(size, streamChunk)) + aes.BlockSize}
 	var params []byte
 	ctLen, trailer := size, int64(0)
 	if alg.mode == modeGCM {
@@ -290,6 +292,7 @@ func (e *EnvelopeWriter) Write(p []byte) (int, error) {
 		e.err = errTooLong
 		return 0, e.err
 	}
+	e.grow()
 	taken := 0
 	for len(p) > 0 {
 		c := copy(e.buf[e.fill:min(streamChunk, len(e.buf))], p)
@@ -313,6 +316,7 @@ func (e *EnvelopeWriter) ReadFrom(r io.Reader) (int64, error) {
 	if e.closed {
 		return 0, errClosed
 	}
+	e.grow()
 	var total int64
 	for e.err == nil {
 		room := min(int64(streamChunk-e.fill), e.size-e.n)
@@ -350,6 +354,31 @@ func (e *EnvelopeWriter) ReadFrom(r io.Reader) (int64, error) {
 	return total, e.err
 }
 
+// WriteInPlace encrypts p where it is — p holds its ciphertext when it
+// returns, which Write may not do (io.Writer) — and writes it, saving the
+// copy into the writer's chunk: for a caller whose buffers are its own (a
+// pipeline handing over chunks). p must be whole 16-byte blocks, except
+// at the content's end; otherwise, and for CBC, or after a Write that
+// left part of a chunk, it is written as Write does (and left as it was).
+func (e *EnvelopeWriter) WriteInPlace(p []byte) (int, error) {
+	if e.mode != modeGCM || e.fill != 0 || e.closed || e.err != nil ||
+		int64(len(p)) > e.size-e.n || (len(p)%16 != 0 && e.n+int64(len(p)) != e.size) {
+		return e.Write(p)
+	}
+	e.n += int64(len(p))
+	if err := e.chunk(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// grow makes the writer's chunk.
+func (e *EnvelopeWriter) grow() {
+	if e.buf == nil {
+		e.buf = make([]byte, e.bufLen)
+	}
+}
+
 func (e *EnvelopeWriter) chunk(p []byte) error {
 	if e.mode == modeGCM {
 		e.ctr.XORKeyStream(p, p)
@@ -374,6 +403,9 @@ func (e *EnvelopeWriter) Close() error {
 	if e.n != e.size {
 		e.err = errTooShort
 		return e.err
+	}
+	if e.mode != modeGCM {
+		e.grow() // CBC pads the last block there
 	}
 	last := e.buf[:e.fill]
 	if e.mode == modeGCM {

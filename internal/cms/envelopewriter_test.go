@@ -78,3 +78,77 @@ func TestEnvelopeWriterSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeWriteInPlace: an envelope whose content is given to
+// WriteInPlace — whole chunks, pieces of whole blocks, a piece that is
+// not (written as Write does), the content's odd end — opens to the
+// content (its GCM tag checked), has the length announced, and the pieces
+// of whole blocks hold their ciphertext after; with CBC, every piece is
+// left as it was.
+func TestEnvelopeWriteInPlace(t *testing.T) {
+	p := newParty(t, "p256", 0)
+	rs := []cms.Recipient{p.recipient()}
+	const chunk = 64 << 10
+	for _, tc := range []struct {
+		name   string
+		pieces []int
+	}{
+		{"whole chunks", []int{chunk, chunk, chunk}},
+		{"whole chunks and an odd end", []int{chunk, chunk, 1001}},
+		{"blocks of every size", []int{16, 32, 4096, chunk - 16, 48, 3 * chunk}},
+		{"a piece out of the blocks, then whole ones", []int{chunk, 7, chunk, chunk}},
+		{"an empty piece", []int{0, chunk, 0, 33}},
+		{"CBC", []int{chunk, chunk, 5}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ce := cms.AES256GCM
+			if tc.name == "CBC" {
+				ce = cms.AES256CBC
+			}
+			size := 0
+			for _, n := range tc.pieces {
+				size += n
+			}
+			pt := randomBytes(size)
+			var out bytes.Buffer
+			w, err := cms.NewEnvelopeWriter(&out, int64(size), rs, &cms.EnvelopeOptions{Content: ce})
+			if err != nil {
+				t.Fatal(err)
+			}
+			changed := 0
+			rest := pt
+			for _, n := range tc.pieces {
+				piece := bytes.Clone(rest[:n])
+				if k, err := w.WriteInPlace(piece); k != n || err != nil {
+					t.Fatalf("WriteInPlace(%d bytes) = %d, %v", n, k, err)
+				}
+				if n > 0 && !bytes.Equal(piece, rest[:n]) {
+					changed++
+				}
+				rest = rest[n:]
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if int64(out.Len()) != w.Len() {
+				t.Errorf("%d bytes written, Len %d", out.Len(), w.Len())
+			}
+			if ce == cms.AES256GCM && changed == 0 {
+				t.Error("no piece was encrypted in place")
+			}
+			if ce == cms.AES256CBC && changed != 0 {
+				t.Errorf("%d pieces changed by a CBC writer", changed)
+			}
+			plain, _, err := cms.Decrypt(out.Bytes(), p.rkey(), nil)
+			if err != nil || !bytes.Equal(plain, pt) {
+				t.Errorf("decrypted %d bytes, %v; want %d", len(plain), err, size)
+			}
+		})
+	}
+	t.Run("more than the declared size", func(t *testing.T) {
+		w, _ := cms.NewEnvelopeWriter(io.Discard, chunk, rs, nil)
+		if _, err := w.WriteInPlace(make([]byte, chunk+16)); err == nil {
+			t.Error("no error")
+		}
+	})
+}
