@@ -46,7 +46,10 @@ func (s *tokenStore) DestroyKey(ctx context.Context, label string) error {
 			return err
 		}
 		defer s.p.CloseSession(rw)
-		if err := s.p.DestroyObject(rw, priv); err != nil {
+		s.wrote.Store(true) // before and after: a lookup meanwhile may take it
+		err = s.p.DestroyObject(rw, priv)
+		s.wrote.Store(true)
+		if err != nil {
 			return err
 		}
 		destroyed = true

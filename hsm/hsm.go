@@ -85,6 +85,21 @@
 // reference counts by every KeyStore and by [InitToken], and finalised when
 // its last user closes: PKCS#11 allows one C_Initialize per application.
 //
+// # Keys another process makes
+//
+// A key that another process (pec keys rotate, another node on the same
+// token) makes is found by label like any other. SoftHSM2 notices other
+// processes' changes through a generation counter in the token directory,
+// and loses one when this process writes to the token at the same time:
+// its own write then takes the other's count for its own, and the module
+// never rescans the directory (seen with a key made by pkcs11-tool while a
+// KeyStore generated an RSA key: TestKeyOfAnotherProcess). So a key not
+// found after this KeyStore made or destroyed a token object is looked for
+// once more after the module read the token again (C_Finalize,
+// C_Initialize, as a module recovery: keys handed out find their objects
+// again, operations under way are retried); a lookup that finds nothing
+// with no write since costs nothing more.
+//
 // # Signing from a session copy
 //
 // SoftHSM2 re-reads, in C_SignInit and again in C_Sign, the token's

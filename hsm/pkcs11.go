@@ -451,7 +451,11 @@ type tokenStore struct {
 	keysMu sync.Mutex
 	keys   map[string]*Key // by label: the handles they cache survive
 
-	genMu  sync.Mutex // GenerateKey: check-then-create of a label
+	genMu sync.Mutex // GenerateKey: check-then-create of a label
+	// wrote: this KeyStore made or destroyed a token object since the
+	// module last read the token (see "Keys another process makes" in the
+	// package doc).
+	wrote  atomic.Bool
 	closed atomic.Bool
 	oaep   sync.Map // oaepParams → bool: whether the module does OAEP right with them
 }
@@ -614,6 +618,9 @@ func (s *tokenStore) Decrypter(ctx context.Context, label string) (crypto.Decryp
 }
 
 // key returns the cached key labelled label, or finds it on the token.
+// A key not found after this KeyStore wrote to the token is looked for
+// once more after the module re-read the token (see "Keys another process
+// makes" in the package doc).
 func (s *tokenStore) key(ctx context.Context, label string) (*Key, error) {
 	if s.closed.Load() {
 		return nil, errClosed
@@ -624,6 +631,28 @@ func (s *tokenStore) key(ctx context.Context, label string) (*Key, error) {
 	if k != nil {
 		return k, nil
 	}
+	k, err := s.find(ctx, label)
+	if errors.Is(err, ErrKeyNotFound) && s.wrote.Swap(false) {
+		if rerr := s.reread(ctx, label); rerr != nil {
+			return nil, fmt.Errorf("hsm: key %q: not found, and the token could not be read again: %w", label, rerr)
+		}
+		k, err = s.find(ctx, label)
+	}
+	return k, err
+}
+
+// reread has the module read the token again (C_Finalize, C_Initialize:
+// the only way SoftHSM2 rescans its token directory), as a module
+// recovery does: the keys handed out find their objects again by
+// themselves, the operations under way are retried.
+func (s *tokenStore) reread(ctx context.Context, label string) error {
+	s.log.InfoContext(ctx, "hsm: key not found since this process wrote to the token: the module reads the token again, for a key another process may have made meanwhile", "key_label", label)
+	_, _, err := s.reset(ctx, faultModule, view{epoch: s.state.Load().epoch, modGen: forceReinit})
+	return err
+}
+
+// find looks for the key labelled label on the token, and caches it.
+func (s *tokenStore) find(ctx context.Context, label string) (*Key, error) {
 	var pub crypto.PublicKey
 	var id []byte
 	var h *keyHandle
@@ -717,7 +746,9 @@ func (s *tokenStore) GenerateKey(ctx context.Context, label string, kt KeyType) 
 			if err != nil {
 				return err
 			}
+			s.wrote.Store(true) // before and after: a lookup meanwhile may take it
 			_, _, err = s.p.GenerateKeyPair(rw, mech, pubT, privT)
+			s.wrote.Store(true)
 			_ = s.p.CloseSession(rw)
 			if err != nil {
 				return err

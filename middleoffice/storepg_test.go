@@ -231,7 +231,9 @@ func TestPGDirectoryListenerLost(t *testing.T) {
 	// there (it connects on its own goroutine, after OpenPG or a loss).
 	killListener := func() {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		// Generous: under the race detector on two busy cores, the listener
+		// of the round before may still be in its reconnection backoff.
+		deadline := time.Now().Add(20 * time.Second)
 		for {
 			var killed int
 			err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
