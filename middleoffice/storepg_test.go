@@ -227,30 +227,43 @@ func TestPGDirectoryListenerLost(t *testing.T) {
 	b := newPGNode(t, url+" user="+role, cfg, adminCert, poll, true)
 	c := p.client(t, p.ca, "partner-c", "C")
 
-	// killListener ends the listening connection of node b, once it is
-	// there (it connects on its own goroutine, after OpenPG or a loss).
+	// listeners counts node b's listening connections; it connects on its
+	// own goroutine, after OpenPG or a loss.
+	listeners := func() int {
+		t.Helper()
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE usename = $1 AND application_name = 'pec-directory-listener'`, role).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// killListener ends that connection once it is there, then forbids
+	// the role to log in: node b cannot listen until it may again. The
+	// connection is waited for first (with the role still able to log in:
+	// forbidden first, a listener not yet connected would never be).
 	killListener := func() {
 		t.Helper()
 		// Generous: under the race detector on two busy cores, the listener
 		// of the round before may still be in its reconnection backoff.
 		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var killed int
-			err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
-				WHERE usename = $1 AND application_name = 'pec-directory-listener'`, role).Scan(&killed)
-			if err == nil && killed == 1 {
-				return
-			}
-			if err != nil || killed > 1 || time.Now().After(deadline) {
-				t.Fatalf("killing the listener of node b: %d killed, %v", killed, err)
+		for listeners() != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("node b's listener not connected after 20 s (%d connections)", listeners())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-	}
-	for round := range 2 {
 		if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
 			t.Fatal(err)
 		}
+		var killed int
+		err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+			WHERE usename = $1 AND application_name = 'pec-directory-listener'`, role).Scan(&killed)
+		if err != nil || killed != 1 {
+			t.Fatalf("killing the listener of node b: %d killed, %v", killed, err)
+		}
+	}
+	for round := range 2 {
 		killListener()
 		var err error
 		if round == 0 {
