@@ -184,6 +184,17 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		return err
 	}
 	n.onClose(unlock)
+	// One node per tsa.node_id among the nodes sharing a PostgreSQL log
+	// (nodeclaim.go): their serial numbers must never repeat.
+	var claim *nodeClaim
+	if cfg.Proof.Configured() && cfg.Proof.PostgresURLEnv != "" {
+		if url := os.Getenv(cfg.Proof.PostgresURLEnv); url != "" {
+			if claim, err = claimNodeID(ctx, url, cfg.TSA.NodeID, log); err != nil {
+				return failure(err)
+			}
+			n.onClose(claim.Close)
+		}
+	}
 
 	if _, err := applyKeyState(cfg); err != nil { // keystate.go: the current generation of each key
 		return inputError(err)
@@ -233,6 +244,9 @@ func serve(ctx context.Context, cfg *File, stdout, stderr io.Writer) error {
 		// A diagnosis aid, off unless asked for: the runtime's profiles
 		// on the ops listener (bench/edgeload -profile).
 		Pprof: os.Getenv("PEC_DEBUG_PPROF") == "1",
+	}
+	if claim != nil {
+		gopts.Ready = append(gopts.Ready, gateway.ReadinessCheck{Name: "node_id", Check: claim.Ready})
 	}
 	if plog != nil {
 		served = authority.WithEvidence(plog)
