@@ -37,6 +37,15 @@ type ExchangeConfig struct {
 	// seconds behind acknowledgment at 16 clients; bench/edgeload -mode
 	// exchange -workers).
 	Workers int `yaml:"workers"`
+	// MaxBacklog bounds the delivery backlog: the accepted exchanges that
+	// the queue has not tried to seal and deliver yet. Once that many
+	// wait, Submit refuses new submissions with a *BacklogError (the
+	// gateway: 503 delivery-backlog, Retry-After) until the queue has
+	// caught up below the bound; nothing acknowledged is dropped, and
+	// exchanges whose push failed (a recipient's webhook down) do not
+	// count. Concurrent submissions may pass it by the number in flight.
+	// 0: DefaultMaxBacklog; negative: no bound.
+	MaxBacklog int `yaml:"max_backlog"`
 	// PollInterval is how often idle workers look for due jobs (retries,
 	// jobs of other nodes) and for steps left unfinished; 0: 1s.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -93,6 +102,9 @@ func (c ExchangeConfig) withDefaults() ExchangeConfig {
 	}
 	if c.Workers == 0 {
 		c.Workers = 16
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = DefaultMaxBacklog
 	}
 	def(&c.PollInterval, time.Second)
 	def(&c.RetryDelay, time.Second)

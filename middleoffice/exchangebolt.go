@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,11 @@ type BoltExchangeStore struct {
 	claims    heldJobs
 	exchanges decodeCache[Exchange] // exchange id → as last written
 	steps     decodeCache[Step]     // exchange id → its outbox entry as last written
+
+	// backlog counts the process jobs never attempted (Backlog): counted
+	// at the opening, then changed by each transaction that adds or
+	// removes one, once it committed (tx.OnCommit).
+	backlog atomic.Int64
 }
 
 var (
@@ -112,10 +118,14 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 		// The jobs the previous process held are due again.
 		jobs := tx.Bucket(bucketJobs)
 		var held []*Job
+		var backlog int64
 		err := jobs.ForEach(func(_, v []byte) error {
 			var j Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return err
+			}
+			if inBacklog(j.ID, j.Attempts) {
+				backlog++
 			}
 			if !j.HeldUntil.IsZero() {
 				held = append(held, &j)
@@ -127,10 +137,11 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 		}
 		for _, j := range held {
 			j.HeldUntil = time.Time{}
-			if err := putJob(tx, j); err != nil {
+			if err := putJob(tx, j, nil); err != nil {
 				return err
 			}
 		}
+		tx.OnCommit(func() { s.backlog.Store(backlog) })
 		return nil
 	})
 	if err != nil {
@@ -257,10 +268,43 @@ func jobKey(j *Job) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(max(due.UnixNano(), 0))), j.ID...)
 }
 
-// putJob writes j under its due key, replacing its previous entry.
-func putJob(tx *bolt.Tx, j *Job) error {
+// inBacklog: a job of this id, attempted so many times, counts in the
+// delivery backlog (Backlog): a process job never attempted.
+func inBacklog(id string, attempts int) bool {
+	return attempts == 0 && strings.HasSuffix(id, "-"+JobProcess)
+}
+
+// storedInBacklog reads whether the job stored as v counts in the
+// backlog (only a process job's value is decoded).
+func storedInBacklog(id string, v []byte) bool {
+	if v == nil || !strings.HasSuffix(id, "-"+JobProcess) {
+		return false
+	}
+	var j struct {
+		Attempts int `json:"attempts"`
+	}
+	return json.Unmarshal(v, &j) == nil && j.Attempts == 0
+}
+
+// countOnCommit adds delta to backlog once tx committed (nil: no count).
+func countOnCommit(tx *bolt.Tx, backlog *atomic.Int64, delta int64) {
+	if backlog != nil && delta != 0 {
+		tx.OnCommit(func() { backlog.Add(delta) })
+	}
+}
+
+// putJob writes j under its due key, replacing its previous entry; the
+// change of the backlog goes to backlog once tx commits (nil: none).
+func putJob(tx *bolt.Tx, j *Job, backlog *atomic.Int64) error {
 	jobs, ids := tx.Bucket(bucketJobs), tx.Bucket(bucketJobIDs)
+	var delta int64
+	if inBacklog(j.ID, j.Attempts) {
+		delta++
+	}
 	if old := ids.Get([]byte(j.ID)); old != nil {
+		if storedInBacklog(j.ID, jobs.Get(old)) {
+			delta--
+		}
 		if err := jobs.Delete(bytes.Clone(old)); err != nil {
 			return err
 		}
@@ -269,19 +313,37 @@ func putJob(tx *bolt.Tx, j *Job) error {
 	if err := putJSON(jobs, k, j); err != nil {
 		return err
 	}
-	return ids.Put([]byte(j.ID), k)
+	if err := ids.Put([]byte(j.ID), k); err != nil {
+		return err
+	}
+	countOnCommit(tx, backlog, delta)
+	return nil
 }
 
-func deleteJob(tx *bolt.Tx, id string) error {
+func deleteJob(tx *bolt.Tx, id string, backlog *atomic.Int64) error {
 	ids := tx.Bucket(bucketJobIDs)
 	k := ids.Get([]byte(id))
 	if k == nil {
 		return nil
 	}
-	if err := tx.Bucket(bucketJobs).Delete(bytes.Clone(k)); err != nil {
+	jobs := tx.Bucket(bucketJobs)
+	was := storedInBacklog(id, jobs.Get(k))
+	if err := jobs.Delete(bytes.Clone(k)); err != nil {
 		return err
 	}
-	return ids.Delete([]byte(id))
+	if err := ids.Delete([]byte(id)); err != nil {
+		return err
+	}
+	if was {
+		countOnCommit(tx, backlog, -1)
+	}
+	return nil
+}
+
+// Backlog implements BacklogStore: the process jobs never attempted, the
+// accepted exchanges that wait for their first seal and delivery.
+func (s *BoltExchangeStore) Backlog(context.Context) (int, error) {
+	return int(s.backlog.Load()), nil
 }
 
 func hasEvent(e *Exchange, evidenceID string) bool {
@@ -469,12 +531,12 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 		for _, q := range st.Enqueue {
 			j := *q
 			j.HeldUntil = time.Time{}
-			if err := putJob(tx, &j); err != nil {
+			if err := putJob(tx, &j, &s.backlog); err != nil {
 				return err
 			}
 		}
 		if st.Finish != "" {
-			if err := deleteJob(tx, st.Finish); err != nil {
+			if err := deleteJob(tx, st.Finish, &s.backlog); err != nil {
 				return err
 			}
 		}
@@ -697,7 +759,7 @@ func (s *BoltExchangeStore) Release(ctx context.Context, job *Job, notBefore tim
 		}
 		j.Attempts++
 		j.LastError, j.NotBefore, j.HeldUntil = lastErr, notBefore, time.Time{}
-		return putJob(tx, &j)
+		return putJob(tx, &j, &s.backlog)
 	})
 	if err == nil {
 		s.claims.release(job.ID)
@@ -710,7 +772,7 @@ func (s *BoltExchangeStore) Done(ctx context.Context, jobID string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID) })
+	err := s.writes.update(func(tx *bolt.Tx) error { return deleteJob(tx, jobID, &s.backlog) })
 	if err == nil {
 		s.claims.release(jobID)
 	}

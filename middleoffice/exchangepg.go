@@ -103,6 +103,7 @@ type PGExchangeStore struct {
 	closed   bool
 	claimAs  atomic.Int32 // holder while held, else 0: what Claim writes
 	id       atomic.Int32 // holder, for Release's guard
+	backlog  backlogCount // Backlog's cache (backlog.go)
 }
 
 var _ ExchangeStore = (*PGExchangeStore)(nil)
