@@ -80,14 +80,15 @@ type BoltExchangeStore struct {
 }
 
 var (
-	bucketExchanges = []byte("exchanges")   // id → Exchange (JSON, without its receipt)
-	bucketIdem      = []byte("idempotency") // sender \0 key → id
-	bucketInbox     = []byte("inbox")       // recipient \0 id → empty
-	bucketOutbox    = []byte("outbox")      // exchange id → Step (JSON)
-	bucketJobs      = []byte("jobs")        // due (8 bytes, UnixNano) || job id → Job (JSON)
-	bucketJobIDs    = []byte("job-ids")     // job id → its key in jobs
-	bucketPayloads  = []byte("payloads")    // exchange id \0 name → a payload of inlinePayloadMax bytes at most
-	bucketReceipts  = []byte("receipts")    // exchange id → its Receipt, kept out of its JSON
+	bucketExchanges = []byte("exchanges")      // id → Exchange (JSON, without its receipt)
+	bucketIdem      = []byte("idempotency")    // sender \0 key → id
+	bucketInbox     = []byte("inbox")          // recipient \0 id → empty
+	bucketOutbox    = []byte("outbox")         // exchange id → Step (JSON)
+	bucketJobs      = []byte("jobs")           // due (8 bytes, UnixNano) || job id → Job (JSON)
+	bucketJobIDs    = []byte("job-ids")        // job id → its key in jobs
+	bucketPayloads  = []byte("payloads")       // exchange id \0 name → a payload of inlinePayloadMax bytes at most, written with its exchange's creation
+	bucketLater     = []byte("payloads-later") // the same, for the payloads written later (payloadBucket)
+	bucketReceipts  = []byte("receipts")       // exchange id → its Receipt, kept out of its JSON
 )
 
 // OpenBoltExchanges opens (or creates) the embedded exchange store of the
@@ -110,7 +111,7 @@ func OpenBoltExchanges(dir string) (*BoltExchangeStore, error) {
 	s := &BoltExchangeStore{db: db, payloads: payloads, inlineMax: inlinePayloadMax}
 	s.writes = groupCommit{db: db, before: s.flushStale}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads, bucketReceipts} {
+		for _, b := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads, bucketReceipts, bucketLater} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -815,6 +816,59 @@ const inlinePayloadMax = 64 << 10
 
 func payloadKey(exchange, name string) []byte { return []byte(exchange + "\x00" + name) }
 
+// payloadBucket is the bucket of a small payload, by its name: the
+// documents' envelopes and the data key, written with the exchange's
+// creation, in payloads; the others — the seal, the acknowledgment,
+// written seconds later, when the exchanges created since have been
+// appended — in payloads-later. In one bucket, a seal of some KiB
+// inserted among the envelopes of 10 KiB rewrote the leaf that holds its
+// exchange's envelope (a node of two keys at least: some 25 KB per
+// delivery); in a bucket of their own, their inserts follow each other
+// as deliveries do.
+func payloadBucket(name string) (bucket, other []byte) {
+	if strings.HasPrefix(name, "document-") || name == dataKeyName {
+		return bucketPayloads, bucketLater
+	}
+	return bucketLater, bucketPayloads
+}
+
+// putInline writes a small payload in its bucket, and removes a copy of
+// it from the other (where a payload stored before payloads-later was).
+func putInline(tx *bolt.Tx, exchange, name string, data []byte) error {
+	in, other := payloadBucket(name)
+	key := payloadKey(exchange, name)
+	if ob := tx.Bucket(other); ob.Get(key) != nil {
+		if err := ob.Delete(key); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(in).Put(key, data)
+}
+
+// getInline reads a small payload (nil: none), in its bucket or else in
+// the other.
+func getInline(tx *bolt.Tx, exchange, name string) []byte {
+	in, other := payloadBucket(name)
+	key := payloadKey(exchange, name)
+	if v := tx.Bucket(in).Get(key); v != nil {
+		return v
+	}
+	return tx.Bucket(other).Get(key)
+}
+
+// deleteInline removes a small payload from both buckets.
+func deleteInline(tx *bolt.Tx, exchange, name string) error {
+	key := payloadKey(exchange, name)
+	for _, b := range [][]byte{bucketPayloads, bucketLater} {
+		if bb := tx.Bucket(b); bb.Get(key) != nil {
+			if err := bb.Delete(key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // CreatePayload implements ExchangeStore.
 func (s *BoltExchangeStore) CreatePayload(ctx context.Context, exchange, name string) (PayloadWriter, error) {
 	path, err := s.payloadPath(exchange, name)
@@ -908,7 +962,7 @@ func (w *payloadWriter) Commit() error {
 			return nil // written by the exchange's next Prepare
 		}
 		err := w.s.writes.update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketPayloads).Put(payloadKey(w.exchange, w.name), data)
+			return putInline(tx, w.exchange, w.name, data)
 		})
 		if err != nil {
 			return fmt.Errorf("middleoffice: payload %s: %w", w.name, err)
@@ -937,13 +991,7 @@ func (w *payloadWriter) Commit() error {
 		// An inline payload of the same name, from before, goes: the
 		// file is the one committed last.
 		w.s.staged.drop(w.exchange, w.name)
-		err = w.s.writes.update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketPayloads)
-			if b.Get(payloadKey(w.exchange, w.name)) == nil {
-				return nil
-			}
-			return b.Delete(payloadKey(w.exchange, w.name))
-		})
+		err = w.s.writes.update(func(tx *bolt.Tx) error { return deleteInline(tx, w.exchange, w.name) })
 	}
 	if err != nil {
 		os.Remove(w.f.Name())
@@ -997,7 +1045,7 @@ func (s *BoltExchangeStore) OpenPayload(_ context.Context, exchange, name string
 	}
 	var inline []byte
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketPayloads).Get(payloadKey(exchange, name)); v != nil {
+		if v := getInline(tx, exchange, name); v != nil {
 			inline = bytes.Clone(v)
 			if inline == nil {
 				inline = []byte{}
@@ -1033,10 +1081,12 @@ func (s *BoltExchangeStore) RemovePayloads(_ context.Context, exchange string) e
 	prefix := payloadKey(exchange, "")
 	s.staged.dropExchange(exchange)
 	err := s.writes.update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketPayloads).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-			if err := c.Delete(); err != nil {
-				return err
+		for _, b := range [][]byte{bucketPayloads, bucketLater} {
+			c := tx.Bucket(b).Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

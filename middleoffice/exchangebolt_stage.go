@@ -187,9 +187,8 @@ func (s *stagedPayloads) dropExchange(exchange string) {
 
 // putStaged writes staged payloads in tx.
 func putStaged(tx *bolt.Tx, ps []stagedWrite) error {
-	b := tx.Bucket(bucketPayloads)
 	for _, w := range ps {
-		if err := b.Put(payloadKey(w.p.exchange, w.p.name), w.data); err != nil {
+		if err := putInline(tx, w.p.exchange, w.p.name, w.data); err != nil {
 			return err
 		}
 	}
