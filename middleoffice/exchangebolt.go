@@ -1097,6 +1097,27 @@ func (s *BoltExchangeStore) RemovePayloads(_ context.Context, exchange string) e
 	return os.RemoveAll(filepath.Join(s.payloads, exchange))
 }
 
+// pageFill is the fill of the pages bbolt splits in the store's buckets:
+// 0.9, not bbolt's 0.5. Most keys come in time order (exchange ids begin
+// with the time: the writes of an exchange's creation are appends, those
+// of its delivery follow each other), and at 0.5 their pages stayed half
+// empty for good: twice the pages, and the branch pages above them, for
+// every transaction to rewrite. BenchmarkBoltExchangeFlow (bytes of pages
+// written per exchange): 65 → 60 KB at a backlog of 200, 69 → 63 KB at
+// 4000; the same at 0.9 for the time-ordered buckets only, 62 and 64 KB
+// (the random idempotency keys and the outbox's churn gain too).
+const pageFill = 0.9
+
+// fillPages sets the fill of every bucket for tx (bbolt keeps it per
+// transaction).
+func fillPages(tx *bolt.Tx) {
+	for _, name := range [][]byte{bucketExchanges, bucketIdem, bucketInbox, bucketOutbox, bucketJobs, bucketJobIDs, bucketPayloads, bucketReceipts, bucketLater} {
+		if b := tx.Bucket(name); b != nil {
+			b.FillPercent = pageFill
+		}
+	}
+}
+
 // groupCommit runs the store's write transactions. bbolt has one writer
 // at a time and fsyncs each transaction twice (its pages, then its meta
 // page), so that one transaction per call bounds the store at a few
@@ -1175,6 +1196,7 @@ func (g *groupCommit) run(calls []*writeCall) {
 		failed := -1
 		g.txs.Add(1)
 		err := g.db.Update(func(tx *bolt.Tx) error {
+			fillPages(tx)
 			for i, c := range calls {
 				if err := c.fn(tx); err != nil {
 					failed = i
@@ -1194,6 +1216,6 @@ func (g *groupCommit) run(calls []*writeCall) {
 	}
 	for _, c := range alone {
 		g.txs.Add(1)
-		c.done <- g.db.Update(c.fn)
+		c.done <- g.db.Update(func(tx *bolt.Tx) error { fillPages(tx); return c.fn(tx) })
 	}
 }
