@@ -57,9 +57,15 @@ func (e *BacklogError) Error() string {
 	return fmt.Sprintf("middleoffice: %d accepted exchanges wait for delivery (exchange.max_backlog: %d): try again later", e.Backlog, e.Max)
 }
 
-// admit refuses a submission while the backlog is at its bound. A store
-// that cannot count (an error) does not refuse: the submission meets the
-// store's failure, if it lasts, where it writes.
+// admit refuses a submission while the backlog is at its bound. Past
+// half of it, a submission first waits (backlogWait at most) for the
+// queue to deliver one exchange: the submissions are then taken at the
+// rate the queue delivers, their handlers leave the CPU to the queue
+// workers meanwhile, and the backlog stays below the bound — rather than
+// reaching it, where every client waits a whole Retry-After second and
+// the node runs below its capacity (1.26 of 2 cores in a 30 s step at
+// 128 clients). A store that cannot count (an error) does not refuse: the
+// submission meets the store's failure, if it lasts, where it writes.
 func (x *Exchanges) admit(ctx context.Context) error {
 	if x.cfg.MaxBacklog < 0 {
 		return nil
@@ -69,10 +75,42 @@ func (x *Exchanges) admit(ctx context.Context) error {
 		return nil
 	}
 	n, err := bs.Backlog(ctx)
-	if err != nil || n < x.cfg.MaxBacklog {
+	if err != nil {
 		return nil
 	}
-	return &BacklogError{Backlog: n, Max: x.cfg.MaxBacklog, RetryAfter: backlogRetryAfter}
+	if n >= x.cfg.MaxBacklog/2 && n < x.cfg.MaxBacklog {
+		t := time.NewTimer(backlogWait)
+		select {
+		case <-x.freed:
+		case <-t.C: // delivered by another node, or not yet: taken all the same
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+		if n, err = bs.Backlog(ctx); err != nil {
+			return nil
+		}
+	}
+	if n >= x.cfg.MaxBacklog {
+		return &BacklogError{Backlog: n, Max: x.cfg.MaxBacklog, RetryAfter: backlogRetryAfter}
+	}
+	return nil
+}
+
+// backlogWait bounds the wait of a submission past half the bound.
+const backlogWait = 250 * time.Millisecond
+
+// freedTokens bounds the tokens of deliveries nobody waited for: a burst
+// of submissions after a calm passes that many at once.
+const freedTokens = 64
+
+// delivered1 gives a token to one submission waiting in admit.
+func (x *Exchanges) delivered1() {
+	select {
+	case x.freed <- struct{}{}:
+	default:
+	}
 }
 
 // backlogCount caches a count that costs a query (PostgreSQL's), read

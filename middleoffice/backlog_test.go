@@ -127,3 +127,45 @@ func (c *countingAppender) Append(ctx context.Context, recs ...*evidence.Record)
 	c.n.Add(int64(len(recs)))
 	return c.Appender.Append(ctx, recs...)
 }
+
+// TestBacklogSoftWait: past half the bound, a submission waits for a
+// delivery (250 ms at most, then it is taken); a delivery lets one go at
+// once; a client that goes away while it waits gets its context's error,
+// and nothing is recorded.
+func TestBacklogSoftWait(t *testing.T) {
+	e := newExchangeEnv(t, middleoffice.ExchangeConfig{Workers: 1, PollInterval: 20 * time.Millisecond, MaxBacklog: 4})
+	ctx := t.Context()
+	a := e.partners["a"].principal
+	submit := func(ctx context.Context, i int) (time.Duration, error) {
+		doc := newDocument("d.pdf", []byte("%PDF soft "+strconv.Itoa(i)))
+		start := time.Now()
+		_, err := e.x.Submit(ctx, a, manifest("b", doc), sources(doc))
+		return time.Since(start), err
+	}
+	for i := range 2 {
+		if d, err := submit(ctx, i); err != nil || d > 200*time.Millisecond {
+			t.Fatalf("submission %d under half the bound: %v after %v", i, err, d)
+		}
+	}
+	// 2 wait: half the bound. No queue runs: the wait ends by its bound.
+	if d, err := submit(ctx, 2); err != nil || d < 240*time.Millisecond {
+		t.Fatalf("submission past half the bound, no delivery: %v after %v; want taken after 250 ms", err, d)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := submit(cctx, 3); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a client gone while it waits: %v", err)
+	}
+	// The queue delivers: each delivery lets a waiting submission go.
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- e.x.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	waitInbox(t, e, 3)
+	for i := 4; i < 8; i++ {
+		if d, err := submit(ctx, i); err != nil || d > 240*time.Millisecond {
+			t.Errorf("submission %d with the queue running: %v after %v", i, err, d)
+		}
+	}
+	waitInbox(t, e, 7)
+}

@@ -44,7 +44,8 @@ type ExchangeConfig struct {
 	// caught up below the bound; nothing acknowledged is dropped, and
 	// exchanges whose push failed (a recipient's webhook down) do not
 	// count. Concurrent submissions may pass it by the number in flight.
-	// 0: DefaultMaxBacklog; negative: no bound.
+	// Past half of it, a submission first waits for one delivery (250 ms
+	// at most). 0: DefaultMaxBacklog; negative: no bound.
 	MaxBacklog int `yaml:"max_backlog"`
 	// PollInterval is how often idle workers look for due jobs (retries,
 	// jobs of other nodes) and for steps left unfinished; 0: 1s.

@@ -70,6 +70,7 @@ type Exchanges struct {
 	log      *slog.Logger
 	now      func() time.Time
 	kick     chan struct{}
+	freed    chan struct{} // a token per exchange delivered, for the submissions waiting (backlog.go)
 	metrics  *exchangeMetrics
 	webhook  *webhookChannel
 	mail     PushChannel
@@ -95,7 +96,7 @@ func NewExchanges(cfg ExchangeConfig, store ExchangeStore, policy *Policy, ev ev
 	}
 	x := &Exchanges{
 		cfg: cfg.withDefaults(), store: store, policy: policy, evidence: ev, signer: platform, verifier: opts.AckVerifier,
-		log: opts.Logger, now: opts.Now, kick: make(chan struct{}, 1),
+		log: opts.Logger, now: opts.Now, kick: make(chan struct{}, 1), freed: make(chan struct{}, freedTokens),
 		webhook: &webhookChannel{client: opts.Webhook}, mail: opts.Mail,
 		metrics: &exchangeMetrics{
 			submissions: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
