@@ -487,6 +487,7 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 		return err
 	}
 	var released []string
+	var holds []time.Time
 	err := s.writes.update(func(tx *bolt.Tx) error {
 		st, err := s.preparedStep(tx, exchange, evidenceID)
 		if err != nil {
@@ -499,6 +500,13 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 		if st.Finish != "" {
 			released = append(released, st.Finish)
 		}
+		// The holds as they are before this transaction commits: only
+		// those are released after it. A job this step enqueues can be
+		// claimed once the transaction is committed and before Commit
+		// returns: releasing that new hold let a second worker claim the
+		// job again (two seals of one exchange, one thrown away: some
+		// 0.4 per exchange with 64 workers and 16 clients).
+		holds = s.claims.holds(released)
 		e, err := s.exchangeIn(tx, exchange)
 		if err != nil {
 			return err
@@ -545,7 +553,7 @@ func (s *BoltExchangeStore) Commit(ctx context.Context, exchange, evidenceID str
 	})
 	s.steps.drop(exchange)
 	if err == nil {
-		s.claims.release(released...)
+		s.claims.releaseHeld(released, holds)
 	}
 	if errors.Is(err, ErrStepCommitted) {
 		return nil
@@ -735,6 +743,29 @@ func (h *heldJobs) release(ids ...string) {
 	defer h.mu.Unlock()
 	for _, id := range ids {
 		delete(h.held, id)
+	}
+}
+
+// holds returns the holds of ids (zero: not held).
+func (h *heldJobs) holds(ids []string) []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]time.Time, len(ids))
+	for i, id := range ids {
+		out[i] = h.held[id]
+	}
+	return out
+}
+
+// releaseHeld forgets the holds of ids that are still those of holds:
+// not one taken since (a job claimed once its step committed).
+func (h *heldJobs) releaseHeld(ids []string, holds []time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, id := range ids {
+		if until, ok := h.held[id]; ok && i < len(holds) && until.Equal(holds[i]) {
+			delete(h.held, id)
+		}
 	}
 }
 
