@@ -54,6 +54,7 @@ type exchangeNode struct {
 	logStore *proof.BoltStore
 	log      *proof.Log
 	x        *middleoffice.Exchanges
+	xreg     *prometheus.Registry // the exchange service's metrics
 	policy   *middleoffice.Policy
 	handler  http.Handler
 	url      string // "" without a server
@@ -149,7 +150,8 @@ func newExchangeNode(t testing.TB, opts nodeOptions) *exchangeNode {
 	}
 	t.Cleanup(func() { store.Close() })
 	verifier := &signing.Verifier{Chain: signing.X509Validator{Roots: n.roots}, TSARoots: n.roots}
-	if n.x, err = middleoffice.NewExchanges(opts.cfg, store, n.policy, n.log, platform, middleoffice.ExchangeOptions{AckVerifier: verifier, Registry: prometheus.NewRegistry()}); err != nil {
+	n.xreg = prometheus.NewRegistry()
+	if n.x, err = middleoffice.NewExchanges(opts.cfg, store, n.policy, n.log, platform, middleoffice.ExchangeOptions{AckVerifier: verifier, Registry: n.xreg}); err != nil {
 		t.Fatal(err)
 	}
 	n.handler = gateway.NewAPIHandler(authority, 1024, gateway.Options{

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"pec/certvalidation"
 	"pec/gateway/api"
@@ -99,6 +100,11 @@ func (e *edge) problemFor(r *http.Request, op operation, err error) (api.Problem
 		p := api.NewProblem(api.TypeInvalidManifest, strings.Join(me.Faults, "; "))
 		p.Errors = fieldErrors(me.Faults)
 		return p, 0
+	}
+	if be, ok := errors.AsType[*middleoffice.BacklogError](err); ok {
+		// Not recorded: the submission was not read.
+		return api.NewProblem(api.TypeDeliveryBacklog, fmt.Sprintf("%d accepted exchanges wait for delivery on this node: nothing was read or recorded; try again later", be.Backlog)),
+			max(1, int((be.RetryAfter+time.Second-1)/time.Second))
 	}
 	if oe, ok := errors.AsType[*middleoffice.OffsetError](err); ok {
 		return api.NewProblem(api.TypeUploadOffset, fmt.Sprintf("the upload is at offset %d (Upload-Offset), not %d: resume from there", oe.Offset, oe.Got)), 0

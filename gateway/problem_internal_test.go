@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"pec/certvalidation"
 	"pec/evidence"
@@ -67,6 +68,8 @@ func TestProblemFor(t *testing.T) {
 		{"not sealed", fmt.Errorf("middleoffice: proof of x: %w", proof.ErrNotSealed), api.TypeNotSealed, "1", "not sealed yet", nil},
 		{"signature timestamp", fmt.Errorf("signing: %w: %w", signing.ErrTimestamp, errors.New("dial tcp 10.0.0.1:318")), api.TypeTimestampUnavailable, "5", "timestamp could not be obtained: nothing was done", nil},
 		{"overloaded", refuse(api.TypeOverloaded, "try again"), api.TypeOverloaded, "1", "try again", nil},
+		{"delivery backlog", &middleoffice.BacklogError{Backlog: 4000, Max: 4000, RetryAfter: time.Second}, api.TypeDeliveryBacklog, "1", "4000 accepted exchanges wait for delivery", nil},
+		{"delivery backlog, longer", fmt.Errorf("submit: %w", &middleoffice.BacklogError{Backlog: 10, Max: 5, RetryAfter: 2500 * time.Millisecond}), api.TypeDeliveryBacklog, "3", "nothing was read or recorded", nil},
 		{"no evidence log", middleoffice.ErrNoEvidence, api.TypeNoEvidenceLog, "", "no evidence log", nil},
 		{"manifest refused", &middleoffice.RejectedError{Reason: middleoffice.ReasonInvalidManifest, Detail: "documents[0].sha256: not 64 hexadecimal digits", Err: &middleoffice.ManifestError{Faults: []string{"documents[0].sha256: not 64 hexadecimal digits"}}},
 			api.TypeInvalidManifest, "", "documents[0].sha256", []api.FieldError{{Pointer: "/documents/0/sha256", Detail: "not 64 hexadecimal digits"}}},

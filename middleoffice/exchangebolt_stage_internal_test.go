@@ -40,3 +40,34 @@ func TestStagedPayloadsRelease(t *testing.T) {
 		t.Errorf("all written: %d queued, %d staged, %d bytes", len(s.fifo), s.n, s.bytes)
 	}
 }
+
+// TestStagedQueueCompacts: the written payloads behind a stale one that
+// waits for its transaction leave the queue at the next look, not once
+// it is written; the order of the others stays.
+func TestStagedQueueCompacts(t *testing.T) {
+	var s stagedPayloads
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	s.stage("stale", "a", []byte("s"), t0)
+	for i := range 100 {
+		ex := "x" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		s.stage(ex, "seal.p7m", []byte("d"), t0.Add(time.Millisecond))
+		s.written(s.of(ex))
+	}
+	s.stage("recent", "b", []byte("r"), t0.Add(2*time.Second))
+	s.stage("later", "c", []byte("l"), t0.Add(3*time.Second))
+	old := s.stale(t0.Add(time.Second))
+	if len(old) != 1 || old[0].p.exchange != "stale" {
+		t.Fatalf("stale: %+v", old)
+	}
+	if len(s.fifo) != 3 || s.fifo[0].exchange != "stale" || s.fifo[1].exchange != "recent" || s.fifo[2].exchange != "later" {
+		var names []string
+		for _, p := range s.fifo {
+			names = append(names, p.exchange)
+		}
+		t.Fatalf("the queue after a look: %d entries %q, want stale, recent, later", len(s.fifo), names)
+	}
+	s.written(old)
+	if old := s.stale(t0.Add(time.Second)); len(old) != 0 || len(s.fifo) != 2 {
+		t.Errorf("once written: %d stale, %d queued", len(old), len(s.fifo))
+	}
+}

@@ -103,13 +103,14 @@ type PGExchangeStore struct {
 	closed   bool
 	claimAs  atomic.Int32 // holder while held, else 0: what Claim writes
 	id       atomic.Int32 // holder, for Release's guard
+	backlog  backlogCount // Backlog's cache (backlog.go)
 }
 
 var _ ExchangeStore = (*PGExchangeStore)(nil)
 
 const (
 	// pgExchangeVersion is the version of the tables this code writes.
-	pgExchangeVersion = 1
+	pgExchangeVersion = 2
 	// pgExchangeLockKey is the advisory lock of schema changes ("PECXCHGS").
 	pgExchangeLockKey = 0x5045435843484753
 	// pgChunkSize is the size of a payload's rows.
@@ -170,6 +171,7 @@ CREATE TABLE exchange_jobs (
 );
 CREATE INDEX exchange_jobs_due ON exchange_jobs (due, id);
 CREATE INDEX exchange_jobs_holder ON exchange_jobs (holder) WHERE holder IS NOT NULL;
+CREATE INDEX exchange_jobs_backlog ON exchange_jobs (id) WHERE kind = 'process' AND attempts = 0;
 CREATE TABLE exchange_payloads (
 	id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	exchange   TEXT COLLATE "C" NOT NULL,
@@ -189,11 +191,15 @@ CREATE TABLE exchange_payload_chunks (
 	PRIMARY KEY (payload, seq)
 );
 ALTER TABLE exchange_payload_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
-INSERT INTO exchange_schema (version) VALUES (1);`
+INSERT INTO exchange_schema (version) VALUES (2);`
 
-// pgExchangeMigrations[v] upgrades the tables from version v to v+1;
-// none yet.
-var pgExchangeMigrations = map[int]string{}
+// pgExchangeMigrations[v] upgrades the tables from version v to v+1.
+var pgExchangeMigrations = map[int]string{
+	// 2: the backlog's count (Backlog, every 100 ms at most) reads an
+	// index of the process jobs never attempted, not the whole queue
+	// (which holds an expiry job per delivered exchange for 30 days).
+	1: "CREATE INDEX exchange_jobs_backlog ON exchange_jobs (id) WHERE kind = 'process' AND attempts = 0",
+}
 
 // ErrSchemaNewer: the database's tables were made by a newer version of
 // pec, which this one does not know how to use.

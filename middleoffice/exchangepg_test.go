@@ -630,6 +630,20 @@ func TestPGExchangeSchema(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM exchange_schema").Scan(&versions); err != nil || versions != 1 {
 		t.Fatalf("exchange_schema: %d rows, %v", versions, err)
 	}
+	// Tables of version 1 (before the backlog's index) are upgraded.
+	if _, err := conn.Exec(t.Context(), "DROP INDEX exchange_jobs_backlog; UPDATE exchange_schema SET version = 1"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := middleoffice.OpenPGExchanges(t.Context(), url)
+	if err != nil {
+		t.Fatalf("upgrading tables of version 1: %v", err)
+	}
+	s.Close()
+	var version int
+	var indexed bool
+	if err := conn.QueryRow(t.Context(), "SELECT max(version), EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'exchange_jobs_backlog') FROM exchange_schema").Scan(&version, &indexed); err != nil || version != 2 || !indexed {
+		t.Fatalf("after the upgrade: version %d, the backlog's index %v, %v", version, indexed, err)
+	}
 	if _, err := conn.Exec(t.Context(), "UPDATE exchange_schema SET version = 99"); err != nil {
 		t.Fatal(err)
 	}

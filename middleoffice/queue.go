@@ -127,6 +127,9 @@ func (x *Exchanges) Work(ctx context.Context) (bool, error) {
 	cancel()
 	if err == nil {
 		x.metrics.jobs.WithLabelValues("done").Inc()
+		if job.Kind == JobProcess {
+			x.delivered1()
+		}
 		return true, nil
 	}
 	x.metrics.jobs.WithLabelValues("failed").Inc()

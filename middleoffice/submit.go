@@ -70,6 +70,7 @@ type Exchanges struct {
 	log      *slog.Logger
 	now      func() time.Time
 	kick     chan struct{}
+	freed    chan struct{} // a token per exchange delivered, for the submissions waiting (backlog.go)
 	metrics  *exchangeMetrics
 	webhook  *webhookChannel
 	mail     PushChannel
@@ -95,7 +96,7 @@ func NewExchanges(cfg ExchangeConfig, store ExchangeStore, policy *Policy, ev ev
 	}
 	x := &Exchanges{
 		cfg: cfg.withDefaults(), store: store, policy: policy, evidence: ev, signer: platform, verifier: opts.AckVerifier,
-		log: opts.Logger, now: opts.Now, kick: make(chan struct{}, 1),
+		log: opts.Logger, now: opts.Now, kick: make(chan struct{}, 1), freed: make(chan struct{}, freedTokens),
 		webhook: &webhookChannel{client: opts.Webhook}, mail: opts.Mail,
 		metrics: &exchangeMetrics{
 			submissions: promreg.Register(opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -111,6 +112,14 @@ func NewExchanges(cfg ExchangeConfig, store ExchangeStore, policy *Policy, ev ev
 				Name: "pec_exchange_notifications_total", Help: "Notifications to senders, by outcome (sent, failed, dropped).",
 			}, []string{"outcome"})),
 		},
+	}
+	if bs, ok := store.(BacklogStore); ok {
+		promreg.Register(opts.Registry, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pec_exchange_backlog", Help: "Accepted exchanges waiting for their first seal and delivery (bounded by exchange.max_backlog).",
+		}, func() float64 {
+			n, _ := bs.Backlog(context.Background())
+			return float64(n)
+		}))
 	}
 	if x.log == nil {
 		x.log = slog.New(slog.DiscardHandler)
@@ -182,8 +191,14 @@ type Submission struct {
 // same key returns that exchange and its receipt (Replayed); the same key
 // with another manifest is refused (ReasonIdempotencyConflict). Other
 // errors are the node's (the store, the evidence log: evidence.ErrUnavailable
-// says to retry later) and were not answered by evidence.
+// says to retry later) and were not answered by evidence. While the
+// delivery backlog is at exchange.max_backlog, a submission is a
+// *BacklogError, neither read nor recorded (backlog.go).
 func (x *Exchanges) Submit(ctx context.Context, sender *Principal, m Manifest, docs DocumentSource) (*Submission, error) {
+	if err := x.admit(ctx); err != nil {
+		x.metrics.submissions.WithLabelValues("backlog").Inc()
+		return nil, err
+	}
 	s, err := x.submit(ctx, sender, m, docs)
 	outcome := "accepted"
 	switch _, refused := errors.AsType[*RejectedError](err); {

@@ -61,11 +61,9 @@ func (l LocalTSA) Request(ctx context.Context, h crypto.Hash, digest []byte, opt
 	}
 	// Unrecorded: the signature's own record names this token (one
 	// durable write for a B-T signature, not two).
-	resp, _, err := l.Authority.RespondWith(ctx, tlv(tagSequence, body...), tsa.RespondOptions{Unrecorded: true})
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tsa.ParseToken(resp)
+	// The token as the authority built it, not parsed again from resp
+	// (its certificates above all).
+	resp, tok, _, err := l.Authority.RespondToken(ctx, tlv(tagSequence, body...), tsa.RespondOptions{Unrecorded: true})
 	if err != nil {
 		return nil, err // a *tsa.RejectError when refused
 	}

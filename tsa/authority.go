@@ -54,6 +54,10 @@ type authorityKey struct {
 	enc   *encoder
 	cert  *x509.Certificate
 	actor evidence.Actor // the TSA in the evidence
+	// tmpl holds the fields that every token of this key carries alike,
+	// as ParseToken reads them (RespondToken): accuracy, ordering, the
+	// tsa name, and the certificates sent on certReq.
+	tmpl Token
 }
 
 // keyProfile is what a new key is prepared with: the parts of cfg that
@@ -155,7 +159,11 @@ func (p keyProfile) prepare(signer crypto.Signer, chain []*x509.Certificate, now
 	if err != nil {
 		return nil, err
 	}
-	return &authorityKey{enc: enc, cert: cert, actor: evidence.ActorFromCertificate("tsa", cert)}, nil
+	k := &authorityKey{enc: enc, cert: cert, actor: evidence.ActorFromCertificate("tsa", cert)}
+	if err := k.prepareTemplate(extra); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // Rotate makes signer, certified by chain[0], the key of every token
@@ -257,12 +265,14 @@ type RespondOptions struct {
 // evidenceID is that record's id.
 func (a *Authority) RespondWith(ctx context.Context, der []byte, opts RespondOptions) (resp []byte, evidenceID string, err error) {
 	start := time.Now()
-	resp, evidenceID, fail, err := a.respond(ctx, der, opts)
+	resp, evidenceID, fail, err := a.respond(ctx, der, opts, nil)
 	a.metrics.observe(fail, err, time.Since(start))
 	return resp, evidenceID, err
 }
 
-func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions) ([]byte, string, FailInfo, error) {
+// respond answers der; with tok, a granted token is also returned there,
+// as ParseToken would read it from resp (RespondToken).
+func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions, tok **Token) ([]byte, string, FailInfo, error) {
 	req, err := parseRequest(der)
 	if err != nil {
 		return a.reject(err)
@@ -314,6 +324,13 @@ func (a *Authority) respond(ctx context.Context, der []byte, opts RespondOptions
 	resp, tokenAt, err := key.enc.encode(&f)
 	if err != nil {
 		return nil, "", FailSystemFailure, err
+	}
+	if tok != nil {
+		pol := a.policy
+		if req.policy != nil {
+			pol = req.policy
+		}
+		*tok = key.token(resp[tokenAt:], opts.Buf != nil, req, pol, serial, gen)
 	}
 	if opts.Unrecorded || (a.recorder == nil && a.evidence == nil) {
 		return resp, "", FailNone, nil

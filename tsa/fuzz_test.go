@@ -7,10 +7,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"math/big"
 	"testing"
 
 	"github.com/digitorus/timestamp"
+	"github.com/google/go-cmp/cmp"
 
 	"pec/tsa"
 )
@@ -44,6 +46,20 @@ func FuzzRespond(f *testing.F) {
 		resp, err := a.Respond(context.Background(), req)
 		if err != nil {
 			t.Fatalf("Respond failed on a client's bytes: %v", err)
+		}
+		// RespondToken's token is what ParseToken reads from its response.
+		resp2, tok, _, err := a.RespondToken(context.Background(), req, tsa.RespondOptions{Unrecorded: true})
+		if _, refused := errors.AsType[*tsa.RejectError](err); err != nil && !refused {
+			t.Fatalf("RespondToken failed on a client's bytes: %v", err)
+		}
+		if tok != nil {
+			want, perr := tsa.ParseToken(resp2)
+			if perr != nil {
+				t.Fatalf("RespondToken's response does not parse: %v", perr)
+			}
+			if d := cmp.Diff(want, tok, bigIntComparer); d != "" {
+				t.Fatalf("RespondToken's token against ParseToken's (-want +got):\n%s", d)
+			}
 		}
 		status, _, _ := pkiStatus(t, resp)
 		if status != tsa.StatusGranted {

@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,7 +98,11 @@ type xrow struct {
 	rssMax      int64 // the node's largest VmRSS sampled, bytes
 	anonMax     int64 // and RssAnon: without the mapped store file
 	errors      int64
-	node        nodeDeltas
+	// refused are the submissions the node answered 503 delivery-backlog
+	// or overloaded: not errors; the client waited Retry-After and sent
+	// the dossier again, as a partner's system does.
+	refused int64
+	node    nodeDeltas
 	// For dossiers of 1 MiB and more: the reference (SHA-256 then
 	// AES-256-GCM on one core) measured just before and just after the
 	// step, per second of wall time and of CPU time; and the bytes
@@ -274,10 +279,10 @@ func exchangeKind(ctx context.Context, o options, pec, dir, kind string, raw raw
 				r, err := runExchangeStep(ctx, n, tlsCfg, docs, c, o, prof, p.Timestamp)
 				r.seal = label
 				rows = append(rows, r)
-				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, %s of CPU per exchange, edgeload %.2f; RSS %s MiB (anonymous %s); %d errors\n",
+				fmt.Fprintf(os.Stderr, "edgeload: %s %7s %3d clients: %s acks/s (%s MiB/s, %s of ref %s MB/s, %s per CPU-s), p50 %s, p99 %s; delivered %s/s, p50 %s, p99 %s; node %.2f cores, %s of CPU per exchange, edgeload %.2f; RSS %s MiB (anonymous %s); %d refused 503, %d errors\n",
 					seal, sizeName(size), c, thousands(r.acks), mib(r.acks*float64(size)), percent(r.acks*float64(size), r.ref), mbps(r.ref), percent(r.perNodeCPU, r.refCPU),
 					fmtDuration(r.ackP50), fmtDuration(r.ackP99), thousands(r.delivered), fmtDuration(r.delP50), fmtDuration(r.delP99),
-					r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
+					r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.refused, r.errors)
 				if err != nil {
 					n.stop()
 					return rows, notes, err
@@ -442,6 +447,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	}
 	var (
 		errs     atomic.Int64
+		refused  atomic.Int64
 		firstErr atomic.Pointer[error]
 		mu       sync.Mutex
 		samples  []time.Duration
@@ -490,7 +496,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 			var local []time.Duration
 			var localSubs []submitted
 			i, failed := w*7919, 0
-			for first := true; ; first = false {
+			for checked := false; ; {
 				t0 := time.Now()
 				// Past the deadline, a client stops once it has one
 				// measured answer, or three failures.
@@ -502,8 +508,18 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 				m := manifest(d)
 				key := fmt.Sprintf("edgeload-%d-%d-%d", start.UnixNano(), w, i)
 				s, err := client.Submit(sctx, m, key, []api.Upload{{Name: "dossier.bin", Content: d.reader()}})
-				if err == nil && first {
-					err = checkReceipt(s, d, bt)
+				if err == nil && !checked {
+					err, checked = checkReceipt(s, d, bt), true
+				}
+				if wait, ok := refusedFor(err); ok {
+					// The node's answer to overload: wait as it asks
+					// (with some jitter), then send the dossier again.
+					refused.Add(1)
+					select {
+					case <-sctx.Done():
+					case <-time.After(wait + rand.N(wait/5+time.Millisecond)):
+					}
+					continue
 				}
 				if err != nil {
 					failed++
@@ -554,6 +570,7 @@ func runExchangeStep(ctx context.Context, n *node, tlsCfg *tls.Config, docs []*d
 	r.nodeCPU = (cpu1 - cpu0) / whole
 	r.benchCPU = (bench1 - bench0) / whole
 	r.errors = errs.Load()
+	r.refused = refused.Load()
 	slices.Sort(samples)
 	r.acks = float64(len(samples)) / elapsed.Seconds()
 	r.ackP50, r.ackP99 = quantiles(samples)
@@ -1183,8 +1200,8 @@ func threadCPU() time.Duration {
 // The report.
 
 func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
-	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | node CPU per exchange | edgeload CPU | node RSS max (anonymous) | errors |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| seal | size | clients | acknowledged/s | MiB/s | ref MB/s | of ref | of ref, per CPU-s | ack p50 | ack p99 | delivered/s | delivery p50 | delivery p99 | node CPU | node CPU per exchange | edgeload CPU | node RSS max (anonymous) | 503 backlog | errors |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		del := thousands(r.delivered)
 		if r.undelivered > 0 {
@@ -1194,10 +1211,10 @@ func printExchangeTable(w io.Writer, rows []xrow, raw rawCrypto) {
 		if r.ref > 0 {
 			ref, of, ofCPU = mbps(r.ref), percent(r.acks*float64(r.size), r.ref), percent(r.perNodeCPU, r.refCPU)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %.2f | %s MiB (%s) | %d |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %s | %.2f | %s MiB (%s) | %d | %d |\n",
 			r.seal, sizeName(r.size), r.clients, thousands(r.acks), mib(r.acks*float64(r.size)), ref, of, ofCPU,
 			fmtDuration(r.ackP50), fmtDuration(r.ackP99), del, fmtDuration(r.delP50), fmtDuration(r.delP99),
-			r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.errors)
+			r.nodeCPU, fmtDuration(r.exchangeCPU), r.benchCPU, mib(float64(r.rssMax)), mib(float64(r.anonMax)), r.refused, r.errors)
 	}
 }
 
@@ -1242,4 +1259,18 @@ func mib(v float64) string {
 		return strconv.FormatFloat(v/(1<<20), 'f', 1, 64)
 	}
 	return thousands(v / (1 << 20))
+}
+
+// refusedFor reads the node's answer to overload: a 503 delivery-backlog
+// or overloaded, and the time it asks the client to wait (Retry-After;
+// 1 s without one).
+func refusedFor(err error) (time.Duration, bool) {
+	e, ok := errors.AsType[*api.Error](err)
+	if !ok || e.StatusCode != http.StatusServiceUnavailable || (e.Problem.Type != api.TypeDeliveryBacklog && e.Problem.Type != api.TypeOverloaded) {
+		return 0, false
+	}
+	if e.RetryAfter <= 0 {
+		return time.Second, true
+	}
+	return e.RetryAfter, true
 }

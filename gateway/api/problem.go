@@ -66,6 +66,7 @@ const (
 	TypeNotSealed            ProblemType = ProblemPrefix + "not-sealed"
 	TypeTimestampUnavailable ProblemType = ProblemPrefix + "timestamp-unavailable"
 	TypeOverloaded           ProblemType = ProblemPrefix + "overloaded"
+	TypeDeliveryBacklog      ProblemType = ProblemPrefix + "delivery-backlog"
 	TypeNoEvidenceLog        ProblemType = ProblemPrefix + "no-evidence-log"
 )
 
@@ -117,6 +118,7 @@ var problemTypes = []ProblemInfo{
 	{TypeNotSealed, http.StatusServiceUnavailable, "The evidence is not sealed yet", true},
 	{TypeTimestampUnavailable, http.StatusServiceUnavailable, "The signature timestamp could not be obtained", true},
 	{TypeOverloaded, http.StatusServiceUnavailable, "The node is overloaded", true},
+	{TypeDeliveryBacklog, http.StatusServiceUnavailable, "The node's deliveries are behind", true},
 	{TypeNoEvidenceLog, http.StatusServiceUnavailable, "This node keeps no evidence log", false},
 }
 

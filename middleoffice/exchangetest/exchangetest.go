@@ -47,6 +47,7 @@ func RunStore(t *testing.T, f Factory) {
 		{"DeadLetterAndExpiry", testDeadLetterAndExpiry},
 		{"Shredded", testShredded},
 		{"LifecycleJobs", testLifecycleJobs},
+		{"Backlog", testBacklog},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, open(t, f.New)) })
 	}
@@ -563,6 +564,9 @@ func testReopen(t *testing.T, f Factory) {
 	if jobs, err := s.Jobs(ctx); err != nil || len(jobs) != 1 || jobs[0].Exchange != "x2" {
 		t.Errorf("the queue after reopening: %+v, %v", jobs, err)
 	}
+	if bs, ok := s.(middleoffice.BacklogStore); ok {
+		backlogIs(t, bs, 1, "after reopening (x2 waits)")
+	}
 	p, err := s.OpenPayload(ctx, "x1", "seal.p7m")
 	if err != nil {
 		t.Fatalf("the payload after reopening: %v", err)
@@ -762,4 +766,78 @@ func testLifecycleJobs(t *testing.T, s middleoffice.ExchangeStore) {
 	if want := []string{"x1-process", "x2-process", "x1-shred", "x2-shred", kek.ID}; !slices.Equal(got, want) {
 		t.Errorf("claimed %v, want %v", got, want)
 	}
+}
+
+// backlogIs waits (2 s at most: a count may be cached) for the store's
+// backlog to be want.
+func backlogIs(t *testing.T, s middleoffice.BacklogStore, want int, when string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n, err := s.Backlog(t.Context())
+		if err == nil && n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Backlog %s = %d, %v; want %d", when, n, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testBacklog: the backlog counts the process jobs never attempted — not
+// a prepared step's, not an aborted one's, not a job released after a
+// failed attempt, nor one finished, done, or of another kind.
+func testBacklog(t *testing.T, st middleoffice.ExchangeStore) {
+	s, ok := st.(middleoffice.BacklogStore)
+	if !ok {
+		t.Skip("the store does not count its backlog")
+	}
+	ctx := t.Context()
+	backlogIs(t, s, 0, "of an empty store")
+	for _, id := range []string{"x1", "x2", "x3"} {
+		mustDo(t, st, CreateStep(NewExchange(id, "a", "b", "")))
+	}
+	backlogIs(t, s, 3, "after three submissions")
+	x4 := CreateStep(NewExchange("x4", "a", "b", ""))
+	if err := st.Prepare(ctx, x4); err != nil {
+		t.Fatal(err)
+	}
+	backlogIs(t, s, 3, "with a submission prepared")
+	if err := st.Abort(ctx, "x4", x4.Event.EvidenceID); err != nil {
+		t.Fatal(err)
+	}
+	backlogIs(t, s, 3, "after an aborted submission")
+	j, err := st.Claim(ctx, t0, time.Minute)
+	if err != nil || j == nil {
+		t.Fatalf("Claim = %+v, %v", j, err)
+	}
+	backlogIs(t, s, 3, "with a job held")
+	if err := st.Release(ctx, j, t0.Add(time.Hour), "push failed"); err != nil {
+		t.Fatal(err)
+	}
+	backlogIs(t, s, 2, "after a failed attempt")
+	// Enqueued again by a step (a redelivery): a fresh job, counted.
+	re := Step(j.Exchange, j.Exchange+"-redeliver", evidence.Delivered, []middleoffice.State{middleoffice.StateAccepted}, middleoffice.StateAccepted)
+	re.Enqueue = []*middleoffice.Job{{ID: j.Exchange + "-process", Kind: middleoffice.JobProcess, Exchange: j.Exchange, NotBefore: t0}}
+	mustDo(t, st, re)
+	backlogIs(t, s, 3, "after a job enqueued again")
+	var rest []string
+	for _, id := range []string{"x1", "x2", "x3"} {
+		if id != j.Exchange {
+			rest = append(rest, id)
+		}
+	}
+	d := Step(rest[0], rest[0]+"-delivered", evidence.Delivered, []middleoffice.State{middleoffice.StateAccepted}, middleoffice.StateDelivered)
+	d.Finish = rest[0] + "-process"
+	d.Enqueue = []*middleoffice.Job{{ID: rest[0] + "-notify-x", Kind: middleoffice.JobNotify, Exchange: rest[0], NotBefore: t0}}
+	mustDo(t, st, d)
+	backlogIs(t, s, 2, "after a delivery (and a notification enqueued)")
+	if err := st.Done(ctx, rest[1]+"-process"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Done(ctx, rest[1]+"-process"); err != nil {
+		t.Fatal(err)
+	}
+	backlogIs(t, s, 1, "after a job done (twice)")
 }
