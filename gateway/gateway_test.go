@@ -117,67 +117,102 @@ func TestTSAEndpoint(t *testing.T) {
 	srv := httptest.NewServer(gateway.NewTSAHandler(newAuthority(t, p, tsa.Options{}), 1024, gateway.Options{Registry: reg, Gatherer: reg}))
 	t.Cleanup(srv.Close)
 
-	good := request(t, "hello")
-	tests := []struct {
-		name        string
-		method      string
-		contentType string
-		body        io.Reader
-		wantHTTP    int
-		wantStatus  int // PKIStatus: 0 granted, 2 rejection
-		wantFail    int // failInfo bit, when rejected
-	}{
-		{"granted", "POST", "application/timestamp-query", bytes.NewReader(good), 200, 0, -1},
-		{"content type with parameters", "POST", "application/timestamp-query; charset=binary", bytes.NewReader(good), 200, 0, -1},
-		{"GET", "GET", "", nil, 405, 2, 2},
-		{"wrong content type", "POST", "application/json", bytes.NewReader(good), 415, 2, 2},
-		{"no content type", "POST", "", bytes.NewReader(good), 415, 2, 2},
-		{"content type in capitals", "POST", "Application/Timestamp-Query", bytes.NewReader(good), 200, 0, -1},
-		{"a longer content type", "POST", "application/timestamp-query-x", bytes.NewReader(good), 415, 2, 2},
-		{"a content type with a bad parameter", "POST", "application/timestamp-query; =", bytes.NewReader(good), 415, 2, 2},
-		{"empty body", "POST", "application/timestamp-query", bytes.NewReader(nil), 200, 2, 5},
-		{"truncated", "POST", "application/timestamp-query", bytes.NewReader(good[:len(good)-3]), 200, 2, 5},
-		{"trailing garbage", "POST", "application/timestamp-query", bytes.NewReader(append(bytes.Clone(good), 0, 1, 2)), 200, 2, 5},
-		{"oversized", "POST", "application/timestamp-query", bytes.NewReader(make([]byte, 4096)), 413, 2, 2},
-		{"oversized, chunked", "POST", "application/timestamp-query", io.MultiReader(strings.NewReader(strings.Repeat("x", 4096))), 413, 2, 2},
-	}
+	tests := tsaEndpointCases(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequest(tt.method, srv.URL+"/tsa", tt.body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.contentType != "" {
-				req.Header.Set("Content-Type", tt.contentType)
-			}
-			resp, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tt.wantHTTP {
-				t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.wantHTTP)
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/timestamp-reply" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			st, fi := status(t, body)
-			if st != tt.wantStatus {
-				t.Fatalf("PKIStatus %d, want %d", st, tt.wantStatus)
-			}
-			if tt.wantFail >= 0 && fi.At(tt.wantFail) != 1 {
-				t.Errorf("failInfo %x, want bit %d", fi.Bytes, tt.wantFail)
-			}
-			if st == 0 {
-				if _, err := timestamp.ParseResponse(body); err != nil {
-					t.Errorf("granted reply does not parse: %v", err)
-				}
-			}
+			resp, body := tt.send(t, srv.Client(), srv.URL+"/tsa")
+			tt.check(t, resp, body)
 		})
 	}
 	if n := counterSum(t, reg, "pec_http_requests_total"); n < float64(len(tests)) {
 		t.Errorf("pec_http_requests_total = %v, want ≥ %d", n, len(tests))
+	}
+}
+
+// tsaCase is a request to the tsa route and the answer it must get: the
+// handler's (TestTSAEndpoint) and the fast lane's listener's
+// (TestTSALaneAnswersAsHandler) alike.
+type tsaCase struct {
+	name        string
+	method      string
+	contentType string
+	body        []byte // nil: none
+	chunked     bool   // sent without a length
+	wantHTTP    int
+	wantStatus  int  // PKIStatus: 0 granted, 2 rejection
+	wantFail    int  // failInfo bit, when rejected; -1 none
+	lane        bool // answered by the fast lane (a well-formed request it parses in full)
+}
+
+func tsaEndpointCases(t *testing.T) []tsaCase {
+	good := request(t, "hello")
+	return []tsaCase{
+		{"granted", "POST", "application/timestamp-query", good, false, 200, 0, -1, true},
+		{"content type with parameters", "POST", "application/timestamp-query; charset=binary", good, false, 200, 0, -1, false},
+		{"GET", "GET", "", nil, false, 405, 2, 2, false},
+		{"wrong content type", "POST", "application/json", good, false, 415, 2, 2, false},
+		{"no content type", "POST", "", good, false, 415, 2, 2, false},
+		{"content type in capitals", "POST", "Application/Timestamp-Query", good, false, 200, 0, -1, false},
+		{"a longer content type", "POST", "application/timestamp-query-x", good, false, 415, 2, 2, false},
+		{"a content type with a bad parameter", "POST", "application/timestamp-query; =", good, false, 415, 2, 2, false},
+		{"empty body", "POST", "application/timestamp-query", []byte{}, false, 200, 2, 5, false},
+		{"truncated", "POST", "application/timestamp-query", good[:len(good)-3], false, 200, 2, 5, true},
+		{"trailing garbage", "POST", "application/timestamp-query", append(bytes.Clone(good), 0, 1, 2), false, 200, 2, 5, true},
+		{"oversized", "POST", "application/timestamp-query", make([]byte, 4096), false, 413, 2, 2, false},
+		{"chunked", "POST", "application/timestamp-query", good, true, 200, 0, -1, false},
+		{"oversized, chunked", "POST", "application/timestamp-query", make([]byte, 4096), true, 413, 2, 2, false},
+	}
+}
+
+// send posts the case's request to url and reads the whole answer.
+func (tt tsaCase) send(t *testing.T, client *http.Client, url string) (*http.Response, []byte) {
+	t.Helper()
+	var body io.Reader
+	if tt.body != nil {
+		body = bytes.NewReader(tt.body)
+		if tt.chunked {
+			body = io.MultiReader(body) // no length: chunked
+		}
+	}
+	req, err := http.NewRequest(tt.method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tt.contentType != "" {
+		req.Header.Set("Content-Type", tt.contentType)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, data
+}
+
+// check compares the answer with the case's.
+func (tt tsaCase) check(t *testing.T, resp *http.Response, body []byte) {
+	t.Helper()
+	if resp.StatusCode != tt.wantHTTP {
+		t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.wantHTTP)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/timestamp-reply" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if resp.Header.Get("Date") == "" {
+		t.Error("no Date")
+	}
+	st, fi := status(t, body)
+	if st != tt.wantStatus {
+		t.Fatalf("PKIStatus %d, want %d", st, tt.wantStatus)
+	}
+	if tt.wantFail >= 0 && fi.At(tt.wantFail) != 1 {
+		t.Errorf("failInfo %x, want bit %d", fi.Bytes, tt.wantFail)
+	}
+	if st == 0 {
+		if _, err := timestamp.ParseResponse(body); err != nil {
+			t.Errorf("granted reply does not parse: %v", err)
+		}
 	}
 }
 

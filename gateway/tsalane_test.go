@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitorus/timestamp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 
@@ -122,73 +121,15 @@ func TestTSALaneAnswersAsHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := gateway.NewTSAServer(newAuthority(t, p, tsa.Options{}), 1024, gateway.Options{Registry: reg})
 	addr := laneServer(t, s, nil, nil)
-	good := request(t, "hello")
-	tests := []struct {
-		name        string
-		method      string
-		contentType string
-		body        []byte
-		chunked     bool
-		wantHTTP    int
-		wantStatus  int
-		lane        bool
-	}{
-		{"granted", "POST", "application/timestamp-query", good, false, 200, 0, true},
-		{"content type with parameters", "POST", "application/timestamp-query; charset=binary", good, false, 200, 0, false},
-		{"content type in capitals", "POST", "Application/Timestamp-Query", good, false, 200, 0, false},
-		{"GET", "GET", "", nil, false, 405, 2, false},
-		{"wrong content type", "POST", "application/json", good, false, 415, 2, false},
-		{"no content type", "POST", "", good, false, 415, 2, false},
-		{"empty body", "POST", "application/timestamp-query", []byte{}, false, 200, 2, false},
-		{"truncated", "POST", "application/timestamp-query", good[:len(good)-3], false, 200, 2, true},
-		{"trailing garbage", "POST", "application/timestamp-query", append(bytes.Clone(good), 0, 1, 2), false, 200, 2, true},
-		{"oversized", "POST", "application/timestamp-query", make([]byte, 4096), false, 413, 2, false},
-		{"chunked", "POST", "application/timestamp-query", good, true, 200, 0, false},
-		{"oversized, chunked", "POST", "application/timestamp-query", make([]byte, 4096), true, 413, 2, false},
-	}
+	tests := tsaEndpointCases(t)
 	// A connection each (Connection: close): a connection handed on to
 	// net/http stays net/http's.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var body io.Reader
-			if tt.body != nil {
-				body = bytes.NewReader(tt.body)
-				if tt.chunked {
-					body = io.MultiReader(body) // no length: chunked
-				}
-			}
-			req, err := http.NewRequest(tt.method, "http://"+addr+"/tsa", body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.contentType != "" {
-				req.Header.Set("Content-Type", tt.contentType)
-			}
 			before := gateway.LaneAnswered(s)
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tt.wantHTTP {
-				t.Errorf("HTTP %d, want %d", resp.StatusCode, tt.wantHTTP)
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/timestamp-reply" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			if resp.Header.Get("Date") == "" {
-				t.Error("no Date")
-			}
-			if st, _ := status(t, data); st != tt.wantStatus {
-				t.Errorf("PKIStatus %d, want %d", st, tt.wantStatus)
-			}
-			if tt.wantStatus == 0 {
-				if _, err := timestamp.ParseResponse(data); err != nil {
-					t.Errorf("granted reply does not parse: %v", err)
-				}
-			}
+			resp, body := tt.send(t, client, "http://"+addr+"/tsa")
+			tt.check(t, resp, body)
 			if lane := gateway.LaneAnswered(s) > before; lane != tt.lane {
 				t.Errorf("answered by the lane: %v, want %v", lane, tt.lane)
 			}
