@@ -28,8 +28,9 @@ import (
 // backoff; if meanwhile another node took the id, /readyz says so (the
 // node keeps serving what it must: the operator decides which node goes).
 
-// nodeLockClass is the first key of the advisory lock, "PEC1" — with the
-// schema's hash mixed in (nodeLockKey).
+// nodeLockClass is the first key of the advisory lock, "PEC1", with the
+// schema's hash mixed in (schemaHash): both positive, as pg_locks shows
+// the keys as oids.
 const nodeLockClass = 0x50454331
 
 // nodeClaimWait is how long a start waits for the lock of a node that is
@@ -100,9 +101,11 @@ func (c *nodeClaim) take(ctx context.Context) error {
 	}
 	var schema string
 	var ok bool
+	var class int32 // the lock's first key: nodeLockClass and the schema
 	err = conn.QueryRow(ctx, "SELECT current_schema()").Scan(&schema)
 	if err == nil {
-		err = conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", int32(nodeLockClass^schemaHash(schema)), int32(c.nodeID)).Scan(&ok)
+		class = nodeLockClass ^ schemaHash(schema)
+		err = conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", class, int32(c.nodeID)).Scan(&ok)
 	}
 	if err != nil {
 		conn.Close(context.Background())
@@ -115,7 +118,7 @@ func (c *nodeClaim) take(ctx context.Context) error {
 		if conn.QueryRow(ctx, `SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'), coalesce(to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), '')
 			FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 			WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = $2::oid AND l.granted LIMIT 1`,
-			uint32(int32(nodeLockClass^schemaHash(schema))), uint32(c.nodeID)).Scan(&pid, &app, &addr, &since) == nil {
+			uint32(class), uint32(c.nodeID)).Scan(&pid, &app, &addr, &since) == nil {
 			holder = fmt.Sprintf("backend pid %d, %s from %s since %s", pid, app, addr, since)
 		}
 		conn.Close(context.Background())
